@@ -1,0 +1,9 @@
+"""Azure Functions entry point: build the app and register the blueprints. Nothing else."""
+
+import azure.functions as func
+
+from functions import alerts, api, azureml_events, reconcile
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (azureml_events.bp, alerts.bp, reconcile.bp, api.bp):
+    app.register_functions(blueprint)

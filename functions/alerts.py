@@ -1,0 +1,26 @@
+"""Azure Monitor alerts (common alert schema) -> drift or health signals, per policy binding."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions import runtime
+from functions.http import authenticated, json_body, respond
+from handlers.intake import deliver_alert, reject
+from shared.errors import BadEvent
+
+bp = func.Blueprint()
+
+
+@bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def receive_alert(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """Fired -> drift/health signal; Resolved -> clears pending signals. Always one alert."""
+    bus = runtime.new_bus()
+    try:
+        payload = json_body(req)
+    except BadEvent as exc:
+        reject(bus, "alert", str(exc))
+        raise
+    outcome = deliver_alert(bus, payload)
+    return respond(200, {"result": outcome})

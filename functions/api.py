@@ -1,0 +1,114 @@
+"""HTTP API: health, cycles, audit, approvals. Every route but health needs a function key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import azure.functions as func
+
+from functions import runtime
+from functions.http import authenticated, error, json_body, respond
+from shared.errors import BadEvent, NotFound
+from shared.messages import Approve, Deny
+
+bp = func.Blueprint()
+
+
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness probe: anonymous, says nothing about the data."""
+    return respond(200, {"status": "ok"})
+
+
+def _flag(req: func.HttpRequest, name: str) -> bool:
+    value = (req.params.get(name) or "").lower()
+    if value not in ("", "true", "false", "1", "0"):
+        raise BadEvent(f"query parameter {name!r} must be true or false")
+    return value in ("true", "1")
+
+
+@bp.route(route="cycles", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def list_cycles(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    store = runtime.current().services.store
+    cycles = store.list_cycles(req.params.get("model") or None, _flag(req, "active"))
+    return respond(200, {"cycles": [c.to_json() for c in cycles]})
+
+
+@bp.route(route="cycles/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def get_cycle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    services = runtime.current().services
+    cycle = services.store.get_cycle(req.route_params.get("id", ""))
+    if cycle is None:
+        return error(404, "no such cycle")
+    audit = services.audit.query(cycle=cycle.id)
+    return respond(200, {"cycle": cycle.to_json(), "audit": [r.to_json() for r in audit]})
+
+
+def _since(req: func.HttpRequest) -> datetime | None:
+    raw = req.params.get("since")
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise BadEvent("query parameter 'since' must be an ISO 8601 time") from exc
+    if value.tzinfo is None:
+        raise BadEvent("query parameter 'since' needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+def _limit(req: func.HttpRequest) -> int | None:
+    raw = req.params.get("limit")
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) <= 100_000:
+        raise BadEvent("query parameter 'limit' must be an integer from 1 to 100000")
+    return int(raw)
+
+
+@bp.route(route="audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def list_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    audit = runtime.current().services.audit
+    records = audit.query(
+        model=req.params.get("model") or None,
+        cycle=req.params.get("cycle") or None,
+        kind=req.params.get("kind") or None,
+        since=_since(req),
+        limit=_limit(req),
+    )
+    return respond(200, {"records": [r.to_json() for r in records]})
+
+
+def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpResponse:
+    body = json_body(req, required=False)
+    if not isinstance(body, dict):
+        raise BadEvent("body must be a JSON object like {\"reason\": \"...\"}")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 2000:
+        raise BadEvent("'reason' must be a string of at most 2000 characters")
+    cycle_id = req.route_params.get("id", "")
+    command = (Approve if approve else Deny)(cycle_id, actor, reason, f"api:{actor}")
+    bus = runtime.new_bus()
+    try:
+        bus.handle(command)
+    except NotFound:
+        return error(404, "no such cycle")
+    except BadEvent as exc:
+        return error(409, str(exc))
+    cycle = bus.services.store.get_cycle(cycle_id)
+    return respond(200, {"cycle": cycle.to_json() if cycle else None})
+
+
+@bp.route(route="cycles/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def approve_cycle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    return _decide(req, actor, approve=True)
+
+
+@bp.route(route="cycles/{id}/deny", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def deny_cycle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    return _decide(req, actor, approve=False)

@@ -1,0 +1,45 @@
+"""Azure ML system events from Event Grid (ModelRegistered, RunCompleted, RunStatusChanged, ...).
+
+The Functions host handles the subscription handshake and splits the delivered batch; this
+trigger gets one event. Malformed event data is a permanent problem: it is audited as rejected
+and the invocation succeeds, so Event Grid does not retry it for 24 hours. Transient failures
+raise, so the host answers 5xx and Event Grid redelivers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions import runtime
+from handlers.intake import deliver_azureml
+from shared.envelope import Envelope
+from shared.errors import BadEvent
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+def envelope_of(event: func.EventGridEvent) -> Envelope:
+    return Envelope(
+        schema="eventgrid",  # the host has already mapped either schema onto this object
+        id=event.id or "",
+        source=event.topic or "",
+        type=event.event_type or "",
+        subject=event.subject or "",
+        time=event.event_time.isoformat() if event.event_time else "",
+        data=event.get_json(),
+    )
+
+
+@bp.event_grid_trigger(arg_name="event")
+def azureml_events(event: func.EventGridEvent) -> None:
+    bus = runtime.new_bus()
+    try:
+        outcome = deliver_azureml(bus, envelope_of(event))
+    except BadEvent as exc:
+        log.warning("event %s rejected: %s", event.id, exc)
+        return
+    log.info("event %s %s: %s", event.event_type, event.id, outcome)

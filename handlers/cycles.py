@@ -1,0 +1,99 @@
+"""Small helpers every handler uses to move a cycle and leave evidence."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from shared.messagebus import Services, stable_suffix
+from shared.model import AuditKind, Cycle, CycleState
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def slug(text: str, limit: int) -> str:
+    """Lower-case letters, digits and hyphens only: safe as an Azure resource name part."""
+    return _UNSAFE.sub("-", text.lower()).strip("-")[:limit].strip("-") or "x"
+
+
+def job_name_for(cycle: Cycle) -> str:
+    """Deterministic job name: a second submit for the same cycle conflicts instead of running."""
+    return f"autopilot-{cycle.id}"
+
+
+def deployment_name_for(model: str, version: str) -> str:
+    """Deterministic deployment name per model version (Azure: 3-32 chars, starts with a letter)."""
+    suffix = f"-v{slug(version, 8)}"
+    return "d" + slug(model, 31 - len(suffix) - 1) + suffix
+
+
+def cycle_id_for(model: str, event_key: str) -> str:
+    """Deterministic cycle id from the event that started it, so a redelivery finds it again."""
+    return f"{slug(model, 40)}-{stable_suffix(event_key, 10)}"
+
+
+def move(
+    svc: Services,
+    cycle: Cycle,
+    state: CycleState,
+    reason: str,
+    *,
+    caused_by: str | None = None,
+    kind: AuditKind = AuditKind.DECISION,
+    evidence: dict[str, Any] | None = None,
+    actor: str = "system",
+) -> None:
+    """Transition, persist (optimistic), audit, publish. ConcurrencyError if raced."""
+    before = cycle.state
+    cycle.transition(state, svc.now(), reason)
+    svc.store.save_cycle(cycle)
+    svc.record(
+        kind,
+        f"cycle {before.value} -> {state.value}",
+        actor=actor,
+        model=cycle.model,
+        version=cycle.candidate_version,
+        cycle=cycle.id,
+        reason=reason,
+        evidence=evidence or {},
+        caused_by=caused_by,
+    )
+    publish(svc, cycle, f"cycle.{state.value.lower()}", {"reason": reason})
+
+
+def publish(svc: Services, cycle: Cycle, event_type: str, data: dict[str, Any]) -> None:
+    """Publish a lifecycle event; a publisher outage never stops the lifecycle (it is logged)."""
+    payload = {"cycle": cycle.id, "model": cycle.model, "state": cycle.state.value, **data}
+    try:
+        svc.publisher.publish(f"Autopilot.{event_type}", f"models/{cycle.model}", payload)
+    except Exception:
+        log.exception("publishing %s for cycle %s failed", event_type, cycle.id)
+
+
+def note(
+    svc: Services,
+    kind: AuditKind,
+    summary: str,
+    cycle: Cycle | None = None,
+    *,
+    model: str | None = None,
+    reason: str = "",
+    evidence: dict[str, Any] | None = None,
+    caused_by: str | None = None,
+    actor: str = "system",
+) -> None:
+    """Audit something about a cycle (or a model) without changing state."""
+    svc.record(
+        kind,
+        summary,
+        actor=actor,
+        model=cycle.model if cycle else model,
+        version=cycle.candidate_version if cycle else None,
+        cycle=cycle.id if cycle else None,
+        reason=reason,
+        evidence=evidence or {},
+        caused_by=caused_by,
+    )

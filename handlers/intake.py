@@ -1,0 +1,76 @@
+"""Delivery of one outside event: dedup, normalise, audit, dispatch — exactly once per key.
+
+The dedup key is claimed with a lease before anything happens; it is marked done only when
+the handlers finished, and released on failure so the redelivery is processed again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.envelope import Envelope
+from shared.errors import BadEvent
+from shared.intake import normalise_azureml, parse_alert
+from shared.messagebus import MessageBus
+from shared.messages import EventIgnored, Message
+from shared.model import AuditKind
+from shared.ports import Claim
+
+
+def _model_of(message: Message) -> str | None:
+    model = getattr(message, "model", None)
+    return model if isinstance(model, str) else None
+
+
+def dispatch(bus: MessageBus, key: str, message: Message, evidence: dict[str, Any],
+             summary: str) -> str:
+    """Claim ``key``, audit receipt, run handlers. Returns 'processed' or 'duplicate'."""
+    svc = bus.services
+    claim = svc.store.claim_delivery(key, svc.now(), svc.settings.delivery_lease_s)
+    if claim is Claim.DUPLICATE:
+        svc.record(AuditKind.IGNORED, f"duplicate delivery: {summary}", model=_model_of(message),
+                   reason="this event was already processed (same source, type, subject, id)",
+                   caused_by=key)
+        return "duplicate"
+    try:
+        if not isinstance(message, EventIgnored):
+            svc.record(AuditKind.EVENT_RECEIVED, summary, model=_model_of(message),
+                       evidence=evidence, caused_by=key,
+                       reason="redelivered after an unfinished attempt" if claim is Claim.RETRY
+                       else "")
+        bus.handle(message)
+    except BaseException:
+        svc.store.release_delivery(key)
+        raise
+    svc.store.finish_delivery(key, svc.now())
+    return "processed"
+
+
+def reject(bus: MessageBus, where: str, problem: str, evidence: dict[str, Any] | None = None,
+           ) -> None:
+    """Audit a refused payload. The problem text names what is wrong, never echoes secrets."""
+    bus.services.record(AuditKind.REJECTED, f"{where}: payload rejected", reason=problem,
+                        evidence=evidence or {})
+
+
+def deliver_azureml(bus: MessageBus, envelope: Envelope) -> str:
+    """One Azure ML system event. Raises BadEvent (after auditing it) if its data is malformed."""
+    try:
+        message = normalise_azureml(envelope, bus.services.policy)
+    except BadEvent as exc:
+        reject(bus, f"event {envelope.type}", str(exc), envelope.to_json())
+        raise
+    return dispatch(bus, envelope.dedup_key, message, envelope.to_json(),
+                    f"{envelope.type.rsplit('.', 1)[-1]} {envelope.subject}")
+
+
+def deliver_alert(bus: MessageBus, payload: Any) -> str:
+    """One Azure Monitor common-alert-schema payload."""
+    try:
+        message = parse_alert(payload, bus.services.policy)
+    except BadEvent as exc:
+        reject(bus, "alert", str(exc))
+        raise
+    evidence = dict(getattr(message, "evidence", {}))
+    return dispatch(bus, message.event_key, message, evidence,
+                    f"alert {evidence.get('rule', '')} {type(message).__name__}")

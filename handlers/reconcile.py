@@ -1,0 +1,85 @@
+"""The reconciler: level-check every active cycle against the platform and move it on.
+
+Event Grid may drop or delay events; this timer makes sure no cycle hangs forever. What it
+does is audited as ``reconciled`` and goes through the same steps the missing event would.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from handlers import rollout, training
+from handlers.cycles import move
+from shared.errors import NotFound, TransientError
+from shared.messagebus import Services
+from shared.messages import Reconcile
+from shared.model import AuditKind, Cycle, CycleState
+
+log = logging.getLogger(__name__)
+R = AuditKind.RECONCILED
+
+
+def _stale(cycle: Cycle, svc: Services) -> bool:
+    return svc.now() - cycle.updated_at > timedelta(seconds=svc.settings.stale_after_s)
+
+
+def reconcile(cmd: Reconcile, svc: Services) -> None:
+    for cycle in svc.store.list_cycles(active_only=True):
+        try:
+            reconcile_cycle(cycle, svc, cmd.event_key)
+        except TransientError as exc:  # one cycle's outage must not stall the others
+            log.warning("reconcile of cycle %s deferred: %s", cycle.id, exc)
+
+
+def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
+    state = cycle.state
+    if svc.policy.model(cycle.model) is None:
+        move(svc, cycle, CycleState.FAILED, "model removed from the policy", caused_by=key, kind=R)
+    elif state is CycleState.TRIGGERED and _stale(cycle, svc):
+        training.start_retraining(cycle, svc, key)
+    elif state is CycleState.RETRAINING and cycle.job_name:
+        _check_job(cycle, svc, key)
+    elif state is CycleState.EVALUATING and _stale(cycle, svc):
+        svc.store.save_cycle(cycle)  # claim it (version bump) before redoing the evaluation
+        training.evaluate(cycle, svc, key)
+    elif state is CycleState.AWAITING_APPROVAL:
+        timeout = svc.policy.models[cycle.model].gate.approval_timeout
+        if svc.now() - cycle.updated_at > timedelta(seconds=timeout):
+            move(
+                svc,
+                cycle,
+                CycleState.REJECTED,
+                f"approval expired after {timeout:g}s",
+                caused_by=key,
+                kind=R,
+            )
+    elif state is CycleState.REGISTERED:
+        rollout.start_rollout(cycle, svc, key)
+    elif state is CycleState.ROLLING_OUT:
+        if (cycle.rollout or {}).get("step", -1) < 0:
+            if _stale(cycle, svc):  # crashed between creating the deployment and step one
+                rollout.resume(cycle, svc, key)
+        else:
+            rollout.advance(cycle, svc, key)
+
+
+def _check_job(cycle: Cycle, svc: Services, key: str) -> None:
+    assert cycle.job_name
+    try:
+        info = svc.platform.get_job(cycle.job_name)
+    except NotFound:
+        if _stale(cycle, svc):  # intent recorded, submission lost (crash): submit it now
+            training.submit_job(cycle, svc, key)
+        return
+    if info.status.is_terminal:
+        training.finish_job(cycle, svc, info.status, key, kind=R)
+    elif training.job_overdue(cycle, svc):
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            f"job {cycle.job_name} still {info.status.value} past its timeout",
+            caused_by=key,
+            kind=R,
+        )

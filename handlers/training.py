@@ -1,0 +1,277 @@
+"""Retraining jobs, the evaluation gate, registration of the candidate."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from handlers.cycles import job_name_for, move, note, publish
+from shared.errors import AlreadyExists, NotFound, PermanentError
+from shared.gate import decide
+from shared.messagebus import Services
+from shared.messages import JobStatusChanged
+from shared.model import AuditKind, Cycle, CycleState, JobRequest, JobStatus
+
+CYCLE_TAG = "autopilot_cycle"
+
+
+def _job_request(cycle: Cycle, svc: Services) -> JobRequest:
+    spec = svc.policy.models[cycle.model]
+    champion = svc.platform.champion_version(
+        cycle.model, spec.rollout.endpoint if spec.rollout else None
+    )
+    inputs: dict[str, object] = dict(spec.training.inputs)
+    inputs.setdefault("model_name", cycle.model)
+    if champion:
+        inputs.setdefault("champion_version", champion)
+    return JobRequest(
+        name=cycle.job_name or job_name_for(cycle),
+        model=cycle.model,
+        experiment=spec.training.experiment,
+        command=spec.training.command,
+        job_file=spec.training.job_file,
+        inputs=inputs,
+        tags={
+            CYCLE_TAG: cycle.id,
+            "autopilot_model": cycle.model,
+            "autopilot_trigger": str(cycle.trigger.get("signal", ""))[:256],
+        },
+        timeout_s=spec.training.timeout,
+    )
+
+
+def start_retraining(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    """Record the intent (job name) first, then submit; a name conflict means 'already done'."""
+    cycle.job_name = job_name_for(cycle)
+    cycle.job_submitted_at = svc.now()
+    move(
+        svc,
+        cycle,
+        CycleState.RETRAINING,
+        f"submitting training job {cycle.job_name}",
+        caused_by=caused_by,
+    )
+    submit_job(cycle, svc, caused_by)
+
+
+def submit_job(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    request = _job_request(cycle, svc)
+    try:
+        info = svc.platform.submit_job(request)
+        summary = f"training job {info.name} submitted"
+    except AlreadyExists:
+        info = svc.platform.get_job(request.name)
+        summary = f"training job {info.name} was already submitted ({info.status.value})"
+    except PermanentError as exc:
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            f"job submission failed: {exc}",
+            caused_by=caused_by,
+            kind=AuditKind.ERROR,
+        )
+        return
+    note(
+        svc,
+        AuditKind.ACTION,
+        summary,
+        cycle,
+        caused_by=caused_by,
+        evidence={
+            "job": request.name,
+            "experiment": request.experiment,
+            "inputs": request.inputs,
+            "tags": request.tags,
+        },
+    )
+    publish(svc, cycle, "job.submitted", {"job": request.name})
+
+
+def resume_if_stalled(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    """A redelivered start event found its own cycle: finish what a crash may have cut short."""
+    if cycle.state is CycleState.TRIGGERED:
+        start_retraining(cycle, svc, caused_by)
+        return
+    if cycle.state is CycleState.RETRAINING and cycle.job_name:
+        try:
+            svc.platform.get_job(cycle.job_name)
+        except NotFound:
+            submit_job(cycle, svc, caused_by)
+            return
+    note(
+        svc,
+        AuditKind.IGNORED,
+        "duplicate of the signal that started this cycle",
+        cycle,
+        caused_by=caused_by,
+    )
+
+
+def on_job_status(msg: JobStatusChanged, svc: Services) -> None:
+    cycle = svc.store.find_cycle_by_job(msg.job_name)
+    if cycle is None:
+        cycle_id = msg.tags.get(CYCLE_TAG)
+        cycle = svc.store.get_cycle(cycle_id) if cycle_id else None
+    if cycle is None:
+        note(
+            svc,
+            AuditKind.IGNORED,
+            f"job {msg.job_name} is not one of ours",
+            reason="no cycle submitted this job; foreign jobs are recorded only",
+            evidence={"status": msg.status, "experiment": msg.experiment},
+            caused_by=msg.event_key,
+        )
+        return
+    if cycle.state is not CycleState.RETRAINING:
+        note(
+            svc,
+            AuditKind.IGNORED,
+            f"job {msg.job_name} {msg.status}: already handled",
+            cycle,
+            reason=f"cycle is {cycle.state.value}",
+            caused_by=msg.event_key,
+        )
+        return
+    finish_job(cycle, svc, JobStatus(msg.status), msg.event_key)
+
+
+def finish_job(
+    cycle: Cycle,
+    svc: Services,
+    status: JobStatus,
+    caused_by: str,
+    kind: AuditKind = AuditKind.DECISION,
+) -> None:
+    if status is JobStatus.COMPLETED:
+        move(
+            svc,
+            cycle,
+            CycleState.EVALUATING,
+            f"job {cycle.job_name} completed",
+            caused_by=caused_by,
+            kind=kind,
+        )
+        evaluate(cycle, svc, caused_by)
+        return
+    error = ""
+    if cycle.job_name:
+        try:
+            error = svc.platform.get_job(cycle.job_name).error
+        except NotFound:
+            error = "job not found on the platform"
+    move(
+        svc,
+        cycle,
+        CycleState.FAILED,
+        f"job {cycle.job_name} {status.value.lower()}" + (f": {error}" if error else ""),
+        caused_by=caused_by,
+        kind=kind,
+    )
+
+
+def evaluate(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    """Gate the candidate on the evaluation its job wrote; reject, await approval or register."""
+    spec = svc.policy.models[cycle.model]
+    assert cycle.job_name
+    try:
+        document = svc.platform.get_evaluation(cycle.job_name)
+        decision = decide(document, spec.gate)
+    except PermanentError as exc:
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            f"evaluation unusable: {exc}",
+            caused_by=caused_by,
+            kind=AuditKind.ERROR,
+        )
+        return
+    cycle.decision = decision.to_json()
+    cycle.champion_version = decision.champion_version
+    evidence = {"gate": cycle.decision, "n": document.get("n")}
+    publish(
+        svc,
+        cycle,
+        "gate.passed" if decision.passed else "gate.failed",
+        {"summary": decision.summary},
+    )
+    if not decision.passed:
+        move(
+            svc,
+            cycle,
+            CycleState.REJECTED,
+            f"gate rejected: {decision.summary}",
+            caused_by=caused_by,
+            evidence=evidence,
+        )
+        return
+    if spec.gate.approval_required:
+        move(
+            svc,
+            cycle,
+            CycleState.AWAITING_APPROVAL,
+            f"gate passed; awaiting approval ({decision.summary})",
+            caused_by=caused_by,
+            evidence=evidence,
+        )
+        return
+    note(
+        svc,
+        AuditKind.DECISION,
+        "gate passed",
+        cycle,
+        reason=decision.summary,
+        evidence=evidence,
+        caused_by=caused_by,
+    )
+    register_candidate(cycle, svc, caused_by)
+
+
+def register_candidate(cycle: Cycle, svc: Services, caused_by: str, actor: str = "system") -> None:
+    assert cycle.job_name
+    tags = {
+        CYCLE_TAG: cycle.id,
+        "autopilot_job": cycle.job_name,
+        "autopilot_trigger": str(cycle.trigger.get("signal", ""))[:256],
+        "autopilot_gate": "passed",
+    }
+    try:
+        version = svc.platform.register_model(cycle.model, cycle.job_name, tags)
+    except PermanentError as exc:
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            f"registration failed: {exc}",
+            caused_by=caused_by,
+            kind=AuditKind.ERROR,
+        )
+        return
+    cycle.candidate_version = version
+    move(
+        svc,
+        cycle,
+        CycleState.REGISTERED,
+        f"registered {cycle.model} v{version}",
+        caused_by=caused_by,
+        kind=AuditKind.ACTION,
+        evidence={"tags": tags},
+        actor=actor,
+    )
+    publish(svc, cycle, "model.registered", {"version": version})
+    if svc.policy.models[cycle.model].rollout is None:
+        svc.platform.set_champion(cycle.model, version)
+        move(
+            svc,
+            cycle,
+            CycleState.PROMOTED,
+            "no rollout in the policy: registered is final",
+            caused_by=caused_by,
+        )
+
+
+def job_overdue(cycle: Cycle, svc: Services) -> bool:
+    spec = svc.policy.models.get(cycle.model)
+    if spec is None or cycle.job_submitted_at is None:
+        return False
+    return svc.now() - cycle.job_submitted_at > timedelta(seconds=spec.training.timeout)

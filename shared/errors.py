@@ -1,0 +1,60 @@
+"""The service's exception hierarchy: what went wrong, and what the caller should do about it.
+
+- ``TransientError``: retry may fix it (throttling, timeouts, 5xx). Triggers answer 5xx so
+  Event Grid redelivers.
+- ``PermanentError``: retrying will not help; audit it and answer 2xx so it is not
+  redelivered forever.
+- ``BadEvent``: the payload itself is malformed; answer 4xx naming the problem.
+- ``PolicyError``: the policy file is invalid; names file, model and field.
+- ``ConcurrencyError``: someone else changed the record first (stale version / ETag).
+- ``AlreadyExists``: a conditional create found the key taken (job names, deployments, locks).
+"""
+
+from __future__ import annotations
+
+
+class AutopilotError(Exception):
+    """Base of every error this service raises on purpose."""
+
+
+class TransientError(AutopilotError):
+    """A failure that a later retry may fix.
+
+    ``retry_after`` carries the server's Retry-After hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(AutopilotError):
+    """A failure that retrying will not fix."""
+
+
+class NotFound(PermanentError):
+    """The thing asked for does not exist."""
+
+
+class AlreadyExists(AutopilotError):
+    """A create found the name taken; the caller decides whether that means 'already done'."""
+
+
+class ConcurrencyError(AutopilotError):
+    """The record changed since it was read (stale version or ETag)."""
+
+
+class BadEvent(AutopilotError):
+    """An event or request payload is malformed. The message names the problem."""
+
+
+class PayloadTooLarge(BadEvent):
+    """The body is over the size limit (HTTP 413)."""
+
+
+class PolicyError(AutopilotError):
+    """The policy file is invalid. The message names the file, the model and the field."""
+
+
+class SettingsError(AutopilotError):
+    """Missing or contradictory settings. The message names the setting."""

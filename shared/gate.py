@@ -1,0 +1,174 @@
+"""The evaluation gate: may the challenger replace the champion?
+
+Pure decision logic over the evaluation document the training job wrote, in which champion
+and challenger were scored on the same held-out recent data::
+
+    {"schema": "autopilot.evaluation/v1", "model": "...", "n": 1200,
+     "champion": {"version": "3", "metrics": {"auc": 0.81}} | null,
+     "challenger": {"metrics": {"auc": 0.86}},
+     "examples": {...}}            # per-example results, optional here
+
+The decision lists every rule with its observed value, threshold and pass/fail, so a reviewer
+can read why without reading code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shared.errors import PermanentError
+from shared.policy import Gate
+
+EVALUATION_SCHEMA = "autopilot.evaluation/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    rule: str
+    metric: str | None
+    observed: float | None
+    threshold: float | None
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    passed: bool
+    has_champion: bool
+    champion_version: str | None
+    summary: str
+    rules: tuple[RuleResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rules"] = [asdict(r) for r in self.rules]
+        return data
+
+
+def _metrics(doc: dict[str, Any], side: str) -> dict[str, float] | None:
+    block = doc.get(side)
+    if block is None:
+        return None
+    if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
+        raise PermanentError(f"evaluation: '{side}.metrics' must be an object")
+    out: dict[str, float] = {}
+    for name, value in block["metrics"].items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise PermanentError(f"evaluation: {side} metric {name!r} is not a finite number")
+        out[str(name)] = float(value)
+    return out
+
+
+def _metric(metrics: dict[str, float], name: str, side: str) -> float:
+    if name not in metrics:
+        raise PermanentError(f"evaluation: {side} has no metric {name!r} required by the gate")
+    return metrics[name]
+
+
+def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
+    """Apply every rule of ``gate`` to the evaluation ``doc``; PermanentError if malformed."""
+    if not isinstance(doc, dict):
+        raise PermanentError("evaluation document must be a JSON object")
+    if doc.get("schema") not in (None, EVALUATION_SCHEMA):
+        raise PermanentError(f"evaluation schema {doc.get('schema')!r} is not {EVALUATION_SCHEMA}")
+    challenger = _metrics(doc, "challenger")
+    if challenger is None:
+        raise PermanentError("evaluation has no 'challenger' block")
+    champion = _metrics(doc, "champion")
+    champion_block = doc.get("champion") or {}
+    champion_version = champion_block.get("version") if isinstance(champion_block, dict) else None
+    n_raw = doc.get("n")
+    n = int(n_raw) if isinstance(n_raw, int | float) and not isinstance(n_raw, bool) else None
+
+    rules: list[RuleResult] = []
+    if gate.min_samples:
+        rules.append(
+            RuleResult(
+                "min_samples",
+                None,
+                float(n) if n is not None else None,
+                float(gate.min_samples),
+                n is not None and n >= gate.min_samples,
+                f"{n} evaluation examples; at least {gate.min_samples} required",
+            )
+        )
+    for floor in gate.floors:
+        value = _metric(challenger, floor.metric, "challenger")
+        if floor.min is not None:
+            rules.append(
+                RuleResult(
+                    "floor",
+                    floor.metric,
+                    value,
+                    floor.min,
+                    value >= floor.min,
+                    f"challenger {floor.metric} {value:.4g} must be >= {floor.min:g}",
+                )
+            )
+        if floor.max is not None:
+            rules.append(
+                RuleResult(
+                    "ceiling",
+                    floor.metric,
+                    value,
+                    floor.max,
+                    value <= floor.max,
+                    f"challenger {floor.metric} {value:.4g} must be <= {floor.max:g}",
+                )
+            )
+
+    if champion is not None:
+        sign = 1.0 if gate.direction == "maximize" else -1.0
+        new = _metric(challenger, gate.primary_metric, "challenger")
+        old = _metric(champion, gate.primary_metric, "champion")
+        gain = (new - old) * sign
+        if gate.improvement == "relative":
+            observed = gain / abs(old) if old else math.inf if gain > 0 else 0.0
+            unit = "relative"
+        else:
+            observed = gain
+            unit = "absolute"
+        passed = gain > 0 and observed >= gate.min_improvement
+        rules.append(
+            RuleResult(
+                "improvement",
+                gate.primary_metric,
+                observed,
+                gate.min_improvement,
+                passed,
+                f"{gate.primary_metric} {old:.4g} -> {new:.4g} ({gate.direction}); {unit} "
+                f"improvement {observed:+.4g}, must be > 0 and >= {gate.min_improvement:g}",
+            )
+        )
+        for guard in gate.guardrails:
+            g_sign = 1.0 if guard.direction == "maximize" else -1.0
+            g_new = _metric(challenger, guard.metric, "challenger")
+            g_old = _metric(champion, guard.metric, "champion")
+            regression = (g_old - g_new) * g_sign
+            rules.append(
+                RuleResult(
+                    "guardrail",
+                    guard.metric,
+                    regression,
+                    guard.tolerance,
+                    regression <= guard.tolerance,
+                    f"{guard.metric} {g_old:.4g} -> {g_new:.4g}; regression {regression:+.4g} "
+                    f"may not exceed {guard.tolerance:g}",
+                )
+            )
+
+    passed = all(r.passed for r in rules)
+    failed = [r.rule + (f"({r.metric})" if r.metric else "") for r in rules if not r.passed]
+    if champion is None:
+        lead = "no champion yet: only floors and sample size apply"
+    else:
+        lead = f"challenger vs champion v{champion_version}"
+    summary = f"{lead}; " + ("every rule passed" if passed else "failed: " + ", ".join(failed))
+    return GateDecision(passed, champion is not None, champion_version, summary, tuple(rules))

@@ -1,0 +1,219 @@
+"""Event normalisation: delivered Azure ML events and Azure Monitor alerts -> bus messages.
+
+Everything here treats the payload as untrusted data: values are read case-insensitively,
+type-checked and length-limited, and bound to a model only through the policy. Nothing in
+a payload chooses a command, a path or a deployment target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shared.envelope import Envelope
+from shared.errors import BadEvent
+from shared.messages import (
+    DriftSignalled,
+    EventIgnored,
+    HealthAlertFired,
+    JobStatusChanged,
+    Message,
+    ModelRegistered,
+    SignalResolved,
+)
+from shared.policy import Policy
+
+AML = "Microsoft.MachineLearningServices."
+MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"
+TERMINAL_RUN_STATUSES = {"completed": "Completed", "failed": "Failed", "canceled": "Canceled"}
+MAX_TEXT = 4096
+
+
+class CIDict:
+    """Read-only, case-insensitive view of a JSON object (docs: PascalCase, real: camelCase)."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self._data = {str(k).lower(): v for k, v in data.items()}
+        self.where = where
+
+    def raw(self, key: str) -> Any:
+        return self._data.get(key.lower())
+
+    def text(self, key: str, *, required: bool = False) -> str | None:
+        value = self.raw(key)
+        if value is None:
+            if required:
+                raise BadEvent(f"{self.where}: missing {key!r}")
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BadEvent(f"{self.where}: {key!r} must be a string, got {type(value).__name__}")
+        text = str(value)
+        if len(text) > MAX_TEXT:
+            raise BadEvent(f"{self.where}: {key!r} is longer than {MAX_TEXT} characters")
+        return text
+
+    def mapping(self, key: str) -> dict[str, str]:
+        """A string-to-string map such as runTags; null/absent is empty."""
+        value = self.raw(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise BadEvent(f"{self.where}: {key!r} must be an object, got {type(value).__name__}")
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if isinstance(v, dict | list):
+                continue  # nested values are not tags
+            text = "" if v is None else str(v)
+            out[str(k)[:256]] = text[:MAX_TEXT]
+        return out
+
+    def obj(self, key: str) -> CIDict | None:
+        value = self.raw(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise BadEvent(f"{self.where}: {key!r} must be an object, got {type(value).__name__}")
+        return CIDict(value, f"{self.where}.{key}")
+
+
+def _data(envelope: Envelope) -> CIDict:
+    if not isinstance(envelope.data, dict):
+        raise BadEvent(
+            f"{envelope.type} event {envelope.id!r}: 'data' must be an object, "
+            f"got {type(envelope.data).__name__}"
+        )
+    return CIDict(envelope.data, f"{envelope.type.removeprefix(AML)} event data")
+
+
+def normalise_azureml(envelope: Envelope, policy: Policy) -> Message:
+    """Turn one Azure ML system event into a message. Raises BadEvent for malformed data."""
+    key = envelope.dedup_key
+    kind = envelope.type.removeprefix(AML) if envelope.type.startswith(AML) else ""
+
+    if kind == "ModelRegistered":
+        data = _data(envelope)
+        name = data.text("modelName", required=True) or ""
+        version = data.text("modelVersion", required=True) or ""
+        return ModelRegistered(name, version, data.mapping("modelTags"), key)
+
+    if kind in ("RunCompleted", "RunStatusChanged"):
+        data = _data(envelope)
+        run_id = data.text("runId", required=True) or ""
+        tags = data.mapping("runTags")
+        experiment = data.text("experimentName") or ""
+        breach = next((v for k, v in tags.items() if k.lower() == MONITOR_BREACH_TAG), None)
+        if breach is not None:
+            texts = [breach, experiment, run_id, *data.mapping("runProperties").values()]
+            binding = policy.bind_monitor(texts)
+            if binding is None:
+                return EventIgnored(
+                    envelope.type,
+                    "model monitor breach bound to no model in the policy",
+                    key,
+                    evidence={"breach": breach, "experiment": experiment},
+                )
+            return DriftSignalled(
+                binding.model,
+                "model_monitor",
+                experiment or run_id,
+                key,
+                evidence={"breach": breach, "run_id": run_id},
+            )
+        if kind == "RunCompleted":
+            status = "Completed"
+        else:
+            raw_status = (data.text("runStatus", required=True) or "").lower()
+            if raw_status not in TERMINAL_RUN_STATUSES:
+                return EventIgnored(
+                    envelope.type, f"run status {raw_status!r} is not terminal", key
+                )
+            status = TERMINAL_RUN_STATUSES[raw_status]
+        return JobStatusChanged(run_id, status, tags, key, experiment)
+
+    if kind == "DatasetDriftDetected":
+        data = _data(envelope)
+        name = data.text("dataDriftName", required=True) or ""
+        binding = policy.bind_datadrift(name)
+        evidence = {
+            k: data.text(k)
+            for k in ("dataDriftId", "runId", "driftCoefficient", "startTime", "endTime")
+        }
+        if binding is None:
+            return EventIgnored(
+                envelope.type,
+                f"data drift monitor {name!r} is bound to no model",
+                key,
+                evidence=evidence,
+            )
+        return DriftSignalled(binding.model, "datadrift", name, key, evidence=evidence)
+
+    if kind == "ModelDeployed":
+        data = _data(envelope)
+        return EventIgnored(
+            envelope.type,
+            "deployments are driven by rollouts; recorded only",
+            key,
+            evidence={"service": data.text("serviceName"), "models": data.text("modelIds")},
+        )
+
+    return EventIgnored(envelope.type or "(none)", "event type not handled", key)
+
+
+# --- Azure Monitor common alert schema ------------------------------------------------------
+
+
+def _alert_evidence(essentials: CIDict, context: Any) -> dict[str, Any]:
+    evidence: dict[str, Any] = {
+        k: essentials.text(k)
+        for k in ("alertId", "severity", "signalType", "firedDateTime", "resolvedDateTime")
+    }
+    if isinstance(context, dict):
+        condition = context.get("condition")
+        if isinstance(condition, dict):
+            all_of = condition.get("allOf")
+            if isinstance(all_of, list):
+                evidence["conditions"] = all_of[:50]
+            if "windowSize" in condition:
+                evidence["window"] = condition.get("windowSize")
+        for k in ("conditionType", "properties"):
+            if context.get(k) is not None:
+                evidence[k] = context.get(k)
+    return evidence
+
+
+def parse_alert(payload: Any, policy: Policy) -> Message:
+    """Turn one common-alert-schema payload into a message. Raises BadEvent if malformed."""
+    if not isinstance(payload, dict):
+        raise BadEvent(f"alert must be a JSON object, got {type(payload).__name__}")
+    schema = payload.get("schemaId")
+    if schema != "azureMonitorCommonAlertSchema":
+        raise BadEvent(f"alert schemaId must be 'azureMonitorCommonAlertSchema', got {schema!r}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise BadEvent("alert: missing object 'data'")
+    essentials = CIDict(data, "alert.data").obj("essentials")
+    if essentials is None:
+        raise BadEvent("alert: missing object 'data.essentials'")
+    alert_id = essentials.text("alertId", required=True) or ""
+    rule = essentials.text("alertRule", required=True) or ""
+    rule_id = essentials.text("alertRuleId") or ""
+    condition = essentials.text("monitorCondition", required=True) or ""
+    if condition not in ("Fired", "Resolved"):
+        raise BadEvent(f"alert: monitorCondition must be 'Fired' or 'Resolved', got {condition!r}")
+    when = essentials.text("resolvedDateTime" if condition == "Resolved" else "firedDateTime")
+    key = "|".join(("azure-monitor", condition, alert_id, when or ""))
+    evidence = _alert_evidence(essentials, data.get("alertContext"))
+    evidence["rule"] = rule
+    binding = policy.bind_alert(rule, rule_id)
+    if binding is None:
+        return EventIgnored(
+            f"alert.{condition}",
+            f"alert rule {rule!r} is bound to no model",
+            key,
+            evidence=evidence,
+        )
+    if condition == "Resolved":
+        return SignalResolved(binding.model, "alert", rule, key, evidence=evidence)
+    if binding.kind == "health":
+        return HealthAlertFired(binding.model, rule, key, evidence=evidence)
+    return DriftSignalled(binding.model, "alert", rule, key, evidence=evidence)

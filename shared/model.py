@@ -1,0 +1,231 @@
+"""Domain records: the retraining cycle and its state machine, audit records, platform values.
+
+A *cycle* is one retraining attempt for one model, from the drift signal to promotion,
+rejection, rollback or failure. It is persisted by the state store and changed only through
+:func:`Cycle.transition`, which refuses moves the state machine does not allow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class CycleState(enum.StrEnum):
+    TRIGGERED = "TRIGGERED"
+    RETRAINING = "RETRAINING"
+    EVALUATING = "EVALUATING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    REGISTERED = "REGISTERED"
+    ROLLING_OUT = "ROLLING_OUT"
+    PROMOTED = "PROMOTED"
+    REJECTED = "REJECTED"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+    @property
+    def is_active(self) -> bool:
+        return self not in CLOSED_STATES
+
+
+CLOSED_STATES = frozenset(
+    {CycleState.PROMOTED, CycleState.REJECTED, CycleState.ROLLED_BACK, CycleState.FAILED}
+)
+
+_S = CycleState
+ALLOWED_TRANSITIONS: dict[CycleState, frozenset[CycleState]] = {
+    _S.TRIGGERED: frozenset({_S.RETRAINING, _S.FAILED}),
+    _S.RETRAINING: frozenset({_S.EVALUATING, _S.FAILED}),
+    _S.EVALUATING: frozenset({_S.REJECTED, _S.AWAITING_APPROVAL, _S.REGISTERED, _S.FAILED}),
+    _S.AWAITING_APPROVAL: frozenset({_S.REGISTERED, _S.REJECTED, _S.FAILED}),
+    _S.REGISTERED: frozenset({_S.ROLLING_OUT, _S.PROMOTED, _S.FAILED}),
+    _S.ROLLING_OUT: frozenset({_S.PROMOTED, _S.ROLLED_BACK, _S.FAILED}),
+    _S.PROMOTED: frozenset({_S.ROLLED_BACK}),
+    _S.REJECTED: frozenset(),
+    _S.ROLLED_BACK: frozenset(),
+    _S.FAILED: frozenset(),
+}
+
+
+class InvalidTransition(Exception):
+    """A state change the cycle state machine does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: CycleState
+    at: datetime
+    reason: str
+
+
+@dataclass(slots=True)
+class Cycle:
+    """One retraining cycle of one model. ``version`` guards concurrent updates."""
+
+    id: str
+    model: str
+    state: CycleState
+    created_at: datetime
+    updated_at: datetime
+    trigger: JSON = field(default_factory=dict)
+    caused_by: str = ""
+    dry_run: bool = False
+    job_name: str | None = None
+    job_submitted_at: datetime | None = None
+    candidate_version: str | None = None
+    champion_version: str | None = None
+    decision: JSON | None = None
+    rollout: JSON | None = None
+    coalesced: int = 0
+    reason: str = ""
+    history: list[Transition] = field(default_factory=list)
+    version: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        return self.state.is_active
+
+    def transition(self, new_state: CycleState, at: datetime, reason: str) -> None:
+        if new_state not in ALLOWED_TRANSITIONS[self.state]:
+            raise InvalidTransition(
+                f"cycle {self.id}: {self.state.value} -> {new_state.value} is not allowed"
+            )
+        self.state = new_state
+        self.updated_at = at
+        self.reason = reason
+        self.history.append(Transition(new_state, at, reason))
+
+    def to_json(self) -> JSON:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        for key in ("created_at", "updated_at", "job_submitted_at"):
+            value = getattr(self, key)
+            data[key] = value.isoformat() if value else None
+        data["history"] = [
+            {"state": t.state.value, "at": t.at.isoformat(), "reason": t.reason}
+            for t in self.history
+        ]
+        return data
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Cycle:
+        values = dict(data)
+        values["state"] = CycleState(values["state"])
+        for key in ("created_at", "updated_at", "job_submitted_at"):
+            raw = values.get(key)
+            values[key] = datetime.fromisoformat(raw) if raw else None
+        values["history"] = [
+            Transition(CycleState(t["state"]), datetime.fromisoformat(t["at"]), t["reason"])
+            for t in values.get("history", [])
+        ]
+        return cls(**values)
+
+
+class AuditKind(enum.StrEnum):
+    EVENT_RECEIVED = "event_received"
+    DECISION = "decision"
+    ACTION = "action"
+    ERROR = "error"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+    RECONCILED = "reconciled"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What a caller asks the audit log to append; the log adds seq, time and hashes."""
+
+    kind: AuditKind
+    summary: str
+    actor: str = "system"
+    model: str | None = None
+    version: str | None = None
+    cycle: str | None = None
+    reason: str = ""
+    evidence: JSON = field(default_factory=dict)
+    caused_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """A stored audit record. ``hash`` covers every other field plus ``prev_hash``."""
+
+    seq: int
+    time: datetime
+    kind: AuditKind
+    summary: str
+    actor: str
+    model: str | None
+    version: str | None
+    cycle: str | None
+    reason: str
+    evidence: JSON
+    caused_by: str | None
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> JSON:
+        data = dataclasses.asdict(self)
+        data["time"] = self.time.isoformat()
+        data["kind"] = self.kind.value
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """Everything the platform needs to run one training job. Built from the policy only."""
+
+    name: str
+    model: str
+    experiment: str
+    command: tuple[str, ...] = ()
+    job_file: str | None = None
+    inputs: JSON = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    name: str
+    status: JobStatus
+    tags: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSample:
+    """Request health of one deployment over one window."""
+
+    requests: int
+    errors: int
+    latency_p95_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0

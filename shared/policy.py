@@ -1,0 +1,295 @@
+"""The policy file: per model, which signals bind to it and how its lifecycle is run.
+
+The policy is operator-owned configuration. It — never an event payload — chooses commands,
+paths, endpoints and deployment targets. ``load_policy`` validates it and reports every
+problem with the file, the model and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared.errors import PolicyError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like '90s', '5m', '6h', '1d'."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m, 6h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r}; use a number of seconds or 30s, 5m, 6h, 1d")
+    if seconds < 0:
+        raise ValueError("duration must not be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=_NAME)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MonitorBinding(_Strict):
+    """An Azure ML v2 model monitor whose threshold breaches are drift signals."""
+
+    name: str = Field(min_length=1)
+    signals: tuple[str, ...] = ()  # empty = any signal of this monitor
+
+
+class Signals(_Strict):
+    drift_alerts: tuple[str, ...] = ()  # Azure Monitor alert rule names or ids -> drift signal
+    health_alerts: tuple[str, ...] = ()  # alert rule names or ids -> endpoint health signal
+    monitors: tuple[MonitorBinding, ...] = ()
+    datadrift: tuple[str, ...] = ()  # v1 DataDrift monitor names
+
+
+class Confirmation(_Strict):
+    """Retrain only after ``signals`` distinct drift signals within ``within``."""
+
+    signals: int = Field(default=1, ge=1, le=1000)
+    within: Duration = 3600.0
+
+
+class Training(_Strict):
+    experiment: Name
+    command: tuple[str, ...] = ()  # embedded platform: argv, no shell; placeholders allowed
+    job_file: str | None = None  # Azure ML: command or pipeline job YAML
+    inputs: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    timeout: Duration = 3600.0
+    accept_foreign_jobs: bool = False
+
+    @model_validator(mode="after")
+    def _needs_something_to_run(self) -> Training:
+        if not self.command and not self.job_file:
+            raise ValueError("give 'command' (embedded platform) or 'job_file' (Azure ML) or both")
+        return self
+
+
+class Guardrail(_Strict):
+    metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+class Floor(_Strict):
+    """An absolute bound the challenger must meet whatever the champion does."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> Floor:
+        if self.min is None and self.max is None:
+            raise ValueError("a floor needs 'min' or 'max'")
+        return self
+
+
+class Gate(_Strict):
+    primary_metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+    min_improvement: float = Field(default=0.0, ge=0)
+    improvement: Literal["absolute", "relative"] = "absolute"
+    min_samples: int = Field(default=0, ge=0)
+    guardrails: tuple[Guardrail, ...] = ()
+    floors: tuple[Floor, ...] = ()
+    approval_required: bool = False
+    approval_timeout: Duration = 72 * 3600.0
+
+
+class Health(_Strict):
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_error_rate_increase: float = Field(default=0.02, ge=0, le=1)
+    max_latency_p95_ms: float | None = Field(default=None, gt=0)
+    max_latency_ratio: float | None = Field(default=2.0, gt=0)
+    min_requests: int = Field(default=20, ge=0)
+
+
+class Rollout(_Strict):
+    endpoint: Name
+    steps: tuple[int, ...] = (10, 50, 100)
+    bake: Duration = 300.0
+    max_wait: Duration = 3600.0  # per step, waiting for enough traffic, before failing safe
+    health: Health = Health()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase_to_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if not steps:
+            raise ValueError("needs at least one step")
+        if any(not 0 < s <= 100 for s in steps):
+            raise ValueError("each step is a traffic percentage between 1 and 100")
+        if list(steps) != sorted(set(steps)):
+            raise ValueError("steps must strictly increase")
+        if steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        return steps
+
+
+class ModelPolicy(_Strict):
+    mode: Literal["live", "observe"] | None = None
+    signals: Signals = Signals()
+    cooldown: Duration | None = None
+    confirm: Confirmation = Confirmation()
+    training: Training
+    gate: Gate
+    rollout: Rollout | None = None
+
+
+class Defaults(_Strict):
+    mode: Literal["live", "observe"] = "live"
+    cooldown: Duration = 6 * 3600.0
+
+
+class PolicyFile(_Strict):
+    version: Literal[1] = 1
+    defaults: Defaults = Defaults()
+    models: dict[Name, ModelPolicy]
+
+    @model_validator(mode="after")
+    def _each_binding_names_one_model(self) -> PolicyFile:
+        owners: dict[tuple[str, str], str] = {}
+        for model, spec in self.models.items():
+            names = [("alert", n) for n in spec.signals.drift_alerts + spec.signals.health_alerts]
+            names += [("monitor", m.name) for m in spec.signals.monitors]
+            names += [("datadrift", n) for n in spec.signals.datadrift]
+            for kind_name in names:
+                other = owners.setdefault(kind_name, model)
+                if other != model:
+                    raise ValueError(
+                        f"{kind_name[0]} binding {kind_name[1]!r} is bound to both "
+                        f"{other!r} and {model!r}; a signal must name one model"
+                    )
+        return self
+
+
+SignalKind = Literal["drift", "health"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    model: str
+    kind: SignalKind
+
+
+class Policy:
+    """A validated policy with the look-ups the intake needs."""
+
+    def __init__(self, spec: PolicyFile, source: str = "<policy>") -> None:
+        self.spec = spec
+        self.source = source
+
+    @property
+    def models(self) -> dict[str, ModelPolicy]:
+        return self.spec.models
+
+    def model(self, name: str) -> ModelPolicy | None:
+        return self.spec.models.get(name)
+
+    def mode(self, name: str) -> str:
+        spec = self.spec.models[name]
+        return spec.mode or self.spec.defaults.mode
+
+    def cooldown(self, name: str) -> float:
+        spec = self.spec.models[name]
+        return spec.cooldown if spec.cooldown is not None else self.spec.defaults.cooldown
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spec.models)
+
+    def bind_alert(self, rule_name: str, rule_id: str) -> Binding | None:
+        """Alert rules bind by name or by full resource id (ids compared case-insensitively)."""
+        rule_id_l = rule_id.lower()
+        for model, spec in self.spec.models.items():
+            for kind, names in (
+                ("drift", spec.signals.drift_alerts),
+                ("health", spec.signals.health_alerts),
+            ):
+                for name in names:
+                    if name == rule_name or (rule_id_l and name.lower() == rule_id_l):
+                        return Binding(model, kind)  # type: ignore[arg-type]
+        return None
+
+    def bind_monitor(self, texts: list[str]) -> Binding | None:
+        """A v2 monitor binds when its name (and signal, if listed) appears in the run's texts."""
+        for model, spec in self.spec.models.items():
+            for monitor in spec.signals.monitors:
+                if not any(monitor.name in t for t in texts):
+                    continue
+                if monitor.signals and not any(s in t for s in monitor.signals for t in texts):
+                    continue
+                return Binding(model, "drift")
+        return None
+
+    def bind_datadrift(self, name: str) -> Binding | None:
+        for model, spec in self.spec.models.items():
+            if name in spec.signals.datadrift:
+                return Binding(model, "drift")
+        return None
+
+    def models_on_endpoint(self, endpoint: str) -> list[str]:
+        return [
+            m for m, s in self.spec.models.items() if s.rollout and s.rollout.endpoint == endpoint
+        ]
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        where = ""
+        if len(loc) >= 2 and loc[0] == "models":
+            where = f"model {loc[1]!r}: "
+            loc = loc[2:]
+        field = ".".join(loc) or "(top level)"
+        lines.append(f"{source}: {where}field {field!r}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_policy(data: Any, source: str = "<policy>") -> Policy:
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the policy must be a mapping with a 'models' key")
+    try:
+        return Policy(PolicyFile.model_validate(data), source)
+    except ValidationError as exc:
+        raise PolicyError(_format_errors(source, exc)) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PolicyError(f"{path}: policy file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read policy file: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_policy(data, str(path))

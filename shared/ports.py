@@ -1,0 +1,140 @@
+"""Ports: what the handlers need from the outside world, as Protocols.
+
+Each port has an Azure adapter and an embedded (offline) adapter; tests use fakes that keep
+their state as plain data. Handlers import only this module, never an SDK.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared.model import (
+    AuditEntry,
+    AuditRecord,
+    Cycle,
+    HealthSample,
+    JobInfo,
+    JobRequest,
+    VerifyResult,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Claim(enum.StrEnum):
+    """Outcome of claiming a delivered event's dedup key."""
+
+    NEW = "new"  # first delivery: process it
+    DUPLICATE = "duplicate"  # already processed, or being processed by a live worker
+    RETRY = "retry"  # an earlier attempt's lease expired unfinished: process it again
+
+
+class StateStore(Protocol):
+    """Dedup keys, cycles, per-model active-cycle lock, cooldowns, pending signals.
+
+    Every write that decides "who acts" is conditional (insert-if-absent, update-if-version),
+    so concurrent processes sharing one store act once.
+    """
+
+    # -- delivery dedup (key = source|type|subject|id of the delivered event)
+    def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim: ...
+    def finish_delivery(self, key: str, now: datetime) -> None: ...
+    def release_delivery(self, key: str) -> None: ...
+
+    # -- cycles
+    def create_cycle(self, cycle: Cycle) -> str | None:
+        """Insert ``cycle`` and take its model's active lock atomically.
+
+        Returns None on success, else the id of the model's already-active cycle
+        (nothing is written then).
+        """
+        ...
+
+    def save_cycle(self, cycle: Cycle) -> None:
+        """Write ``cycle`` if its stored version equals ``cycle.version``; then bump it.
+
+        Raises ConcurrencyError when the stored version differs. Closing a cycle
+        (inactive state) releases its model's lock and records the model's last close time.
+        """
+        ...
+
+    def get_cycle(self, cycle_id: str) -> Cycle | None: ...
+    def active_cycle(self, model: str) -> Cycle | None: ...
+    def find_cycle_by_job(self, job_name: str) -> Cycle | None: ...
+    def list_cycles(self, model: str | None = None, active_only: bool = False) -> list[Cycle]: ...
+    def last_closed_at(self, model: str) -> datetime | None: ...
+
+    # -- pending drift signals for confirmation rules (cleared by Resolved alerts)
+    def add_signal(self, model: str, key: str, at: datetime) -> int:
+        """Record a pending signal; return how many pending signals the model has."""
+        ...
+
+    def count_signals(self, model: str, since: datetime) -> int: ...
+    def clear_signals(self, model: str, source: str | None = None) -> int: ...
+
+
+class AuditLog(Protocol):
+    """Append-only, hash-chained log of every event, decision and action."""
+
+    def append(self, entry: AuditEntry) -> AuditRecord: ...
+    def query(
+        self,
+        *,
+        model: str | None = None,
+        cycle: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]: ...
+    def get(self, seq: int) -> AuditRecord | None: ...
+    def verify(self) -> VerifyResult: ...
+
+
+class MLPlatform(Protocol):
+    """Training jobs, model registry and online endpoints (Azure ML or the embedded platform)."""
+
+    def submit_job(self, request: JobRequest) -> JobInfo:
+        """Submit a job under ``request.name``. Raises AlreadyExists if that name is taken."""
+        ...
+
+    def get_job(self, name: str) -> JobInfo: ...
+
+    def get_evaluation(self, job_name: str) -> dict[str, Any]:
+        """The evaluation document the training job wrote (see shared.evaluation)."""
+        ...
+
+    def register_model(self, model: str, job_name: str, tags: dict[str, str]) -> str:
+        """Register the job's model output; returns the new version. Idempotent per job."""
+        ...
+
+    def champion_version(self, model: str, endpoint: str | None) -> str | None: ...
+
+    def set_champion(self, model: str, version: str) -> None:
+        """Mark ``version`` as the model's champion (registry alias / tag) after promotion."""
+        ...
+
+    def create_deployment(self, endpoint: str, deployment: str, model: str, version: str) -> None:
+        """Create ``deployment`` serving ``model:version`` at 0% traffic. Raises AlreadyExists."""
+        ...
+
+    def get_traffic(self, endpoint: str) -> dict[str, int]: ...
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None: ...
+    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
+
+
+class Metrics(Protocol):
+    """Deployment health for rollout decisions."""
+
+    def deployment_health(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> HealthSample: ...
+
+
+class EventPublisher(Protocol):
+    """Our own lifecycle events, for others to subscribe to."""
+
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None: ...

@@ -1,0 +1,352 @@
+"""The cycle state machine end to end, through the real bus, with fakes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handlers.intake import deliver_alert, deliver_azureml
+from shared.bootstrap import bootstrap
+from shared.envelope import envelope_from_dict
+from shared.errors import BadEvent, TransientError
+from shared.messagebus import MessageBus
+from shared.messages import Approve, Deny, Reconcile
+from shared.model import CycleState, HealthSample, JobStatus
+from tests import payloads
+from tests.fakes import World, make_policy, make_world
+
+BETTER = {"auc": 0.86, "accuracy": 0.80}
+CHAMPION = {"auc": 0.80, "accuracy": 0.79}
+WORSE = {"auc": 0.78, "accuracy": 0.79}
+HEALTHY = HealthSample(requests=500, errors=1, latency_p95_ms=40.0)
+
+
+def bus_of(world: World) -> MessageBus:
+    return bootstrap(world.services)
+
+
+def event(bus: MessageBus, payload: dict[str, Any]) -> str:
+    return deliver_azureml(bus, envelope_from_dict(payload))
+
+
+def only_cycle(world: World) -> Any:
+    cycles = world.store.list_cycles()
+    assert len(cycles) == 1, [c.id for c in cycles]
+    return cycles[0]
+
+
+def start_cycle(world: World) -> Any:
+    deliver_alert(bus_of(world), payloads.alert())
+    return only_cycle(world)
+
+
+def complete_job(world: World, metrics: dict[str, float] = BETTER,
+                 champion: dict[str, float] | None = CHAMPION) -> Any:
+    cycle = start_cycle(world)
+    world.platform.evaluations[cycle.job_name] = payloads.evaluation(metrics, champion)
+    world.platform.finish(cycle.job_name)
+    event(bus_of(world), payloads.run_event(cycle.job_name, "Completed",
+                                            tags={"autopilot_cycle": cycle.id}))
+    return world.store.get_cycle(cycle.id)
+
+
+def with_live_deployment(world: World) -> None:
+    world.platform.deployments["credit-ep"] = {"blue": "1"}
+    world.platform.traffic["credit-ep"] = {"blue": 100}
+    world.platform.champions["credit"] = "1"
+
+
+def registered_and_rolling(world: World) -> Any:
+    with_live_deployment(world)
+    cycle = complete_job(world)
+    assert cycle.state is CycleState.REGISTERED
+    event(bus_of(world), payloads.model_registered("credit", cycle.candidate_version,
+                                                   {"autopilot_cycle": cycle.id}))
+    return world.store.get_cycle(cycle.id)
+
+
+def tick(world: World, seconds: float = 301) -> Any:
+    world.clock.advance(seconds)
+    bus_of(world).handle(Reconcile())
+    return only_cycle(world)
+
+
+# --- drift signals -> cycles ------------------------------------------------------------------
+
+
+def test_drift_alert_starts_one_cycle_and_submits_a_deterministically_named_job() -> None:
+    world = make_world()
+    cycle = start_cycle(world)
+    assert cycle.state is CycleState.RETRAINING
+    assert [j.name for j in world.platform.submitted] == [f"autopilot-{cycle.id}"]
+    job = world.platform.submitted[0]
+    assert job.tags["autopilot_cycle"] == cycle.id
+    assert job.command == ("{python}", "train.py", "--outputs", "{outputs}")  # from the policy
+    assert "cycle.started" in " ".join(world.publisher.types())
+
+
+def test_the_same_delivery_twice_acts_once() -> None:
+    world = make_world()
+    body = payloads.alert(alert_id="alert-1")
+    assert deliver_alert(bus_of(world), body) == "processed"
+    assert deliver_alert(bus_of(world), body) == "duplicate"
+    assert len(world.platform.submitted) == 1
+    assert len(world.store.list_cycles()) == 1
+    assert any("duplicate delivery" in s for s in world.audit.summaries("ignored"))
+
+
+def test_a_storm_of_distinct_alerts_coalesces_into_the_active_cycle() -> None:
+    world = make_world()
+    for _ in range(50):
+        deliver_alert(bus_of(world), payloads.alert())
+    cycle = only_cycle(world)
+    assert cycle.coalesced == 49
+    assert len(world.platform.submitted) == 1
+
+
+@pytest.mark.parametrize(
+    ("after_close_s", "expect_new_cycle"), [(60, False), (3599, False), (3601, True)]
+)
+def test_cooldown_after_a_closed_cycle(after_close_s: float, expect_new_cycle: bool) -> None:
+    world = make_world()
+    cycle = start_cycle(world)
+    world.platform.finish(cycle.job_name, JobStatus.FAILED, "out of memory")
+    event(bus_of(world), payloads.run_event(cycle.job_name, "Failed"))
+    world.clock.advance(after_close_s)
+    deliver_alert(bus_of(world), payloads.alert())
+    assert len(world.store.list_cycles()) == (2 if expect_new_cycle else 1)
+    if not expect_new_cycle:
+        assert "drift signal suppressed by cooldown" in world.audit.summaries("decision")
+
+
+def test_confirmation_waits_for_enough_signals_and_resolved_clears_them() -> None:
+    world = make_world(make_policy(confirm={"signals": 3, "within": "10m"}))
+    bus = bus_of(world)
+    deliver_alert(bus, payloads.alert())
+    deliver_alert(bus, payloads.alert())
+    assert world.store.list_cycles() == []
+    deliver_alert(bus, payloads.alert(condition="Resolved"))  # clears the two pending
+    deliver_alert(bus, payloads.alert())
+    deliver_alert(bus, payloads.alert())
+    assert world.store.list_cycles() == []
+    deliver_alert(bus, payloads.alert())
+    assert only_cycle(world).state is CycleState.RETRAINING
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [payloads.monitor_breach(), payloads.sample("eventgrid/eventgrid_schema_DatasetDriftDetected.json")[0]],
+    ids=["v2-model-monitor-breach", "v1-dataset-drift"],
+)
+def test_azure_ml_drift_events_start_a_cycle_for_the_bound_model(payload: dict[str, Any]) -> None:
+    world = make_world()
+    event(bus_of(world), payload)
+    assert only_cycle(world).model == "credit"
+
+
+def test_unbound_signals_and_unknown_events_are_audited_as_ignored() -> None:
+    world = make_world()
+    deliver_alert(bus_of(world), payloads.alert(rule="someone-elses-rule"))
+    event(bus_of(world), payloads.monitor_breach("other-monitor"))
+    event(bus_of(world), {**payloads.run_event("r1"), "eventType": "Contoso.Unknown"})
+    assert world.store.list_cycles() == []
+    ignored = [r.reason for r in world.audit.records if r.kind == "ignored"]
+    assert len(ignored) == 3
+    assert "bound to no model" in ignored[0]
+
+
+def test_malformed_event_data_is_rejected_and_audited_nothing_applied() -> None:
+    world = make_world()
+    bad = payloads.model_registered("credit", "2", {})
+    bad["data"]["modelTags"] = "not-an-object"
+    with pytest.raises(BadEvent, match="modelTags"):
+        event(bus_of(world), bad)
+    assert [r.kind for r in world.audit.records] == ["rejected"]
+    assert world.store.deliveries == {}
+
+
+def test_observe_mode_decides_but_changes_nothing() -> None:
+    world = make_world(make_policy(mode="observe"))
+    deliver_alert(bus_of(world), payloads.alert())
+    assert world.store.list_cycles() == []
+    assert world.platform.submitted == []
+    assert any(r.evidence.get("dry_run") for r in world.audit.records)
+
+
+# --- jobs, gate, registration ----------------------------------------------------------------
+
+
+def test_completed_job_with_a_better_challenger_is_registered_with_lineage() -> None:
+    world = make_world()
+    with_live_deployment(world)
+    cycle = complete_job(world)
+    assert cycle.state is CycleState.REGISTERED
+    assert world.platform.registered == [("credit", "1", cycle.job_name)]
+    assert cycle.decision["passed"] is True
+    rules = {r["rule"]: r for r in cycle.decision["rules"]}
+    assert rules["improvement"]["observed"] == pytest.approx(0.06)
+
+
+def test_worse_challenger_is_rejected_and_nothing_is_registered() -> None:
+    world = make_world()
+    cycle = complete_job(world, WORSE)
+    assert cycle.state is CycleState.REJECTED
+    assert world.platform.registered == []
+    assert "improvement(auc)" in cycle.reason
+
+
+def test_failed_job_closes_the_cycle_with_its_reason() -> None:
+    world = make_world()
+    cycle = start_cycle(world)
+    world.platform.finish(cycle.job_name, JobStatus.FAILED, "ValueError: bad column")
+    event(bus_of(world), payloads.run_event(cycle.job_name, "Failed"))
+    cycle = world.store.get_cycle(cycle.id)
+    assert cycle.state is CycleState.FAILED
+    assert "ValueError: bad column" in cycle.reason
+
+
+def test_completion_reported_twice_by_two_event_types_is_handled_once() -> None:
+    world = make_world()
+    cycle = complete_job(world)
+    event(bus_of(world), payloads.run_event(cycle.job_name, None, event_type="RunCompleted"))
+    assert len(world.platform.registered) == 1
+    assert any("already handled" in s for s in world.audit.summaries("ignored"))
+
+
+def test_foreign_jobs_and_running_statuses_are_ignored() -> None:
+    world = make_world()
+    event(bus_of(world), payloads.run_event("someone-elses-run", "Completed"))
+    event(bus_of(world), payloads.run_event("x", "Running"))
+    assert world.store.list_cycles() == []
+    assert len(world.audit.summaries("ignored")) == 2
+
+
+def test_approval_required_waits_then_records_who_approved() -> None:
+    world = make_world(make_policy(gate__approval_required=True))
+    with_live_deployment(world)
+    cycle = complete_job(world)
+    assert cycle.state is CycleState.AWAITING_APPROVAL
+    assert world.platform.registered == []
+    bus_of(world).handle(Approve(cycle.id, "alice", "looks right"))
+    cycle = world.store.get_cycle(cycle.id)
+    assert cycle.state is CycleState.REGISTERED
+    approvals = [r for r in world.audit.records if r.summary == "candidate approved"]
+    assert approvals[0].actor == "alice"
+    assert approvals[0].reason == "looks right"
+
+
+def test_deny_rejects_and_approval_expires() -> None:
+    world = make_world(make_policy(gate__approval_required=True, gate__approval_timeout="1h"))
+    cycle = complete_job(world)
+    bus_of(world).handle(Deny(cycle.id, "bob", "not this week"))
+    assert world.store.get_cycle(cycle.id).state is CycleState.REJECTED
+
+    world = make_world(make_policy(gate__approval_required=True, gate__approval_timeout="1h"))
+    cycle = complete_job(world)
+    cycle = tick(world, 3601)
+    assert cycle.state is CycleState.REJECTED
+    assert "approval expired" in cycle.reason
+
+
+def test_approving_a_cycle_that_is_not_waiting_is_refused() -> None:
+    world = make_world()
+    cycle = start_cycle(world)
+    with pytest.raises(BadEvent, match="not AWAITING_APPROVAL"):
+        bus_of(world).handle(Approve(cycle.id, "alice", ""))
+
+
+# --- rollout --------------------------------------------------------------------------------
+
+
+def test_canary_steps_hold_their_bake_time_then_promote() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
+    world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
+    assert tick(world, 60).rollout["percent"] == 10  # bake time not over
+    assert tick(world, 250).rollout["percent"] == 50
+    assert tick(world).rollout["percent"] == 100
+    cycle = tick(world)
+    assert cycle.state is CycleState.PROMOTED
+    assert world.platform.champions["credit"] == cycle.candidate_version
+    assert [t for _, t in world.platform.traffic_changes] == [
+        {new: 10, "blue": 90}, {new: 50, "blue": 50}, {new: 100, "blue": 0}]
+
+
+def test_too_little_traffic_waits_instead_of_passing() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 10.0)}
+    assert tick(world).rollout["percent"] == 10
+    assert tick(world).state is CycleState.ROLLING_OUT
+
+
+@pytest.mark.parametrize("breach_at_step", [0, 1, 2])
+def test_canary_breach_at_any_step_rolls_back_in_one_step(breach_at_step: int) -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
+    for _ in range(breach_at_step):
+        tick(world)
+    world.metrics.samples[new] = HealthSample(500, 100, 40.0)
+    cycle = tick(world)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert world.platform.traffic["credit-ep"] == {"blue": 100, new: 0}
+    assert "error rate" in cycle.reason
+
+
+def test_health_alert_during_rollout_rolls_back() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    deliver_alert(bus_of(world), payloads.alert(rule="credit-endpoint-errors"))
+    cycle = world.store.get_cycle(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert world.platform.traffic["credit-ep"]["blue"] == 100
+
+
+def test_traffic_change_that_does_not_take_effect_is_not_reported_as_done() -> None:
+    world = make_world()
+    with_live_deployment(world)
+    cycle = complete_job(world)
+    world.platform.ignore_traffic_changes = True
+    with pytest.raises(TransientError, match="expected"):
+        event(bus_of(world), payloads.model_registered("credit", cycle.candidate_version,
+                                                       {"autopilot_cycle": cycle.id}))
+
+
+def test_first_deployment_goes_straight_to_full_traffic() -> None:
+    world = make_world()
+    cycle = complete_job(world, champion=None)
+    assert cycle.decision["has_champion"] is False
+    event(bus_of(world), payloads.model_registered("credit", cycle.candidate_version,
+                                                   {"autopilot_cycle": cycle.id}))
+    cycle = world.store.get_cycle(cycle.id)
+    assert cycle.state is CycleState.PROMOTED
+    assert world.platform.traffic["credit-ep"] == {cycle.rollout["deployment"]: 100}
+
+
+# --- reconciler ----------------------------------------------------------------------------
+
+
+def test_lost_completion_event_is_recovered_by_the_reconciler() -> None:
+    world = make_world()
+    with_live_deployment(world)
+    cycle = start_cycle(world)
+    world.platform.evaluations[cycle.job_name] = payloads.evaluation(BETTER, CHAMPION)
+    world.platform.finish(cycle.job_name)  # ... and its RunCompleted event is lost
+    assert tick(world, 10).state is CycleState.REGISTERED
+    cycle = tick(world, 10)  # its ModelRegistered event was lost too
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert any(r.kind == "reconciled" for r in world.audit.records)
+
+
+def test_job_stuck_past_its_timeout_fails_the_cycle() -> None:
+    world = make_world(make_policy(training__timeout="30m"))
+    start_cycle(world)
+    cycle = tick(world, 1801)
+    assert cycle.state is CycleState.FAILED
+    assert "past its timeout" in cycle.reason

@@ -9,7 +9,7 @@ from functions.http import authenticated, json_body, respond
 from handlers.intake import deliver_alert, reject
 from shared.errors import BadEvent
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -11,7 +11,7 @@ from functions.http import authenticated, error, json_body, respond
 from shared.errors import BadEvent, NotFound
 from shared.messages import Approve, Deny
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -85,7 +85,7 @@ def list_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
 def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpResponse:
     body = json_body(req, required=False)
     if not isinstance(body, dict):
-        raise BadEvent("body must be a JSON object like {\"reason\": \"...\"}")
+        raise BadEvent('body must be a JSON object like {"reason": "..."}')
     reason = body.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 2000:
         raise BadEvent("'reason' must be a string of at most 2000 characters")

@@ -19,7 +19,7 @@ from shared.errors import BadEvent
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 def envelope_of(event: func.EventGridEvent) -> Envelope:

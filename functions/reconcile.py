@@ -7,11 +7,9 @@ import azure.functions as func
 from functions import runtime
 from shared.messages import Reconcile
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-@bp.timer_trigger(
-    schedule="%AUTOPILOT_RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False
-)
+@bp.timer_trigger(schedule="%AUTOPILOT_RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reconcile(timer: func.TimerRequest) -> None:
     runtime.new_bus().handle(Reconcile())

@@ -22,22 +22,31 @@ def _model_of(message: Message) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def dispatch(bus: MessageBus, key: str, message: Message, evidence: dict[str, Any],
-             summary: str) -> str:
+def dispatch(
+    bus: MessageBus, key: str, message: Message, evidence: dict[str, Any], summary: str
+) -> str:
     """Claim ``key``, audit receipt, run handlers. Returns 'processed' or 'duplicate'."""
     svc = bus.services
     claim = svc.store.claim_delivery(key, svc.now(), svc.settings.delivery_lease_s)
     if claim is Claim.DUPLICATE:
-        svc.record(AuditKind.IGNORED, f"duplicate delivery: {summary}", model=_model_of(message),
-                   reason="this event was already processed (same source, type, subject, id)",
-                   caused_by=key)
+        svc.record(
+            AuditKind.IGNORED,
+            f"duplicate delivery: {summary}",
+            model=_model_of(message),
+            reason="this event was already processed (same source, type, subject, id)",
+            caused_by=key,
+        )
         return "duplicate"
     try:
         if not isinstance(message, EventIgnored):
-            svc.record(AuditKind.EVENT_RECEIVED, summary, model=_model_of(message),
-                       evidence=evidence, caused_by=key,
-                       reason="redelivered after an unfinished attempt" if claim is Claim.RETRY
-                       else "")
+            svc.record(
+                AuditKind.EVENT_RECEIVED,
+                summary,
+                model=_model_of(message),
+                evidence=evidence,
+                caused_by=key,
+                reason="redelivered after an unfinished attempt" if claim is Claim.RETRY else "",
+            )
         bus.handle(message)
     except BaseException:
         svc.store.release_delivery(key)
@@ -46,11 +55,16 @@ def dispatch(bus: MessageBus, key: str, message: Message, evidence: dict[str, An
     return "processed"
 
 
-def reject(bus: MessageBus, where: str, problem: str, evidence: dict[str, Any] | None = None,
-           ) -> None:
+def reject(
+    bus: MessageBus,
+    where: str,
+    problem: str,
+    evidence: dict[str, Any] | None = None,
+) -> None:
     """Audit a refused payload. The problem text names what is wrong, never echoes secrets."""
-    bus.services.record(AuditKind.REJECTED, f"{where}: payload rejected", reason=problem,
-                        evidence=evidence or {})
+    bus.services.record(
+        AuditKind.REJECTED, f"{where}: payload rejected", reason=problem, evidence=evidence or {}
+    )
 
 
 def deliver_azureml(bus: MessageBus, envelope: Envelope) -> str:
@@ -60,8 +74,13 @@ def deliver_azureml(bus: MessageBus, envelope: Envelope) -> str:
     except BadEvent as exc:
         reject(bus, f"event {envelope.type}", str(exc), envelope.to_json())
         raise
-    return dispatch(bus, envelope.dedup_key, message, envelope.to_json(),
-                    f"{envelope.type.rsplit('.', 1)[-1]} {envelope.subject}")
+    return dispatch(
+        bus,
+        envelope.dedup_key,
+        message,
+        envelope.to_json(),
+        f"{envelope.type.rsplit('.', 1)[-1]} {envelope.subject}",
+    )
 
 
 def deliver_alert(bus: MessageBus, payload: Any) -> str:
@@ -72,5 +91,10 @@ def deliver_alert(bus: MessageBus, payload: Any) -> str:
         reject(bus, "alert", str(exc))
         raise
     evidence = dict(getattr(message, "evidence", {}))
-    return dispatch(bus, message.event_key, message, evidence,
-                    f"alert {evidence.get('rule', '')} {type(message).__name__}")
+    return dispatch(
+        bus,
+        message.event_key,
+        message,
+        evidence,
+        f"alert {evidence.get('rule', '')} {type(message).__name__}",
+    )

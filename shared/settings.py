@@ -1,4 +1,4 @@
-"""Settings from the environment (Azure app settings or a local shell), read when asked, never at import."""
+"""Settings from the environment (Azure app settings or a shell), read when asked, not at import."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ class AppSettings:
         env = os.environ if env is None else env
         platform = env.get("AUTOPILOT_PLATFORM", "embedded").strip().lower()
         if platform not in ("embedded", "azure"):
-            raise SettingsError(f"AUTOPILOT_PLATFORM must be 'embedded' or 'azure', not {platform!r}")
+            raise SettingsError(
+                f"AUTOPILOT_PLATFORM must be 'embedded' or 'azure', not {platform!r}"
+            )
         store = env.get("AUTOPILOT_STORE", "sqlite").strip().lower()
         if store not in ("sqlite", "table"):
             raise SettingsError(f"AUTOPILOT_STORE must be 'sqlite' or 'table', not {store!r}")

@@ -22,8 +22,10 @@ class Runtime:
     keys: dict[str, str]  # key name -> key; the name is the actor recorded in the audit log
 
 
-def embedded_platform(data_dir: Path, webhook: tuple[str, str] | None = None,
-                      ) -> tuple[MLPlatform, Metrics]:
+def embedded_platform(
+    data_dir: Path,
+    webhook: tuple[str, str] | None = None,
+) -> tuple[MLPlatform, Metrics]:
     """The embedded ML platform and its metrics; events go to ``webhook`` (url, key) if given."""
     from embedded.metrics import LocalMetrics
     from embedded.platform import LocalMLPlatform, WebhookEventSink
@@ -34,9 +36,13 @@ def embedded_platform(data_dir: Path, webhook: tuple[str, str] | None = None,
     )
 
 
-def build_services(settings: AppSettings, *, platform: MLPlatform | None = None,
-                   metrics: Metrics | None = None, publisher: EventPublisher | None = None,
-                   ) -> Services:
+def build_services(
+    settings: AppSettings,
+    *,
+    platform: MLPlatform | None = None,
+    metrics: Metrics | None = None,
+    publisher: EventPublisher | None = None,
+) -> Services:
     from shared.adapters.outbox import OutboxPublisher
     from shared.adapters.sqlite_audit import SqliteAuditLog
     from shared.adapters.sqlite_store import SqliteStateStore
@@ -45,13 +51,10 @@ def build_services(settings: AppSettings, *, platform: MLPlatform | None = None,
     policy = load_policy(settings.require_policy())
     if settings.store != "sqlite":
         raise SettingsError(
-            "AUTOPILOT_STORE=table (Azure Table Storage) is not available in this build; "
-            "use sqlite"
+            "AUTOPILOT_STORE=table (Azure Table Storage) is not available in this build; use sqlite"
         )
     if settings.platform != "embedded" and platform is None:
-        raise SettingsError(
-            "AUTOPILOT_PLATFORM=azure is not available in this build; use embedded"
-        )
+        raise SettingsError("AUTOPILOT_PLATFORM=azure is not available in this build; use embedded")
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     if platform is None or metrics is None:

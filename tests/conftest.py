@@ -17,7 +17,7 @@ def registered() -> dict[str, Any]:
     """The functions function_app registers, by name (indexed once: the SDK allows one call)."""
     import function_app
 
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
 
 
 @pytest.fixture

@@ -86,6 +86,11 @@ class FakeStore:
         data = self.cycles.get(cycle_id)
         return Cycle.from_json(copy.deepcopy(data)) if data else None
 
+    def must(self, cycle_id: str) -> Cycle:
+        cycle = self.get_cycle(cycle_id)
+        assert cycle is not None, f"no cycle {cycle_id}"
+        return cycle
+
     def active_cycle(self, model: str) -> Cycle | None:
         cycle_id = self.locks.get(model)
         return self.get_cycle(cycle_id) if cycle_id else None
@@ -99,7 +104,8 @@ class FakeStore:
     def list_cycles(self, model: str | None = None, active_only: bool = False) -> list[Cycle]:
         cycles = [Cycle.from_json(copy.deepcopy(d)) for d in self.cycles.values()]
         cycles = [
-            c for c in cycles
+            c
+            for c in cycles
             if (model is None or c.model == model) and (not active_only or c.is_active)
         ]
         return sorted(cycles, key=lambda c: c.created_at, reverse=True)
@@ -130,20 +136,37 @@ class FakeAudit:
         json.dumps(entry.evidence, default=str)  # evidence must be serialisable
         prev = self.records[-1].hash if self.records else "0" * 64
         record = AuditRecord(
-            seq=len(self.records) + 1, time=T0, kind=entry.kind, summary=entry.summary,
-            actor=entry.actor, model=entry.model, version=entry.version, cycle=entry.cycle,
-            reason=entry.reason, evidence=entry.evidence, caused_by=entry.caused_by,
-            prev_hash=prev, hash=hashlib.sha256(f"{prev}{entry}".encode()).hexdigest(),
+            seq=len(self.records) + 1,
+            time=T0,
+            kind=entry.kind,
+            summary=entry.summary,
+            actor=entry.actor,
+            model=entry.model,
+            version=entry.version,
+            cycle=entry.cycle,
+            reason=entry.reason,
+            evidence=entry.evidence,
+            caused_by=entry.caused_by,
+            prev_hash=prev,
+            hash=hashlib.sha256(f"{prev}{entry}".encode()).hexdigest(),
         )
         self.records.append(record)
         return record
 
-    def query(self, *, model: str | None = None, cycle: str | None = None,
-              kind: str | None = None, since: datetime | None = None,
-              limit: int | None = None) -> list[AuditRecord]:
+    def query(
+        self,
+        *,
+        model: str | None = None,
+        cycle: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
         out = [
-            r for r in self.records
-            if (model is None or r.model == model) and (cycle is None or r.cycle == cycle)
+            r
+            for r in self.records
+            if (model is None or r.model == model)
+            and (cycle is None or r.cycle == cycle)
             and (kind is None or r.kind == kind)
         ]
         return out[-limit:] if limit else out
@@ -236,8 +259,9 @@ class FakeMetrics:
 
     samples: dict[str, HealthSample] = field(default_factory=dict)
 
-    def deployment_health(self, endpoint: str, deployment: str, start: datetime,
-                          end: datetime) -> HealthSample:
+    def deployment_health(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> HealthSample:
         return self.samples.get(deployment, HealthSample(0, 0, None))
 
 
@@ -313,7 +337,13 @@ def make_world(policy: Policy | None = None) -> World:
     store, audit, platform = FakeStore(), FakeAudit(), FakePlatform()
     metrics, publisher, clock = FakeMetrics(), FakePublisher(), FakeClock()
     services = Services(
-        store=store, audit=audit, platform=platform, metrics=metrics, publisher=publisher,
-        policy=policy or make_policy(), clock=clock, settings=Settings(),
+        store=store,
+        audit=audit,
+        platform=platform,
+        metrics=metrics,
+        publisher=publisher,
+        policy=policy or make_policy(),
+        clock=clock,
+        settings=Settings(),
     )
     return World(services, store, audit, platform, metrics, publisher, clock)

@@ -19,20 +19,37 @@ def call(registered: dict[str, Any], name: str, **kwargs: Any) -> Any:
     return registered[name].get_user_function()(**kwargs)
 
 
-def http(method: str, route: str, body: Any = None, *, key: str | None = KEYS["ops-team"],
-         params: dict[str, str] | None = None, route_params: dict[str, str] | None = None,
-         raw: bytes | None = None) -> func.HttpRequest:
+def http(
+    method: str,
+    route: str,
+    body: Any = None,
+    *,
+    key: str | None = KEYS["ops-team"],
+    params: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> func.HttpRequest:
     headers = {"x-functions-key": key} if key else {}
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    return func.HttpRequest(method, f"http://localhost/api/{route}", headers=headers,
-                            params=params or {}, route_params=route_params or {}, body=data)
+    return func.HttpRequest(
+        method,
+        f"http://localhost/api/{route}",
+        headers=headers,
+        params=params or {},
+        route_params=route_params or {},
+        body=data,
+    )
 
 
 def eg_event(payload: dict[str, Any]) -> func.EventGridEvent:
     return func.EventGridEvent(
-        id=payload["id"], data=payload["data"], topic=payload["topic"],
-        subject=payload["subject"], event_type=payload["eventType"],
-        event_time=datetime(2026, 1, 1, tzinfo=UTC), data_version="2",
+        id=payload["id"],
+        data=payload["data"],
+        topic=payload["topic"],
+        subject=payload["subject"],
+        event_type=payload["eventType"],
+        event_time=datetime(2026, 1, 1, tzinfo=UTC),
+        data_version="2",
     )
 
 
@@ -45,12 +62,21 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
     assert kinds["azureml_events"]["type"] == "eventGridTrigger"
     assert kinds["reconcile"]["type"] == "timerTrigger"
     assert kinds["reconcile"]["schedule"] == "%AUTOPILOT_RECONCILE_SCHEDULE%"
-    http_routes = {k["route"]: str(getattr(k["authLevel"], "value", k["authLevel"]))
-                   for k in kinds.values() if k["type"] == "httpTrigger"}
+    http_routes = {
+        k["route"]: str(getattr(k["authLevel"], "value", k["authLevel"]))
+        for k in kinds.values()
+        if k["type"] == "httpTrigger"
+    }
     assert http_routes.pop("health") == "anonymous"
     assert set(http_routes.values()) == {"function"}
-    assert set(http_routes) == {"alerts", "cycles", "cycles/{id}", "audit",
-                                "cycles/{id}/approve", "cycles/{id}/deny"}
+    assert set(http_routes) == {
+        "alerts",
+        "cycles",
+        "cycles/{id}",
+        "audit",
+        "cycles/{id}/approve",
+        "cycles/{id}/deny",
+    }
 
 
 def test_alert_trigger_starts_a_cycle(registered: dict[str, Any], world: World) -> None:
@@ -60,8 +86,7 @@ def test_alert_trigger_starts_a_cycle(registered: dict[str, Any], world: World) 
     assert world.store.list_cycles()[0].state is CycleState.RETRAINING
 
 
-def test_alert_trigger_refuses_bad_input_with_4xx(registered: dict[str, Any],
-                                                  world: World) -> None:
+def test_alert_trigger_refuses_bad_input_with_4xx(registered: dict[str, Any], world: World) -> None:
     bad = payloads.alert()
     bad["data"]["essentials"]["monitorCondition"] = "Maybe"
     cases = [
@@ -78,10 +103,15 @@ def test_alert_trigger_refuses_bad_input_with_4xx(registered: dict[str, Any],
     assert [r.kind for r in world.audit.records] == ["rejected"] * 4
 
 
-def test_every_route_but_health_needs_a_valid_key(registered: dict[str, Any],
-                                                  world: World) -> None:
-    for name in ("receive_alert", "list_cycles", "get_cycle", "list_audit", "approve_cycle",
-                 "deny_cycle"):
+def test_every_route_but_health_needs_a_valid_key(registered: dict[str, Any], world: World) -> None:
+    for name in (
+        "receive_alert",
+        "list_cycles",
+        "get_cycle",
+        "list_audit",
+        "approve_cycle",
+        "deny_cycle",
+    ):
         for key in (None, "wrong-key-0123456789"):
             resp = call(registered, name, req=http("GET", "x", key=key))
             assert resp.status_code == 401, name
@@ -95,6 +125,7 @@ def test_event_grid_trigger_runs_the_lifecycle_and_rejects_bad_data_without_rais
 ) -> None:
     call(registered, "azureml_events", event=eg_event(payloads.monitor_breach()))
     cycle = world.store.list_cycles()[0]
+    assert cycle.job_name
     bad = payloads.run_event(cycle.job_name, "Completed")
     bad["data"]["runId"] = {"nested": "object"}
     call(registered, "azureml_events", event=eg_event(bad))  # permanent: audited, no raise
@@ -102,20 +133,23 @@ def test_event_grid_trigger_runs_the_lifecycle_and_rejects_bad_data_without_rais
     assert "runId" in world.audit.records[-1].reason
 
 
-def test_api_lists_and_shows_cycles_and_filters_audit(registered: dict[str, Any],
-                                                      world: World) -> None:
+def test_api_lists_and_shows_cycles_and_filters_audit(
+    registered: dict[str, Any], world: World
+) -> None:
     call(registered, "receive_alert", req=http("POST", "alerts", payloads.alert()))
     cycles = body_of(call(registered, "list_cycles", req=http("GET", "cycles")))["cycles"]
     assert [c["state"] for c in cycles] == ["RETRAINING"]
     cycle_id = cycles[0]["id"]
-    shown = body_of(call(registered, "get_cycle",
-                         req=http("GET", "cycles/x", route_params={"id": cycle_id})))
+    shown = body_of(
+        call(registered, "get_cycle", req=http("GET", "cycles/x", route_params={"id": cycle_id}))
+    )
     assert shown["cycle"]["id"] == cycle_id
     assert shown["audit"] and all(r["cycle"] == cycle_id for r in shown["audit"])
     missing = call(registered, "get_cycle", req=http("GET", "c", route_params={"id": "nope"}))
     assert missing.status_code == 404
-    audit = body_of(call(registered, "list_audit",
-                         req=http("GET", "audit", params={"cycle": cycle_id})))["records"]
+    audit = body_of(
+        call(registered, "list_audit", req=http("GET", "audit", params={"cycle": cycle_id}))
+    )["records"]
     assert audit == shown["audit"]
     bad_since = call(registered, "list_audit", req=http("GET", "audit", params={"since": "x"}))
     assert bad_since.status_code == 400
@@ -127,25 +161,35 @@ def test_approve_records_the_key_name_as_actor(registered: dict[str, Any], world
     world.services.policy = make_policy(gate__approval_required=True)
     call(registered, "receive_alert", req=http("POST", "alerts", payloads.alert()))
     cycle = world.store.list_cycles()[0]
+    assert cycle.job_name
     world.platform.evaluations[cycle.job_name] = payloads.evaluation(
-        {"auc": 0.9, "accuracy": 0.8}, {"auc": 0.8, "accuracy": 0.8})
+        {"auc": 0.9, "accuracy": 0.8}, {"auc": 0.8, "accuracy": 0.8}
+    )
     world.platform.finish(cycle.job_name)
     call(registered, "azureml_events", event=eg_event(payloads.run_event(cycle.job_name)))
-    resp = call(registered, "approve_cycle",
-                req=http("POST", "a", {"reason": "ship it"}, key=KEYS["alice"],
-                         route_params={"id": cycle.id}))
+    resp = call(
+        registered,
+        "approve_cycle",
+        req=http(
+            "POST", "a", {"reason": "ship it"}, key=KEYS["alice"], route_params={"id": cycle.id}
+        ),
+    )
     assert resp.status_code == 200
     assert body_of(resp)["cycle"]["state"] == "REGISTERED"
-    approval = [r for r in world.audit.records if r.summary == "candidate approved"][0]
+    approval = next(r for r in world.audit.records if r.summary == "candidate approved")
     assert (approval.actor, approval.reason) == ("alice", "ship it")
-    again = call(registered, "deny_cycle", req=http("POST", "d", {"reason": "no"},
-                                                    route_params={"id": cycle.id}))
+    again = call(
+        registered,
+        "deny_cycle",
+        req=http("POST", "d", {"reason": "no"}, route_params={"id": cycle.id}),
+    )
     assert again.status_code == 409
 
 
 def test_timer_trigger_reconciles(registered: dict[str, Any], world: World) -> None:
     call(registered, "receive_alert", req=http("POST", "alerts", payloads.alert()))
     cycle = world.store.list_cycles()[0]
+    assert cycle.job_name
     world.platform.finish(cycle.job_name, JobStatus.FAILED, "boom")
     call(registered, "reconcile", timer=TimerRequest(past_due=False))
-    assert world.store.get_cycle(cycle.id).state is CycleState.FAILED
+    assert world.store.must(cycle.id).state is CycleState.FAILED

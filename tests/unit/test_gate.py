@@ -11,14 +11,18 @@ from shared.gate import decide
 from shared.policy import Gate
 from tests.payloads import evaluation
 
-GATE = Gate.model_validate({
-    "primary_metric": "auc",
-    "min_improvement": 0.01,
-    "min_samples": 500,
-    "guardrails": [{"metric": "accuracy", "tolerance": 0.02},
-                   {"metric": "log_loss", "direction": "minimize", "tolerance": 0.05}],
-    "floors": [{"metric": "auc", "min": 0.7}, {"metric": "log_loss", "max": 0.7}],
-})
+GATE = Gate.model_validate(
+    {
+        "primary_metric": "auc",
+        "min_improvement": 0.01,
+        "min_samples": 500,
+        "guardrails": [
+            {"metric": "accuracy", "tolerance": 0.02},
+            {"metric": "log_loss", "direction": "minimize", "tolerance": 0.05},
+        ],
+        "floors": [{"metric": "auc", "min": 0.7}, {"metric": "log_loss", "max": 0.7}],
+    }
+)
 CHAMP = {"auc": 0.80, "accuracy": 0.80, "log_loss": 0.45}
 
 
@@ -35,12 +39,25 @@ CHAMP = {"auc": 0.80, "accuracy": 0.80, "log_loss": 0.45}
         ({"auc": 0.65, "accuracy": 0.70, "log_loss": 0.6}, None, 1000, False, ["floor"]),
         ({"auc": 0.75, "accuracy": 0.70, "log_loss": 0.9}, None, 1000, False, ["ceiling"]),
     ],
-    ids=["clear-improvement", "within-min-improvement", "no-change", "accuracy-regresses",
-         "log-loss-regresses", "too-few-samples", "no-champion-floors-pass",
-         "no-champion-floor-fails", "no-champion-ceiling-fails"],
+    ids=[
+        "clear-improvement",
+        "within-min-improvement",
+        "no-change",
+        "accuracy-regresses",
+        "log-loss-regresses",
+        "too-few-samples",
+        "no-champion-floors-pass",
+        "no-champion-floor-fails",
+        "no-champion-ceiling-fails",
+    ],
 )
-def test_gate_rules(challenger: dict[str, float], champion: dict[str, float] | None, n: int,
-                    passed: bool, failed_rules: list[str]) -> None:
+def test_gate_rules(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    n: int,
+    passed: bool,
+    failed_rules: list[str],
+) -> None:
     decision = decide(evaluation(challenger, champion, n=n), GATE)
     assert decision.passed is passed
     assert [r.rule for r in decision.rules if not r.passed] == failed_rules
@@ -56,8 +73,9 @@ def test_no_champion_applies_floors_only_and_says_so() -> None:
 
 
 def test_relative_improvement() -> None:
-    gate = Gate(primary_metric="rmse", direction="minimize", improvement="relative",
-                min_improvement=0.05)
+    gate = Gate(
+        primary_metric="rmse", direction="minimize", improvement="relative", min_improvement=0.05
+    )
     ok = decide(evaluation({"rmse": 9.0}, {"rmse": 10.0}), gate)
     small = decide(evaluation({"rmse": 9.8}, {"rmse": 10.0}), gate)
     assert ok.passed and ok.rules[0].observed == pytest.approx(0.1)

@@ -41,14 +41,17 @@ def start_cycle(world: World) -> Any:
     return only_cycle(world)
 
 
-def complete_job(world: World, metrics: dict[str, float] = BETTER,
-                 champion: dict[str, float] | None = CHAMPION) -> Any:
+def complete_job(
+    world: World, metrics: dict[str, float] = BETTER, champion: dict[str, float] | None = CHAMPION
+) -> Any:
     cycle = start_cycle(world)
     world.platform.evaluations[cycle.job_name] = payloads.evaluation(metrics, champion)
     world.platform.finish(cycle.job_name)
-    event(bus_of(world), payloads.run_event(cycle.job_name, "Completed",
-                                            tags={"autopilot_cycle": cycle.id}))
-    return world.store.get_cycle(cycle.id)
+    event(
+        bus_of(world),
+        payloads.run_event(cycle.job_name, "Completed", tags={"autopilot_cycle": cycle.id}),
+    )
+    return world.store.must(cycle.id)
 
 
 def with_live_deployment(world: World) -> None:
@@ -61,9 +64,11 @@ def registered_and_rolling(world: World) -> Any:
     with_live_deployment(world)
     cycle = complete_job(world)
     assert cycle.state is CycleState.REGISTERED
-    event(bus_of(world), payloads.model_registered("credit", cycle.candidate_version,
-                                                   {"autopilot_cycle": cycle.id}))
-    return world.store.get_cycle(cycle.id)
+    event(
+        bus_of(world),
+        payloads.model_registered("credit", cycle.candidate_version, {"autopilot_cycle": cycle.id}),
+    )
+    return world.store.must(cycle.id)
 
 
 def tick(world: World, seconds: float = 301) -> Any:
@@ -136,7 +141,10 @@ def test_confirmation_waits_for_enough_signals_and_resolved_clears_them() -> Non
 
 @pytest.mark.parametrize(
     "payload",
-    [payloads.monitor_breach(), payloads.sample("eventgrid/eventgrid_schema_DatasetDriftDetected.json")[0]],
+    [
+        payloads.monitor_breach(),
+        payloads.sample("eventgrid/eventgrid_schema_DatasetDriftDetected.json")[0],
+    ],
     ids=["v2-model-monitor-breach", "v1-dataset-drift"],
 )
 def test_azure_ml_drift_events_start_a_cycle_for_the_bound_model(payload: dict[str, Any]) -> None:
@@ -201,7 +209,7 @@ def test_failed_job_closes_the_cycle_with_its_reason() -> None:
     cycle = start_cycle(world)
     world.platform.finish(cycle.job_name, JobStatus.FAILED, "ValueError: bad column")
     event(bus_of(world), payloads.run_event(cycle.job_name, "Failed"))
-    cycle = world.store.get_cycle(cycle.id)
+    cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.FAILED
     assert "ValueError: bad column" in cycle.reason
 
@@ -229,7 +237,7 @@ def test_approval_required_waits_then_records_who_approved() -> None:
     assert cycle.state is CycleState.AWAITING_APPROVAL
     assert world.platform.registered == []
     bus_of(world).handle(Approve(cycle.id, "alice", "looks right"))
-    cycle = world.store.get_cycle(cycle.id)
+    cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.REGISTERED
     approvals = [r for r in world.audit.records if r.summary == "candidate approved"]
     assert approvals[0].actor == "alice"
@@ -240,7 +248,7 @@ def test_deny_rejects_and_approval_expires() -> None:
     world = make_world(make_policy(gate__approval_required=True, gate__approval_timeout="1h"))
     cycle = complete_job(world)
     bus_of(world).handle(Deny(cycle.id, "bob", "not this week"))
-    assert world.store.get_cycle(cycle.id).state is CycleState.REJECTED
+    assert world.store.must(cycle.id).state is CycleState.REJECTED
 
     world = make_world(make_policy(gate__approval_required=True, gate__approval_timeout="1h"))
     cycle = complete_job(world)
@@ -273,7 +281,10 @@ def test_canary_steps_hold_their_bake_time_then_promote() -> None:
     assert cycle.state is CycleState.PROMOTED
     assert world.platform.champions["credit"] == cycle.candidate_version
     assert [t for _, t in world.platform.traffic_changes] == [
-        {new: 10, "blue": 90}, {new: 50, "blue": 50}, {new: 100, "blue": 0}]
+        {new: 10, "blue": 90},
+        {new: 50, "blue": 50},
+        {new: 100, "blue": 0},
+    ]
 
 
 def test_too_little_traffic_waits_instead_of_passing() -> None:
@@ -303,7 +314,7 @@ def test_health_alert_during_rollout_rolls_back() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
     deliver_alert(bus_of(world), payloads.alert(rule="credit-endpoint-errors"))
-    cycle = world.store.get_cycle(cycle.id)
+    cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLED_BACK
     assert world.platform.traffic["credit-ep"]["blue"] == 100
 
@@ -314,18 +325,24 @@ def test_traffic_change_that_does_not_take_effect_is_not_reported_as_done() -> N
     cycle = complete_job(world)
     world.platform.ignore_traffic_changes = True
     with pytest.raises(TransientError, match="expected"):
-        event(bus_of(world), payloads.model_registered("credit", cycle.candidate_version,
-                                                       {"autopilot_cycle": cycle.id}))
+        event(
+            bus_of(world),
+            payloads.model_registered(
+                "credit", cycle.candidate_version, {"autopilot_cycle": cycle.id}
+            ),
+        )
 
 
 def test_first_deployment_goes_straight_to_full_traffic() -> None:
     world = make_world()
     cycle = complete_job(world, champion=None)
     assert cycle.decision["has_champion"] is False
-    event(bus_of(world), payloads.model_registered("credit", cycle.candidate_version,
-                                                   {"autopilot_cycle": cycle.id}))
-    cycle = world.store.get_cycle(cycle.id)
-    assert cycle.state is CycleState.PROMOTED
+    event(
+        bus_of(world),
+        payloads.model_registered("credit", cycle.candidate_version, {"autopilot_cycle": cycle.id}),
+    )
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout
     assert world.platform.traffic["credit-ep"] == {cycle.rollout["deployment"]: 100}
 
 

@@ -27,7 +27,10 @@ def test_example_policy_is_valid() -> None:
         ({"rollout": {"endpoint": "ep", "steps": [10, 50]}}, "last step must be 100"),
         ({"cooldown": "soon"}, "field 'cooldown'"),
         ({"training": {"experiment": "x"}}, "give 'command'"),
-        ({"gate": {"primary_metric": "auc", "floors": [{"metric": "auc"}]}}, "needs 'min' or 'max'"),
+        (
+            {"gate": {"primary_metric": "auc", "floors": [{"metric": "auc"}]}},
+            "needs 'min' or 'max'",
+        ),
         ({"unknown_field": 1}, "field 'unknown_field': Extra inputs are not permitted"),
     ],
 )
@@ -55,7 +58,9 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
         load_policy(bad)
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [(30, 30.0), ("90s", 90.0), ("5m", 300.0),
-                                               ("6h", 21600.0), ("1d", 86400.0), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [(30, 30.0), ("90s", 90.0), ("5m", 300.0), ("6h", 21600.0), ("1d", 86400.0), ("250ms", 0.25)],
+)
 def test_durations(raw: Any, seconds: float) -> None:
     assert parse_duration(raw) == seconds

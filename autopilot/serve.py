@@ -1,0 +1,239 @@
+"""``autopilot serve`` and ``autopilot replay``: the function app on one machine, offline.
+
+The local host serves exactly the functions ``function_app`` registers, with the Functions
+host's URL shapes; the embedded platform posts its Azure-ML-shaped events back to the Event
+Grid webhook, so the offline loop goes through the same intake code as Azure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import BadEvent, SettingsError
+from shared.settings import DEFAULT_RECONCILE_SCHEDULE, parse_keys
+
+log = logging.getLogger("autopilot.serve")
+
+EVENTGRID_FUNCTION = "azureml_events"
+KEY_FILE = "function_keys.json"
+
+
+def eventgrid_path(function: str = EVENTGRID_FUNCTION) -> str:
+    return f"/runtime/webhooks/eventgrid?functionName={function}"
+
+
+def load_or_create_keys(data_dir: Path, env: Mapping[str, str]) -> tuple[dict[str, str], bool]:
+    """Keys from AUTOPILOT_FUNCTION_KEYS, else the data folder's, else a new one (True)."""
+    keys = parse_keys(env.get("AUTOPILOT_FUNCTION_KEYS", ""))
+    if keys:
+        return keys, False
+    path = data_dir / KEY_FILE
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            return {str(k): str(v) for k, v in stored.items()}, False
+        except (ValueError, AttributeError) as exc:
+            raise SettingsError(
+                f"{path} is not a valid key file; delete it to make a new one"
+            ) from exc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = {"local": secrets.token_urlsafe(32)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(keys, handle)
+    return keys, True
+
+
+def event_batch_validator(
+    policy_getter: Callable[[], Any],
+) -> Callable[[bytes], list[dict[str, Any]]]:
+    """Validate a whole delivery (envelopes and Azure ML data) before any event is applied."""
+    from shared.envelope import envelope_from_dict, parse_delivery
+    from shared.intake import normalise_azureml
+
+    def parse(body: bytes) -> list[dict[str, Any]]:
+        events = parse_delivery(body)
+        if any(
+            e.get("eventType") == "Microsoft.EventGrid.SubscriptionValidationEvent" for e in events
+        ):
+            return events
+        policy = policy_getter()
+        for index, event in enumerate(events):
+            try:
+                normalise_azureml(envelope_from_dict(event, index), policy)
+            except BadEvent as exc:
+                raise BadEvent(f"event [{index}]: {exc}") from exc
+        return events
+
+    return parse
+
+
+@dataclass
+class LocalService:
+    """A started local host with the app's runtime wired to the embedded platform."""
+
+    host: Any
+    keys: dict[str, str]
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return str(self.host.url)
+
+    @property
+    def key(self) -> str:
+        return next(iter(self.keys.values()))
+
+    def stop(self) -> None:
+        from functions import runtime
+
+        self.host.stop()
+        try:
+            platform = runtime.current().services.platform
+            close = getattr(platform, "close", None)
+            if close:
+                close()
+        finally:
+            runtime.use(None)
+
+
+def start_service(
+    *,
+    policy: Path,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    run_timers: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> tuple[LocalService, bool]:
+    """Start the local host in background threads. Returns (service, key_was_generated)."""
+    import function_app
+    from autopilot.host import LocalHost
+    from functions import runtime
+    from shared.model import AuditKind
+    from shared.policy import load_policy
+    from shared.settings import AppSettings
+    from shared.wiring import Runtime, build_services, embedded_platform
+
+    env = dict(os.environ if env is None else env)
+    env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
+    env["AUTOPILOT_POLICY"] = str(policy)
+    env["AUTOPILOT_DATA_DIR"] = str(data_dir)
+    load_policy(policy)  # fail before binding a port if the policy is invalid
+    keys, generated = load_or_create_keys(data_dir, env)
+    settings = AppSettings.from_env({**env, "AUTOPILOT_FUNCTION_KEYS": ""})
+
+    local_host: Any = None
+    lock = threading.Lock()
+
+    def make_runtime() -> Runtime:
+        platform, metrics = embedded_platform(
+            data_dir, webhook=(local_host.url + eventgrid_path(), next(iter(keys.values())))
+        )
+        return Runtime(build_services(settings, platform=platform, metrics=metrics), keys)
+
+    def on_reject(function: str, message: str) -> None:
+        with lock:
+            runtime.current().services.record(
+                AuditKind.REJECTED, f"{function}: delivery rejected", reason=message
+            )
+
+    runtime.use(make_runtime)
+    local_host = LocalHost(
+        function_app.app,
+        keys=keys,
+        on_reject=on_reject,
+        settings=env,
+        parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
+        run_timers=run_timers,
+    )
+    local_host.start(host, port)
+    runtime.current()  # build adapters now, not inside the first request
+    return LocalService(local_host, keys, data_dir), generated
+
+
+def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    service, generated = start_service(policy=policy, data_dir=data_dir, host=host, port=port)
+    print(f"MLOps Autopilot serving {service.url}  (policy {policy}, data {data_dir})")
+    print(f"  Event Grid webhook: POST {service.url}{eventgrid_path()}")
+    print(f"  Alerts:             POST {service.url}/api/alerts")
+    print(f"  API:                GET  {service.url}/api/cycles | /api/audit | /api/health")
+    if generated:
+        name, key = next(iter(service.keys.items()))
+        print(
+            f"  Generated function key {name!r} (shown once; stored in "
+            f"{data_dir / KEY_FILE}): {key}"
+        )
+    else:
+        print(f"  Function keys: {', '.join(service.keys)} (send as x-functions-key)")
+    sys.stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+    finally:
+        service.stop()
+    return 0
+
+
+def post_json(url: str, key: str, body: bytes, timeout: float = 30.0) -> tuple[int, str]:
+    if not url.startswith(("http://", "https://")):
+        raise BadEvent(f"--url must be an http(s) URL, got {url!r}")
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "x-functions-key": key,
+            "aeg-event-type": "Notification",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def replay(file: Path, *, policy: Path, data_dir: Path, url: str | None, key: str | None) -> int:
+    """Deliver a stored payload through the same HTTP path Event Grid / Azure Monitor use."""
+    from shared.envelope import load_json
+
+    try:
+        body = file.read_bytes()
+    except OSError as exc:
+        raise BadEvent(f"cannot read {file}: {exc}") from exc
+    payload = load_json(body, what=str(file))
+    if isinstance(payload, list):
+        path = eventgrid_path()
+    elif isinstance(payload, dict) and "schemaId" in payload:
+        path = "/api/alerts"
+    else:
+        raise BadEvent(f"{file}: expected an Event Grid / CloudEvents array or an alert object")
+    service = None
+    if url is None:
+        service, _ = start_service(policy=policy, data_dir=data_dir, run_timers=False)
+        url, key = service.url, service.key
+    key = key or os.environ.get("AUTOPILOT_KEY", "")
+    try:
+        status, text = post_json(url.rstrip("/") + path, key, body)
+    finally:
+        if service:
+            service.stop()
+    print(f"{status} {text}")
+    if status < 300:
+        return 0
+    return 2 if status < 500 else 1

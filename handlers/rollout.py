@@ -8,14 +8,16 @@ wait, not pass. Every traffic change is read back to confirm it took effect.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.cycles import deployment_name_for, move, note, publish
 from shared.errors import AlreadyExists, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import ModelRegistered
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
-from shared.policy import Health
+
+if TYPE_CHECKING:
+    from shared.policy import Health
 
 CYCLE_TAG = "autopilot_cycle"
 

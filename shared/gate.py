@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import PermanentError
-from shared.policy import Gate
+
+if TYPE_CHECKING:
+    from shared.policy import Gate
 
 EVALUATION_SCHEMA = "autopilot.evaluation/v1"
 

@@ -8,7 +8,7 @@ a payload chooses a command, a path or a deployment target.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.envelope import Envelope
 from shared.errors import BadEvent
@@ -21,7 +21,9 @@ from shared.messages import (
     ModelRegistered,
     SignalResolved,
 )
-from shared.policy import Policy
+
+if TYPE_CHECKING:
+    from shared.policy import Policy
 
 AML = "Microsoft.MachineLearningServices."
 MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"

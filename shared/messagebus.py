@@ -12,13 +12,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConcurrencyError
 from shared.messages import Command, Event, Message
 from shared.model import AuditEntry, AuditKind, AuditRecord
-from shared.policy import Policy
 from shared.ports import AuditLog, Clock, EventPublisher, Metrics, MLPlatform, StateStore
+
+if TYPE_CHECKING:
+    from shared.policy import Policy
 
 log = logging.getLogger(__name__)
 

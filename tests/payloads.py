@@ -13,6 +13,8 @@ TOPIC = (
     "Microsoft.MachineLearningServices/workspaces/ws"
 )
 AML = "Microsoft.MachineLearningServices."
+RULES = "/subscriptions/x/resourceGroups/rg/providers/microsoft.insights/scheduledqueryrules"
+ALERTS = "/subscriptions/x/providers/Microsoft.AlertsManagement/alerts"
 
 
 def sample(name: str) -> Any:
@@ -28,13 +30,9 @@ def alert(
     body = sample("alerts/common_schema_metric_alert_full.json")
     ess = body["data"]["essentials"]
     ess["alertRule"] = rule
-    ess["alertRuleId"] = (
-        f"/subscriptions/x/resourceGroups/rg/providers/microsoft.insights/scheduledqueryrules/{rule}"
-    )
+    ess["alertRuleId"] = f"{RULES}/{rule}"
     ess["monitorCondition"] = condition
-    ess["alertId"] = (
-        alert_id or f"/subscriptions/x/providers/Microsoft.AlertsManagement/alerts/{uuid.uuid4()}"
-    )
+    ess["alertId"] = alert_id or f"{ALERTS}/{uuid.uuid4()}"
     ess["firedDateTime"] = fired
     return dict(body)
 

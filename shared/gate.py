@@ -43,6 +43,7 @@ class GateDecision:
     champion_version: str | None
     summary: str
     rules: tuple[RuleResult, ...]
+    bootstrap: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -90,6 +91,7 @@ def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
     n = int(n_raw) if isinstance(n_raw, int | float) and not isinstance(n_raw, bool) else None
 
     rules: list[RuleResult] = []
+    evidence: dict[str, Any] = {}
     if gate.min_samples:
         rules.append(
             RuleResult(
@@ -166,6 +168,8 @@ def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
                 )
             )
 
+        rules += _per_example_rules(doc, gate, n, sign, evidence)
+
     passed = all(r.passed for r in rules)
     failed = [r.rule + (f"({r.metric})" if r.metric else "") for r in rules if not r.passed]
     if champion is None:
@@ -173,4 +177,141 @@ def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
     else:
         lead = f"challenger vs champion v{champion_version}"
     summary = f"{lead}; " + ("every rule passed" if passed else "failed: " + ", ".join(failed))
-    return GateDecision(passed, champion is not None, champion_version, summary, tuple(rules))
+    return GateDecision(
+        passed,
+        champion is not None,
+        champion_version,
+        summary,
+        tuple(rules),
+        evidence.get("bootstrap"),
+    )
+
+
+def _examples(doc: dict[str, Any], n: int | None) -> dict[str, Any] | None:
+    examples = doc.get("examples")
+    if examples is None:
+        return None
+    if not isinstance(examples, dict):
+        raise PermanentError("evaluation: 'examples' must be an object")
+    for key in ("label", "challenger_score", "champion_score"):
+        values = examples.get(key)
+        if not isinstance(values, list) or (n is not None and len(values) != n):
+            raise PermanentError(f"evaluation: examples.{key} must be a list of n={n} numbers")
+    return examples
+
+
+def _per_example_rules(
+    doc: dict[str, Any], gate: Gate, n: int | None, sign: float, evidence: dict[str, Any]
+) -> list[RuleResult]:
+    """Confidence (paired bootstrap) and slice rules: they need per-example results."""
+    if gate.confidence is None and not gate.slices:
+        return []
+    examples = _examples(doc, n)
+    metric_name = gate.primary_metric
+    if examples is None:
+        return [
+            RuleResult(
+                "per_example",
+                metric_name,
+                None,
+                None,
+                False,
+                "the policy asks for confidence or slice checks, but the evaluation "
+                "has no per-example results ('examples')",
+            )
+        ]
+    import numpy as np
+
+    from shared import stats
+
+    if metric_name not in stats.METRICS:
+        return [
+            RuleResult(
+                "per_example",
+                metric_name,
+                None,
+                None,
+                False,
+                f"{metric_name!r} cannot be computed from per-example results; "
+                f"known: {', '.join(sorted(stats.METRICS))}",
+            )
+        ]
+    try:
+        labels = np.asarray(examples["label"], dtype=np.float64)
+        new = np.asarray(examples["challenger_score"], dtype=np.float64)
+        old = np.asarray(examples["champion_score"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"evaluation: per-example results must be numbers: {exc}") from exc
+    rules: list[RuleResult] = []
+    if gate.confidence is not None:
+        boot = stats.paired_bootstrap(
+            metric_name,
+            labels,
+            new,
+            old,
+            sign=sign,
+            level=gate.confidence,
+            samples=gate.bootstrap_samples,
+            seed=gate.seed,
+        )
+        evidence["bootstrap"] = {
+            "metric": metric_name,
+            "estimate": boot.estimate,
+            "low": boot.low,
+            "high": boot.high,
+            "level": boot.level,
+            "samples": boot.samples,
+            "seed": boot.seed,
+            "histogram": {"edges": list(boot.histogram[0]), "counts": list(boot.histogram[1])},
+        }
+        rules.append(
+            RuleResult(
+                "confidence",
+                metric_name,
+                boot.low,
+                0.0,
+                boot.low > 0,
+                f"{boot.level:.0%} paired bootstrap CI of the {metric_name} gain "
+                f"[{boot.low:+.4g}, {boot.high:+.4g}] ({boot.samples} resamples, seed {boot.seed}) "
+                "must exclude zero",
+            )
+        )
+    segments = examples.get("segments") or {}
+    for check in gate.slices:
+        column = segments.get(check.column) if isinstance(segments, dict) else None
+        if not isinstance(column, list) or len(column) != len(labels):
+            rules.append(
+                RuleResult(
+                    "slice",
+                    metric_name,
+                    None,
+                    None,
+                    False,
+                    f"segment column {check.column!r} missing from examples",
+                )
+            )
+            continue
+        values = np.asarray([str(v) for v in column])
+        for value in sorted(set(values.tolist())):
+            mask = values == value
+            size = int(mask.sum())
+            if size < check.min_samples:
+                continue
+            gain = sign * (
+                stats.metric(metric_name, labels[mask], new[mask])
+                - stats.metric(metric_name, labels[mask], old[mask])
+            )
+            if not math.isfinite(gain):
+                continue  # e.g. AUC of a one-class slice
+            rules.append(
+                RuleResult(
+                    "slice",
+                    metric_name,
+                    -gain,
+                    check.tolerance,
+                    -gain <= check.tolerance,
+                    f"{check.column}={value} (n={size}): {metric_name} gain {gain:+.4g}; "
+                    f"regression may not exceed {check.tolerance:g}",
+                )
+            )
+    return rules

@@ -110,12 +110,26 @@ class Floor(_Strict):
         return self
 
 
+class SliceCheck(_Strict):
+    """Per-segment check of the primary metric, e.g. per region: catches 'better on average,
+    much worse on a slice'. Segments with fewer than ``min_samples`` rows are reported, not judged.
+    """
+
+    column: str
+    min_samples: int = Field(default=30, ge=1)
+    tolerance: float = Field(default=0.02, ge=0)
+
+
 class Gate(_Strict):
     primary_metric: str
     direction: Literal["maximize", "minimize"] = "maximize"
     min_improvement: float = Field(default=0.0, ge=0)
     improvement: Literal["absolute", "relative"] = "absolute"
+    confidence: float | None = Field(default=None, ge=0.5, lt=1.0)  # paired bootstrap level
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    seed: int = 20260101
     min_samples: int = Field(default=0, ge=0)
+    slices: tuple[SliceCheck, ...] = ()
     guardrails: tuple[Guardrail, ...] = ()
     floors: tuple[Floor, ...] = ()
     approval_required: bool = False

@@ -94,3 +94,91 @@ def test_relative_improvement() -> None:
 def test_malformed_evaluations_are_permanent_errors(doc: dict[str, Any], problem: str) -> None:
     with pytest.raises(PermanentError, match=problem):
         decide(doc, GATE)
+
+
+# --- per-example rules: paired bootstrap confidence and slices ------------------------------
+
+
+def examples_doc(
+    gain: float,
+    n: int = 800,
+    seed: int = 4,
+    slice_penalty: float = 0.0,
+) -> dict[str, Any]:
+    """Synthetic scores: the challenger separates classes ``gain`` better than the champion;
+    on region 'north' it is ``slice_penalty`` worse."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.4).astype(float)
+    region = np.where(rng.random(n) < 0.3, "north", "south")
+    noise_old = rng.normal(0, 1, n)
+    noise_new = 0.9 * noise_old + np.sqrt(1 - 0.81) * rng.normal(0, 1, n)
+    old = 1 / (1 + np.exp(-(1.0 * (labels - 0.5) * 2 + noise_old)))
+    strength = np.where(region == "north", 1.0 + gain - slice_penalty, 1.0 + gain)
+    new = 1 / (1 + np.exp(-(strength * (labels - 0.5) * 2 + noise_new)))
+    from shared.stats import metric
+
+    doc = evaluation({"auc": metric("auc", labels, new)}, {"auc": metric("auc", labels, old)}, n=n)
+    doc["examples"] = {
+        "label": labels.tolist(),
+        "challenger_score": new.tolist(),
+        "champion_score": old.tolist(),
+        "segments": {"region": region.tolist()},
+    }
+    return doc
+
+
+CONFIDENT = Gate(
+    primary_metric="auc",
+    confidence=0.95,
+    bootstrap_samples=400,
+    slices=({"column": "region", "min_samples": 50, "tolerance": 0.03},),
+)
+
+
+@pytest.mark.parametrize(
+    ("gain", "slice_penalty", "passed", "failed_rules"),
+    [
+        (1.0, 0.0, True, []),
+        (0.03, 0.0, False, ["confidence"]),
+        (1.0, 1.5, False, ["slice"]),
+    ],
+    ids=["clear-improvement", "improvement-within-noise", "better-on-average-worse-on-a-slice"],
+)
+def test_confidence_and_slices(
+    gain: float, slice_penalty: float, passed: bool, failed_rules: list[str]
+) -> None:
+    decision = decide(examples_doc(gain, slice_penalty=slice_penalty), CONFIDENT)
+    assert [r.rule for r in decision.rules if not r.passed] == failed_rules
+    assert decision.passed is passed
+    assert decision.bootstrap is not None
+    assert decision.bootstrap["low"] <= decision.bootstrap["estimate"] <= decision.bootstrap["high"]
+
+
+def test_bootstrap_is_reproducible_with_its_seed() -> None:
+    doc = examples_doc(0.3)
+    first, again = decide(doc, CONFIDENT), decide(doc, CONFIDENT)
+    other = decide(doc, CONFIDENT.model_copy(update={"seed": 7}))
+    assert first.bootstrap == again.bootstrap
+    assert other.bootstrap != first.bootstrap
+
+
+def test_confidence_without_per_example_results_fails_and_says_why() -> None:
+    decision = decide(evaluation({"auc": 0.9}, {"auc": 0.8}), CONFIDENT)
+    assert not decision.passed
+    assert "no per-example results" in decision.rules[-1].detail
+
+
+def test_auc_matches_a_reference_implementation() -> None:
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    from shared.stats import metric
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(500) < 0.3).astype(float)
+    scores = np.round(rng.random(500) * 0.7 + labels * 0.3, 2)  # rounded: plenty of ties
+    u = mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+    positives = labels.sum()
+    assert metric("auc", labels, scores) == pytest.approx(u / (positives * (500 - positives)))

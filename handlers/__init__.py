@@ -13,6 +13,7 @@ from shared.messages import (
     EventIgnored,
     HealthAlertFired,
     JobStatusChanged,
+    ManualRollback,
     ModelRegistered,
     Reconcile,
     SignalResolved,
@@ -31,4 +32,5 @@ COMMAND_HANDLERS: dict[type[Command], Handler] = {
     Reconcile: reconcile.reconcile,
     Approve: approvals.approve,
     Deny: approvals.deny,
+    ManualRollback: signals.manual_rollback,
 }

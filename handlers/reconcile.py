@@ -7,11 +7,12 @@ does is audited as ``reconciled`` and goes through the same steps the missing ev
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from handlers import rollout, training
 from handlers.cycles import move
-from shared.errors import NotFound, TransientError
+from shared.errors import ConcurrencyError, NotFound, TransientError
 from shared.messagebus import Services
 from shared.messages import Reconcile
 from shared.model import AuditKind, Cycle, CycleState
@@ -26,10 +27,20 @@ def _stale(cycle: Cycle, svc: Services) -> bool:
 
 def reconcile(cmd: Reconcile, svc: Services) -> None:
     for cycle in svc.store.list_cycles(active_only=True):
-        try:
-            reconcile_cycle(cycle, svc, cmd.event_key)
-        except TransientError as exc:  # one cycle's outage must not stall the others
-            log.warning("reconcile of cycle %s deferred: %s", cycle.id, exc)
+        _guarded(reconcile_cycle, cycle, svc, cmd.event_key)
+    for cycle in rollout.watching(svc):
+        _guarded(rollout.watch, cycle, svc, cmd.event_key)
+
+
+def _guarded(
+    step: Callable[[Cycle, Services, str], None], cycle: Cycle, svc: Services, key: str
+) -> None:
+    try:
+        step(cycle, svc, key)
+    except TransientError as exc:  # one cycle's outage must not stall the others
+        log.warning("reconcile of cycle %s deferred: %s", cycle.id, exc)
+    except ConcurrencyError:
+        log.info("cycle %s changed while reconciling; next tick will look again", cycle.id)
 
 
 def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
@@ -57,11 +68,7 @@ def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
     elif state is CycleState.REGISTERED:
         rollout.start_rollout(cycle, svc, key)
     elif state is CycleState.ROLLING_OUT:
-        if (cycle.rollout or {}).get("step", -1) < 0:
-            if _stale(cycle, svc):  # crashed between creating the deployment and step one
-                rollout.resume(cycle, svc, key)
-        else:
-            rollout.advance(cycle, svc, key)
+        rollout.advance(cycle, svc, key)
 
 
 def _check_job(cycle: Cycle, svc: Services, key: str) -> None:

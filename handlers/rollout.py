@@ -56,6 +56,58 @@ def _set_and_confirm(svc: Services, endpoint: str, traffic: dict[str, int]) -> N
         raise TransientError(f"endpoint {endpoint}: traffic is {actual}, expected {wanted}")
 
 
+def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused_by: str) -> bool:
+    """Change traffic and confirm it took effect. On failure count the attempt; after the
+    policy's attempts, fail safe: the previous deployment keeps or regains all traffic."""
+    ro = cycle.rollout
+    spec = svc.policy.models[cycle.model].rollout
+    assert ro is not None and spec is not None
+    try:
+        _set_and_confirm(svc, ro["endpoint"], traffic)
+    except TransientError as exc:
+        ro["traffic_failures"] = ro.get("traffic_failures", 0) + 1
+        if ro["traffic_failures"] < spec.traffic_attempts:
+            svc.store.save_cycle(cycle)
+            note(
+                svc,
+                AuditKind.ERROR,
+                f"traffic change not confirmed "
+                f"(attempt {ro['traffic_failures']}/{spec.traffic_attempts}); will retry",
+                cycle,
+                reason=str(exc),
+                caused_by=caused_by,
+            )
+            return False
+        restored = _restore_previous(svc, ro)
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            f"traffic change did not take effect after {spec.traffic_attempts} attempts; "
+            f"failed safe ({restored})",
+            caused_by=caused_by,
+            kind=AuditKind.ERROR,
+            evidence={"wanted": traffic, "error": str(exc)},
+        )
+        return False
+    ro["traffic_failures"] = 0
+    return True
+
+
+def _restore_previous(svc: Services, ro: dict[str, Any]) -> str:
+    """Best effort: all traffic back to the previous deployment, mirror off."""
+    previous = ro.get("previous")
+    try:
+        if ro.get("phase") == "shadow":
+            svc.platform.set_mirror(ro["endpoint"], {})
+        if previous:
+            _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
+            return f"{previous} at 100%"
+    except (TransientError, PermanentError) as exc:
+        return f"restoring {previous} also failed: {exc}"
+    return "no previous deployment"
+
+
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
     spec = svc.policy.models[cycle.model].rollout
     assert spec is not None and cycle.candidate_version
@@ -86,6 +138,8 @@ def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
         "deployment": deployment,
         "previous": live,
         "previous_traffic": current,
+        "previous_champion": svc.platform.champion_version(cycle.model, spec.endpoint),
+        "phase": "creating",
         "step": -1,
         "step_started_at": None,
         "steps": [],
@@ -127,6 +181,29 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
         "rollout.started",
         {"deployment": ro["deployment"], "previous": ro.get("previous")},
     )
+    shadow = svc.policy.models[cycle.model].rollout.shadow  # type: ignore[union-attr]
+    if shadow is not None and ro.get("previous"):
+        svc.platform.set_mirror(ro["endpoint"], {ro["deployment"]: shadow.percent})
+        now = svc.now()
+        ro.update(phase="shadow", step_started_at=now.isoformat(), percent=0)
+        ro["steps"].append(
+            {
+                "percent": 0,
+                "mirror": shadow.percent,
+                "at": now.isoformat(),
+                "traffic": {ro["previous"]: 100},
+            }
+        )
+        svc.store.save_cycle(cycle)
+        note(
+            svc,
+            AuditKind.ACTION,
+            f"shadow: {shadow.percent}% of live traffic mirrored to "
+            f"{ro['deployment']} (responses discarded)",
+            cycle,
+            caused_by=caused_by,
+        )
+        return
     _enter_step(cycle, svc, 0, caused_by)
 
 
@@ -148,8 +225,10 @@ def _enter_step(
     steps = spec.steps if cycle.rollout.get("previous") else (100,)
     percent = steps[index]
     traffic = _traffic_for(cycle, percent)
-    _set_and_confirm(svc, spec.endpoint, traffic)
+    if not _change_traffic(cycle, svc, traffic, caused_by):
+        return
     now = svc.now()
+    cycle.rollout["phase"] = "canary"
     cycle.rollout["step"] = index
     cycle.rollout["percent"] = percent
     cycle.rollout["step_started_at"] = now.isoformat()
@@ -215,11 +294,19 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     """One reconcile tick of a rollout: hold, wait for traffic, step on, promote or roll back."""
     spec = svc.policy.models[cycle.model].rollout
     ro = cycle.rollout
-    if spec is None or ro is None or ro.get("step", -1) < 0:
+    if spec is None or ro is None:
         return
+    if ro.get("phase") not in ("shadow", "canary"):
+        if ro.get("traffic_failures") or _stale(cycle, svc):
+            resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
+        return
+    if ro.get("phase") == "canary" and ro.get("traffic_failures"):
+        _enter_step(cycle, svc, ro["step"], caused_by)  # retry the unconfirmed change
+        return
+    bake = spec.shadow.bake if ro["phase"] == "shadow" and spec.shadow else spec.bake
     now = svc.now()
     started = datetime.fromisoformat(ro["step_started_at"])
-    if now - started < timedelta(seconds=spec.bake):
+    if now - started < timedelta(seconds=bake):
         return
     new = _health(svc, spec.endpoint, ro["deployment"], started, now)
     old = _health(svc, spec.endpoint, ro.get("previous"), started, now)
@@ -233,17 +320,18 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         "verdict": verdict,
     }
     ro.setdefault("checks", []).append({"at": now.isoformat(), **evidence, "why": why})
+    phase = "shadow" if ro["phase"] == "shadow" else f"canary at {ro.get('percent')}%"
     if verdict == "breach":
         roll_back(
             cycle,
             svc,
-            f"canary breach at {ro.get('percent')}%: {why}",
+            f"{phase} breach: {why}",
             caused_by,
             evidence=evidence,
         )
         return
     if verdict == "wait":
-        if now - started > timedelta(seconds=spec.bake + spec.max_wait):
+        if now - started > timedelta(seconds=bake + spec.max_wait):
             roll_back(
                 cycle,
                 svc,
@@ -252,16 +340,20 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 evidence=evidence,
             )
         return
+    svc.store.save_cycle(cycle)
     note(
         svc,
         AuditKind.DECISION,
-        f"step {ro['step'] + 1} healthy at {ro.get('percent')}%",
+        f"{phase} healthy",
         cycle,
         reason=why,
         evidence=evidence,
         caused_by=caused_by,
     )
-    if ro.get("percent") == 100:
+    if ro["phase"] == "shadow":
+        svc.platform.set_mirror(ro["endpoint"], {})
+        _enter_step(cycle, svc, 0, caused_by)
+    elif ro.get("percent") == 100:
         _promote(cycle, svc, caused_by, why)
     else:
         _enter_step(cycle, svc, ro["step"] + 1, caused_by)
@@ -277,8 +369,16 @@ def _sample(sample: HealthSample) -> dict[str, Any]:
 
 
 def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
-    assert cycle.candidate_version
+    """Make the candidate champion; keep the previous deployment warm for the watch period."""
+    spec = svc.policy.models[cycle.model].rollout
+    ro = cycle.rollout
+    assert cycle.candidate_version and spec is not None and ro is not None
     svc.platform.set_champion(cycle.model, cycle.candidate_version)
+    now = svc.now()
+    watching = bool(ro.get("previous")) and spec.watch > 0
+    ro["phase"] = "watch" if watching else "done"
+    ro["promoted_at"] = now.isoformat()
+    ro["watch_until"] = (now + timedelta(seconds=spec.watch)).isoformat() if watching else None
     move(
         svc,
         cycle,
@@ -286,6 +386,53 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         f"promoted {cycle.model} v{cycle.candidate_version}: {why}",
         caused_by=caused_by,
         kind=AuditKind.ACTION,
+        evidence={"watch_until": ro["watch_until"], "kept_warm": ro.get("previous")},
+    )
+
+
+def watching(svc: Services, model: str | None = None) -> list[Cycle]:
+    """Promoted cycles still in their watch period (their previous deployment is kept warm)."""
+    return [
+        c
+        for c in svc.store.list_cycles(model)
+        if c.state is CycleState.PROMOTED and (c.rollout or {}).get("phase") == "watch"
+    ]
+
+
+def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    """A reconcile tick after promotion: roll back on a health breach; end the watch on time."""
+    spec = svc.policy.models[cycle.model].rollout
+    ro = cycle.rollout
+    assert spec is not None and ro is not None
+    now = svc.now()
+    promoted = datetime.fromisoformat(ro["promoted_at"])
+    new = svc.metrics.deployment_health(ro["endpoint"], ro["deployment"], promoted, now)
+    verdict, why = _verdict(new, None, spec.health)
+    if verdict == "breach":
+        roll_back(
+            cycle,
+            svc,
+            f"health breach during the watch period: {why}",
+            caused_by,
+            evidence={"new": _sample(new), "window": [ro["promoted_at"], now.isoformat()]},
+        )
+        return
+    if now < datetime.fromisoformat(ro["watch_until"]):
+        return
+    ro["phase"] = "done"
+    svc.store.save_cycle(cycle)
+    try:
+        svc.platform.delete_deployment(ro["endpoint"], ro["previous"])
+        removed = f"previous deployment {ro['previous']} removed"
+    except (TransientError, PermanentError) as exc:
+        removed = f"removing previous deployment {ro['previous']} failed: {exc}"
+    note(
+        svc,
+        AuditKind.ACTION,
+        f"watch period over; {removed}",
+        cycle,
+        reason=why,
+        caused_by=caused_by,
     )
 
 
@@ -296,13 +443,21 @@ def roll_back(
     caused_by: str,
     *,
     evidence: dict[str, Any] | None = None,
+    actor: str = "system",
 ) -> None:
-    """Return every request to the previous deployment in one step, then close the cycle."""
+    """Return every request to the previous deployment in one step, then close the cycle.
+
+    After promotion (watch period) the previous champion is restored too.
+    """
     ro = cycle.rollout or {}
-    endpoint = ro.get("endpoint")
     previous = ro.get("previous")
-    if endpoint and previous:
-        _set_and_confirm(svc, endpoint, {previous: 100, ro["deployment"]: 0})
+    if ro.get("phase") == "shadow":
+        svc.platform.set_mirror(ro["endpoint"], {})
+    if previous:
+        _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
+    if cycle.state is CycleState.PROMOTED and ro.get("previous_champion"):
+        svc.platform.set_champion(cycle.model, ro["previous_champion"])
+    ro["phase"] = "rolled_back"
     move(
         svc,
         cycle,
@@ -311,4 +466,9 @@ def roll_back(
         caused_by=caused_by,
         kind=AuditKind.ACTION,
         evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
+        actor=actor,
     )
+
+
+def _stale(cycle: Cycle, svc: Services) -> bool:
+    return svc.now() - cycle.updated_at > timedelta(seconds=svc.settings.stale_after_s)

@@ -6,8 +6,15 @@ from datetime import timedelta
 
 from handlers import rollout, training
 from handlers.cycles import cycle_id_for, note, publish
+from shared.errors import BadEvent, NotFound
 from shared.messagebus import Services
-from shared.messages import DriftSignalled, EventIgnored, HealthAlertFired, SignalResolved
+from shared.messages import (
+    DriftSignalled,
+    EventIgnored,
+    HealthAlertFired,
+    ManualRollback,
+    SignalResolved,
+)
 from shared.model import AuditKind, Cycle, CycleState
 
 
@@ -143,25 +150,41 @@ def on_signal_resolved(msg: SignalResolved, svc: Services) -> None:
 
 
 def on_health_alert(msg: HealthAlertFired, svc: Services) -> None:
+    """During a rollout or the watch period after promotion, a bound alert rolls back."""
     active = svc.store.active_cycle(msg.model)
     if active is not None and active.state is CycleState.ROLLING_OUT:
-        rollout.roll_back(
-            active,
-            svc,
-            f"health alert {msg.signal!r} fired during rollout",
-            msg.event_key,
-            evidence=msg.evidence,
-        )
+        why = f"health alert {msg.signal!r} fired during rollout"
+        rollout.roll_back(active, svc, why, msg.event_key, evidence=msg.evidence)
+        return
+    for promoted in rollout.watching(svc, msg.model):
+        why = f"health alert {msg.signal!r} fired during the watch period after promotion"
+        rollout.roll_back(promoted, svc, why, msg.event_key, evidence=msg.evidence)
         return
     note(
         svc,
         AuditKind.DECISION,
-        "health alert recorded; no rollout in progress",
+        "health alert recorded; no rollout or watch period in progress",
         model=msg.model,
         reason=f"alert {msg.signal!r}",
         evidence=msg.evidence,
         caused_by=msg.event_key,
     )
+
+
+def manual_rollback(cmd: ManualRollback, svc: Services) -> None:
+    """An operator's instant rollback to the last good deployment, audited with their name."""
+    if svc.policy.model(cmd.model) is None:
+        raise NotFound(f"model {cmd.model!r} is not in the policy")
+    active = svc.store.active_cycle(cmd.model)
+    candidates = [active] if active and active.state is CycleState.ROLLING_OUT else []
+    candidates += rollout.watching(svc, cmd.model)
+    if not candidates:
+        raise BadEvent(
+            f"nothing to roll back for {cmd.model}: no rollout in progress and no promotion "
+            "within its watch period (the previous deployment is removed after the watch)"
+        )
+    why = f"manual rollback by {cmd.actor}: {cmd.reason or 'no reason given'}"
+    rollout.roll_back(candidates[0], svc, why, cmd.event_key, actor=cmd.actor)
 
 
 def on_ignored(msg: EventIgnored, svc: Services) -> None:

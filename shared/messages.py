@@ -106,3 +106,13 @@ class Deny(Command):
     actor: str
     reason: str
     event_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ManualRollback(Command):
+    """Roll a model back to its last good deployment now (operator action)."""
+
+    model: str
+    actor: str
+    reason: str
+    event_key: str = ""

@@ -144,10 +144,20 @@ class Health(_Strict):
     min_requests: int = Field(default=20, ge=0)
 
 
+class Shadow(_Strict):
+    """Mirror live traffic to the new deployment before any user traffic moves to it."""
+
+    percent: int = Field(default=100, ge=1, le=100)
+    bake: Duration = 300.0
+
+
 class Rollout(_Strict):
     endpoint: Name
+    shadow: Shadow | None = None
     steps: tuple[int, ...] = (10, 50, 100)
     bake: Duration = 300.0
+    watch: Duration = 600.0  # after promotion: health breach or bound alert rolls back
+    traffic_attempts: int = Field(default=3, ge=1, le=20)  # before failing safe
     max_wait: Duration = 3600.0  # per step, waiting for enough traffic, before failing safe
     health: Health = Health()
 

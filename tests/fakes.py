@@ -193,6 +193,7 @@ class FakePlatform:
     deployments: dict[str, dict[str, str]] = field(default_factory=dict)  # endpoint -> dep -> ver
     traffic: dict[str, dict[str, int]] = field(default_factory=dict)
     traffic_changes: list[tuple[str, dict[str, int]]] = field(default_factory=list)
+    mirrors: dict[str, dict[str, int]] = field(default_factory=dict)
     ignore_traffic_changes: bool = False
 
     def submit_job(self, request: JobRequest) -> JobInfo:
@@ -247,6 +248,12 @@ class FakePlatform:
         self.traffic_changes.append((endpoint, dict(traffic)))
         if not self.ignore_traffic_changes:
             self.traffic[endpoint] = {**self.traffic.get(endpoint, {}), **traffic}
+
+    def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> None:
+        unknown = set(mirror) - set(self.deployments.get(endpoint, {}))
+        if unknown:
+            raise PermanentError(f"unknown deployments {sorted(unknown)}")
+        self.mirrors[endpoint] = dict(mirror)
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         self.deployments.get(endpoint, {}).pop(deployment, None)

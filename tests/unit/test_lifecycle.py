@@ -9,7 +9,7 @@ import pytest
 from handlers.intake import deliver_alert, deliver_azureml
 from shared.bootstrap import bootstrap
 from shared.envelope import envelope_from_dict
-from shared.errors import BadEvent, TransientError
+from shared.errors import BadEvent
 from shared.messagebus import MessageBus
 from shared.messages import Approve, Deny, Reconcile
 from shared.model import CycleState, HealthSample, JobStatus
@@ -319,18 +319,36 @@ def test_health_alert_during_rollout_rolls_back() -> None:
     assert world.platform.traffic["credit-ep"]["blue"] == 100
 
 
-def test_traffic_change_that_does_not_take_effect_is_not_reported_as_done() -> None:
+def test_traffic_change_that_never_takes_effect_fails_safe_after_the_attempts() -> None:
     world = make_world()
     with_live_deployment(world)
     cycle = complete_job(world)
     world.platform.ignore_traffic_changes = True
-    with pytest.raises(TransientError, match="expected"):
-        event(
-            bus_of(world),
-            payloads.model_registered(
-                "credit", cycle.candidate_version, {"autopilot_cycle": cycle.id}
-            ),
-        )
+    event(
+        bus_of(world),
+        payloads.model_registered("credit", cycle.candidate_version, {"autopilot_cycle": cycle.id}),
+    )
+    assert world.store.must(cycle.id).state is CycleState.ROLLING_OUT  # attempt 1 of 3
+    tick(world, 10)
+    cycle = tick(world, 10)
+    assert cycle.state is CycleState.FAILED
+    assert "did not take effect after 3 attempts" in cycle.reason
+    assert world.platform.traffic["credit-ep"]["blue"] == 100
+    assert len(world.audit.summaries("error")) == 3
+
+
+def test_traffic_change_that_takes_effect_on_retry_continues() -> None:
+    world = make_world()
+    with_live_deployment(world)
+    cycle = complete_job(world)
+    world.platform.ignore_traffic_changes = True
+    event(
+        bus_of(world),
+        payloads.model_registered("credit", cycle.candidate_version, {"autopilot_cycle": cycle.id}),
+    )
+    world.platform.ignore_traffic_changes = False
+    cycle = tick(world, 10)
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["percent"] == 10
 
 
 def test_first_deployment_goes_straight_to_full_traffic() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from shared.errors import PermanentError
 from shared.gate import decide
-from shared.policy import Gate
+from shared.policy import Gate, SliceCheck
 from tests.payloads import evaluation
 
 GATE = Gate.model_validate(
@@ -133,7 +133,7 @@ CONFIDENT = Gate(
     primary_metric="auc",
     confidence=0.95,
     bootstrap_samples=400,
-    slices=({"column": "region", "min_samples": 50, "tolerance": 0.03},),
+    slices=(SliceCheck(column="region", min_samples=50, tolerance=0.03),),
 )
 
 

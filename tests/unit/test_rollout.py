@@ -49,7 +49,8 @@ def test_shadow_phase_mirrors_traffic_then_starts_the_canary() -> None:
     tick(world, 121)
     cycle = world.store.must(cycle.id)
     assert world.platform.mirrors["credit-ep"] == {}
-    assert cycle.rollout["phase"] == "canary" and cycle.rollout["percent"] == 10
+    assert cycle.rollout and cycle.rollout["phase"] == "canary"
+    assert cycle.rollout["percent"] == 10
 
 
 def test_shadow_breach_rolls_back_before_any_user_traffic_moves() -> None:

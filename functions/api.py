@@ -9,7 +9,7 @@ import azure.functions as func
 from functions import runtime
 from functions.http import authenticated, error, json_body, respond
 from shared.errors import BadEvent, NotFound
-from shared.messages import Approve, Deny
+from shared.messages import Approve, Command, Deny, ManualRollback, RetrainRequested
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -82,24 +82,59 @@ def list_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     return respond(200, {"records": [r.to_json() for r in records]})
 
 
-def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpResponse:
+def _reason(req: func.HttpRequest) -> str:
     body = json_body(req, required=False)
     if not isinstance(body, dict):
         raise BadEvent('body must be a JSON object like {"reason": "..."}')
     reason = body.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 2000:
         raise BadEvent("'reason' must be a string of at most 2000 characters")
+    return reason
+
+
+def _run(command: Command) -> tuple[int, str | None]:
+    """Run an operator command; (status, error). Conflicts are 409, unknown targets 404."""
+    try:
+        runtime.new_bus().handle(command)
+    except NotFound as exc:
+        return 404, str(exc)
+    except BadEvent as exc:
+        return 409, str(exc)
+    return 200, None
+
+
+def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpResponse:
+    reason = _reason(req)
     cycle_id = req.route_params.get("id", "")
     command = (Approve if approve else Deny)(cycle_id, actor, reason, f"api:{actor}")
-    bus = runtime.new_bus()
-    try:
-        bus.handle(command)
-    except NotFound:
-        return error(404, "no such cycle")
-    except BadEvent as exc:
-        return error(409, str(exc))
-    cycle = bus.services.store.get_cycle(cycle_id)
+    status, problem = _run(command)
+    if problem:
+        return error(status, problem)
+    cycle = runtime.current().services.store.get_cycle(cycle_id)
     return respond(200, {"cycle": cycle.to_json() if cycle else None})
+
+
+def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> func.HttpResponse:
+    model = req.route_params.get("model", "")
+    status, problem = _run(kind(model, actor, _reason(req), f"api:{actor}"))  # type: ignore[call-arg]
+    if problem:
+        return error(status, problem)
+    cycles = runtime.current().services.store.list_cycles(model)
+    return respond(200, {"cycle": cycles[0].to_json() if cycles else None})
+
+
+@bp.route(route="models/{model}/retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def retrain_model(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """Start a retraining cycle now (no cooldown or confirmation); coalesced if one is active."""
+    return _model_command(req, actor, RetrainRequested)
+
+
+@bp.route(route="models/{model}/rollback", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def rollback_model(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """Instant rollback to the last good deployment (rollout in progress or watch period)."""
+    return _model_command(req, actor, ManualRollback)
 
 
 @bp.route(route="cycles/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -16,6 +16,7 @@ from shared.messages import (
     ManualRollback,
     ModelRegistered,
     Reconcile,
+    RetrainRequested,
     SignalResolved,
 )
 
@@ -33,4 +34,5 @@ COMMAND_HANDLERS: dict[type[Command], Handler] = {
     Approve: approvals.approve,
     Deny: approvals.deny,
     ManualRollback: signals.manual_rollback,
+    RetrainRequested: signals.retrain,
 }

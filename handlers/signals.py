@@ -13,12 +13,31 @@ from shared.messages import (
     EventIgnored,
     HealthAlertFired,
     ManualRollback,
+    RetrainRequested,
     SignalResolved,
 )
 from shared.model import AuditKind, Cycle, CycleState
 
 
 def on_drift_signal(msg: DriftSignalled, svc: Services) -> None:
+    _signal(msg, svc, manual=False)
+
+
+def retrain(cmd: RetrainRequested, svc: Services) -> None:
+    """An operator asks for retraining now: no cooldown or confirmation, still one cycle."""
+    if svc.policy.model(cmd.model) is None:
+        raise NotFound(f"model {cmd.model!r} is not in the policy")
+    signal = DriftSignalled(
+        cmd.model,
+        "manual",
+        f"requested by {cmd.actor}",
+        cmd.event_key,
+        evidence={"actor": cmd.actor, "reason": cmd.reason},
+    )
+    _signal(signal, svc, manual=True)
+
+
+def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
     spec = svc.policy.model(msg.model)
     if spec is None:  # bindings come from the policy, so this is a policy reload race
         note(
@@ -54,7 +73,7 @@ def on_drift_signal(msg: DriftSignalled, svc: Services) -> None:
 
     last = svc.store.last_closed_at(msg.model)
     cooldown = svc.policy.cooldown(msg.model)
-    if last is not None and now - last < timedelta(seconds=cooldown):
+    if not manual and last is not None and now - last < timedelta(seconds=cooldown):
         until = last + timedelta(seconds=cooldown)
         note(
             svc,
@@ -69,7 +88,7 @@ def on_drift_signal(msg: DriftSignalled, svc: Services) -> None:
 
     svc.store.add_signal(msg.model, msg.event_key, now)
     needed = spec.confirm.signals
-    if needed > 1:
+    if needed > 1 and not manual:
         seen = svc.store.count_signals(msg.model, now - timedelta(seconds=spec.confirm.within))
         if seen < needed:
             note(
@@ -122,12 +141,12 @@ def on_drift_signal(msg: DriftSignalled, svc: Services) -> None:
         )
         return
     svc.store.clear_signals(msg.model)
-    cycle.version += 1  # create_cycle stored version 0; mirror the store's bump
     note(
         svc,
         AuditKind.DECISION,
         "retraining cycle started",
         cycle,
+        actor=str(msg.evidence.get("actor", "system")) if manual else "system",
         reason=f"{msg.source} signal {msg.signal!r}",
         evidence=evidence,
         caused_by=msg.event_key,

@@ -116,3 +116,13 @@ class ManualRollback(Command):
     actor: str
     reason: str
     event_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainRequested(Command):
+    """Start a retraining cycle now (operator action); coalesced if one is active."""
+
+    model: str
+    actor: str
+    reason: str
+    event_key: str = ""

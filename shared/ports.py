@@ -49,8 +49,9 @@ class StateStore(Protocol):
     def create_cycle(self, cycle: Cycle) -> str | None:
         """Insert ``cycle`` and take its model's active lock atomically.
 
-        Returns None on success, else the id of the model's already-active cycle
-        (nothing is written then).
+        Returns None on success (the stored version is ``cycle.version + 1`` and the passed
+        object's ``version`` is bumped to match, as ``save_cycle`` does), else the id of the
+        model's already-active cycle (nothing is written then).
         """
         ...
 

@@ -67,9 +67,8 @@ class FakeStore:
         if cycle.model in self.locks:
             return self.locks[cycle.model]
         self.locks[cycle.model] = cycle.id
-        stored = cycle.to_json()
-        stored["version"] = 1
-        self.cycles[cycle.id] = stored
+        cycle.version += 1
+        self.cycles[cycle.id] = cycle.to_json()
         return None
 
     def save_cycle(self, cycle: Cycle) -> None:

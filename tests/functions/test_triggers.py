@@ -76,6 +76,8 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
         "audit",
         "cycles/{id}/approve",
         "cycles/{id}/deny",
+        "models/{model}/retrain",
+        "models/{model}/rollback",
     }
 
 
@@ -193,3 +195,25 @@ def test_timer_trigger_reconciles(registered: dict[str, Any], world: World) -> N
     world.platform.finish(cycle.job_name, JobStatus.FAILED, "boom")
     call(registered, "reconcile", timer=TimerRequest(past_due=False))
     assert world.store.must(cycle.id).state is CycleState.FAILED
+
+
+def test_operator_retrain_and_rollback_routes(registered: dict[str, Any], world: World) -> None:
+    def post(name: str, model: str) -> func.HttpResponse:
+        req = http(
+            "POST",
+            "m",
+            {"reason": "new data landed"},
+            key=KEYS["alice"],
+            route_params={"model": model},
+        )
+        return call(registered, name, req=req)
+
+    assert post("retrain_model", "nope").status_code == 404
+    resp = post("retrain_model", "credit")
+    assert resp.status_code == 200
+    assert body_of(resp)["cycle"]["state"] == "RETRAINING"
+    started = next(r for r in world.audit.records if r.summary == "retraining cycle started")
+    assert started.actor == "alice"
+    refused = post("rollback_model", "credit")
+    assert refused.status_code == 409
+    assert "nothing to roll back" in body_of(refused)["error"]

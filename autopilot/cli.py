@@ -281,6 +281,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from autopilot.demo import DemoFailed, run_demo
+
+    data_dir = Path(args.data_dir) if args.data_dir else Path(".autopilot/demo")
+    try:
+        return run_demo(
+            scenario=args.scenario, data_dir=data_dir, fresh=not args.resume, port=args.port
+        )
+    except DemoFailed as exc:
+        print(f"autopilot demo: {exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from autopilot.serve import replay
 
@@ -312,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7071)
     p.add_argument("--policy", help=f"policy file (default: $AUTOPILOT_POLICY or {DEFAULT_POLICY})")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="the closed loop on the embedded default, live"
+    )
+    p.add_argument("--scenario", choices=["improve", "worse", "unhealthy"], default="improve")
+    p.add_argument(
+        "--resume", action="store_true", help="keep the data folder's state (default: fresh)"
+    )
+    p.add_argument("--port", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
         "replay", parents=[common], help="deliver stored Event Grid / CloudEvents / alert payloads"

@@ -31,9 +31,8 @@ def embedded_platform(
     from embedded.platform import LocalMLPlatform, WebhookEventSink
 
     sink = WebhookEventSink(webhook[0], webhook[1]) if webhook else None
-    return LocalMLPlatform(data_dir / "platform", event_sink=sink), LocalMetrics(
-        data_dir / "platform"
-    )
+    platform = LocalMLPlatform(data_dir / "platform", event_sink=sink, create_endpoints=True)
+    return platform, LocalMetrics(data_dir / "platform")
 
 
 def build_services(

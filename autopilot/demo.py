@@ -1,0 +1,369 @@
+"""``autopilot demo``: the closed loop on the embedded default, with live progress.
+
+Starts the service (local Functions host), the embedded platform, a scoring endpoint and a
+drift monitor on loopback ports; trains and deploys v1 through the service; sends production
+traffic; shifts the data; then the service does the rest by itself: drift alert -> retraining
+job -> gate -> registration -> canary -> promotion (or rejection / rollback, per scenario).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autopilot.serve import LocalService, post_json, start_service
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "credit-risk"
+SCENARIOS = ("improve", "worse", "unhealthy")
+EXPECTED = {"improve": "PROMOTED", "worse": "REJECTED", "unhealthy": "ROLLED_BACK"}
+CLOSED = {"PROMOTED", "REJECTED", "ROLLED_BACK", "FAILED"}
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def demo_policy(data_dir: Path, scenario: str) -> Path:
+    """The example policy with demo timings and this run's data folder."""
+    policy = yaml.safe_load((ROOT / "examples" / "policy.yaml").read_text())
+    spec = policy["models"][MODEL]
+    spec["training"]["inputs"]["data_dir"] = str(data_dir / "data")
+    spec["training"]["command"] = [
+        "{python}",
+        str(ROOT / "examples" / "model" / "train.py"),
+        "--data-dir",
+        "{inputs.data_dir}",
+        "--model-name",
+        "{inputs.model_name}",
+        "--outputs",
+        "{outputs}",
+        "--window",
+        "3000",
+    ]
+    spec["training"].pop("job_file", None)
+    spec["cooldown"] = "10s"
+    spec["rollout"].update(bake="8s", max_wait="60s", watch="0s")
+    spec["rollout"]["health"].update(min_requests=30)
+    path = data_dir / "demo-policy.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+def generate(data_dir: Path, *, seed: int, shift: bool, rows: int = 3000) -> Path:
+    args = [
+        sys.executable,
+        str(ROOT / "examples" / "model" / "generate_data.py"),
+        "--out-dir",
+        str(data_dir / "data"),
+        "--rows",
+        str(rows),
+        "--seed",
+        str(seed),
+    ]
+    subprocess.run([*args, "--shift"] if shift else args, check=True, capture_output=True)
+    return max((data_dir / "data").glob("*.csv"))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    out = []
+    for row in rows:
+        row.pop("label", None)
+        out.append({k: (v if k in ("region", "channel") else float(v)) for k, v in row.items()})
+    return out
+
+
+@dataclass
+class Traffic:
+    """A production client: posts batches of rows to the endpoint until stopped."""
+
+    url: str
+    rows: list[dict[str, Any]]
+    batch: int = 25
+    interval_s: float = 0.05
+    stop: threading.Event = field(default_factory=threading.Event)
+    sent: int = 0
+    failed: int = 0
+    served_by: dict[str, int] = field(default_factory=dict)
+
+    def run(self) -> None:
+        rng = random.Random(7)  # noqa: S311 (traffic sampling, not security)
+        while not self.stop.is_set():
+            body = json.dumps({"rows": rng.sample(self.rows, self.batch)}).encode()
+            request = urllib.request.Request(
+                self.url + "/score",
+                data=body,
+                method="POST",  # noqa: S310
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+                    served = json.loads(resp.read()).get("deployment", "?")
+                    self.served_by[served] = self.served_by.get(served, 0) + 1
+            except (urllib.error.URLError, OSError, ValueError):
+                self.failed += 1
+            self.sent += 1
+            self.stop.wait(self.interval_s)
+
+
+class Progress:
+    """Prints each new audit record of a cycle as it lands, like a live log."""
+
+    def __init__(self, service: LocalService) -> None:
+        self.service = service
+        self.seen: set[int] = set()
+
+    def api(self, path: str) -> Any:
+        request = urllib.request.Request(
+            self.service.url + path,  # noqa: S310
+            headers={"x-functions-key": self.service.key},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    def show_new(self, **query: str) -> None:
+        q = "&".join(f"{k}={v}" for k, v in query.items())
+        for record in self.api(f"/api/audit?{q}")["records"]:
+            if record["seq"] in self.seen:
+                continue
+            self.seen.add(record["seq"])
+            stamp = record["time"][11:19]
+            reason = f" — {record['reason']}" if record["reason"] else ""
+            say(f"   {stamp} [{record['kind']}] {record['summary']}{reason}"[:220])
+
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout: float, what: str, **query: str
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.show_new(**query)
+            if predicate():
+                self.show_new(**query)
+                return
+            time.sleep(0.5)
+        raise DemoFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def cycles(self) -> list[dict[str, Any]]:
+        return list(self.api(f"/api/cycles?model={MODEL}")["cycles"])
+
+
+def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0) -> int:
+    if scenario not in SCENARIOS:
+        raise DemoFailed(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    started = time.monotonic()
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    say(f"== MLOps Autopilot demo — scenario '{scenario}' (data in {data_dir})")
+    policy = demo_policy(data_dir, scenario)
+    if not (data_dir / "data").exists():
+        generate(data_dir, seed=1, shift=False)
+    env = {"AUTOPILOT_RECONCILE_SCHEDULE": "*/2 * * * * *", "AUTOPILOT_STALE_AFTER_S": "60"}
+    import os
+
+    service, _ = start_service(
+        policy=policy,
+        data_dir=data_dir,
+        port=port,
+        env={**os.environ, **env, "AUTOPILOT_FUNCTION_KEYS": ""},
+    )
+    traffic: Traffic | None = None
+    monitor_stop = threading.Event()
+    try:
+        progress = Progress(service)
+        say(f"1. service up at {service.url} (key in {data_dir / 'function_keys.json'})")
+        from functions import runtime
+
+        platform: Any = runtime.current().services.platform
+        first = _ensure_v1(progress, service, platform)
+        endpoint = platform.ensure_endpoint(MODEL)
+        say(f"2. v{first} serves 100% of {endpoint}")
+
+        baseline_rows = read_rows(max((data_dir / "data").glob("*.csv")))
+        traffic = Traffic(endpoint, baseline_rows)
+        threading.Thread(target=traffic.run, daemon=True).start()
+        say("3. production traffic flowing (25 rows per request)")
+
+        from embedded.drift import DriftMonitor, summarize
+
+        columns = {k: [r[k] for r in baseline_rows] for k in baseline_rows[0]}
+        baseline = summarize(columns, categorical=["region", "channel"])
+        if scenario == "worse":
+            _make_training_worse(policy)
+        shifted = generate(data_dir, seed=2, shift=True)
+        traffic.rows = read_rows(shifted)
+        say("4. the world changes: new data batch with a covariate shift and a concept change")
+
+        monitor = DriftMonitor(
+            data_dir / "platform",
+            model=MODEL,
+            endpoint=MODEL,
+            baseline=baseline,
+            alert_url=service.url + "/api/alerts",
+            key=service.key,
+            window_s=6.0,
+            min_samples=1000,
+        )
+        threading.Thread(target=monitor.run, args=(1.0, monitor_stop), daemon=True).start()
+        progress.wait_for(lambda: monitor.firing, 60, "the drift alert")
+        say("5. drift monitor fired an Azure Monitor alert; the rule fires twice more:")
+        for _ in range(2):
+            _refire(service)
+        cycle = _current_cycle(progress, first_version=first)
+        progress.wait_for(
+            lambda: _state(progress, cycle) not in ("TRIGGERED",),
+            30,
+            "retraining to start",
+            cycle=cycle,
+        )
+        if scenario == "unhealthy":
+            threading.Thread(
+                target=_inject_errors_when_rolling, args=(progress, platform, cycle), daemon=True
+            ).start()
+        progress.wait_for(
+            lambda: _state(progress, cycle) in CLOSED, 150, "the cycle to close", cycle=cycle
+        )
+        final = _state(progress, cycle)
+        say("")
+        _print_cycle(data_dir, cycle)
+        say(
+            f"\nclient requests: {traffic.sent} sent, {traffic.failed} failed; served by "
+            f"{traffic.served_by}"
+        )
+        say(
+            f"\nresult: cycle {cycle} {final} (expected {EXPECTED[scenario]}) in "
+            f"{time.monotonic() - started:.0f}s"
+        )
+        say(
+            "look further:\n"
+            f"  autopilot cycles show {cycle} --data-dir {data_dir}\n"
+            f"  autopilot audit list --data-dir {data_dir}\n"
+            f"  autopilot audit verify --data-dir {data_dir}\n"
+            f"  mlflow ui --backend-store-uri sqlite:///{data_dir / 'platform' / 'mlflow.db'}"
+        )
+        return 0 if final == EXPECTED[scenario] else 1
+    except KeyboardInterrupt:
+        say(
+            "\ninterrupted: stopping; state kept for inspection "
+            f"(rerun with --resume to keep it, without to start fresh) in {data_dir}"
+        )
+        return 130
+    finally:
+        monitor_stop.set()
+        if traffic:
+            traffic.stop.set()
+        service.stop()
+
+
+def _ensure_v1(progress: Progress, service: LocalService, platform: Any) -> str:
+    champion = platform.champion_version(MODEL, MODEL)
+    if champion:
+        say(f"   champion v{champion} already deployed (resumed)")
+        return str(champion)
+    say("   training and deploying v1 through the service (an operator-requested cycle) ...")
+    status, text = post_json(
+        service.url + f"/api/models/{MODEL}/retrain",
+        service.key,
+        json.dumps({"reason": "initial model"}).encode(),
+    )
+    if status != 200:
+        raise DemoFailed(f"retrain request failed: {status} {text}")
+    cycle = json.loads(text)["cycle"]["id"]
+    progress.wait_for(lambda: _state(progress, cycle) in CLOSED, 120, "v1", cycle=cycle)
+    if _state(progress, cycle) != "PROMOTED":
+        raise DemoFailed(f"v1 cycle ended {_state(progress, cycle)}")
+    return str(platform.champion_version(MODEL, MODEL))
+
+
+def _make_training_worse(policy_path: Path) -> None:
+    """Scenario 'worse': the operator's next training run is sabotaged (tiny, noisy sample).
+
+    The service re-reads nothing at run time, so the command change is applied through the
+    policy object the running service holds.
+    """
+    from functions import runtime
+    from shared.policy import parse_policy
+
+    data = yaml.safe_load(policy_path.read_text())
+    data["models"][MODEL]["training"]["command"] += ["--quality", "worse"]
+    policy_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    runtime.current().services.policy = parse_policy(data, str(policy_path))
+
+
+def _refire(service: LocalService) -> None:
+    import uuid
+
+    body = {
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": f"/subscriptions/local/providers/Microsoft.AlertsManagement/alerts/"
+                f"{uuid.uuid4()}",
+                "alertRule": f"autopilot-drift-{MODEL}",
+                "severity": "Sev2",
+                "signalType": "Log",
+                "monitorCondition": "Fired",
+                "monitoringService": "Log Analytics",
+                "firedDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "essentialsVersion": "1.0",
+                "alertContextVersion": "1.0",
+            },
+            "alertContext": {},
+        },
+    }
+    post_json(service.url + "/api/alerts", service.key, json.dumps(body).encode())
+
+
+def _current_cycle(progress: Progress, first_version: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        active = [c for c in progress.cycles() if c["trigger"].get("source") == "alert"]
+        if active:
+            return str(active[0]["id"])
+        time.sleep(0.3)
+    raise DemoFailed("the drift alert started no cycle")
+
+
+def _state(progress: Progress, cycle: str) -> str:
+    return str(progress.api(f"/api/cycles/{cycle}")["cycle"]["state"])
+
+
+def _inject_errors_when_rolling(progress: Progress, platform: Any, cycle: str) -> None:
+    """Scenario 'unhealthy': the new deployment answers 60% of requests with errors."""
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        data = progress.api(f"/api/cycles/{cycle}")["cycle"]
+        if data["state"] == "ROLLING_OUT" and data.get("rollout"):
+            platform.set_faults(MODEL, data["rollout"]["deployment"], inject_errors=0.6)
+            say(f"   (scenario: {data['rollout']['deployment']} now fails 60% of its requests)")
+            return
+        if data["state"] in CLOSED:
+            return
+        time.sleep(0.3)
+
+
+def _print_cycle(data_dir: Path, cycle: str) -> None:
+    from autopilot.cli import main as cli
+
+    cli(["cycles", "show", cycle, "--data-dir", str(data_dir)])

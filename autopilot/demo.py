@@ -114,11 +114,11 @@ class Traffic:
             request = urllib.request.Request(
                 self.url + "/score",
                 data=body,
-                method="POST",  # noqa: S310
+                method="POST",
                 headers={"Content-Type": "application/json"},
             )
             try:
-                with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=10) as resp:
                     served = json.loads(resp.read()).get("deployment", "?")
                     self.served_by[served] = self.served_by.get(served, 0) + 1
             except (urllib.error.URLError, OSError, ValueError):
@@ -136,10 +136,10 @@ class Progress:
 
     def api(self, path: str) -> Any:
         request = urllib.request.Request(
-            self.service.url + path,  # noqa: S310
+            self.service.url + path,
             headers={"x-functions-key": self.service.key},
         )
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return json.loads(resp.read())
 
     def show_new(self, **query: str) -> None:

@@ -103,9 +103,9 @@ Poster = Callable[[str, bytes, dict[str, str], float], int]
 
 
 def urllib_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             return int(response.status)
     except urllib.error.HTTPError as exc:

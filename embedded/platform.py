@@ -225,7 +225,7 @@ class LocalMLPlatform:
     @staticmethod
     def _alive(endpoint: str, url: str) -> bool:
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2.0) as response:  # noqa: S310
+            with urllib.request.urlopen(url + "/health", timeout=2.0) as response:
                 return bool(json.loads(response.read()).get("endpoint") == endpoint)
         except (OSError, ValueError):
             return False
@@ -267,7 +267,7 @@ class LocalMLPlatform:
             state = self._state(endpoint)
             assert state is not None
         for attempt in (1, 2):
-            request = urllib.request.Request(  # noqa: S310 - loopback URL we recorded
+            request = urllib.request.Request(
                 str(state["url"]) + path,
                 data=None if body is None else json.dumps(body).encode("utf-8"),
                 method=method,
@@ -277,9 +277,7 @@ class LocalMLPlatform:
                 },
             )
             try:
-                with urllib.request.urlopen(  # noqa: S310
-                    request, timeout=self._admin_timeout_s
-                ) as response:
+                with urllib.request.urlopen(request, timeout=self._admin_timeout_s) as response:
                     return int(response.status), json.loads(response.read() or b"null")
             except urllib.error.HTTPError as exc:
                 raw = exc.read()

@@ -206,7 +206,8 @@ def test_operator_retrain_and_rollback_routes(registered: dict[str, Any], world:
             key=KEYS["alice"],
             route_params={"model": model},
         )
-        return call(registered, name, req=req)
+        response: func.HttpResponse = call(registered, name, req=req)
+        return response
 
     assert post("retrain_model", "nope").status_code == 404
     resp = post("retrain_model", "credit")

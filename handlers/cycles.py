@@ -27,7 +27,10 @@ def job_name_for(cycle: Cycle) -> str:
 def deployment_name_for(model: str, version: str) -> str:
     """Deterministic deployment name per model version (Azure: 3-32 chars, starts with a letter)."""
     suffix = f"-v{slug(version, 8)}"
-    return "d" + slug(model, 31 - len(suffix) - 1) + suffix
+    base = slug(model, 32 - len(suffix))
+    if not base[0].isalpha():
+        base = "m" + base[: 31 - len(suffix)]
+    return base + suffix
 
 
 def cycle_id_for(model: str, event_key: str) -> str:

@@ -104,7 +104,8 @@ class Traffic:
     interval_s: float = 0.05
     stop: threading.Event = field(default_factory=threading.Event)
     sent: int = 0
-    failed: int = 0
+    failed: int = 0  # no answer at all (connection refused/reset, timeout): a dropped request
+    server_errors: dict[str, int] = field(default_factory=dict)  # 5xx answers, per deployment
     served_by: dict[str, int] = field(default_factory=dict)
 
     def run(self) -> None:
@@ -121,6 +122,9 @@ class Traffic:
                 with urllib.request.urlopen(request, timeout=10) as resp:
                     served = json.loads(resp.read()).get("deployment", "?")
                     self.served_by[served] = self.served_by.get(served, 0) + 1
+            except urllib.error.HTTPError as exc:
+                served = exc.headers.get("azureml-model-deployment") or "?"
+                self.server_errors[served] = self.server_errors.get(served, 0) + 1
             except (urllib.error.URLError, OSError, ValueError):
                 self.failed += 1
             self.sent += 1
@@ -245,9 +249,25 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
         say("")
         _print_cycle(data_dir, cycle)
         say(
-            f"\nclient requests: {traffic.sent} sent, {traffic.failed} failed; served by "
-            f"{traffic.served_by}"
+            f"\nclient requests: {traffic.sent} sent, {traffic.failed} dropped, served by "
+            f"{traffic.served_by}, error answers by {traffic.server_errors or 'none'}"
         )
+        result = {
+            "scenario": scenario,
+            "cycle": cycle,
+            "state": final,
+            "expected": EXPECTED[scenario],
+            "champion": platform.champion_version(MODEL, MODEL),
+            "traffic": platform.get_traffic(MODEL),
+            "client": {
+                "sent": traffic.sent,
+                "dropped": traffic.failed,
+                "served_by": traffic.served_by,
+                "server_errors": traffic.server_errors,
+            },
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        (data_dir / "demo-result.json").write_text(json.dumps(result, indent=2))
         say(
             f"\nresult: cycle {cycle} {final} (expected {EXPECTED[scenario]}) in "
             f"{time.monotonic() - started:.0f}s"

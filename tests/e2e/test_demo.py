@@ -1,0 +1,101 @@
+"""The closed loop, end to end, over real HTTP and real subprocesses: each demo scenario."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autopilot.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def run_demo(tmp_path: Path, scenario: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    data = tmp_path / scenario
+    done = cli("demo", "--scenario", scenario, "--data-dir", str(data))
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    result = json.loads((data / "demo-result.json").read_text())
+    audit = json.loads(cli("audit", "list", "--json", "--data-dir", str(data)).stdout)
+    verify = cli("audit", "verify", "--data-dir", str(data))
+    assert verify.returncode == 0, verify.stdout
+    return result, audit
+
+
+def of_cycle(audit: list[dict[str, Any]], cycle: str, text: str) -> list[dict[str, Any]]:
+    return [r for r in audit if r["cycle"] == cycle and text in r["summary"]]
+
+
+def assert_once_each(
+    audit: list[dict[str, Any]], cycle: str, *, registered: bool, rolled_out: bool
+) -> None:
+    assert len(of_cycle(audit, cycle, "submitted")) == 1  # one job
+    assert len(of_cycle(audit, cycle, "-> REGISTERED")) == int(registered)
+    assert len(of_cycle(audit, cycle, "-> ROLLING_OUT")) == int(rolled_out)
+    started = [r for r in audit if r["summary"] == "retraining cycle started"]
+    assert len(started) == 2  # v1 (operator request) and the drift cycle: alerts coalesced
+    assert of_cycle(audit, cycle, "coalesced")
+
+
+def test_improve_promotes_the_retrained_model(tmp_path: Path) -> None:
+    result, audit = run_demo(tmp_path, "improve")
+    cycle = result["cycle"]
+    assert result["state"] == "PROMOTED"
+    assert result["champion"] == "2"
+    assert result["traffic"] == {"credit-risk-v2": 100, "credit-risk-v1": 0}
+    assert_once_each(audit, cycle, registered=True, rolled_out=True)
+    chain = [r["summary"] for r in audit if r["cycle"] == cycle and r["kind"] != "ignored"]
+    order = [
+        "retraining cycle started",
+        "submitted",
+        "-> EVALUATING",
+        "gate passed",
+        "-> REGISTERED",
+        "-> ROLLING_OUT",
+        "step 1/3",
+        "step 2/3",
+        "step 3/3",
+        "-> PROMOTED",
+    ]
+    positions = [next(i for i, s in enumerate(chain) if text in s) for text in order]
+    assert positions == sorted(positions)
+    assert result["client"]["dropped"] == 0
+
+
+def test_worse_challenger_is_rejected_and_nothing_is_deployed(tmp_path: Path) -> None:
+    result, audit = run_demo(tmp_path, "worse")
+    cycle = result["cycle"]
+    assert result["state"] == "REJECTED"
+    assert result["champion"] == "1"
+    assert result["traffic"] == {"credit-risk-v1": 100}
+    assert_once_each(audit, cycle, registered=False, rolled_out=False)
+    rejected = of_cycle(audit, cycle, "-> REJECTED")[0]
+    rules = rejected["evidence"]["gate"]["rules"]
+    assert any(r["rule"] == "improvement" and not r["passed"] for r in rules)
+
+
+def test_unhealthy_canary_rolls_back_and_the_champion_keeps_full_traffic(tmp_path: Path) -> None:
+    result, audit = run_demo(tmp_path, "unhealthy")
+    cycle = result["cycle"]
+    assert result["state"] == "ROLLED_BACK"
+    assert result["champion"] == "1"
+    assert result["traffic"]["credit-risk-v1"] == 100
+    assert_once_each(audit, cycle, registered=True, rolled_out=True)
+    rollback = of_cycle(audit, cycle, "-> ROLLED_BACK")[0]
+    assert "error rate" in rollback["reason"]
+    # The injected faults answer 5xx; the rollback itself drops no request.
+    assert result["client"]["dropped"] == 0

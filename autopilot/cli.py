@@ -246,9 +246,28 @@ def cmd_cycles_show(args: argparse.Namespace) -> int:
 # --- approvals ----------------------------------------------------------------------------
 
 
-def cmd_decide(args: argparse.Namespace) -> int:
+OPERATOR_COMMANDS = {
+    "approve": ("cycle", "/api/cycles/{}/approve"),
+    "deny": ("cycle", "/api/cycles/{}/deny"),
+    "retrain": ("model", "/api/models/{}/retrain"),
+    "rollback": ("model", "/api/models/{}/rollback"),
+}
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """approve / deny / retrain / rollback: over the API with --url, else in-process."""
+    target_kind, route = OPERATOR_COMMANDS[args.command]
+    target = getattr(args, target_kind)
+    if args.url:
+        from autopilot.serve import post_json
+
+        key = args.key or os.environ.get("AUTOPILOT_KEY", "")
+        body = json.dumps({"reason": args.reason}).encode()
+        status, text = post_json(args.url.rstrip("/") + route.format(target), key, body)
+        print(f"{status} {text}")
+        return EXIT_OK if status < 300 else EXIT_USAGE if status < 500 else EXIT_CHECK_FAILED
     from shared.bootstrap import bootstrap
-    from shared.messages import Approve, Deny
+    from shared.messages import Approve, Deny, ManualRollback, RetrainRequested
     from shared.settings import AppSettings
     from shared.wiring import build_services
 
@@ -261,12 +280,24 @@ def cmd_decide(args: argparse.Namespace) -> int:
     )
     bus = bootstrap(build_services(settings))
     actor = args.actor or f"cli:{os.environ.get('USER', 'unknown')}"
-    command = (Approve if args.command == "approve" else Deny)(
-        args.cycle, actor, args.reason, f"cli:{actor}"
+    kind = {
+        "approve": Approve,
+        "deny": Deny,
+        "retrain": RetrainRequested,
+        "rollback": ManualRollback,
+    }[args.command]
+    bus.handle(kind(target, actor, args.reason, f"cli:{actor}"))
+    store = bus.services.store
+    cycle = (
+        store.get_cycle(target)
+        if target_kind == "cycle"
+        else next(iter(store.list_cycles(target)), None)
     )
-    bus.handle(command)
-    cycle = bus.services.store.get_cycle(args.cycle)
-    print(f"cycle {args.cycle}: {cycle.state.value if cycle else '?'} ({actor}: {args.reason})")
+    state = cycle.state.value if cycle else "?"
+    print(
+        f"{args.command} {target}: cycle {cycle.id if cycle else '-'} is {state} "
+        f"({actor}: {args.reason})"
+    )
     return EXIT_OK
 
 
@@ -383,13 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_policy_validate)
 
-    for name in ("approve", "deny"):
-        p = sub.add_parser(name, parents=[common], help=f"{name} a cycle awaiting approval")
-        p.add_argument("cycle")
+    helps = {
+        "approve": "approve a cycle awaiting approval",
+        "deny": "deny a cycle awaiting approval",
+        "retrain": "start a retraining cycle for a model now",
+        "rollback": "instant rollback of a model to its last good deployment",
+    }
+    for name, (target, _) in OPERATOR_COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=helps[name])
+        p.add_argument(target)
         p.add_argument("--reason", required=True)
         p.add_argument("--as", dest="actor", help="who decides (default: cli:$USER)")
         p.add_argument("--policy")
-        p.set_defaults(func=cmd_decide)
+        p.add_argument("--url", help="a running service's base URL (default: in-process)")
+        p.add_argument("--key", help="function key for --url (default: $AUTOPILOT_KEY)")
+        p.set_defaults(func=cmd_operator)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handlers.cycles import job_name_for, move, note, publish
+from handlers.cycles import cycle_id_for, job_name_for, move, note, publish
 from shared.errors import AlreadyExists, NotFound, PermanentError
 from shared.gate import decide
 from shared.messagebus import Services
@@ -113,15 +113,19 @@ def on_job_status(msg: JobStatusChanged, svc: Services) -> None:
         cycle_id = msg.tags.get(CYCLE_TAG)
         cycle = svc.store.get_cycle(cycle_id) if cycle_id else None
     if cycle is None:
-        note(
-            svc,
-            AuditKind.IGNORED,
-            f"job {msg.job_name} is not one of ours",
-            reason="no cycle submitted this job; foreign jobs are recorded only",
-            evidence={"status": msg.status, "experiment": msg.experiment},
-            caused_by=msg.event_key,
-        )
-        return
+        adopted = _adopt_foreign_job(msg, svc)
+        if adopted is None:
+            note(
+                svc,
+                AuditKind.IGNORED,
+                f"job {msg.job_name} is not one of ours",
+                reason="no cycle submitted this job, and no model's policy adopts completed jobs "
+                f"of experiment {msg.experiment!r} (training.accept_foreign_jobs)",
+                evidence={"status": msg.status, "experiment": msg.experiment},
+                caused_by=msg.event_key,
+            )
+            return
+        cycle = adopted
     if cycle.state is not CycleState.RETRAINING:
         note(
             svc,
@@ -133,6 +137,54 @@ def on_job_status(msg: JobStatusChanged, svc: Services) -> None:
         )
         return
     finish_job(cycle, svc, JobStatus(msg.status), msg.event_key)
+
+
+def _adopt_foreign_job(msg: JobStatusChanged, svc: Services) -> Cycle | None:
+    """A completed job of a model's training experiment, run by someone else (a team's own
+    pipeline), becomes a candidate when the policy opts in: it is gated like our own."""
+    if msg.status != JobStatus.COMPLETED.value or not msg.experiment:
+        return None
+    model = next(
+        (
+            name
+            for name, spec in svc.policy.models.items()
+            if spec.training.accept_foreign_jobs and spec.training.experiment == msg.experiment
+        ),
+        None,
+    )
+    if model is None:
+        return None
+    now = svc.now()
+    cycle = Cycle(
+        id=cycle_id_for(model, msg.event_key),
+        model=model,
+        state=CycleState.TRIGGERED,
+        created_at=now,
+        updated_at=now,
+        trigger={"source": "foreign_job", "signal": msg.job_name, "experiment": msg.experiment},
+        caused_by=msg.event_key,
+    )
+    holder = svc.store.create_cycle(cycle)
+    if holder is not None:
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"foreign job {msg.job_name} not adopted",
+            model=model,
+            reason=f"{model} already has an active cycle ({holder})",
+            caused_by=msg.event_key,
+        )
+        return None
+    cycle.job_name = msg.job_name
+    cycle.job_submitted_at = now
+    move(
+        svc,
+        cycle,
+        CycleState.RETRAINING,
+        f"adopted completed job {msg.job_name} of experiment {msg.experiment} as a candidate",
+        caused_by=msg.event_key,
+    )
+    return cycle
 
 
 def finish_job(

@@ -12,7 +12,7 @@ from shared.envelope import envelope_from_dict
 from shared.errors import BadEvent
 from shared.messagebus import MessageBus
 from shared.messages import Approve, Deny, Reconcile
-from shared.model import CycleState, HealthSample, JobStatus
+from shared.model import CycleState, HealthSample, JobInfo, JobStatus
 from tests import payloads
 from tests.fakes import World, make_policy, make_world
 
@@ -385,3 +385,15 @@ def test_job_stuck_past_its_timeout_fails_the_cycle() -> None:
     cycle = tick(world, 1801)
     assert cycle.state is CycleState.FAILED
     assert "past its timeout" in cycle.reason
+
+
+def test_foreign_completed_jobs_are_gated_when_the_policy_opts_in() -> None:
+    world = make_world(make_policy(training__accept_foreign_jobs=True))
+    with_live_deployment(world)
+    world.platform.jobs["team-pipeline-42"] = JobInfo("team-pipeline-42", JobStatus.COMPLETED)
+    world.platform.evaluations["team-pipeline-42"] = payloads.evaluation(BETTER, CHAMPION)
+    event(bus_of(world), payloads.run_event("team-pipeline-42", "Completed"))
+    cycle = only_cycle(world)
+    assert cycle.trigger["source"] == "foreign_job"
+    assert cycle.state is CycleState.REGISTERED
+    assert world.platform.submitted == []  # nothing was run by us

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,72 @@ def parse_keys(raw: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class AzureSettings:
+    """Where the Azure adapters point. Only read when the Azure platform or store is chosen."""
+
+    subscription_id: str = ""
+    resource_group: str = ""
+    workspace: str = ""
+    endpoint_resource_ids: dict[str, str] = field(default_factory=dict)
+    metrics_region: str = ""
+    metrics_endpoint: str = ""
+    log_workspace_id: str = ""
+    deployment_template: str = ""
+    table_endpoint: str = ""
+    table_connection_string: str = field(default="", repr=False)
+    events_topic_endpoint: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AzureSettings:
+        raw_ids = env.get("AUTOPILOT_ENDPOINT_RESOURCE_IDS", "").strip()
+        ids: dict[str, str] = {}
+        if raw_ids:
+            try:
+                parsed = json.loads(raw_ids)
+            except ValueError as exc:
+                raise SettingsError(
+                    "AUTOPILOT_ENDPOINT_RESOURCE_IDS must be a JSON object "
+                    '{"endpoint-name": "/subscriptions/.../onlineEndpoints/endpoint-name"}'
+                ) from exc
+            if not isinstance(parsed, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+            ):
+                raise SettingsError("AUTOPILOT_ENDPOINT_RESOURCE_IDS must map names to ids")
+            ids = parsed
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        return cls(
+            subscription_id=get("AUTOPILOT_AZUREML_SUBSCRIPTION_ID"),
+            resource_group=get("AUTOPILOT_AZUREML_RESOURCE_GROUP"),
+            workspace=get("AUTOPILOT_AZUREML_WORKSPACE"),
+            endpoint_resource_ids=ids,
+            metrics_region=get("AUTOPILOT_METRICS_REGION"),
+            metrics_endpoint=get("AUTOPILOT_METRICS_ENDPOINT"),
+            log_workspace_id=get("AUTOPILOT_LOG_WORKSPACE_ID"),
+            deployment_template=get("AUTOPILOT_DEPLOYMENT_TEMPLATE"),
+            table_endpoint=get("AUTOPILOT_TABLE_ENDPOINT"),
+            table_connection_string=get("AUTOPILOT_TABLE_CONNECTION_STRING"),
+            events_topic_endpoint=get("AUTOPILOT_EVENTS_TOPIC_ENDPOINT"),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail naming every missing setting at once."""
+        missing = [n for n in names if not getattr(self, _FIELD_OF[n])]
+        if missing:
+            raise SettingsError("missing setting(s): " + ", ".join(missing))
+
+
+_FIELD_OF = {
+    "AUTOPILOT_AZUREML_SUBSCRIPTION_ID": "subscription_id",
+    "AUTOPILOT_AZUREML_RESOURCE_GROUP": "resource_group",
+    "AUTOPILOT_AZUREML_WORKSPACE": "workspace",
+    "AUTOPILOT_ENDPOINT_RESOURCE_IDS": "endpoint_resource_ids",
+}
+
+
+@dataclass(frozen=True)
 class AppSettings:
     data_dir: Path
     policy_path: Path | None
@@ -44,6 +111,7 @@ class AppSettings:
     store: str = "sqlite"
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     stale_after_s: float = 600.0
+    azure: AzureSettings = field(default_factory=AzureSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -70,9 +138,38 @@ class AppSettings:
             reconcile_schedule=env.get("AUTOPILOT_RECONCILE_SCHEDULE", "").strip()
             or DEFAULT_RECONCILE_SCHEDULE,
             stale_after_s=stale,
+            azure=_checked_azure(platform, store, env),
         )
 
     def require_policy(self) -> Path:
         if self.policy_path is None:
             raise SettingsError("AUTOPILOT_POLICY is not set: give the path of the policy file")
         return self.policy_path
+
+
+def _checked_azure(platform: str, store: str, env: Mapping[str, str]) -> AzureSettings:
+    """Azure settings, validated for the chosen adapters; contradictions fail at start-up."""
+    azure = AzureSettings.from_env(env)
+    if platform == "azure":
+        if store != "table":
+            raise SettingsError(
+                "AUTOPILOT_PLATFORM=azure needs AUTOPILOT_STORE=table: SQLite files are not "
+                "shared between function instances"
+            )
+        azure.require(
+            "AUTOPILOT_AZUREML_SUBSCRIPTION_ID",
+            "AUTOPILOT_AZUREML_RESOURCE_GROUP",
+            "AUTOPILOT_AZUREML_WORKSPACE",
+            "AUTOPILOT_ENDPOINT_RESOURCE_IDS",
+        )
+        if not (azure.metrics_region or azure.metrics_endpoint):
+            raise SettingsError(
+                "missing setting: AUTOPILOT_METRICS_REGION (e.g. westeurope) or "
+                "AUTOPILOT_METRICS_ENDPOINT for Azure Monitor metrics"
+            )
+    if store == "table" and not (azure.table_endpoint or azure.table_connection_string):
+        raise SettingsError(
+            "AUTOPILOT_STORE=table needs AUTOPILOT_TABLE_ENDPOINT (managed identity) or "
+            "AUTOPILOT_TABLE_CONNECTION_STRING"
+        )
+    return azure

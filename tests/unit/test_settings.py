@@ -1,0 +1,74 @@
+"""Start-up fails clearly on bad or contradictory settings, naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import SettingsError
+from shared.settings import AppSettings, parse_keys
+
+AZURE = {
+    "AUTOPILOT_PLATFORM": "azure",
+    "AUTOPILOT_STORE": "table",
+    "AUTOPILOT_TABLE_ENDPOINT": "https://acct.table.core.windows.net",
+    "AUTOPILOT_AZUREML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "AUTOPILOT_AZUREML_RESOURCE_GROUP": "rg",
+    "AUTOPILOT_AZUREML_WORKSPACE": "ws",
+    "AUTOPILOT_ENDPOINT_RESOURCE_IDS": '{"credit-risk": "/subscriptions/x/onlineEndpoints/c"}',
+    "AUTOPILOT_METRICS_REGION": "westeurope",
+}
+
+
+def test_defaults_are_the_embedded_platform_on_sqlite() -> None:
+    settings = AppSettings.from_env({})
+    assert (settings.platform, settings.store) == ("embedded", "sqlite")
+    assert settings.reconcile_schedule == "0 */1 * * * *"
+
+
+def test_complete_azure_settings_are_accepted() -> None:
+    settings = AppSettings.from_env(AZURE)
+    assert settings.azure.endpoint_resource_ids == {
+        "credit-risk": "/subscriptions/x/onlineEndpoints/c"
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"AUTOPILOT_PLATFORM": "aws"}, "AUTOPILOT_PLATFORM must be 'embedded' or 'azure'"),
+        ({"AUTOPILOT_STORE": "redis"}, "AUTOPILOT_STORE must be 'sqlite' or 'table'"),
+        ({"AUTOPILOT_STORE": "sqlite"}, "AUTOPILOT_PLATFORM=azure needs AUTOPILOT_STORE=table"),
+        (
+            {"AUTOPILOT_AZUREML_WORKSPACE": "", "AUTOPILOT_AZUREML_RESOURCE_GROUP": ""},
+            "missing setting(s): AUTOPILOT_AZUREML_RESOURCE_GROUP, AUTOPILOT_AZUREML_WORKSPACE",
+        ),
+        ({"AUTOPILOT_ENDPOINT_RESOURCE_IDS": "credit-risk=/x"}, "must be a JSON object"),
+        ({"AUTOPILOT_METRICS_REGION": ""}, "AUTOPILOT_METRICS_REGION"),
+        ({"AUTOPILOT_TABLE_ENDPOINT": ""}, "AUTOPILOT_STORE=table needs AUTOPILOT_TABLE_ENDPOINT"),
+        ({"AUTOPILOT_STALE_AFTER_S": "soon"}, "AUTOPILOT_STALE_AFTER_S must be a number"),
+    ],
+)
+def test_bad_settings_name_the_setting(change: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        AppSettings.from_env({**AZURE, **change})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("alice", "entry 1 must look like name=key"),
+        ("alice=short", "shorter than 16 characters"),
+        ("a=0123456789abcdefgh,a=0123456789abcdefgh", "names 'a' twice"),
+    ],
+)
+def test_bad_function_keys_never_echo_the_key(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_keys(raw)
+    assert message in str(info.value)
+    assert "0123456789abcdefgh" not in str(info.value)
+
+
+def test_missing_policy_setting_is_named() -> None:
+    with pytest.raises(SettingsError, match="AUTOPILOT_POLICY is not set"):
+        AppSettings.from_env({}).require_policy()

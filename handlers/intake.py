@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from shared.envelope import Envelope
-from shared.errors import BadEvent
+from shared.errors import BadEvent, TransientError
 from shared.intake import normalise_azureml, parse_alert
 from shared.messagebus import MessageBus
 from shared.messages import EventIgnored, Message
 from shared.model import AuditKind
 from shared.ports import Claim
+
+IN_PROGRESS_RETRY_AFTER_S = 30.0
 
 
 def _model_of(message: Message) -> str | None:
@@ -28,6 +30,14 @@ def dispatch(
     """Claim ``key``, audit receipt, run handlers. Returns 'processed' or 'duplicate'."""
     svc = bus.services
     claim = svc.store.claim_delivery(key, svc.now(), svc.settings.delivery_lease_s)
+    if claim is Claim.IN_PROGRESS:
+        # Another worker holds this delivery. Acknowledging it would lose the event if that
+        # worker dies, so ask the sender to redeliver later (5xx): by then it is done (and
+        # answered as a duplicate) or its lease has expired (and it is processed again).
+        raise TransientError(
+            "this event is being processed by another worker; retry later",
+            retry_after=IN_PROGRESS_RETRY_AFTER_S,
+        )
     if claim is Claim.DUPLICATE:
         svc.record(
             AuditKind.IGNORED,
@@ -48,7 +58,7 @@ def dispatch(
                 reason="redelivered after an unfinished attempt" if claim is Claim.RETRY else "",
             )
         bus.handle(message)
-    except BaseException:
+    except Exception:  # a real crash skips this: the lease expires and a redelivery retries
         svc.store.release_delivery(key)
         raise
     svc.store.finish_delivery(key, svc.now())

@@ -29,7 +29,8 @@ class Claim(enum.StrEnum):
     """Outcome of claiming a delivered event's dedup key."""
 
     NEW = "new"  # first delivery: process it
-    DUPLICATE = "duplicate"  # already processed, or being processed by a live worker
+    DUPLICATE = "duplicate"  # already processed: acknowledge, do nothing
+    IN_PROGRESS = "in_progress"  # a worker holds an unexpired lease: ask the sender to retry
     RETRY = "retry"  # an earlier attempt's lease expired unfinished: process it again
 
 

@@ -52,8 +52,10 @@ class FakeStore:
             self.deliveries[key] = ("claimed", now + timedelta(seconds=lease_s))
             return Claim.NEW
         status, until = found
-        if status == "done" or until > now:
+        if status == "done":
             return Claim.DUPLICATE
+        if until > now:
+            return Claim.IN_PROGRESS
         self.deliveries[key] = ("claimed", now + timedelta(seconds=lease_s))
         return Claim.RETRY
 

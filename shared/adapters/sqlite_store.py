@@ -77,8 +77,10 @@ class SqliteStateStore:
                     (key, until),
                 )
                 return Claim.NEW
-            if row["status"] == "done" or row["until"] > _ts(now):
+            if row["status"] == "done":
                 return Claim.DUPLICATE
+            if row["until"] > _ts(now):
+                return Claim.IN_PROGRESS
             db.execute("UPDATE deliveries SET until = ? WHERE key = ?", (until, key))
             return Claim.RETRY
 

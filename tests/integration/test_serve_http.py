@@ -205,12 +205,16 @@ def test_two_service_processes_receiving_the_same_event_at_once_act_once(tmp_pat
             t.start()
         for t in threads:
             t.join()
-        assert sorted(set(results)) == [200]
+        # One worker processes it; the others are told to retry (503 + Retry-After) while
+        # it holds the lease, or see a duplicate (200) once it has finished.
+        assert set(results) <= {200, 503} and 200 in results
+        redelivered = first.request("POST", WEBHOOK, raw=drift.encode())
+        assert redelivered[0] == 200  # Event Grid's retry after the first worker finished
         assert len(cycles(first)) == 1
         assert len(jobs_submitted(first)) == 1
         print(
-            f"8 concurrent deliveries over 2 processes -> {len(cycles(first))} cycle, "
-            f"{len(jobs_submitted(first))} job"
+            f"8 concurrent deliveries over 2 processes -> statuses {sorted(results)}, "
+            f"{len(cycles(first))} cycle, {len(jobs_submitted(first))} job"
         )
     finally:
         first.stop()

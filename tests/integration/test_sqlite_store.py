@@ -39,7 +39,7 @@ def new_cycle(cycle_id: str = "c1", model: str = "m") -> Cycle:
 def test_claims_new_duplicate_retry_and_release(store_factory: StoreFactory) -> None:
     store = store_factory()
     assert store.claim_delivery("k", T0, 60) is Claim.NEW
-    assert store.claim_delivery("k", T0 + timedelta(seconds=30), 60) is Claim.DUPLICATE
+    assert store.claim_delivery("k", T0 + timedelta(seconds=30), 60) is Claim.IN_PROGRESS
     assert store.claim_delivery("k", T0 + timedelta(seconds=61), 60) is Claim.RETRY
     store.release_delivery("k")
     assert store.claim_delivery("k", T0, 60) is Claim.NEW
@@ -119,9 +119,9 @@ def test_four_processes_racing_act_once(tmp_path: Path) -> None:
     claims = [c for claim_list, _ in results for c in claim_list]
     winners = [w for _, w in results]
     print(
-        f"4 procs x 200 keys: {claims.count('new')} NEW, {claims.count('duplicate')} DUPLICATE;"
+        f"4 procs x 200 keys: {claims.count('new')} NEW, {claims.count('in_progress')} IN_PROGRESS;"
         f" create_cycle: {winners.count(None)} winner"
     )
     assert claims.count("new") == 200
-    assert claims.count("duplicate") == 600
+    assert claims.count("in_progress") == 600  # nobody finished: the others must retry later
     assert winners.count(None) == 1

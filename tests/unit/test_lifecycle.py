@@ -9,7 +9,7 @@ import pytest
 from handlers.intake import deliver_alert, deliver_azureml
 from shared.bootstrap import bootstrap
 from shared.envelope import envelope_from_dict
-from shared.errors import BadEvent
+from shared.errors import BadEvent, TransientError
 from shared.messagebus import MessageBus
 from shared.messages import Approve, Deny, Reconcile
 from shared.model import CycleState, HealthSample, JobInfo, JobStatus
@@ -397,3 +397,17 @@ def test_foreign_completed_jobs_are_gated_when_the_policy_opts_in() -> None:
     assert cycle.trigger["source"] == "foreign_job"
     assert cycle.state is CycleState.REGISTERED
     assert world.platform.submitted == []  # nothing was run by us
+
+
+def test_a_delivery_in_progress_elsewhere_is_retried_not_acknowledged() -> None:
+    world = make_world()
+    body = payloads.alert(alert_id="alert-1")
+    key = "|".join(
+        ("azure-monitor", "Fired", "alert-1", body["data"]["essentials"]["firedDateTime"])
+    )
+    world.store.claim_delivery(key, world.clock.now(), 300)  # a worker took it, then died
+    with pytest.raises(TransientError, match="retry later"):
+        deliver_alert(bus_of(world), body)
+    world.clock.advance(301)  # its lease expired: Event Grid's next retry processes it
+    assert deliver_alert(bus_of(world), body) == "processed"
+    assert len(world.platform.submitted) == 1

@@ -90,6 +90,16 @@ def submit_job(cycle: Cycle, svc: Services, caused_by: str) -> None:
 def resume_if_stalled(cycle: Cycle, svc: Services, caused_by: str) -> None:
     """A redelivered start event found its own cycle: finish what a crash may have cut short."""
     if cycle.state is CycleState.TRIGGERED:
+        if not svc.audit.query(cycle=cycle.id, limit=1):  # crashed before saying it started
+            note(
+                svc,
+                AuditKind.DECISION,
+                "retraining cycle started",
+                cycle,
+                reason="resumed: the first attempt stopped before submitting the job",
+                evidence=cycle.trigger,
+                caused_by=caused_by,
+            )
         start_retraining(cycle, svc, caused_by)
         return
     if cycle.state is CycleState.RETRAINING and cycle.job_name:

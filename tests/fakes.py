@@ -266,11 +266,12 @@ class FakeMetrics:
     """Health per deployment, as the test sets it."""
 
     samples: dict[str, HealthSample] = field(default_factory=dict)
+    default: HealthSample = field(default_factory=lambda: HealthSample(0, 0, None))
 
     def deployment_health(
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample:
-        return self.samples.get(deployment, HealthSample(0, 0, None))
+        return self.samples.get(deployment, self.default)
 
 
 @dataclass

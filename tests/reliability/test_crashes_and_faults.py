@@ -16,13 +16,21 @@ from handlers.intake import deliver_alert, deliver_azureml
 from shared.bootstrap import bootstrap
 from shared.envelope import envelope_from_dict
 from shared.errors import TransientError
+from shared.messagebus import MessageBus
 from shared.messages import Reconcile
-from shared.model import CycleState, HealthSample
+from shared.model import Cycle, CycleState, HealthSample
 from tests import payloads
 from tests.fakes import FakePlatform, World, make_world
 
 HEALTHY = HealthSample(500, 0, 30.0)
 LEASE_AND_STALE_S = 601.0  # past the delivery lease (300 s) and the stale threshold (600 s)
+
+
+Send = Callable[[MessageBus, Any], str]
+
+
+def send_event(bus: MessageBus, payload: Any) -> str:
+    return deliver_azureml(bus, envelope_from_dict(payload))
 
 
 class Lifecycle:
@@ -32,14 +40,14 @@ class Lifecycle:
         self.world = world
         self.plan = plan
         self.inner: FakePlatform = world.platform
-        world.services.platform = FaultyPlatform(world.platform, plan)  # type: ignore[assignment]
-        world.services.metrics = FaultyMetrics(world.metrics, plan)  # type: ignore[assignment]
-        world.services.store = FaultyStore(world.store, plan)  # type: ignore[assignment]
+        world.services.platform = FaultyPlatform(world.platform, plan)
+        world.services.metrics = FaultyMetrics(world.metrics, plan)
+        world.services.store = FaultyStore(world.store, plan)
         world.metrics.default = HEALTHY
         self.crashes = 0
         self.redeliveries = 0
 
-    def deliver(self, send: Callable[[Any], str], payload: Any) -> None:
+    def deliver(self, send: Send, payload: Any) -> None:
         for _ in range(50):
             try:
                 send(bootstrap(self.world.services), payload)
@@ -61,22 +69,24 @@ class Lifecycle:
             self.crashes += 1
             self.plan.crash_at.clear()
 
-    def run(self) -> Any:
-        self.deliver(deliver_alert, payloads.alert(alert_id="drift-1"))
+    def submitted_job(self) -> tuple[str, str]:
         for _ in range(20):
-            cycle = self.world.store.list_cycles()[0] if self.world.store.list_cycles() else None
-            if cycle and cycle.job_name and cycle.job_name in self.inner.jobs:
-                break
+            cycles = self.world.store.list_cycles()
+            if cycles and cycles[0].job_name and cycles[0].job_name in self.inner.jobs:
+                return cycles[0].id, cycles[0].job_name
             self.tick()
-        job = cycle.job_name
+        raise AssertionError("no job was submitted")
+
+    def run(self) -> Cycle:
+        self.deliver(deliver_alert, payloads.alert(alert_id="drift-1"))
+        cycle_id, job = self.submitted_job()
         self.inner.evaluations[job] = payloads.evaluation(
             {"auc": 0.9, "accuracy": 0.8}, {"auc": 0.8, "accuracy": 0.8}
         )
         self.inner.finish(job)
-        completed = payloads.run_event(job, "Completed", event_id="run-done")
-        self.deliver(lambda bus, p: deliver_azureml(bus, envelope_from_dict(p)), completed)
+        self.deliver(send_event, payloads.run_event(job, "Completed", event_id="run-done"))
         for _ in range(30):
-            cycle = self.world.store.must(cycle.id)
+            cycle = self.world.store.must(cycle_id)
             if cycle.state is CycleState.REGISTERED and cycle.candidate_version:
                 registered = payloads.model_registered(
                     "credit",
@@ -84,11 +94,11 @@ class Lifecycle:
                     {"autopilot_cycle": cycle.id},
                     event_id="registered",
                 )
-                self.deliver(lambda bus, p: deliver_azureml(bus, envelope_from_dict(p)), registered)
-            if not cycle.is_active and not (cycle.rollout or {}).get("phase") == "watch":
+                self.deliver(send_event, registered)
+            if not cycle.is_active and (cycle.rollout or {}).get("phase") != "watch":
                 return cycle
             self.tick()
-        return self.world.store.must(cycle.id)
+        return self.world.store.must(cycle_id)
 
 
 def live_world() -> World:
@@ -180,6 +190,7 @@ def test_lost_completion_and_registration_events_are_recovered_within_two_ticks(
     bus = bootstrap(world.services)
     deliver_alert(bus, payloads.alert())
     cycle = world.store.list_cycles()[0]
+    assert cycle.job_name
     world.platform.evaluations[cycle.job_name] = payloads.evaluation(
         {"auc": 0.9, "accuracy": 0.8}, {"auc": 0.8, "accuracy": 0.8}
     )

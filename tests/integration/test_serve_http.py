@@ -261,3 +261,25 @@ def test_serve_generates_a_key_when_none_is_configured_and_prints_it_once(tmp_pa
         assert key not in again.log.read_text()
     finally:
         again.stop()
+
+
+def test_keys_never_reach_logs_audit_records_or_error_messages(served: Served) -> None:
+    wrong = "wrong-key-SECRET-9f8e7d6c5b4a"
+    bodies = [
+        served.request("GET", "/api/cycles", key=wrong)[2],
+        served.request("GET", f"/api/audit?code={wrong}", key=None)[2],
+        served.request("POST", f"{WEBHOOK}&code={KEY}", raw=b"{broken", key=None)[2],
+        served.request("POST", "/api/alerts", raw=b"{broken")[2],
+        served.request("GET", f"/api/cycles?code={KEY}", key=None)[2],
+    ]
+    for body in bodies:
+        assert KEY.encode() not in body and wrong.encode() not in body
+    import sqlite3
+
+    log_text = served.log.read_text()
+    with sqlite3.connect(served.data_dir / "audit.db") as db:
+        audit_text = "\n".join(str(row) for row in db.execute("SELECT * FROM audit"))
+    for secret in (KEY, wrong):
+        assert secret not in log_text
+        assert secret not in audit_text
+    assert "code=" not in log_text  # request lines are logged without their query string

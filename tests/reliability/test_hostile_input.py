@@ -130,7 +130,7 @@ def test_raw_bytes_and_invalid_utf8(hosted: tuple[LocalHost, World], body: bytes
     check(*hosted, "POST", "/api/alerts", body)
 
 
-url_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+url_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
 
 
 @FUZZ

@@ -19,9 +19,9 @@ def slug(text: str, limit: int) -> str:
     return _UNSAFE.sub("-", text.lower()).strip("-")[:limit].strip("-") or "x"
 
 
-def job_name_for(cycle: Cycle) -> str:
+def job_name_for(cycle_id: str) -> str:
     """Deterministic job name: a second submit for the same cycle conflicts instead of running."""
-    return f"autopilot-{cycle.id}"
+    return f"autopilot-{cycle_id}"
 
 
 def deployment_name_for(model: str, version: str) -> str:

@@ -24,7 +24,7 @@ def _job_request(cycle: Cycle, svc: Services) -> JobRequest:
     if champion:
         inputs.setdefault("champion_version", champion)
     return JobRequest(
-        name=cycle.job_name or job_name_for(cycle),
+        name=cycle.job_name or job_name_for(cycle.id),
         model=cycle.model,
         experiment=spec.training.experiment,
         command=spec.training.command,
@@ -41,7 +41,7 @@ def _job_request(cycle: Cycle, svc: Services) -> JobRequest:
 
 def start_retraining(cycle: Cycle, svc: Services, caused_by: str) -> None:
     """Record the intent (job name) first, then submit; a name conflict means 'already done'."""
-    cycle.job_name = job_name_for(cycle)
+    cycle.job_name = job_name_for(cycle.id)
     cycle.job_submitted_at = svc.now()
     move(
         svc,

@@ -35,4 +35,4 @@ def test_function_app_import_stays_light() -> None:
     )
     result = json.loads(out.stdout)
     assert result["heavy"] == []
-    assert len(result["functions"]) == 11
+    assert {"azureml_events", "receive_alert", "reconcile", "health"} <= set(result["functions"])

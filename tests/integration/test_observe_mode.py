@@ -22,7 +22,7 @@ def test_observe_mode_changes_nothing_yet_leaves_a_complete_audit_trail(tmp_path
         assert server.json("POST", "/api/alerts", alert)[0] == 200
         drift = payloads.sample("eventgrid/eventgrid_schema_DatasetDriftDetected.json")
         assert server.json("POST", WEBHOOK, drift)[0] == 200
-        status, body = server.json("GET", "/api/audit")
+        _, body = server.json("GET", "/api/audit")
         records = body["records"]
         assert server.json("GET", "/api/cycles")[1]["cycles"] == []
     finally:

@@ -360,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", parents=[common], help="the closed loop on the embedded default, live"
     )
-    p.add_argument("--scenario", choices=["improve", "worse", "unhealthy"], default="improve")
+    p.add_argument(
+        "--scenario", choices=["improve", "worse", "unhealthy", "alert"], default="improve"
+    )
     p.add_argument(
         "--resume", action="store_true", help="keep the data folder's state (default: fresh)"
     )

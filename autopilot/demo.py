@@ -28,8 +28,13 @@ from autopilot.serve import LocalService, post_json, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "credit-risk"
-SCENARIOS = ("improve", "worse", "unhealthy")
-EXPECTED = {"improve": "PROMOTED", "worse": "REJECTED", "unhealthy": "ROLLED_BACK"}
+SCENARIOS = ("improve", "worse", "unhealthy", "alert")
+EXPECTED = {
+    "improve": "PROMOTED",
+    "worse": "REJECTED",
+    "unhealthy": "ROLLED_BACK",
+    "alert": "ROLLED_BACK",
+}
 CLOSED = {"PROMOTED", "REJECTED", "ROLLED_BACK", "FAILED"}
 
 
@@ -60,7 +65,9 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
     ]
     spec["training"].pop("job_file", None)
     spec["cooldown"] = "0s"  # the demo's drift comes right after v1's cycle closed
-    spec["rollout"].update(bake="8s", max_wait="60s", watch="0s")
+    # scenario 'alert': the previous deployment stays warm for a watch period after promotion
+    watch = "5m" if scenario == "alert" else "0s"
+    spec["rollout"].update(bake="8s", max_wait="60s", watch=watch)
     spec["rollout"]["health"].update(min_requests=30)
     path = data_dir / "demo-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
@@ -245,6 +252,15 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
                 target=_inject_errors_when_rolling, args=(progress, platform, cycle), daemon=True
             ).start()
         progress.wait_for(lambda: _state(progress, cycle) in CLOSED, 150, "the cycle to close")
+        if scenario == "alert" and _state(progress, cycle) == "PROMOTED":
+            say(
+                "6. after promotion, Azure Monitor fires the endpoint's health alert "
+                f"'{MODEL}-endpoint-errors' (bound in the policy) during the watch period:"
+            )
+            _fire_health_alert(service)
+            progress.wait_for(
+                lambda: _state(progress, cycle) == "ROLLED_BACK", 30, "the alert-driven rollback"
+            )
         final = _state(progress, cycle)
         say("")
         _print_cycle(data_dir, cycle)
@@ -347,6 +363,45 @@ def _refire(service: LocalService) -> None:
                 "alertContextVersion": "1.0",
             },
             "alertContext": {},
+        },
+    }
+    post_json(service.url + "/api/alerts", service.key, json.dumps(body).encode())
+
+
+def _fire_health_alert(service: LocalService) -> None:
+    import uuid
+
+    body = {
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": f"/subscriptions/local/providers/Microsoft.AlertsManagement/alerts/"
+                f"{uuid.uuid4()}",
+                "alertRule": f"{MODEL}-endpoint-errors",
+                "severity": "Sev1",
+                "signalType": "Metric",
+                "monitorCondition": "Fired",
+                "monitoringService": "Platform",
+                "firedDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "essentialsVersion": "1.0",
+                "alertContextVersion": "1.0",
+            },
+            "alertContext": {
+                "conditionType": "SingleResourceMultipleMetricCriteria",
+                "condition": {
+                    "windowSize": "PT5M",
+                    "allOf": [
+                        {
+                            "metricName": "RequestsPerMinute",
+                            "operator": "GreaterThan",
+                            "threshold": "10",
+                            "timeAggregation": "Total",
+                            "dimensions": [{"name": "statusCodeClass", "value": "5xx"}],
+                            "metricValue": 42,
+                        }
+                    ],
+                },
+            },
         },
     }
     post_json(service.url + "/api/alerts", service.key, json.dumps(body).encode())

@@ -99,3 +99,19 @@ def test_unhealthy_canary_rolls_back_and_the_champion_keeps_full_traffic(tmp_pat
     assert "error rate" in rollback["reason"]
     # The injected faults answer 5xx; the rollback itself drops no request.
     assert result["client"]["dropped"] == 0
+
+
+def test_alert_after_promotion_rolls_back_to_the_warm_previous_deployment(
+    tmp_path: Path,
+) -> None:
+    result, audit = run_demo(tmp_path, "alert")
+    cycle = result["cycle"]
+    assert result["state"] == "ROLLED_BACK"
+    assert result["champion"] == "1"  # the previous champion is restored
+    assert result["traffic"]["credit-risk-v1"] == 100
+    assert_once_each(audit, cycle, registered=True, rolled_out=True)
+    promoted = of_cycle(audit, cycle, "-> PROMOTED")
+    rolled_back = of_cycle(audit, cycle, "PROMOTED -> ROLLED_BACK")
+    assert len(promoted) == 1 and len(rolled_back) == 1
+    assert "watch period" in rolled_back[0]["reason"]
+    assert result["client"]["dropped"] == 0

@@ -139,7 +139,9 @@ def start_service(
 
     def make_runtime() -> Runtime:
         platform, metrics = embedded_platform(
-            data_dir, webhook=(local_host.url + eventgrid_path(), next(iter(keys.values())))
+            data_dir,
+            webhook=(local_host.url + eventgrid_path(), next(iter(keys.values()))),
+            chaos=env.get("AUTOPILOT_EMBEDDED_CHAOS", ""),
         )
         return Runtime(build_services(settings, platform=platform, metrics=metrics), keys)
 

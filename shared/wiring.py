@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.errors import SettingsError
 from shared.messagebus import Services, Settings
-from shared.ports import EventPublisher, Metrics, MLPlatform
+from shared.ports import AuditLog, EventPublisher, Metrics, MLPlatform, StateStore
 from shared.settings import AppSettings
 
 
@@ -25,14 +26,92 @@ class Runtime:
 def embedded_platform(
     data_dir: Path,
     webhook: tuple[str, str] | None = None,
+    chaos: str = "",
 ) -> tuple[MLPlatform, Metrics]:
-    """The embedded ML platform and its metrics; events go to ``webhook`` (url, key) if given."""
+    """The embedded ML platform and its metrics; events go to ``webhook`` (url, key) if given.
+
+    ``chaos`` (setting AUTOPILOT_EMBEDDED_CHAOS) makes the event emitter misbehave like a bad
+    day of Event Grid, e.g. ``drop=RunCompleted+RunStatusChanged;duplicate=0.3;reorder=1``.
+    """
     from embedded.metrics import LocalMetrics
     from embedded.platform import LocalMLPlatform, WebhookEventSink
 
-    sink = WebhookEventSink(webhook[0], webhook[1]) if webhook else None
+    sink: Any = WebhookEventSink(webhook[0], webhook[1]) if webhook else None
+    if sink is not None and chaos:
+        sink = chaos_sink(sink, chaos)
     platform = LocalMLPlatform(data_dir / "platform", event_sink=sink, create_endpoints=True)
     return platform, LocalMetrics(data_dir / "platform")
+
+
+def chaos_sink(inner: Any, spec: str) -> Any:
+    from autopilot.faults import ChaosEventSink
+
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, sep, value = part.partition("=")
+        if not sep or name not in ("drop", "drop_rate", "duplicate", "reorder", "delay", "seed"):
+            raise SettingsError(
+                f"AUTOPILOT_EMBEDDED_CHAOS: unknown or malformed option {part!r}; use "
+                "drop=TYPE+TYPE;drop_rate=0.1;duplicate=0.3;reorder=1;delay=2;seed=1"
+            )
+        options[name] = value
+    try:
+        return ChaosEventSink(
+            inner,
+            seed=int(options.get("seed", "0")),
+            drop_types=set(filter(None, options.get("drop", "").split("+"))),
+            drop_rate=float(options.get("drop_rate", "0")),
+            duplicate_rate=float(options.get("duplicate", "0")),
+            reorder=options.get("reorder", "0") in ("1", "true"),
+            delay_s=float(options.get("delay", "0")),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"AUTOPILOT_EMBEDDED_CHAOS: {exc}") from exc
+
+
+def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:
+    """Azure ML platform and Azure Monitor metrics, with the managed identity."""
+    from shared.adapters.azure_ml import AzureMLPlatform
+    from shared.adapters.azure_monitor import AzureMonitorMetrics
+
+    az = settings.azure
+    platform = AzureMLPlatform(
+        az.subscription_id,
+        az.resource_group,
+        az.workspace,
+        deployment_template=az.deployment_template or None,
+    )
+    metrics = AzureMonitorMetrics(
+        az.endpoint_resource_ids,
+        endpoint_url=az.metrics_endpoint or None,
+        region=az.metrics_region or None,
+    )
+    return platform, metrics
+
+
+def build_store(settings: AppSettings) -> tuple[StateStore, AuditLog]:
+    if settings.store == "table":
+        raise SettingsError(
+            "AUTOPILOT_STORE=table: the Azure Table Storage adapters are not in this build yet"
+        )
+    from shared.adapters.sqlite_audit import SqliteAuditLog
+    from shared.adapters.sqlite_store import SqliteStateStore
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return (
+        SqliteStateStore(settings.data_dir / "state.db"),
+        SqliteAuditLog(settings.data_dir / "audit.db"),
+    )
+
+
+def build_publisher(settings: AppSettings) -> EventPublisher:
+    if settings.azure.events_topic_endpoint:
+        from shared.adapters.eventgrid_publisher import EventGridCloudEventPublisher
+
+        return EventGridCloudEventPublisher(settings.azure.events_topic_endpoint)
+    from shared.adapters.outbox import OutboxPublisher
+
+    return OutboxPublisher(settings.data_dir / "outbox.jsonl")
 
 
 def build_services(
@@ -42,30 +121,24 @@ def build_services(
     metrics: Metrics | None = None,
     publisher: EventPublisher | None = None,
 ) -> Services:
-    from shared.adapters.outbox import OutboxPublisher
-    from shared.adapters.sqlite_audit import SqliteAuditLog
-    from shared.adapters.sqlite_store import SqliteStateStore
+    """Every adapter from settings; arguments given replace the corresponding adapter."""
     from shared.policy import load_policy
 
     policy = load_policy(settings.require_policy())
-    if settings.store != "sqlite":
-        raise SettingsError(
-            "AUTOPILOT_STORE=table (Azure Table Storage) is not available in this build; use sqlite"
-        )
-    if settings.platform != "embedded" and platform is None:
-        raise SettingsError("AUTOPILOT_PLATFORM=azure is not available in this build; use embedded")
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
     if platform is None or metrics is None:
-        embedded, embedded_metrics = embedded_platform(data_dir)
-        platform = platform or embedded
-        metrics = metrics or embedded_metrics
+        if settings.platform == "azure":
+            chosen, chosen_metrics = azure_adapters(settings)
+        else:
+            chosen, chosen_metrics = embedded_platform(settings.data_dir)
+        platform = platform or chosen
+        metrics = metrics or chosen_metrics
+    store, audit = build_store(settings)
     return Services(
-        store=SqliteStateStore(data_dir / "state.db"),
-        audit=SqliteAuditLog(data_dir / "audit.db"),
+        store=store,
+        audit=audit,
         platform=platform,
         metrics=metrics,
-        publisher=publisher or OutboxPublisher(data_dir / "outbox.jsonl"),
+        publisher=publisher or build_publisher(settings),
         policy=policy,
         settings=Settings(stale_after_s=settings.stale_after_s),
     )

@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from functions import alerts, api, azureml_events, reconcile
+from functions import alerts, api, azureml_events, console, reconcile
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (azureml_events.bp, alerts.bp, reconcile.bp, api.bp):
+for blueprint in (azureml_events.bp, alerts.bp, reconcile.bp, api.bp, console.bp):
     app.register_functions(blueprint)

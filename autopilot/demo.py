@@ -204,6 +204,7 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
     try:
         progress = Progress(service)
         say(f"1. service up at {service.url} (key in {data_dir / 'function_keys.json'})")
+        say(f"   console: {service.url}/api/console?code={service.key}")
         from functions import runtime
 
         platform: Any = runtime.current().services.platform

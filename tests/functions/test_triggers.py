@@ -78,6 +78,9 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
         "cycles/{id}/deny",
         "models/{model}/retrain",
         "models/{model}/rollback",
+        "console",
+        "models",
+        "audit/verify",
     }
 
 

@@ -1,0 +1,182 @@
+"""Operator console (read-only): one page and the JSON it needs that the API lacks.
+
+``GET /api/console`` answers a single HTML page with its CSS and JavaScript inline, so one
+authenticated request loads everything (the page is opened as ``/api/console?code=KEY``; its
+script sends the key as ``x-functions-key`` on every API call). ``GET /api/models`` summarises
+each model of the policy; ``GET /api/audit/verify`` checks the audit hash chain. Every route is
+GET and needs a function key: nothing here changes state (approve/deny stay in the CLI and API).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+
+from functions import runtime
+from functions.http import authenticated, respond
+from shared.messagebus import Services
+from shared.model import AuditRecord, Cycle
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+STATIC = Path(__file__).resolve().parent / "console_static"
+CSS_SLOT = "/*{{app.css}}*/"
+JS_SLOT = "/*{{app.js}}*/"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """The console page with its assets inline, and the CSP that allows exactly those."""
+
+    html: bytes
+    csp: str
+
+
+def _digest(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+@functools.cache
+def page() -> Page:
+    """Read and assemble the static files once, on first use (not at import: cold start)."""
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    css = (STATIC / "app.css").read_text(encoding="utf-8")
+    js = (STATIC / "app.js").read_text(encoding="utf-8")
+    if CSS_SLOT not in html or JS_SLOT not in html:
+        raise RuntimeError("console_static/index.html lost its asset slots")
+    if "</script" in js.lower() or "</style" in css.lower():
+        raise RuntimeError("inline assets may not close their own element")
+    csp = "; ".join(
+        (
+            "default-src 'none'",
+            f"script-src {_digest(js)}",
+            f"style-src {_digest(css)}",
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
+    body = html.replace(CSS_SLOT, css).replace(JS_SLOT, js)
+    return Page(body.encode("utf-8"), csp)
+
+
+@bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def console_page(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """The operator console: a single page, read-only, live (it polls the API)."""
+    assembled = page()
+    return func.HttpResponse(
+        assembled.html,
+        status_code=200,
+        mimetype="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": assembled.csp,
+            "Referrer-Policy": "no-referrer",  # the page URL carries ?code=KEY
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+        },
+    )
+
+
+def _guarded(what: str, call: Any, *args: Any) -> tuple[Any, str | None]:
+    """(value, None) or (None, problem): the console shows a platform outage, it does not fail."""
+    try:
+        return call(*args), None
+    except Exception as exc:
+        log.warning("console: %s failed: %s", what, exc)
+        return None, f"{what} unavailable: {type(exc).__name__}: {exc}"
+
+
+def _cycle_brief(cycle: Cycle | None) -> dict[str, Any] | None:
+    if cycle is None:
+        return None
+    return {
+        "id": cycle.id,
+        "state": cycle.state.value,
+        "created_at": cycle.created_at.isoformat(),
+        "updated_at": cycle.updated_at.isoformat(),
+        "candidate_version": cycle.candidate_version,
+        "champion_version": cycle.champion_version,
+        "reason": cycle.reason,
+        "dry_run": cycle.dry_run,
+    }
+
+
+def _record_brief(record: AuditRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "seq": record.seq,
+        "time": record.time.isoformat(),
+        "summary": record.summary,
+        "reason": record.reason,
+        "cycle": record.cycle,
+        "version": record.version,
+    }
+
+
+def model_summary(services: Services, model: str) -> dict[str, Any]:
+    """What an operator wants first about one model: who serves, what runs, what was decided."""
+    spec = services.policy.models[model]
+    endpoint = spec.rollout.endpoint if spec.rollout else None
+    champion, champion_problem = _guarded(
+        "champion lookup", services.platform.champion_version, model, endpoint
+    )
+    traffic: dict[str, int] | None = None
+    traffic_problem = None
+    if endpoint:
+        traffic, traffic_problem = _guarded("traffic", services.platform.get_traffic, endpoint)
+    cycles = services.store.list_cycles(model)
+    active = next((c for c in cycles if c.is_active), None)
+    gated = next((c for c in cycles if c.decision is not None), None)
+    decisions = services.audit.query(model=model, kind="decision", limit=1)
+    return {
+        "model": model,
+        "mode": services.policy.mode(model),
+        "endpoint": endpoint,
+        "champion": champion,
+        "traffic": traffic,
+        "problems": [p for p in (champion_problem, traffic_problem) if p],
+        "active_cycle": _cycle_brief(active),
+        "latest_cycle": _cycle_brief(cycles[0] if cycles else None),
+        "cycles": len(cycles),
+        "last_decision": _record_brief(decisions[-1] if decisions else None),
+        "last_gate": None
+        if gated is None or gated.decision is None
+        else {
+            "cycle": gated.id,
+            "passed": bool(gated.decision.get("passed")),
+            "summary": str(gated.decision.get("summary", "")),
+        },
+        "approval_required": spec.gate.approval_required,
+        "approval_timeout": spec.gate.approval_timeout,
+    }
+
+
+@bp.route(route="models", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def list_models(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """Each model of the policy: mode, champion version, active cycle, last decision."""
+    services = runtime.current().services
+    return respond(200, {"models": [model_summary(services, m) for m in services.policy]})
+
+
+@bp.route(route="audit/verify", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def verify_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """Verify the audit log's hash chain: ok, record count, first bad record and why."""
+    result = runtime.current().services.audit.verify()
+    return respond(200, dataclasses.asdict(result))

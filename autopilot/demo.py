@@ -347,67 +347,58 @@ def _make_training_worse(policy_path: Path) -> None:
     runtime.current().services.policy = parse_policy(data, str(policy_path))
 
 
-def _refire(service: LocalService) -> None:
+def _fire_alert(
+    service: LocalService, rule: str, signal_type: str, service_name: str, context: dict[str, Any]
+) -> None:
+    """POST a Fired common-alert-schema alert, as an Azure Monitor action group would."""
     import uuid
 
+    essentials = {
+        "alertId": f"/subscriptions/local/providers/Microsoft.AlertsManagement/alerts/"
+        f"{uuid.uuid4()}",
+        "alertRule": rule,
+        "severity": "Sev2",
+        "signalType": signal_type,
+        "monitorCondition": "Fired",
+        "monitoringService": service_name,
+        "firedDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "essentialsVersion": "1.0",
+        "alertContextVersion": "1.0",
+    }
     body = {
         "schemaId": "azureMonitorCommonAlertSchema",
-        "data": {
-            "essentials": {
-                "alertId": f"/subscriptions/local/providers/Microsoft.AlertsManagement/alerts/"
-                f"{uuid.uuid4()}",
-                "alertRule": f"autopilot-drift-{MODEL}",
-                "severity": "Sev2",
-                "signalType": "Log",
-                "monitorCondition": "Fired",
-                "monitoringService": "Log Analytics",
-                "firedDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "essentialsVersion": "1.0",
-                "alertContextVersion": "1.0",
-            },
-            "alertContext": {},
-        },
+        "data": {"essentials": essentials, "alertContext": context},
     }
     post_json(service.url + "/api/alerts", service.key, json.dumps(body).encode())
+
+
+def _refire(service: LocalService) -> None:
+    """The drift rule fires again (a stateless log alert fires every evaluation period)."""
+    _fire_alert(service, f"autopilot-drift-{MODEL}", "Log", "Log Analytics", {})
 
 
 def _fire_health_alert(service: LocalService) -> None:
-    import uuid
-
-    body = {
-        "schemaId": "azureMonitorCommonAlertSchema",
-        "data": {
-            "essentials": {
-                "alertId": f"/subscriptions/local/providers/Microsoft.AlertsManagement/alerts/"
-                f"{uuid.uuid4()}",
-                "alertRule": f"{MODEL}-endpoint-errors",
-                "severity": "Sev1",
-                "signalType": "Metric",
-                "monitorCondition": "Fired",
-                "monitoringService": "Platform",
-                "firedDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "essentialsVersion": "1.0",
-                "alertContextVersion": "1.0",
-            },
-            "alertContext": {
-                "conditionType": "SingleResourceMultipleMetricCriteria",
-                "condition": {
-                    "windowSize": "PT5M",
-                    "allOf": [
-                        {
-                            "metricName": "RequestsPerMinute",
-                            "operator": "GreaterThan",
-                            "threshold": "10",
-                            "timeAggregation": "Total",
-                            "dimensions": [{"name": "statusCodeClass", "value": "5xx"}],
-                            "metricValue": 42,
-                        }
-                    ],
-                },
-            },
-        },
+    """The endpoint's 5xx metric alert, bound in the policy as a health alert."""
+    condition = {
+        "windowSize": "PT5M",
+        "allOf": [
+            {
+                "metricName": "RequestsPerMinute",
+                "operator": "GreaterThan",
+                "threshold": "10",
+                "timeAggregation": "Total",
+                "metricValue": 42,
+                "dimensions": [{"name": "statusCodeClass", "value": "5xx"}],
+            }
+        ],
     }
-    post_json(service.url + "/api/alerts", service.key, json.dumps(body).encode())
+    _fire_alert(
+        service,
+        f"{MODEL}-endpoint-errors",
+        "Metric",
+        "Platform",
+        {"conditionType": "SingleResourceMultipleMetricCriteria", "condition": condition},
+    )
 
 
 def _new_cycle(progress: Progress, before: set[str]) -> str:

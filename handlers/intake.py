@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.envelope import Envelope
-from shared.errors import BadEvent, TransientError
+from shared.errors import BadEvent, PermanentError, TransientError
 from shared.intake import normalise_azureml, parse_alert
 from shared.messagebus import MessageBus
 from shared.messages import EventIgnored, Message
@@ -58,6 +58,17 @@ def dispatch(
                 reason="redelivered after an unfinished attempt" if claim is Claim.RETRY else "",
             )
         bus.handle(message)
+    except PermanentError as exc:
+        # Retrying cannot help: record it and acknowledge, so it is not redelivered for 24 h.
+        svc.record(
+            AuditKind.ERROR,
+            f"{summary}: failed permanently",
+            model=_model_of(message),
+            reason=str(exc),
+            caused_by=key,
+        )
+        svc.store.finish_delivery(key, svc.now())
+        return "failed"
     except Exception:  # a real crash skips this: the lease expires and a redelivery retries
         svc.store.release_delivery(key)
         raise

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from handlers import rollout, training
 from handlers.cycles import move
-from shared.errors import ConcurrencyError, NotFound, TransientError
+from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import Reconcile
 from shared.model import AuditKind, Cycle, CycleState
@@ -41,6 +41,12 @@ def _guarded(
         log.warning("reconcile of cycle %s deferred: %s", cycle.id, exc)
     except ConcurrencyError:
         log.info("cycle %s changed while reconciling; next tick will look again", cycle.id)
+    except PermanentError as exc:  # retrying every tick cannot help: close the cycle safely
+        fresh = svc.store.get_cycle(cycle.id)
+        if fresh is None or not fresh.is_active:
+            return
+        restored = rollout.fail_safe(fresh, svc) if fresh.state is CycleState.ROLLING_OUT else ""
+        move(svc, fresh, CycleState.FAILED, f"{exc}{restored}", caused_by=key, kind=AuditKind.ERROR)
 
 
 def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:

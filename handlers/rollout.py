@@ -94,6 +94,13 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
     return True
 
 
+def fail_safe(cycle: Cycle, svc: Services) -> str:
+    """Before failing a rollout: previous deployment back to 100% (best effort), as text."""
+    if not cycle.rollout or not cycle.rollout.get("endpoint"):
+        return ""
+    return f"; failed safe ({_restore_previous(svc, cycle.rollout)})"
+
+
 def _restore_previous(svc: Services, ro: dict[str, Any]) -> str:
     """Best effort: all traffic back to the previous deployment, mirror off."""
     previous = ro.get("previous")

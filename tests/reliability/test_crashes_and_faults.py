@@ -206,3 +206,30 @@ def test_lost_completion_and_registration_events_are_recovered_within_two_ticks(
     )
     assert cycle.state is CycleState.ROLLING_OUT
     assert reconciled
+
+
+def test_permanent_failures_are_audited_and_acknowledged_not_retried_forever() -> None:
+    world = live_world()
+    plan = FaultPlan(permanent={"platform.get_traffic"})  # e.g. the endpoint does not exist
+    world.services.platform = FaultyPlatform(world.platform, plan)
+    bus = bootstrap(world.services)
+    deliver_alert(bus, payloads.alert())
+    cycle = world.store.list_cycles()[0]
+    assert cycle.job_name
+    world.platform.evaluations[cycle.job_name] = payloads.evaluation(
+        {"auc": 0.9, "accuracy": 0.8}, {"auc": 0.8, "accuracy": 0.8}
+    )
+    world.platform.finish(cycle.job_name)
+    outcome = send_event(bus, payloads.run_event(cycle.job_name, "Completed"))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.REGISTERED  # registration done before the failure
+    registered = payloads.model_registered("credit", "1", {"autopilot_cycle": cycle.id})
+    assert send_event(bus, registered) == "failed"  # acknowledged: no 24 h of redeliveries
+    assert outcome == "processed"
+    errors = [r for r in world.audit.records if r.kind == "error"]
+    assert errors and "injected permanent failure" in errors[-1].reason
+    world.clock.advance(60)
+    bus.handle(Reconcile())  # the reconciler meets the same failure: closes the cycle
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.FAILED
+    assert "injected permanent failure" in cycle.reason

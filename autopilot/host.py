@@ -4,140 +4,156 @@ Azure Functions Core Tools cannot be installed here, so ``autopilot serve`` uses
 Every route comes from the functions' own bindings (no second list to keep in sync), with the
 real host's URL shapes and rules:
 
-- HTTP triggers under ``/api/<route>``; ``function``/``admin`` auth levels need a key in the
-  ``x-functions-key`` header or the ``code`` query parameter (compared in constant time).
-- Event Grid triggers at ``POST /runtime/webhooks/eventgrid?functionName=NAME``: the
-  ``SubscriptionValidationEvent`` handshake, the CloudEvents ``OPTIONS`` abuse-protection
-  handshake, one invocation per event, 200 only when the whole batch was handled.
-- Timer triggers on their NCRONTAB schedules (``%SETTING%`` resolved from settings), and
-  ``POST /admin/functions/NAME`` to run one now.
+- HTTP triggers under ``/api/<route>`` (route templates as in ``host_routes``); ``function``
+  and ``admin`` auth levels need a key in the ``x-functions-key`` header (looked at first) or
+  the ``code`` query parameter, compared in constant time with every configured key.
+- Event Grid triggers at ``POST /runtime/webhooks/eventgrid?functionName=NAME`` (key
+  required): the ``SubscriptionValidationEvent`` handshake, the CloudEvents ``OPTIONS``
+  abuse-protection handshake, the whole batch validated first (malformed: 400, nothing
+  invoked), then one invocation per event in order; 200 only when every event was handled,
+  503 + ``Retry-After`` when a function raises ``TransientError``, 500 for anything else.
+- Timer triggers on their NCRONTAB schedules (``host_schedule``), and
+  ``POST /admin/functions/NAME`` (key required) to run one now.
+
+``start()`` serves over HTTP in background threads; ``handle()`` runs one request in process
+with the same rules, for tests and tools.
+
+Where this host differs from the real one on purpose:
+
+- A delivery is invoked event by event in order and stops at the first failure (the real
+  Event Grid extension runs the batch's events in parallel); success is 200 (the real one
+  answers 202). Event Grid treats both as delivered.
+- A request without an ``aeg-event-type`` header is treated as a ``Notification`` (the real
+  host answers 400), so plain ``curl``/replay posts work.
+- The CloudEvents ``OPTIONS`` handshake is answered without a key, because it invokes
+  nothing; a key that *is* sent must be valid. The real host checks the key first (Event Grid
+  sends the ``code`` from the subscription URL, so both hosts accept real handshakes). As in
+  the real extension, only Event Grid's own origins are echoed in ``WebHook-Allowed-Origin``;
+  any other origin is answered ``eventgrid.azure.net``.
+- The admin route accepts any configured key (the real host wants the master key).
+- CloudEvents are handed to the function as ``func.EventGridEvent`` (type -> event_type,
+  source -> topic, dataschema -> data_version) unless ``cloudevents_as="CloudEvent"``. The
+  real Python worker (azure-functions 1.26) hands them over as ``func.CloudEvent``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import inspect
 import json
 import logging
-import re
+import math
+import os
 import threading
 import time
-import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Literal
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
 
-from shared.errors import BadEvent, TransientError
+from autopilot.host_http import (
+    BodyError,
+    HttpServer,
+    NeedsBody,
+    Reply,
+    Request,
+    answer,
+    build_request,
+    json_reply,
+)
+from autopilot.host_routes import RouteTemplate
+from autopilot.host_schedule import ScheduleError, TimerSchedule, parse_schedule, resolve_settings
+from shared.errors import AutopilotError, BadEvent, PayloadTooLarge, TransientError
 
 log = logging.getLogger("autopilot.host")
 
-VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
+ADMIN_PREFIX = "/admin/functions/"
+VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+# The origins the real Event Grid extension echoes in the CloudEvents handshake.
+EVENTGRID_ORIGINS = frozenset(
+    {
+        "eventgrid.azure.net",
+        "eventgrid.azure.us",
+        "eventgrid.azure.cn",
+        "eventgrid.azure.eaglex.ic.gov",
+        "eventgrid.azure.microsoft.scloud",
+    }
+)
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+PAST_DUE_AFTER_SECONDS = 1.0  # a timer run this late (missed while busy or asleep) is past due
+STOP_BUDGET_SECONDS = 1.0
+
+CloudEventsAs = Literal["EventGridEvent", "CloudEvent"]
 
 
-def _value(raw: Any) -> str:
+def _text(raw: Any) -> str:
+    """Binding values may be enums (``HttpMethod.GET``) or plain strings."""
     return str(getattr(raw, "value", raw))
 
 
-# --- NCRONTAB -----------------------------------------------------------------------------
-
-_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
-
-
-def _field(text: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            step = int(step_text)
-            if step < 1:
-                raise ValueError("step must be at least 1")
-        if part in ("*", ""):
-            start, end = low, high
-        elif "-" in part:
-            start, end = (int(x) for x in part.split("-", 1))
-        else:
-            start = int(part)
-            end = high if step > 1 else start
-        if not low <= start <= end <= high:
-            raise ValueError(f"{part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A six-field NCRONTAB schedule: second minute hour day month day-of-week."""
-
-    fields: tuple[frozenset[int], ...]
-    text: str
-
-    @classmethod
-    def parse(cls, text: str) -> Schedule:
-        parts = text.split()
-        if len(parts) != 6:
-            raise ValueError(
-                f"NCRONTAB {text!r} needs 6 fields (second minute hour day month day-of-week)"
-            )
-        try:
-            fields = tuple(_field(p, lo, hi) for p, (lo, hi) in zip(parts, _RANGES, strict=True))
-        except ValueError as exc:
-            raise ValueError(f"NCRONTAB {text!r}: {exc}") from exc
-        return cls(fields, text)
-
-    def matches(self, moment: datetime) -> bool:
-        dow = (moment.weekday() + 1) % 7  # NCRONTAB: 0 = Sunday
-        values = (moment.second, moment.minute, moment.hour, moment.day, moment.month, dow)
-        return all(v in f for v, f in zip(values, self.fields, strict=True))
-
-
-# --- the host ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Function:
     name: str
-    trigger: dict[str, Any]
+    kind: str  # the trigger binding's type, e.g. "httpTrigger"
+    arg: str  # the parameter the trigger value is passed as
+    trigger: Mapping[str, Any]
     call: Callable[..., Any]
 
-    @property
-    def kind(self) -> str:
-        return str(self.trigger["type"])
 
-    @property
-    def arg(self) -> str:
-        return str(self.trigger["name"])
-
-
-@dataclass(frozen=True)
-class _Route:
+@dataclass(frozen=True, slots=True)
+class _HttpRoute:
     function: _Function
-    pattern: re.Pattern[str]
+    template: RouteTemplate
     methods: frozenset[str]
+    auth: str  # "anonymous" | "function" | "admin"
+
+
+@dataclass(slots=True)
+class _Timer:
+    function: _Function
+    schedule: TimerSchedule
+    run_on_startup: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one run at a time
+    last: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One thing the host serves, for banners and docs: ``POST /api/alerts -> alerts``."""
+
+    function: str
+    kind: str  # "http" | "eventgrid" | "timer"
+    methods: tuple[str, ...]
+    path: str  # URL path (with query for Event Grid), or the schedule for timers
     auth: str
 
-
-def _route_pattern(route: str) -> re.Pattern[str]:
-    out = ""
-    for piece in re.split(r"(\{[^}]+\})", route.strip("/")):
-        if piece.startswith("{"):
-            name = piece[1:-1].split(":", 1)[0].rstrip("?")
-            out += f"(?P<{name}>[^/]+)"
-        else:
-            out += re.escape(piece)
-    return re.compile(f"^{out}$")
+    def __str__(self) -> str:
+        if self.kind == "timer":
+            return f"timer {self.function}: {self.path}"
+        return f"{','.join(self.methods)} {self.path} -> {self.function} ({self.auth})"
 
 
 class LocalHost:
+    """Serves a FunctionApp's HTTP, Event Grid and timer triggers on one machine.
+
+    ``app`` is the ``func.FunctionApp`` (its ``get_functions()`` is called once, here, as the
+    SDK allows only one call per app object) or the list that call already returned.
+    ``parse_event_batch`` validates a whole Event Grid delivery body and returns its events;
+    exceptions of the ``bad_input`` types mean "malformed" (400, ``on_reject`` told),
+    ``TransientError`` means "try again" (503). ``settings`` resolve ``%NAME%`` schedules and
+    ``WEBSITE_TIME_ZONE`` (an IANA name; UTC when unset, as on Azure).
+    """
+
     def __init__(
         self,
-        app: func.FunctionApp,
+        app: func.FunctionApp | Sequence[Any],
         *,
         keys: Mapping[str, str],
         parse_event_batch: Callable[[bytes], list[dict[str, Any]]],
@@ -145,297 +161,503 @@ class LocalHost:
         settings: Mapping[str, str] | None = None,
         max_body_bytes: int = 1_048_576,
         run_timers: bool = True,
+        route_prefix: str = "api",
+        cloudevents_as: CloudEventsAs = "EventGridEvent",
+        bad_input: tuple[type[BaseException], ...] = (BadEvent, ValueError),
     ) -> None:
-        import os
-
-        self.keys = dict(keys)
-        self.parse_event_batch = parse_event_batch
-        self.on_reject = on_reject
-        self.settings = dict(os.environ if settings is None else settings)
-        self.max_body_bytes = max_body_bytes
         self.run_timers = run_timers
-        self.functions: dict[str, _Function] = {}
-        self.routes: list[_Route] = []
-        self.timers: dict[str, tuple[_Function, Schedule]] = {}
-        for fn in app.get_functions():  # may be called once per app object
-            bindings = [b.get_dict_repr() for b in fn.get_bindings()]
-            trigger = next(b for b in bindings if "Trigger" in str(b["type"]))
-            entry = _Function(str(fn.get_function_name()), trigger, fn.get_user_function())
-            self.functions[entry.name] = entry
-            if entry.kind == "httpTrigger":
-                route = trigger.get("route") or entry.name
-                methods = frozenset(
-                    _value(m).upper()
-                    for m in trigger.get("methods") or ("GET", "POST", "PUT", "DELETE", "PATCH")
-                )
-                self.routes.append(
-                    _Route(
-                        entry,
-                        _route_pattern(route),
-                        methods,
-                        _value(trigger.get("authLevel", "function")).lower(),
-                    )
-                )
-            elif entry.kind == "timerTrigger":
-                self.timers[entry.name] = (
-                    entry,
-                    Schedule.parse(self._resolve(str(trigger["schedule"]))),
-                )
-        self._server: ThreadingHTTPServer | None = None
+        self.max_body_bytes = max_body_bytes
+        self._keys = tuple(k.encode() for k in keys.values() if k)
+        self._parse = parse_event_batch
+        self._on_reject = on_reject
+        self._settings = dict(os.environ if settings is None else settings)
+        self._prefix = "/" + route_prefix.strip("/") if route_prefix.strip("/") else ""
+        self._cloudevents_as = cloudevents_as
+        self._bad_input = bad_input
+        self._zone = _time_zone(self._settings.get("WEBSITE_TIME_ZONE", ""))
+        self._functions: dict[str, _Function] = {}
+        self._routes: list[_HttpRoute] = []
+        self._eventgrid: dict[str, _Function] = {}
+        self._timers: dict[str, _Timer] = {}
+        functions = app.get_functions() if isinstance(app, func.FunctionApp) else list(app)
+        for fn in functions:
+            self._index(fn)
+        self._routes.sort(key=lambda r: r.template.precedence)
+        if not self._keys:
+            log.warning("no function keys configured: every keyed request will be refused")
+        self._server: HttpServer | None = None
+        self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
 
-    def _resolve(self, text: str) -> str:
-        match = re.fullmatch(r"%([^%]+)%", text.strip())
-        if not match:
-            return text
-        name = match.group(1)
-        if name not in self.settings:
-            raise ValueError(f"timer schedule setting {name} is not set")
-        return self.settings[name]
+    # -- indexing ---------------------------------------------------------------------------
 
-    # -- lifecycle ------------------------------------------------------------------------
+    def _index(self, fn: Any) -> None:
+        name = str(fn.get_function_name())
+        bindings = [b.get_dict_repr() for b in fn.get_bindings()]
+        trigger = next((b for b in bindings if _text(b.get("type", "")).endswith("Trigger")), None)
+        if trigger is None:
+            log.warning("function %s has no trigger binding; not served", name)
+            return
+        function = _Function(
+            name, _text(trigger["type"]), str(trigger["name"]), trigger, fn.get_user_function()
+        )
+        self._functions[name] = function
+        if function.kind == "httpTrigger":
+            template = RouteTemplate.parse(str(trigger.get("route") or name))
+            for ignored in template.ignored:
+                log.warning(
+                    "route %s: constraint %s is not enforced locally", template.text, ignored
+                )
+            methods = frozenset(_text(m).upper() for m in trigger.get("methods") or ALL_METHODS)
+            auth = _text(trigger.get("authLevel") or "function").lower()
+            self._routes.append(_HttpRoute(function, template, methods, auth))
+        elif function.kind == "eventGridTrigger":
+            self._eventgrid[name] = function
+        elif function.kind == "timerTrigger":
+            raw = str(trigger.get("schedule", ""))
+            try:
+                schedule = parse_schedule(resolve_settings(raw, self._settings))
+            except ScheduleError as exc:
+                raise ValueError(f"timer function {name}: {exc}") from exc
+            self._timers[name] = _Timer(function, schedule, bool(trigger.get("runOnStartup")))
+        else:
+            log.warning("function %s: %s triggers are not served locally", name, function.kind)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """What this host serves, derived from the bindings."""
+        out = [
+            Endpoint(
+                r.function.name,
+                "http",
+                tuple(sorted(r.methods)),
+                f"{self._prefix}/{r.template.text.strip('/')}",
+                r.auth,
+            )
+            for r in self._routes
+        ]
+        out += [
+            Endpoint(name, "eventgrid", ("POST",), f"{EVENTGRID_PATH}?functionName={name}", "key")
+            for name in self._eventgrid
+        ]
+        out += [Endpoint(n, "timer", (), t.schedule.text, "") for n, t in self._timers.items()]
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("host not started")
-        host, port = self._server.server_address[:2]
-        host_text = host.decode() if isinstance(host, bytes) else str(host)
-        return f"http://{host_text}:{port}"
+        host, port = self._server.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        handler = type("Handler", (_Handler,), {"host": self})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._stop.clear()
-        serving = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="local-host",
-            daemon=True,
-        )
-        serving.start()
-        self._threads = [serving]
+        """Serve in background threads; returns the bound (host, port)."""
+        if self._server is not None:
+            raise RuntimeError("host already started")
+        self._stopping.clear()
+        server = HttpServer(self.dispatch, max_body_bytes=self.max_body_bytes)
+        address = server.start(host, port)
+        self._server = server
+        self._threads = []
         if self.run_timers:
-            for name in self.timers:
-                if self.timers[name][0].trigger.get("runOnStartup"):
-                    self.trigger_timer(name)
-            ticker = threading.Thread(target=self._tick, name="timers", daemon=True)
-            ticker.start()
-            self._threads.append(ticker)
-        address = self._server.server_address
-        return str(address[0]), int(address[1])
+            for timer in self._timers.values():
+                thread = threading.Thread(
+                    target=self._run_schedule,
+                    args=(timer,),
+                    name=f"timer-{timer.function.name}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
+        log.info(
+            "local Functions host on %s: %d HTTP, %d Event Grid, %d timer functions",
+            self.url,
+            len(self._routes),
+            len(self._eventgrid),
+            len(self._timers),
+        )
+        return address
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        """Stop serving and release the port; waits about a second at most for timers."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+        deadline = time.monotonic() + STOP_BUDGET_SECONDS
         for thread in self._threads:
-            thread.join(timeout=2)
+            if thread is threading.current_thread():
+                continue  # stop() called from a timer function
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s is still running a function; not waiting for it", thread.name)
+        self._threads = []
 
-    def _tick(self) -> None:
-        last = int(time.time())
-        while not self._stop.wait(0.1):
-            now = int(time.time())
-            for second in range(last + 1, now + 1):
-                moment = datetime.fromtimestamp(second, UTC)
-                for name, (_, schedule) in self.timers.items():
-                    if schedule.matches(moment):
-                        self.trigger_timer(name, past_due=now - second > 1)
-            last = max(last, now)
-
-    def trigger_timer(self, name: str, past_due: bool = False) -> None:
-        """Run a timer function once now; its exceptions are logged, never fatal."""
-        entry = self.timers[name][0]
+    def serve_forever(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ready: Callable[[str], None] | None = None,
+    ) -> None:
+        """Start (unless started), call ``ready(url)``, block until ``stop()`` or Ctrl-C."""
+        if self._server is None:
+            self.start(host, port)
+        if ready is not None:
+            ready(self.url)
         try:
-            entry.call(**{entry.arg: TimerRequest(past_due=past_due)})
-        except Exception:
-            log.exception("timer function %s failed", name)
+            while not self._stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            log.info("interrupted; stopping")
+        finally:
+            self.stop()
 
-    # -- request handling ------------------------------------------------------------------
+    # -- timers -----------------------------------------------------------------------------
 
-    def authorised(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
-        presented = (headers.get("x-functions-key") or query.get("code") or "").encode()
-        matched = False
-        for key in self.keys.values():
-            matched |= hmac.compare_digest(presented, key.encode())
-        return matched
+    def trigger_timer(self, name: str, *, past_due: bool = False) -> bool:
+        """Run a timer function once now, in this thread; False if it raised (logged)."""
+        timer = self._timers.get(name)
+        if timer is None:
+            raise LookupError(f"no timer function named {name!r}")
+        return self._run_timer(timer, past_due=past_due, next_due=None)
+
+    def _now(self) -> datetime:
+        return datetime.now(self._zone)
+
+    def _run_timer(self, timer: _Timer, *, past_due: bool, next_due: datetime | None) -> bool:
+        with timer.lock:  # like the real listener: never two runs of one timer at once
+            started = self._now()
+            status = {
+                "Last": timer.last.isoformat() if timer.last else "0001-01-01T00:00:00",
+                "Next": next_due.isoformat() if next_due else "",
+                "LastUpdated": started.isoformat(),
+            }
+            request = TimerRequest(past_due=past_due, schedule_status=status)
+            try:
+                _call(timer.function, request)
+            except Exception:
+                log.exception("timer function %s failed", timer.function.name)
+                return False
+            finally:
+                timer.last = started
+            return True
+
+    def _wait_until(self, due: datetime) -> bool:
+        """Sleep until ``due``; True if the host is stopping instead."""
+        while True:
+            remaining = (due.astimezone(UTC) - datetime.now(UTC)).total_seconds()
+            if remaining <= 0:
+                return self._stopping.is_set()
+            if self._stopping.wait(min(remaining, 1.0)):  # re-check: clocks can jump
+                return True
+
+    def _run_schedule(self, timer: _Timer) -> None:
+        if timer.run_on_startup and not self._stopping.is_set():
+            self._run_timer(timer, past_due=False, next_due=None)
+        due = timer.schedule.next_after(self._now())
+        while due is not None:
+            if self._wait_until(due):
+                return
+            fired = self._now()
+            late = (fired.astimezone(UTC) - due.astimezone(UTC)).total_seconds()
+            # Counted from this run's start: occurrences missed while it runs collapse into
+            # one immediate run, which is then late, hence past due.
+            following = timer.schedule.next_after(max(fired, due))
+            self._run_timer(timer, past_due=late > PAST_DUE_AFTER_SECONDS, next_due=following)
+            due = following
+        log.warning("timer %s: schedule has no further occurrence", timer.function.name)
+
+    # -- requests ---------------------------------------------------------------------------
 
     def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(target)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        path = parts.path
+        """One request in process, without a socket: the same routing, auth, limits, calls.
+
+        Returns (status, headers, body). For tests and tools that want the host's behaviour
+        without HTTP; ``start()`` is not needed.
+        """
+
+        def read() -> bytes:
+            if len(body) > self.max_body_bytes:
+                raise BodyError(
+                    413, f"body is {len(body)} bytes; at most {self.max_body_bytes} are accepted"
+                )
+            return body
+
+        request = build_request(method.upper(), target, list(headers.items()), "localhost")
+        reply, _ = answer(self.dispatch, request, read)
+        return reply.status, dict(reply.headers), reply.body
+
+    def dispatch(self, request: Request) -> Reply | NeedsBody:
+        """Route one request: an answer now, or what to run once the body is read."""
+        path = request.path.lower()
         if path.rstrip("/") == EVENTGRID_PATH:
-            return self._eventgrid(method, query, headers, body)
-        if path.startswith("/admin/functions/"):
-            return self._admin(method, path.removeprefix("/admin/functions/"), query, headers)
-        if path.startswith("/api/"):
-            return self._http(method, target, path.removeprefix("/api/"), query, headers, body)
-        return _json(404, {"error": "not found"})
+            return self._eventgrid_request(request)
+        if path.startswith(ADMIN_PREFIX):
+            name = unquote(request.path[len(ADMIN_PREFIX) :].strip("/"))
+            return self._admin_request(request, name)
+        prefix = self._prefix.lower()
+        if path == prefix or path.startswith(prefix + "/"):
+            return self._http_request(request, request.path[len(prefix) :])
+        return json_reply(404, {"error": "not found"})
 
-    def _http(
-        self,
-        method: str,
-        url: str,
-        path: str,
-        query: dict[str, str],
-        headers: Mapping[str, str],
-        body: bytes,
-    ) -> tuple[int, dict[str, str], bytes]:
-        matched = [(r, m) for r in self.routes if (m := r.pattern.match(path.strip("/")))]
-        if not matched:
-            return _json(404, {"error": "not found"})
-        allowed = [(r, m) for r, m in matched if method in r.methods]
-        if not allowed:
-            methods = sorted({x for r, _ in matched for x in r.methods})
-            status, hdrs, data = _json(405, {"error": f"method {method} not allowed"})
-            return status, {**hdrs, "Allow": ", ".join(methods)}, data
-        route, match = allowed[0]
-        if route.auth != "anonymous" and not self.authorised(headers, query):
-            return _json(401, {"error": "missing or invalid function key"})
-        request = func.HttpRequest(
-            method,
-            f"http://localhost{url}",
-            headers=dict(headers),
-            params=query,
-            route_params=match.groupdict(),
-            body=body,
+    def _refusal(self, request: Request, *, required: bool = True) -> Reply | None:
+        """None when the request carries a valid key (or needs none), else a 401 reply."""
+        presented = request.headers.get("x-functions-key") or request.query.get("code")
+        if not presented:
+            if not required:
+                return None
+            return json_reply(
+                401,
+                {"error": "a function key is required (x-functions-key header or code parameter)"},
+            )
+        valid = False
+        for key in self._keys:  # compare with every key: timing says nothing about which
+            valid |= hmac.compare_digest(presented.encode(), key)
+        return None if valid else json_reply(401, {"error": "the function key is not valid"})
+
+    def _http_request(self, request: Request, subpath: str) -> Reply | NeedsBody:
+        matches = [(r, v) for r in self._routes if (v := r.template.match(subpath)) is not None]
+        if not matches:
+            return json_reply(404, {"error": "not found"})
+        chosen = next(((r, v) for r, v in matches if request.method in r.methods), None)
+        if chosen is None:
+            allowed = ", ".join(sorted({m for r, _ in matches for m in r.methods}))
+            return json_reply(
+                405, {"error": f"method {request.method} not allowed"}, (("Allow", allowed),)
+            )
+        route, values = chosen
+        if route.auth != "anonymous" and (refusal := self._refusal(request)) is not None:
+            return refusal
+
+        def run(body: bytes) -> Reply:
+            http_request = func.HttpRequest(
+                request.method,
+                request.base_url + request.target,
+                headers=request.headers,
+                params=request.query,
+                route_params=values,
+                body=body,
+            )
+            try:
+                result = _call(route.function, http_request)
+            except Exception:
+                log.exception("HTTP function %s failed", route.function.name)
+                return json_reply(500, {"error": "internal error"})
+            return _http_reply(route.function.name, result)
+
+        return NeedsBody(run)
+
+    def _admin_request(self, request: Request, name: str) -> Reply | NeedsBody:
+        if request.method != "POST":
+            return json_reply(405, {"error": "use POST"}, (("Allow", "POST"),))
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        timer = self._timers.get(name)
+        if timer is None:
+            if name in self._functions:
+                return json_reply(400, {"error": "only timer functions can be run from here"})
+            return json_reply(404, {"error": "no such function"})
+
+        def run(body: bytes) -> Reply:
+            if body.strip():
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = None
+                if not isinstance(payload, dict):
+                    return json_reply(400, {"error": 'body must be a JSON object: {"input": ""}'})
+            threading.Thread(
+                target=self._run_timer,
+                args=(timer,),
+                kwargs={"past_due": False, "next_due": None},
+                name=f"admin-{name}",
+                daemon=True,
+            ).start()
+            return Reply(202)
+
+        return NeedsBody(run)
+
+    # -- Event Grid -------------------------------------------------------------------------
+
+    def _reject(self, function: str, message: str) -> None:
+        log.warning("Event Grid delivery to %s refused: %s", function, message)
+        if self._on_reject is not None:
+            try:
+                self._on_reject(function, message)
+            except Exception:
+                log.exception("on_reject failed for %s", function)
+
+    def _eventgrid_request(self, request: Request) -> Reply | NeedsBody:
+        if request.method not in ("POST", "OPTIONS"):
+            return json_reply(405, {"error": "use POST"}, (("Allow", "OPTIONS, POST"),))
+        refusal = self._refusal(request, required=request.method == "POST")
+        if refusal is not None:
+            return refusal
+        name = request.query.get("functionName", "")
+        function = self._eventgrid.get(name)
+        if function is None:
+            return json_reply(404, {"error": "no Event Grid function with that functionName"})
+        if request.method == "OPTIONS":  # CloudEvents webhook abuse protection
+            origin = request.headers.get("webhook-request-origin", "").strip().lower()
+            allowed = origin if origin in EVENTGRID_ORIGINS else "eventgrid.azure.net"
+            return Reply(200, (("WebHook-Allowed-Origin", allowed), ("WebHook-Allowed-Rate", "*")))
+        kind = request.headers.get("aeg-event-type", "Notification").strip().lower()
+        if kind == "unsubscribe":
+            return Reply(202)
+        if kind not in ("notification", "subscriptionvalidation"):
+            message = "aeg-event-type must be Notification or SubscriptionValidation"
+            self._reject(name, message)
+            return json_reply(400, {"error": message})
+        return NeedsBody(
+            lambda body: self._deliver(function, body, handshake=kind == "subscriptionvalidation"),
+            refused=lambda message: self._reject(name, message),
         )
+
+    def _deliver(self, function: _Function, body: bytes, *, handshake: bool) -> Reply:
+        name = function.name
         try:
-            response = route.function.call(**{route.function.arg: request})
+            events = self._parse(body)
+        except TransientError as exc:
+            log.warning("Event Grid delivery to %s not validated: %s", name, exc)
+            return _transient(str(exc), exc.retry_after)
+        except self._bad_input as exc:
+            message = str(exc) or type(exc).__name__
+            self._reject(name, message)
+            return json_reply(413 if isinstance(exc, PayloadTooLarge) else 400, {"error": message})
         except Exception:
-            log.error("function %s failed:\n%s", route.function.name, traceback.format_exc())
-            return _json(500, {"error": "internal error"})
-        out_headers = {k: v for k, v in response.headers.items()}
-        if response.mimetype:
-            charset = f"; charset={response.charset}" if response.charset else ""
-            out_headers["Content-Type"] = f"{response.mimetype}{charset}"
-        return response.status_code, out_headers, response.get_body() or b""
-
-    def _admin(
-        self, method: str, name: str, query: dict[str, str], headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        if method != "POST":
-            return _json(405, {"error": "use POST"})
-        if not self.authorised(headers, query):
-            return _json(401, {"error": "missing or invalid function key"})
-        if name not in self.timers:
-            return _json(404, {"error": "no such timer function"})
-        self.trigger_timer(name)
-        return 202, {}, b""
-
-    def _eventgrid(
-        self, method: str, query: dict[str, str], headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
-        if method == "OPTIONS":  # CloudEvents webhook abuse protection
-            origin = headers.get("webhook-request-origin")
-            if not origin:
-                return _json(400, {"error": "missing WebHook-Request-Origin"})
-            return 200, {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}, b""
-        if method != "POST":
-            return _json(405, {"error": "use POST"})
-        if not self.authorised(headers, query):
-            return _json(401, {"error": "missing or invalid function key"})
-        name = query.get("functionName", "")
-        entry = self.functions.get(name)
-        if entry is None or entry.kind != "eventGridTrigger":
-            return _json(404, {"error": "no such Event Grid function"})
-        try:
-            events = self.parse_event_batch(body)
-        except BadEvent as exc:
-            if self.on_reject:
-                self.on_reject(name, str(exc))
-            return _json(400, {"error": str(exc)})
-        validation = next((e for e in events if e.get("eventType") == VALIDATION_EVENT), None)
+            log.exception("validating an Event Grid delivery to %s failed", name)
+            return json_reply(500, {"error": "internal error"})
+        validation = next(
+            (
+                e
+                for e in events
+                if isinstance(e, Mapping) and e.get("eventType") == VALIDATION_EVENT
+            ),
+            None,
+        )
+        if validation is None and handshake:
+            message = "aeg-event-type is SubscriptionValidation but no SubscriptionValidationEvent"
+            self._reject(name, message)
+            return json_reply(400, {"error": message})
         if validation is not None:
-            data = validation.get("data") or {}
-            code = data.get("validationCode") if isinstance(data, dict) else None
-            if not isinstance(code, str):
-                return _json(400, {"error": "validation event without validationCode"})
-            return _json(200, {"validationResponse": code})
+            data = validation.get("data")
+            code = data.get("validationCode") if isinstance(data, Mapping) else None
+            if not isinstance(code, str) or not code:
+                message = "SubscriptionValidationEvent without data.validationCode"
+                self._reject(name, message)
+                return json_reply(400, {"error": message})
+            log.info("Event Grid subscription validation handshake for %s", name)
+            return json_reply(200, {"validationResponse": code})
         for index, event in enumerate(events):
             try:
-                entry.call(**{entry.arg: _grid_event(event)})
+                _call(function, self._trigger_value(event))
             except TransientError as exc:
-                retry = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else {}
-                status, hdrs, data = _json(503, {"error": f"event [{index}]: {exc}"})
-                return status, {**hdrs, **retry}, data
+                log.warning("%s: event [%d] failed, will be redelivered: %s", name, index, exc)
+                return _transient(f"event [{index}]: {exc}", exc.retry_after, processed=index)
+            except AutopilotError as exc:
+                log.exception("%s: event [%d] failed", name, index)
+                return json_reply(500, {"error": f"event [{index}]: {exc}", "processed": index})
             except Exception:
-                log.error(
-                    "function %s failed on event [%d]:\n%s", name, index, traceback.format_exc()
+                log.exception("%s: event [%d] failed", name, index)
+                return json_reply(
+                    500, {"error": f"event [{index}]: internal error", "processed": index}
                 )
-                return _json(500, {"error": f"event [{index}]: internal error"})
-        return 200, {}, b""
+        return Reply(200)
 
-
-def _grid_event(event: dict[str, Any]) -> func.EventGridEvent:
-    cloud = "specversion" in event
-    raw_time = event.get("time" if cloud else "eventTime")
-    try:
-        when = datetime.fromisoformat(str(raw_time).replace("Z", "+00:00")) if raw_time else None
-    except ValueError:
-        when = None
-    return func.EventGridEvent(
-        id=str(event.get("id", "")),
-        data=event.get("data"),  # type: ignore[arg-type]
-        topic=str(event.get("source" if cloud else "topic") or ""),
-        subject=str(event.get("subject") or ""),
-        event_type=str(event.get("type" if cloud else "eventType") or ""),
-        event_time=when,
-        data_version=str(event.get("dataschema" if cloud else "dataVersion") or ""),
-    )
-
-
-def _json(status: int, body: Any) -> tuple[int, dict[str, str], bytes]:
-    return status, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(body).encode()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    host: LocalHost
-    protocol_version = "HTTP/1.1"
-
-    def _serve(self) -> None:
-        started = time.perf_counter()
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, out_headers, data = self._dispatch(headers)
-        self.send_response(status)
-        for key, value in out_headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        log.info(
-            "%s %s %d %.1fms",
-            self.command,
-            urlsplit(self.path).path,
-            status,
-            (time.perf_counter() - started) * 1000,
+    def _trigger_value(self, event: Mapping[str, Any]) -> func.EventGridEvent | func.CloudEvent:
+        """The object the function receives for one event dict of either schema."""
+        if "specversion" not in event:
+            return func.EventGridEvent(
+                id=event.get("id"),  # type: ignore[arg-type]
+                data=event.get("data"),  # type: ignore[arg-type]
+                topic=event.get("topic"),  # type: ignore[arg-type]
+                subject=event.get("subject"),  # type: ignore[arg-type]
+                event_type=event.get("eventType"),  # type: ignore[arg-type]
+                event_time=_timestamp(event.get("eventTime")),
+                data_version=event.get("dataVersion"),  # type: ignore[arg-type]
+            )
+        if self._cloudevents_as == "CloudEvent":  # what the Python worker passes
+            known = {"specversion", "id", "source", "type", "time", "subject"}
+            known |= {"datacontenttype", "dataschema", "data"}
+            return func.CloudEvent(
+                id=event.get("id"),  # type: ignore[arg-type]
+                source=event.get("source"),  # type: ignore[arg-type]
+                type=event.get("type"),  # type: ignore[arg-type]
+                specversion=event.get("specversion"),  # type: ignore[arg-type]
+                time=_timestamp(event.get("time")),
+                subject=event.get("subject"),
+                datacontenttype=event.get("datacontenttype"),
+                dataschema=event.get("dataschema"),
+                data=event.get("data"),
+                **{k: v for k, v in event.items() if k not in known},
+            )
+        return func.EventGridEvent(
+            id=event.get("id"),  # type: ignore[arg-type]
+            data=event.get("data"),  # type: ignore[arg-type]
+            topic=event.get("source"),  # type: ignore[arg-type]
+            subject=event.get("subject"),  # type: ignore[arg-type]
+            event_type=event.get("type"),  # type: ignore[arg-type]
+            event_time=_timestamp(event.get("time")),
+            data_version=event.get("dataschema") or "",
         )
 
-    def _dispatch(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self.close_connection = True
-            return _json(411, {"error": "chunked bodies are not accepted; send Content-Length"})
-        try:
-            length = int(headers.get("content-length") or 0)
-        except ValueError:
-            self.close_connection = True
-            return _json(400, {"error": "invalid Content-Length"})
-        if length > self.host.max_body_bytes:
-            self.close_connection = True  # do not read the oversized body
-            return _json(
-                413,
-                {"error": f"body is {length} bytes; at most {self.host.max_body_bytes} allowed"},
-            )
-        body = self.rfile.read(length) if length > 0 else b""
-        return self.host.handle(self.command, self.path, headers, body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
+# -- helpers ---------------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # request lines are logged by _serve, without query strings (they may hold keys)
+
+def _time_zone(name: str) -> tzinfo:
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"WEBSITE_TIME_ZONE {name!r} is not an IANA time zone name (e.g. Europe/Paris)"
+        ) from exc
+
+
+def _timestamp(raw: Any) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        log.warning("event time %r is not ISO 8601; passing None", raw[:64])
+        return None
+
+
+def _call(function: _Function, value: Any) -> Any:
+    """Invoke a user function with its trigger value; async functions run to completion."""
+    result = function.call(**{function.arg: value})
+    if inspect.iscoroutine(result):
+        return asyncio.run(result)
+    return result
+
+
+def _transient(message: str, retry_after: float | None, **extra: Any) -> Reply:
+    headers: tuple[tuple[str, str], ...] = ()
+    if retry_after is not None and math.isfinite(retry_after):
+        headers = (("Retry-After", str(max(0, math.ceil(retry_after)))),)
+    return json_reply(503, {"error": message, **extra}, headers)
+
+
+def _http_reply(name: str, result: Any) -> Reply:
+    """Copy a function's ``func.HttpResponse`` (or str) to the wire, as the worker does."""
+    if isinstance(result, str):
+        return Reply(200, (("Content-Type", "text/plain; charset=utf-8"),), result.encode())
+    if not isinstance(result, func.HttpResponse):
+        log.error("HTTP function %s returned %s, not an HttpResponse", name, type(result).__name__)
+        return json_reply(500, {"error": "internal error"})
+    headers = [(str(k), str(v)) for k, v in result.headers.items()]
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        mimetype = str(result.mimetype)
+        text = mimetype.startswith("text/")
+        headers.append(
+            ("Content-Type", f"{mimetype}; charset={result.charset}" if text else mimetype)
+        )
+    return Reply(int(result.status_code), tuple(headers), result.get_body() or b"")

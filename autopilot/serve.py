@@ -172,7 +172,7 @@ def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:
     print(f"  Event Grid webhook: POST {service.url}{eventgrid_path()}")
     print(f"  Alerts:             POST {service.url}/api/alerts")
     print(f"  API:                GET  {service.url}/api/cycles | /api/audit | /api/health")
-    print(f"  Console:            GET  {service.url}/api/console?code=<function key>")
+    print(f"  Console:            GET  {service.url}/api/console (function key in the code query)")
     if generated:
         name, key = next(iter(service.keys.items()))
         print(

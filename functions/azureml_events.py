@@ -22,9 +22,20 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-def envelope_of(event: func.EventGridEvent) -> Envelope:
+def envelope_of(event: func.EventGridEvent | func.CloudEvent) -> Envelope:
+    """The Python worker passes a CloudEvent for CloudEvents 1.0 deliveries, whatever the hint."""
+    if isinstance(event, func.CloudEvent):
+        return Envelope(
+            schema="cloudevents",
+            id=event.id or "",
+            source=event.source or "",
+            type=event.type or "",
+            subject=event.subject or "",
+            time=event.time.isoformat() if event.time else "",
+            data=event.get_json(),
+        )
     return Envelope(
-        schema="eventgrid",  # the host has already mapped either schema onto this object
+        schema="eventgrid",
         id=event.id or "",
         source=event.topic or "",
         type=event.event_type or "",
@@ -35,11 +46,11 @@ def envelope_of(event: func.EventGridEvent) -> Envelope:
 
 
 @bp.event_grid_trigger(arg_name="event")
-def azureml_events(event: func.EventGridEvent) -> None:
+def azureml_events(event: func.EventGridEvent | func.CloudEvent) -> None:
     bus = runtime.new_bus()
     try:
         outcome = deliver_azureml(bus, envelope_of(event))
     except BadEvent as exc:
         log.warning("event %s rejected: %s", event.id, exc)
         return
-    log.info("event %s %s: %s", event.event_type, event.id, outcome)
+    log.info("event %s: %s", event.id, outcome)

@@ -135,6 +135,8 @@ def parse_delivery(body: bytes) -> list[dict[str, Any]]:
     Returns the events as dicts, unchanged. Raises BadEvent naming the first problem.
     """
     payload = load_json(body, what="Event Grid delivery")
+    if isinstance(payload, dict) and "specversion" in payload:
+        payload = [payload]  # CloudEvents without batching arrive as one object
     if not isinstance(payload, list):
         raise BadEvent(
             f"Event Grid delivery must be a JSON array of events, got {type(payload).__name__}"

@@ -221,3 +221,21 @@ def test_operator_retrain_and_rollback_routes(registered: dict[str, Any], world:
     refused = post("rollback_model", "credit")
     assert refused.status_code == 409
     assert "nothing to roll back" in body_of(refused)["error"]
+
+
+def test_event_grid_trigger_accepts_the_cloudevent_the_worker_passes(
+    registered: dict[str, Any], world: World
+) -> None:
+    breach = payloads.to_cloudevent(payloads.monitor_breach())
+    event = func.CloudEvent(
+        id=breach["id"],
+        source=breach["source"],
+        type=breach["type"],
+        specversion="1.0",
+        subject=breach["subject"],
+        data=breach["data"],
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    call(registered, "azureml_events", event=event)
+    cycle = world.store.list_cycles()[0]
+    assert cycle.model == "credit" and cycle.state is CycleState.RETRAINING

@@ -283,3 +283,10 @@ def test_keys_never_reach_logs_audit_records_or_error_messages(served: Served) -
         assert secret not in log_text
         assert secret not in audit_text
     assert "code=" not in log_text  # request lines are logged without their query string
+
+
+def test_a_single_cloudevent_object_without_batching_is_accepted(served: Served) -> None:
+    event = payloads.to_cloudevent(payloads.run_event("solo-run", "Running"))
+    assert served.json("POST", WEBHOOK, event)[0] == 200
+    ours = [r for r in audit(served, kind="ignored") if "solo-run" in (r["caused_by"] or "")]
+    assert len(ours) == 1

@@ -70,7 +70,7 @@ class FakeStore:
             return self.locks[cycle.model]
         self.locks[cycle.model] = cycle.id
         cycle.version += 1
-        self.cycles[cycle.id] = cycle.to_json()
+        self.cycles[cycle.id] = copy.deepcopy(cycle.to_json())
         return None
 
     def save_cycle(self, cycle: Cycle) -> None:
@@ -78,7 +78,7 @@ class FakeStore:
         if stored is None or stored["version"] != cycle.version:
             raise ConcurrencyError(f"cycle {cycle.id} changed")
         cycle.version += 1
-        self.cycles[cycle.id] = cycle.to_json()
+        self.cycles[cycle.id] = copy.deepcopy(cycle.to_json())
         if not cycle.is_active and self.locks.get(cycle.model) == cycle.id:
             del self.locks[cycle.model]
             self.closed_at[cycle.model] = cycle.updated_at

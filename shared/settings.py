@@ -11,6 +11,7 @@ from pathlib import Path
 from shared.errors import SettingsError
 
 DEFAULT_DATA_DIR = ".autopilot"
+APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECONCILE_SCHEDULE = "0 */1 * * * *"
 
 
@@ -142,8 +143,14 @@ class AppSettings:
         )
 
     def require_policy(self) -> Path:
+        """The policy path; a relative path not found from here is taken from the app root
+        (the folder of function_app.py), where the Functions host may not start us."""
         if self.policy_path is None:
             raise SettingsError("AUTOPILOT_POLICY is not set: give the path of the policy file")
+        if not self.policy_path.is_absolute() and not self.policy_path.exists():
+            from_root = APP_ROOT / self.policy_path
+            if from_root.exists():
+                return from_root
         return self.policy_path
 
 

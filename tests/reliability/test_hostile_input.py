@@ -22,6 +22,7 @@ from shared.wiring import Runtime
 from tests import payloads
 from tests.conftest import KEYS
 from tests.fakes import World, make_world
+from tests.strategies import events, json_values
 
 KEY = KEYS["ops-team"]
 EXAMPLES = 2_500  # per test; four tests -> 10,000 generated requests
@@ -63,32 +64,6 @@ def check(
     return status
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=15), children, max_size=5)
-    ),
-    max_leaves=25,
-)
-AML_TYPES = [
-    payloads.AML + t
-    for t in (
-        "ModelRegistered",
-        "RunCompleted",
-        "RunStatusChanged",
-        "DatasetDriftDetected",
-        "ModelDeployed",
-    )
-]
-events = st.fixed_dictionaries(
-    {
-        "id": st.text(max_size=10),
-        "eventType": st.sampled_from([*AML_TYPES, "x"]),
-        "subject": st.text(max_size=20),
-        "data": json_values,
-    },
-    optional={"topic": json_values, "eventTime": json_values, "specversion": json_values},
-)
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -22,6 +22,7 @@ from shared.messages import (
 )
 from tests import payloads
 from tests.fakes import make_policy
+from tests.strategies import events, json_values
 
 POLICY = make_policy()
 
@@ -122,38 +123,8 @@ def test_deep_nesting_is_a_bad_event_not_a_crash() -> None:
         parse_delivery(b"[" * 100_000 + b"]" * 100_000)
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-event_like = st.fixed_dictionaries(
-    {
-        "id": st.text(max_size=8),
-        "eventType": st.sampled_from(
-            [
-                payloads.AML + t
-                for t in (
-                    "ModelRegistered",
-                    "RunCompleted",
-                    "RunStatusChanged",
-                    "DatasetDriftDetected",
-                    "ModelDeployed",
-                )
-            ]
-            + ["x"]
-        ),
-        "subject": st.text(max_size=8),
-        "data": json_values,
-    },
-    optional={"topic": json_values, "eventTime": json_values},
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(json_values, st.lists(event_like, max_size=5)))
+@given(st.one_of(json_values, st.lists(events, max_size=5)))
 def test_arbitrary_json_is_either_a_message_or_a_bad_event(payload: Any) -> None:
     body = json.dumps(payload).encode()
     try:

@@ -63,9 +63,13 @@ def _limit(req: func.HttpRequest) -> int | None:
     raw = req.params.get("limit")
     if not raw:
         return None
-    if not raw.isdigit() or not 0 < int(raw) <= 100_000:
-        raise BadEvent("query parameter 'limit' must be an integer from 1 to 100000")
-    return int(raw)
+    message = "query parameter 'limit' must be an integer from 1 to 100000"
+    if not (raw.isascii() and raw.isdigit()):  # '¹'.isdigit() is True, but int('¹') raises
+        raise BadEvent(message)
+    value = int(raw)
+    if not 0 < value <= 100_000:
+        raise BadEvent(message)
+    return value
 
 
 @bp.route(route="audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

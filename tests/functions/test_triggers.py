@@ -239,3 +239,11 @@ def test_event_grid_trigger_accepts_the_cloudevent_the_worker_passes(
     call(registered, "azureml_events", event=event)
     cycle = world.store.list_cycles()[0]
     assert cycle.model == "credit" and cycle.state is CycleState.RETRAINING
+
+
+def test_audit_limit_must_be_a_plain_integer(registered: dict[str, Any], world: World) -> None:
+    for bad in ("¹", "٣", "0", "-1", "1e3", "100001"):
+        resp = call(registered, "list_audit", req=http("GET", "audit", params={"limit": bad}))
+        assert resp.status_code == 400, bad
+    ok = call(registered, "list_audit", req=http("GET", "audit", params={"limit": "5"}))
+    assert ok.status_code == 200

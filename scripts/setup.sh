@@ -26,3 +26,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
+# Azurite (the Table Storage emulator, npm) for the Table Storage tests: installed into .azurite/
+# once; the tests start and stop it on a loopback port.
+if command -v npm >/dev/null; then
+  .venv/bin/python -c 'from tests.integration.azurite import install; install()' \
+    || echo "setup: could not install Azurite; the Table Storage tests will say why" >&2
+fi

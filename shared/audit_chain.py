@@ -1,51 +1,127 @@
-"""The audit log's hash chain: canonical hashing and verification, shared by every backend.
+"""The audit log's hash chain: canonical hashing, sealing and verification, for every backend.
 
-Each record's hash covers all its other fields, including ``seq`` and ``prev_hash`` (the hash
-of the record before it), so editing, deleting, inserting or reordering records breaks the
-chain at the first record affected.
+Each record's hash is the sha256 of the canonical JSON of all its other fields, ``seq`` and
+``prev_hash`` (the previous record's hash) included; the first record's ``prev_hash`` is
+:data:`GENESIS`. So editing any field, deleting, inserting or reordering records breaks the
+chain at the first record affected. What a chain alone cannot show: records cut off the *end*,
+or a rewrite that recomputes every later hash — anchor the newest hash elsewhere for that.
+
+Canonical form: JSON with sorted keys, no spaces, non-JSON values as ``str``; ``time`` as UTC
+ISO 8601 with microseconds (``2026-01-01T12:00:00.000000+00:00``); ``kind`` as its value.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.model import AuditRecord, VerifyResult
+from shared.model import AuditEntry, AuditRecord, VerifyResult
 
 GENESIS = "0" * 64
 
 
-def canonical(fields: dict[str, Any]) -> str:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+def canonical(value: Any) -> str:
+    """The one JSON text of ``value`` that hashing and storage use."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def format_time(value: datetime) -> str:
+    """UTC, always with microseconds, so equal instants give equal text and text sorts by time."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive audit time {value.isoformat()}: audit times are UTC-aware")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def record_hash(fields: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of every field except ``hash``."""
+    """sha256 (hex) of the canonical JSON of every field except ``hash``."""
     body = {k: v for k, v in fields.items() if k != "hash"}
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
 def hash_fields(record: AuditRecord) -> dict[str, Any]:
-    data = record.to_json()
-    data.pop("hash", None)
-    return data
+    """The record's fields as they are hashed: every field but ``hash``, in canonical form."""
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name == "hash":
+            continue
+        value = getattr(record, f.name)
+        if isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        fields[f.name] = value
+    return fields
+
+
+def seal(entry: AuditEntry, *, seq: int, prev_hash: str, time: datetime) -> AuditRecord:
+    """The record that follows ``prev_hash`` at ``seq``, with its hash.
+
+    Evidence is normalised through canonical JSON (tuples become lists, other non-JSON values
+    strings), so the stored record reads back equal to the one returned here.
+    """
+    return seal_fields(entry, seq=seq, prev_hash=prev_hash, time=time)[0]
+
+
+def seal_fields(
+    entry: AuditEntry, *, seq: int, prev_hash: str, time: datetime
+) -> tuple[AuditRecord, dict[str, Any], str]:
+    """:func:`seal`, also returning the hashed fields in canonical form and the evidence's
+    canonical JSON, which backends store as they are (no second encoding)."""
+    evidence_text = canonical(entry.evidence)
+    evidence: dict[str, Any] = json.loads(evidence_text)
+    time_text = format_time(time)
+    fields: dict[str, Any] = {
+        "seq": seq,
+        "time": time_text,
+        "kind": entry.kind.value,
+        "summary": entry.summary,
+        "actor": entry.actor,
+        "model": entry.model,
+        "version": entry.version,
+        "cycle": entry.cycle,
+        "reason": entry.reason,
+        "evidence": evidence,
+        "caused_by": entry.caused_by,
+        "prev_hash": prev_hash,
+    }
+    digest = hashlib.sha256(canonical(fields).encode("utf-8")).hexdigest()
+    record = AuditRecord(
+        seq=seq,
+        time=datetime.fromisoformat(time_text),
+        kind=entry.kind,
+        summary=entry.summary,
+        actor=entry.actor,
+        model=entry.model,
+        version=entry.version,
+        cycle=entry.cycle,
+        reason=entry.reason,
+        evidence=evidence,
+        caused_by=entry.caused_by,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+    return record, fields, evidence_text
 
 
 def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
-    """Recompute the chain in seq order; name the first record that does not fit."""
+    """Recompute the chain over ``records`` in stored (seq) order; name the first that does not
+    fit. ``records`` in the result counts the records checked."""
     previous = GENESIS
-    expected_seq = 1
     count = 0
     for record in records:
         count += 1
-        if record.seq != expected_seq:
+        if record.seq != count:
             return VerifyResult(
                 False,
                 count,
                 record.seq,
-                f"sequence gap or reorder: expected seq {expected_seq}, found {record.seq}",
+                f"sequence broken: expected seq {count}, found {record.seq} "
+                "(a record was deleted, inserted or moved)",
             )
         if record.prev_hash != previous:
             return VerifyResult(
@@ -53,12 +129,18 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
                 count,
                 record.seq,
                 "prev_hash does not match the previous record's hash "
-                "(a record was deleted, inserted or reordered)",
+                "(a record before it was deleted, inserted, replaced or reordered)",
             )
-        if record_hash(hash_fields(record)) != record.hash:
+        try:
+            actual = record_hash(hash_fields(record))
+        except (TypeError, ValueError) as exc:
+            return VerifyResult(False, count, record.seq, f"record cannot be hashed: {exc}")
+        if actual != record.hash:
             return VerifyResult(
-                False, count, record.seq, "content does not match its hash (the record was edited)"
+                False,
+                count,
+                record.seq,
+                "content does not match its hash (the record was edited or forged)",
             )
         previous = record.hash
-        expected_seq += 1
     return VerifyResult(True, count)

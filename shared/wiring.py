@@ -91,9 +91,13 @@ def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:
 
 def build_store(settings: AppSettings) -> tuple[StateStore, AuditLog]:
     if settings.store == "table":
-        raise SettingsError(
-            "AUTOPILOT_STORE=table: the Azure Table Storage adapters are not in this build yet"
-        )
+        from shared.adapters.table_audit import TableAuditLog
+        from shared.adapters.table_store import TableStateStore
+
+        az = settings.azure
+        conn = az.table_connection_string or None
+        endpoint = None if conn else az.table_endpoint
+        return TableStateStore(conn, endpoint=endpoint), TableAuditLog(conn, endpoint=endpoint)
     from shared.adapters.sqlite_audit import SqliteAuditLog
     from shared.adapters.sqlite_store import SqliteStateStore
 

@@ -1,24 +1,27 @@
 """Append-only, hash-chained audit log on SQLite.
 
 ``append`` reads the last record's hash and inserts the next record inside one
-``BEGIN IMMEDIATE`` transaction, so concurrent processes build one unbroken chain.
+``BEGIN IMMEDIATE`` transaction, so concurrent threads and processes build one unbroken chain
+with no duplicate ``seq``. Hashing and verification live in :mod:`shared.audit_chain`.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shared.adapters.sqlite_db import SqliteDatabase
-from shared.audit_chain import GENESIS, canonical, record_hash, verify_chain
+from shared.audit_chain import GENESIS, canonical, format_time, seal_fields, verify_chain
 from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
+    time TEXT NOT NULL,              -- UTC ISO 8601 with microseconds: sorts as it reads
     actor TEXT NOT NULL,
     model TEXT,
     version TEXT,
@@ -26,7 +29,7 @@ CREATE TABLE IF NOT EXISTS audit (
     kind TEXT NOT NULL,
     summary TEXT NOT NULL,
     reason TEXT NOT NULL,
-    evidence TEXT NOT NULL,
+    evidence TEXT NOT NULL,          -- canonical JSON
     caused_by TEXT,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
@@ -50,58 +53,68 @@ COLUMNS = (
     "prev_hash",
     "hash",
 )
+INSERT = (
+    f"INSERT INTO audit ({', '.join(COLUMNS)}) "  # noqa: S608 (fixed names)
+    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_row(record: AuditRecord) -> tuple[Any, ...]:
+    """``record``'s column values, in ``COLUMNS`` order (for ``INSERT``)."""
+    values = {
+        **{c: getattr(record, c) for c in COLUMNS},
+        "time": format_time(record.time),
+        "kind": record.kind.value,
+        "evidence": canonical(record.evidence),
+    }
+    return tuple(values[c] for c in COLUMNS)
+
+
+def _record(row: sqlite3.Row) -> AuditRecord:
+    time = datetime.fromisoformat(row["time"])
+    if time.tzinfo is None:
+        raise ValueError(f"time {row['time']!r} has no time zone")
+    return AuditRecord(
+        seq=int(row["seq"]),
+        time=time,
+        kind=AuditKind(row["kind"]),
+        summary=row["summary"],
+        actor=row["actor"],
+        model=row["model"],
+        version=row["version"],
+        cycle=row["cycle"],
+        reason=row["reason"],
+        evidence=json.loads(row["evidence"]),
+        caused_by=row["caused_by"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
 
 
 class SqliteAuditLog:
-    def __init__(self, path: str | Path) -> None:
+    """``AuditLog`` on one SQLite file. ``clock`` stamps records (UTC wall clock by default)."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
+        self._clock = clock
 
     def append(self, entry: AuditEntry) -> AuditRecord:
-        evidence: dict[str, Any] = json.loads(canonical(entry.evidence))  # JSON-safe, normalised
         with self.db.write() as db:
             last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq = (last["seq"] + 1) if last else 1
-            prev_hash = last["hash"] if last else GENESIS
-            fields: dict[str, Any] = {
-                "seq": seq,
-                "time": datetime.now(UTC).isoformat(),
-                "actor": entry.actor,
-                "model": entry.model,
-                "version": entry.version,
-                "cycle": entry.cycle,
-                "kind": entry.kind.value,
-                "summary": entry.summary,
-                "reason": entry.reason,
-                "evidence": evidence,
-                "caused_by": entry.caused_by,
-                "prev_hash": prev_hash,
-            }
-            fields["hash"] = record_hash(fields)
-            row = {**fields, "evidence": canonical(evidence)}
-            db.execute(
-                f"INSERT INTO audit ({', '.join(COLUMNS)}) "  # noqa: S608 (fixed names)
-                f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                tuple(row[c] for c in COLUMNS),
+            record, fields, evidence_text = seal_fields(
+                entry,
+                seq=int(last["seq"]) + 1 if last else 1,
+                prev_hash=str(last["hash"]) if last else GENESIS,
+                time=self._clock(),  # stamped under the write lock: time follows seq
             )
-        return self._record(row)
-
-    @staticmethod
-    def _record(row: Any) -> AuditRecord:
-        return AuditRecord(
-            seq=int(row["seq"]),
-            time=datetime.fromisoformat(row["time"]),
-            kind=AuditKind(row["kind"]),
-            summary=row["summary"],
-            actor=row["actor"],
-            model=row["model"],
-            version=row["version"],
-            cycle=row["cycle"],
-            reason=row["reason"],
-            evidence=json.loads(row["evidence"]),
-            caused_by=row["caused_by"],
-            prev_hash=row["prev_hash"],
-            hash=row["hash"],
-        )
+            fields["evidence"] = evidence_text
+            fields["hash"] = record.hash
+            db.execute(INSERT, tuple(fields[c] for c in COLUMNS))
+        return record
 
     def query(
         self,
@@ -112,26 +125,50 @@ class SqliteAuditLog:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditRecord]:
+        """Matching records in seq order; with ``limit``, the newest ``limit`` of them."""
         sql = "SELECT * FROM audit WHERE 1 = 1"
         args: list[Any] = []
         for column, value in (("model", model), ("cycle", cycle), ("kind", kind)):
             if value is not None:
                 sql += f" AND {column} = ?"
-                args.append(value)
+                args.append(str(value))
         if since is not None:
             sql += " AND time >= ?"
-            args.append(since.astimezone(UTC).isoformat())
+            args.append(format_time(since))
         sql += " ORDER BY seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            args.append(limit)
+            args.append(max(limit, 0))
         rows = self.db.read().execute(sql, args).fetchall()
-        return [self._record(r) for r in reversed(rows)]
+        return [_record(r) for r in reversed(rows)]
 
     def get(self, seq: int) -> AuditRecord | None:
         row = self.db.read().execute("SELECT * FROM audit WHERE seq = ?", (seq,)).fetchone()
-        return self._record(row) if row else None
+        return _record(row) if row else None
 
     def verify(self) -> VerifyResult:
-        cursor = self.db.read().execute("SELECT * FROM audit ORDER BY rowid")
-        return verify_chain(self._record(r) for r in cursor)
+        """Recompute the whole chain; a row that no longer decodes counts as edited."""
+        unreadable: list[tuple[int, str]] = []
+
+        def records(rows: Iterable[sqlite3.Row]) -> Iterator[AuditRecord]:
+            for row in rows:
+                try:
+                    yield _record(row)
+                except (TypeError, ValueError) as exc:
+                    unreadable.append((int(row["seq"]), str(exc)))
+                    return
+
+        rows = self.db.read().execute("SELECT * FROM audit ORDER BY seq")
+        try:
+            result = verify_chain(records(rows))
+        finally:
+            rows.close()  # verification may stop early: do not leave the read snapshot open
+        if unreadable:
+            seq, problem = unreadable[0]
+            return VerifyResult(
+                False,
+                result.records + 1,
+                seq,
+                f"record cannot be read (the record was edited): {problem}",
+            )
+        return result

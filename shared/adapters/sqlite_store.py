@@ -1,26 +1,29 @@
 """State store on SQLite: dedup keys, cycles, per-model locks, cooldowns, pending signals.
 
 Every decision about "who acts" is one conditional write inside ``BEGIN IMMEDIATE``, so
-several processes sharing the file act once.
+several threads and processes sharing the file act once. Times are stored as UTC epoch
+seconds (REAL): exact to the microsecond for any date before 2242, and ordered numerically.
+A cycle is stored whole as JSON (``Cycle.to_json``) beside the columns it is looked up by.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.adapters.sqlite_db import SqliteDatabase
-from shared.errors import ConcurrencyError
+from shared.errors import AlreadyExists, ConcurrencyError
 from shared.model import Cycle
 from shared.ports import Claim
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     key TEXT PRIMARY KEY,
-    status TEXT NOT NULL,            -- 'claimed' | 'done'
+    status TEXT NOT NULL,            -- 'claimed' or 'done'
     until REAL NOT NULL              -- lease expiry (claimed) or completion time (done)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cycles (
     id TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -35,12 +38,12 @@ CREATE INDEX IF NOT EXISTS cycles_model ON cycles (model, created_at);
 CREATE INDEX IF NOT EXISTS cycles_job ON cycles (job_name);
 CREATE INDEX IF NOT EXISTS cycles_active ON cycles (active);
 CREATE TABLE IF NOT EXISTS model_locks (
-    model TEXT PRIMARY KEY,
+    model TEXT PRIMARY KEY,          -- at most one active cycle per model
     cycle_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS model_closed (
     model TEXT PRIMARY KEY,
-    closed_at REAL NOT NULL
+    closed_at REAL NOT NULL          -- when the model's last active cycle closed (cooldowns)
 );
 CREATE TABLE IF NOT EXISTS signals (
     model TEXT NOT NULL,
@@ -52,6 +55,8 @@ CREATE TABLE IF NOT EXISTS signals (
 
 
 def _ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the state store needs UTC-aware")
     return value.timestamp()
 
 
@@ -59,14 +64,40 @@ def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+def _body(cycle: Cycle, version: int) -> str:
+    data = cycle.to_json()
+    data["version"] = version
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _cycle(row: sqlite3.Row) -> Cycle:
+    data = json.loads(row["body"])
+    data["version"] = row["version"]  # the column is authoritative
+    return Cycle.from_json(data)
+
+
 class SqliteStateStore:
+    """``StateStore`` on one SQLite file, safe to share between threads and processes."""
+
     def __init__(self, path: str | Path) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
 
     # -- deliveries ---------------------------------------------------------------------
 
     def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim:
-        until = _ts(now + timedelta(seconds=lease_s))
+        at, until = _ts(now), _ts(now + timedelta(seconds=lease_s))
+        # Fast paths, one statement each (atomic on its own): a new key is inserted; a key
+        # done is final. Only a key under lease needs the read-check-write transaction.
+        conn = self.db.connection()  # autocommit: a lone write statement waits for the lock
+        if conn.execute(
+            "INSERT INTO deliveries (key, status, until) VALUES (?, 'claimed', ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            (key, until),
+        ).rowcount:
+            return Claim.NEW
+        row = conn.execute("SELECT status FROM deliveries WHERE key = ?", (key,)).fetchone()
+        if row is not None and row["status"] == "done":
+            return Claim.DUPLICATE
         with self.db.write() as db:
             row = db.execute(
                 "SELECT status, until FROM deliveries WHERE key = ?", (key,)
@@ -79,36 +110,35 @@ class SqliteStateStore:
                 return Claim.NEW
             if row["status"] == "done":
                 return Claim.DUPLICATE
-            if row["until"] > _ts(now):
+            if row["until"] > at:
                 return Claim.IN_PROGRESS
             db.execute("UPDATE deliveries SET until = ? WHERE key = ?", (until, key))
             return Claim.RETRY
 
     def finish_delivery(self, key: str, now: datetime) -> None:
-        with self.db.write() as db:
-            db.execute(
-                "UPDATE deliveries SET status = 'done', until = ? WHERE key = ?", (_ts(now), key)
-            )
+        self.db.connection().execute(  # one statement: its own atomic transaction
+            "INSERT INTO deliveries (key, status, until) VALUES (?, 'done', ?) "
+            "ON CONFLICT (key) DO UPDATE SET status = 'done', until = excluded.until",
+            (key, _ts(now)),
+        )
 
     def release_delivery(self, key: str) -> None:
-        with self.db.write() as db:
-            db.execute("DELETE FROM deliveries WHERE key = ? AND status = 'claimed'", (key,))
+        self.db.connection().execute(
+            "DELETE FROM deliveries WHERE key = ? AND status = 'claimed'", (key,)
+        )
 
     # -- cycles -------------------------------------------------------------------------
 
     def create_cycle(self, cycle: Cycle) -> str | None:
         with self.db.write() as db:
-            row = db.execute(
+            lock = db.execute(
                 "SELECT cycle_id FROM model_locks WHERE model = ?", (cycle.model,)
             ).fetchone()
-            if row is not None:
-                return str(row["cycle_id"])
-            if cycle.is_active:
-                db.execute(
-                    "INSERT INTO model_locks (model, cycle_id) VALUES (?, ?)",
-                    (cycle.model, cycle.id),
-                )
-            cycle.version += 1
+            if lock is not None:
+                return str(lock["cycle_id"])
+            if db.execute("SELECT 1 FROM cycles WHERE id = ?", (cycle.id,)).fetchone():
+                raise AlreadyExists(f"cycle {cycle.id} already exists (and is closed)")
+            version = cycle.version + 1
             db.execute(
                 "INSERT INTO cycles (id, model, state, active, job_name, created_at, version, "
                 "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -119,57 +149,57 @@ class SqliteStateStore:
                     int(cycle.is_active),
                     cycle.job_name,
                     _ts(cycle.created_at),
-                    cycle.version,
-                    json.dumps(cycle.to_json()),
+                    version,
+                    _body(cycle, version),
                 ),
             )
-            return None
+            if cycle.is_active:
+                db.execute(
+                    "INSERT INTO model_locks (model, cycle_id) VALUES (?, ?)",
+                    (cycle.model, cycle.id),
+                )
+        cycle.version = version  # only once committed
+        return None
 
     def save_cycle(self, cycle: Cycle) -> None:
+        version = cycle.version + 1
         with self.db.write() as db:
-            row = db.execute("SELECT version FROM cycles WHERE id = ?", (cycle.id,)).fetchone()
-            if row is None or row["version"] != cycle.version:
-                found = None if row is None else row["version"]
-                raise ConcurrencyError(
-                    f"cycle {cycle.id} is at version {found}, not {cycle.version}"
-                )
-            new_version = cycle.version + 1
-            body = cycle.to_json()
-            body["version"] = new_version
-            db.execute(
+            updated = db.execute(
                 "UPDATE cycles SET state = ?, active = ?, job_name = ?, version = ?, body = ? "
-                "WHERE id = ?",
+                "WHERE id = ? AND version = ?",
                 (
                     cycle.state.value,
                     int(cycle.is_active),
                     cycle.job_name,
-                    new_version,
-                    json.dumps(body),
+                    version,
+                    _body(cycle, version),
                     cycle.id,
+                    cycle.version,
                 ),
-            )
+            ).rowcount
+            if not updated:
+                row = db.execute("SELECT version FROM cycles WHERE id = ?", (cycle.id,)).fetchone()
+                found = "missing" if row is None else f"at version {row['version']}"
+                raise ConcurrencyError(
+                    f"cycle {cycle.id} is {found}, not at version {cycle.version}: "
+                    "reload it and decide again"
+                )
             if not cycle.is_active:
-                deleted = db.execute(
+                released = db.execute(
                     "DELETE FROM model_locks WHERE model = ? AND cycle_id = ?",
                     (cycle.model, cycle.id),
                 ).rowcount
-                if deleted:
+                if released:
                     db.execute(
                         "INSERT INTO model_closed (model, closed_at) VALUES (?, ?) "
                         "ON CONFLICT (model) DO UPDATE SET closed_at = excluded.closed_at",
                         (cycle.model, _ts(cycle.updated_at)),
                     )
-            cycle.version = new_version
+        cycle.version = version  # only once committed
 
     def _one(self, sql: str, args: tuple[object, ...]) -> Cycle | None:
         row = self.db.read().execute(sql, args).fetchone()
-        return self._cycle(row["body"], row["version"]) if row else None
-
-    @staticmethod
-    def _cycle(body: str, version: int) -> Cycle:
-        data = json.loads(body)
-        data["version"] = version
-        return Cycle.from_json(data)
+        return _cycle(row) if row else None
 
     def get_cycle(self, cycle_id: str) -> Cycle | None:
         return self._one("SELECT body, version FROM cycles WHERE id = ?", (cycle_id,))
@@ -183,11 +213,13 @@ class SqliteStateStore:
 
     def find_cycle_by_job(self, job_name: str) -> Cycle | None:
         return self._one(
-            "SELECT body, version FROM cycles WHERE job_name = ? ORDER BY created_at DESC",
+            "SELECT body, version FROM cycles WHERE job_name = ? "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (job_name,),
         )
 
     def list_cycles(self, model: str | None = None, active_only: bool = False) -> list[Cycle]:
+        """Newest first (by ``created_at``, then by insertion)."""
         sql = "SELECT body, version FROM cycles WHERE 1 = 1"
         args: list[object] = []
         if model is not None:
@@ -195,9 +227,8 @@ class SqliteStateStore:
             args.append(model)
         if active_only:
             sql += " AND active = 1"
-        sql += " ORDER BY created_at DESC, id"
-        rows = self.db.read().execute(sql, args).fetchall()
-        return [self._cycle(r["body"], r["version"]) for r in rows]
+        sql += " ORDER BY created_at DESC, rowid DESC"
+        return [_cycle(r) for r in self.db.read().execute(sql, args)]
 
     def last_closed_at(self, model: str) -> datetime | None:
         row = (
@@ -212,7 +243,7 @@ class SqliteStateStore:
     def add_signal(self, model: str, key: str, at: datetime) -> int:
         with self.db.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO signals (model, key, at) VALUES (?, ?, ?)",
+                "INSERT INTO signals (model, key, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 (model, key, _ts(at)),
             )
             row = db.execute(
@@ -231,6 +262,7 @@ class SqliteStateStore:
         return int(row["n"])
 
     def clear_signals(self, model: str, source: str | None = None) -> int:
+        """Clear the model's pending signals, or only those whose key starts with ``source``."""
         with self.db.write() as db:
             if source is None:
                 cur = db.execute("DELETE FROM signals WHERE model = ?", (model,))

@@ -1,8 +1,9 @@
 """N deliveries of the same events spread over 4 processes sharing one store -> effects once.
 
-Each process runs its own bus (as separate function instances do) over the same SQLite files
-and a platform whose side effects are directories: creating a name twice fails, as Azure ML's
-name conflicts do, so every side effect that happened is counted exactly.
+Each process runs its own bus (as separate function instances do) over the same store -- the
+SQLite files, or Table Storage on Azurite -- and a platform whose side effects are directories:
+creating a name twice fails, as Azure ML's name conflicts do, so every side effect that
+happened is counted exactly.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from handlers.cycles import cycle_id_for, deployment_name_for, job_name_for
 from handlers.intake import deliver_alert, deliver_azureml
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
+from shared.adapters.table_audit import TableAuditLog
+from shared.adapters.table_store import TableStateStore
 from shared.bootstrap import bootstrap
 from shared.envelope import envelope_from_dict
 from shared.errors import AlreadyExists, NotFound, TransientError
@@ -27,8 +32,13 @@ from shared.messagebus import Services
 from shared.messages import Reconcile
 from shared.model import HealthSample, JobInfo, JobRequest, JobStatus
 from shared.policy import parse_policy
+from shared.ports import AuditLog, StateStore
 from tests import payloads
 from tests.fakes import POLICY, FakeMetrics, FakePublisher
+from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
+    azurite,
+    azurite_server,
+)
 
 PROCESSES = 4
 ROUNDS = 5
@@ -99,12 +109,30 @@ def policy_data() -> dict[str, Any]:
     return {"models": {"credit": spec}}
 
 
-def worker(root: str, barrier: Any, deliveries: list[tuple[str, Any]], seed: int) -> None:
+def open_backend(root: str, backend: tuple[str, str]) -> tuple[StateStore, AuditLog]:
+    """A new handle on the shared store and audit log: ("sqlite", "") or ("azurite", conn)."""
+    kind, connection = backend
+    if kind == "sqlite":
+        return SqliteStateStore(Path(root) / "state.db"), SqliteAuditLog(Path(root) / "audit.db")
+    prefix = "dup" + Path(root).name.replace("_", "").replace("-", "")[-20:].lower()
+    return TableStateStore(connection, table_prefix=prefix), TableAuditLog(
+        connection, table_prefix=prefix
+    )
+
+
+def worker(
+    root: str,
+    backend: tuple[str, str],
+    barrier: Any,
+    deliveries: list[tuple[str, Any]],
+    seed: int,
+) -> None:
     platform = DirectoryPlatform(Path(root) / "platform")
     metrics = FakeMetrics(default=HealthSample(100, 0, 10.0))
+    store, audit = open_backend(root, backend)
     services = Services(
-        store=SqliteStateStore(Path(root) / "state.db"),
-        audit=SqliteAuditLog(Path(root) / "audit.db"),
+        store=store,
+        audit=audit,
         platform=platform,
         metrics=metrics,
         publisher=FakePublisher(),
@@ -131,7 +159,11 @@ def worker(root: str, barrier: Any, deliveries: list[tuple[str, Any]], seed: int
         bootstrap(services).handle(Reconcile())
 
 
-def test_many_deliveries_over_four_processes_act_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "azurite"])
+def test_many_deliveries_over_four_processes_act_once(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    backend = (kind, request.getfixturevalue("azurite") if kind == "azurite" else "")
     alert = payloads.alert(alert_id="the-drift-alert")
     key = "|".join(
         ("azure-monitor", "Fired", "the-drift-alert", alert["data"]["essentials"]["firedDateTime"])
@@ -149,12 +181,11 @@ def test_many_deliveries_over_four_processes_act_once(tmp_path: Path) -> None:
             ),
         ),
     ]
-    SqliteStateStore(tmp_path / "state.db")
-    SqliteAuditLog(tmp_path / "audit.db")
+    open_backend(str(tmp_path), backend)  # tables and schema exist before the race
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
     procs = [
-        ctx.Process(target=worker, args=(str(tmp_path), barrier, deliveries, seed))
+        ctx.Process(target=worker, args=(str(tmp_path), backend, barrier, deliveries, seed))
         for seed in range(PROCESSES)
     ]
     for p in procs:
@@ -167,11 +198,11 @@ def test_many_deliveries_over_four_processes_act_once(tmp_path: Path) -> None:
     jobs = sorted(p.name for p in (root / "jobs").iterdir())
     registrations = sorted(p.name for p in (root / "registrations").iterdir())
     deployments = sorted(p.name for p in (root / "deployments").iterdir())
-    store = SqliteStateStore(tmp_path / "state.db")
+    store, audit = open_backend(str(tmp_path), backend)
     cycles = store.list_cycles()
     total = PROCESSES * ROUNDS * len(deliveries)
     print(
-        f"{total} deliveries over {PROCESSES} processes -> {len(cycles)} cycle "
+        f"{kind}: {total} deliveries over {PROCESSES} processes -> {len(cycles)} cycle "
         f"({cycles[0].state.value}), {len(jobs)} job, {len(registrations)} registration, "
         f"{len(deployments)} deployment"
     )
@@ -180,4 +211,13 @@ def test_many_deliveries_over_four_processes_act_once(tmp_path: Path) -> None:
     assert deployments == [deployment_name_for("credit", "2")]
     assert len(cycles) == 1 and cycles[0].state.value == "PROMOTED"
     assert json.loads((root / "traffic.json").read_text())[deployments[0]] == 100
-    assert SqliteAuditLog(tmp_path / "audit.db").verify().ok
+    result = audit.verify()
+    assert result.ok, result
+    trail = audit.query(cycle=cycles[0].id)
+    promotions = [r for r in trail if r.summary.endswith("-> PROMOTED")]
+    submissions = [r for r in trail if r.summary.endswith("-> RETRAINING")]
+    print(
+        f"{kind}: {len(trail)} audit records for the cycle, "
+        f"{len(submissions)} job submission, {len(promotions)} promotion"
+    )
+    assert len(promotions) == 1 and len(submissions) == 1

@@ -1,0 +1,230 @@
+"""Azurite, the Azure Storage emulator, for integration tests: the Table service only.
+
+On first use the pinned ``azurite`` npm package is installed into ``.azurite/`` at the
+repository root (``AUTOPILOT_AZURITE_DIR`` overrides; the folder ignores itself in git). The
+server's own script is started with ``node`` (so the PID we stop is the server's, not an npm
+wrapper's), bound to 127.0.0.1 on a free port, in memory, with telemetry off. Without
+``node``/``npm`` the tests that need it fail with a message saying so; they never skip.
+
+Use the session fixtures ``azurite`` (the connection string) and ``azurite_server`` (import both
+into a test module, or list this module in the root conftest's ``pytest_plugins`` so every
+module shares one server), or :func:`running_azurite` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# 3.36+ need Node >= 21/22; 3.35.0 is the newest release for Node 20 (what these machines have).
+AZURITE_VERSION = "3.35.0"
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "devstoreaccount1"
+# Azurite's fixed, publicly documented development account key (not a secret).
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+INSTALL_TIMEOUT_S = 300.0
+START_TIMEOUT_S = 30.0
+
+
+class AzuriteUnavailable(RuntimeError):
+    """Azurite could not be installed or started; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AUTOPILOT_AZURITE_DIR") or ROOT / ".azurite")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise AzuriteUnavailable(
+            f"the Table Storage tests need Azurite, which needs Node.js and npm: `{name}` is not "
+            "on PATH (install Node.js >= 18 with npm, e.g. `apt-get install nodejs npm`)"
+        )
+    return path
+
+
+def _installed_version(folder: Path) -> str | None:
+    manifest = folder / "node_modules" / "azurite" / "package.json"
+    try:
+        return str(json.loads(manifest.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def install(folder: Path | None = None) -> Path:
+    """Install the pinned Azurite into ``folder`` unless it is there; return its table script."""
+    folder = folder or cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".gitignore").write_text("# created by tests/integration/azurite.py\n*\n")
+    script = folder / "node_modules" / "azurite" / "dist" / "src" / "table" / "main.js"
+    with open(folder / ".install.lock", "w") as lock:  # one installer at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _installed_version(folder) == AZURITE_VERSION and script.exists():
+            return script
+        npm = _tool("npm")
+        env = {**os.environ, "NPM_CONFIG_UPDATE_NOTIFIER": "false", "NPM_CONFIG_FUND": "false"}
+        command = [
+            npm,
+            "install",
+            "--prefix",
+            str(folder),
+            "--no-audit",
+            "--no-fund",
+            "--omit=dev",
+            "--loglevel=error",
+            f"azurite@{AZURITE_VERSION}",
+        ]
+        try:
+            done = subprocess.run(
+                command,
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AzuriteUnavailable(
+                f"`npm install azurite@{AZURITE_VERSION}` took over {INSTALL_TIMEOUT_S:.0f}s "
+                "(is the npm registry reachable?)"
+            ) from exc
+        if done.returncode != 0 or not script.exists():
+            raise AzuriteUnavailable(
+                f"`npm install azurite@{AZURITE_VERSION}` into {folder} failed "
+                f"(exit {done.returncode}):\n{done.stderr[-2000:]}"
+            )
+    return script
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def connection_string(port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+    )
+
+
+@dataclass
+class AzuriteServer:
+    """A running Azurite Table service."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    command: list[str]
+    version: str = AZURITE_VERSION
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.port)
+
+    def log(self) -> str:
+        try:
+            return (self.workdir / "azurite.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_azurite(folder: Path | None = None) -> AzuriteServer:
+    """Install if needed, start the Table service on a free loopback port, wait until ready."""
+    node = _tool("node")
+    script = install(folder)
+    problem = ""
+    for _ in range(3):  # a free port can be taken between our probe and the server's bind
+        port = _free_port()
+        workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
+        log = open(workdir / "azurite.log", "wb")  # noqa: SIM115 - the server writes to it
+        command = [
+            node,
+            str(script),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(port),
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--silent",
+        ]
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        server = AzuriteServer(process, port, workdir, command)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            if _accepts(port):
+                return server
+            time.sleep(0.05)
+        problem = server.log()
+        server.stop()
+    raise AzuriteUnavailable(f"Azurite did not start on 127.0.0.1; its output:\n{problem}")
+
+
+@contextlib.contextmanager
+def running_azurite(folder: Path | None = None) -> Iterator[AzuriteServer]:
+    server = start_azurite(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[AzuriteServer]:
+    """One Azurite Table service for the test session; fails (never skips) without Node."""
+    try:
+        server = start_azurite()
+    except AzuriteUnavailable as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(azurite_server: AzuriteServer) -> str:
+    """The connection string of the session's Azurite Table service."""
+    return azurite_server.connection_string

@@ -167,13 +167,21 @@ class BaselineSketch:
 
 def numeric_values(values: Iterable[Any]) -> tuple[FloatArray, int]:
     """Finite floats of ``values`` and how many were missing or not numbers."""
-    raw = list(values)
-    out = np.empty(len(raw), dtype=float)
-    for i, value in enumerate(raw):
-        try:
-            out[i] = float(value) if value is not None and value != "" else math.nan
-        except (TypeError, ValueError):
-            out[i] = math.nan
+    raw = values if isinstance(values, np.ndarray | list | tuple) else list(values)
+    out: FloatArray | None = None
+    try:  # vectorised: numbers, numeric strings and None (-> nan) convert in one call
+        converted = np.asarray(raw, dtype=float)
+        if converted.ndim == 1:
+            out = converted
+    except (TypeError, ValueError):  # "", words, objects: one value at a time
+        pass
+    if out is None:
+        out = np.empty(len(raw), dtype=float)
+        for i, value in enumerate(raw):
+            try:
+                out[i] = float(value) if value is not None and value != "" else math.nan
+            except (TypeError, ValueError):
+                out[i] = math.nan
     finite = out[np.isfinite(out)]
     return finite, len(raw) - len(finite)
 

@@ -30,6 +30,20 @@ def reconcile(cmd: Reconcile, svc: Services) -> None:
         _guarded(reconcile_cycle, cycle, svc, cmd.event_key)
     for cycle in rollout.watching(svc):
         _guarded(rollout.watch, cycle, svc, cmd.event_key)
+    _purge_deliveries(svc)
+
+
+def _purge_deliveries(svc: Services) -> None:
+    """Forget dedup keys of events processed longer ago than the retention (housekeeping:
+    logged, not audited; a failure waits for the next tick)."""
+    before = svc.now() - timedelta(seconds=svc.settings.delivery_retention_s)
+    try:
+        purged = svc.store.purge_deliveries(before, svc.settings.purge_batch)
+    except TransientError as exc:
+        log.warning("purging old delivery keys deferred: %s", exc)
+        return
+    if purged:
+        log.info("forgot %d delivery key(s) processed before %s", purged, before.isoformat())
 
 
 def _guarded(
@@ -45,8 +59,10 @@ def _guarded(
         fresh = svc.store.get_cycle(cycle.id)
         if fresh is None or not fresh.is_active:
             return
-        restored = rollout.fail_safe(fresh, svc) if fresh.state is CycleState.ROLLING_OUT else ""
-        move(svc, fresh, CycleState.FAILED, f"{exc}{restored}", caused_by=key, kind=AuditKind.ERROR)
+        if fresh.state is CycleState.ROLLING_OUT:
+            rollout.fail_rollout(fresh, svc, str(exc), key)
+        else:
+            move(svc, fresh, CycleState.FAILED, str(exc), caused_by=key, kind=AuditKind.ERROR)
 
 
 def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:

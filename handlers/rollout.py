@@ -78,15 +78,11 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
                 caused_by=caused_by,
             )
             return False
-        restored = _restore_previous(svc, ro)
-        move(
-            svc,
+        fail_rollout(
             cycle,
-            CycleState.FAILED,
-            f"traffic change did not take effect after {spec.traffic_attempts} attempts; "
-            f"failed safe ({restored})",
-            caused_by=caused_by,
-            kind=AuditKind.ERROR,
+            svc,
+            f"traffic change did not take effect after {spec.traffic_attempts} attempts",
+            caused_by,
             evidence={"wanted": traffic, "error": str(exc)},
         )
         return False
@@ -94,25 +90,60 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
     return True
 
 
-def fail_safe(cycle: Cycle, svc: Services) -> str:
-    """Before failing a rollout: previous deployment back to 100% (best effort), as text."""
-    if not cycle.rollout or not cycle.rollout.get("endpoint"):
-        return ""
-    return f"; failed safe ({_restore_previous(svc, cycle.rollout)})"
+def fail_rollout(
+    cycle: Cycle,
+    svc: Services,
+    reason: str,
+    caused_by: str,
+    *,
+    evidence: dict[str, Any] | None = None,
+) -> None:
+    """Fail a rollout safely: the previous deployment back to 100% (mirror off), then FAILED.
 
-
-def _restore_previous(svc: Services, ro: dict[str, Any]) -> str:
-    """Best effort: all traffic back to the previous deployment, mirror off."""
+    If that restore does not take effect now (a transient outage), the cycle stays
+    ROLLING_OUT in phase ``restoring``, keeping the model's lock, and every reconcile tick
+    tries again until the endpoint is back on the previous deployment; only then is the cycle
+    closed. A permanent error while restoring closes it at once, saying so.
+    """
+    ro = cycle.rollout
+    if not ro or not ro.get("endpoint"):
+        move(svc, cycle, CycleState.FAILED, reason, caused_by=caused_by, kind=AuditKind.ERROR)
+        return
     previous = ro.get("previous")
     try:
-        if ro.get("phase") == "shadow":
+        if ro.get("phase") == "shadow" or ro.get("mirror_off_pending"):
+            ro["mirror_off_pending"] = True
             svc.platform.set_mirror(ro["endpoint"], {})
+            ro["mirror_off_pending"] = False
         if previous:
             _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
-            return f"{previous} at 100%"
-    except (TransientError, PermanentError) as exc:
-        return f"restoring {previous} also failed: {exc}"
-    return "no previous deployment"
+        restored = f"{previous} at 100%" if previous else "no previous deployment"
+    except TransientError as exc:
+        ro["restore_attempts"] = ro.get("restore_attempts", 0) + 1
+        ro.update(phase="restoring", failed_because=reason, failed_evidence=evidence or {})
+        svc.store.save_cycle(cycle)
+        note(
+            svc,
+            AuditKind.ERROR,
+            f"failing safe: restoring {previous} did not take effect "
+            f"(attempt {ro['restore_attempts']}); retrying every reconcile tick",
+            cycle,
+            reason=f"{reason}; {exc}",
+            caused_by=caused_by,
+        )
+        return
+    except PermanentError as exc:
+        restored = f"restoring {previous} failed permanently: {exc}"
+    ro["phase"] = "failed"
+    move(
+        svc,
+        cycle,
+        CycleState.FAILED,
+        f"{reason}; failed safe ({restored})",
+        caused_by=caused_by,
+        kind=AuditKind.ERROR,
+        evidence=evidence,
+    )
 
 
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
@@ -232,9 +263,11 @@ def _enter_step(
     steps = spec.steps if cycle.rollout.get("previous") else (100,)
     percent = steps[index]
     traffic = _traffic_for(cycle, percent)
+    cycle.rollout["pending_step"] = index  # what a retry must apply if this does not take
     if not _change_traffic(cycle, svc, traffic, caused_by):
         return
     now = svc.now()
+    cycle.rollout.pop("pending_step", None)
     cycle.rollout["phase"] = "canary"
     cycle.rollout["step"] = index
     cycle.rollout["percent"] = percent
@@ -303,12 +336,20 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     ro = cycle.rollout
     if spec is None or ro is None:
         return
+    if ro.get("phase") == "restoring":  # failing safe: the restore has not taken effect yet
+        fail_rollout(
+            cycle, svc, ro["failed_because"], caused_by, evidence=ro.get("failed_evidence")
+        )
+        return
     if ro.get("phase") not in ("shadow", "canary"):
         if ro.get("traffic_failures") or _stale(cycle, svc):
             resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
         return
     if ro.get("phase") == "canary" and ro.get("traffic_failures"):
-        _enter_step(cycle, svc, ro["step"], caused_by)  # retry the unconfirmed change
+        # retry the change that was not confirmed (not the step before it, which would reset
+        # the attempt count and step back and forth for ever)
+        pending = ro.get("pending_step")
+        _enter_step(cycle, svc, pending if isinstance(pending, int) else ro["step"], caused_by)
         return
     bake = spec.shadow.bake if ro["phase"] == "shadow" and spec.shadow else spec.bake
     now = svc.now()

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from handlers import rollout, training
 from handlers.cycles import cycle_id_for, note, publish
-from shared.errors import BadEvent, NotFound
+from shared.errors import AlreadyExists, BadEvent, NotFound, PermanentError
 from shared.messagebus import Services
 from shared.messages import (
     DriftSignalled,
@@ -71,6 +71,13 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         )
         return
 
+    finished = svc.store.get_cycle(my_cycle_id)
+    if finished is not None:
+        # This signal's own cycle ran and closed: a redelivery after its lease expired (the
+        # worker died before acknowledging). Starting it again would retrain twice.
+        _already_handled(svc, msg, finished)
+        return
+
     last = svc.store.last_closed_at(msg.model)
     cooldown = svc.policy.cooldown(msg.model)
     if not manual and last is not None and now - last < timedelta(seconds=cooldown):
@@ -87,16 +94,23 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         return
 
     svc.store.add_signal(msg.model, msg.event_key, now)
-    needed = spec.confirm.signals
-    if needed > 1 and not manual:
-        seen = svc.store.count_signals(msg.model, now - timedelta(seconds=spec.confirm.within))
+    confirm = spec.confirm
+    needed = confirm.signals
+    if not manual and (needed > 1 or confirm.query):
+        if confirm.query:
+            seen = _logged_count(svc, msg.model, confirm.query, confirm.within)
+            evidence["confirmation_query_count"] = seen
+            requirement = f"its Log Analytics query to count {needed} within {confirm.within:g}s"
+        else:
+            seen = svc.store.count_signals(msg.model, now - timedelta(seconds=confirm.within))
+            requirement = f"{needed} signals within {confirm.within:g}s"
         if seen < needed:
             note(
                 svc,
                 AuditKind.DECISION,
                 f"drift signal awaiting confirmation ({seen}/{needed})",
                 model=msg.model,
-                reason=f"policy requires {needed} signals within {spec.confirm.within:g}s",
+                reason=f"policy requires {requirement}",
                 evidence=evidence,
                 caused_by=msg.event_key,
             )
@@ -124,7 +138,14 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         trigger=evidence,
         caused_by=msg.event_key,
     )
-    winner = svc.store.create_cycle(cycle)
+    try:
+        winner = svc.store.create_cycle(cycle)
+    except AlreadyExists:  # closed between our read and this write: same as above
+        finished = svc.store.get_cycle(my_cycle_id)
+        if finished is None:
+            raise
+        _already_handled(svc, msg, finished)
+        return
     if winner is not None:  # another worker opened a cycle first: coalesce into it
         raced = svc.store.get_cycle(winner)
         if raced is not None:
@@ -153,6 +174,28 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
     )
     publish(svc, cycle, "cycle.started", {"trigger": evidence})
     training.start_retraining(cycle, svc, msg.event_key)
+
+
+def _logged_count(svc: Services, model: str, query: str, within: float) -> int:
+    """The policy's confirmation query (its text comes from the policy, never from an event)."""
+    if svc.logs is None:
+        raise PermanentError(
+            f"model {model!r}: confirm.query needs Log Analytics, but AUTOPILOT_LOG_WORKSPACE_ID "
+            "is not set"
+        )
+    return svc.logs.count(query, timedelta(seconds=within))
+
+
+def _already_handled(svc: Services, msg: DriftSignalled, finished: Cycle) -> None:
+    note(
+        svc,
+        AuditKind.IGNORED,
+        "drift signal already handled: the cycle it started has closed",
+        finished,
+        reason=f"cycle {finished.id} ended {finished.state.value}; this is a redelivery of "
+        "its trigger",
+        caused_by=msg.event_key,
+    )
 
 
 def on_signal_resolved(msg: SignalResolved, svc: Services) -> None:

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import ConcurrencyError
 from shared.messages import Command, Event, Message
 from shared.model import AuditEntry, AuditKind, AuditRecord
-from shared.ports import AuditLog, Clock, EventPublisher, Metrics, MLPlatform, StateStore
+from shared.ports import (
+    AuditLog,
+    Clock,
+    EventPublisher,
+    LogQueries,
+    Metrics,
+    MLPlatform,
+    StateStore,
+)
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -38,6 +46,9 @@ class Settings:
 
     delivery_lease_s: float = 300.0
     stale_after_s: float = 600.0  # a cycle stuck mid-step this long is resumed by the reconciler
+    # dedup keys are kept this long after their event was processed (Event Grid retries 24 h)
+    delivery_retention_s: float = 7 * 24 * 3600.0
+    purge_batch: int = 1000  # at most this many keys forgotten per reconcile tick
 
 
 @dataclass
@@ -50,6 +61,7 @@ class Services:
     metrics: Metrics
     publisher: EventPublisher
     policy: Policy
+    logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)

@@ -69,10 +69,16 @@ class Signals(_Strict):
 
 
 class Confirmation(_Strict):
-    """Retrain only after ``signals`` distinct drift signals within ``within``."""
+    """Retrain only after ``signals`` distinct drift signals within ``within``.
+
+    With ``query`` (KQL, run on the Log Analytics workspace of ``AUTOPILOT_LOG_WORKSPACE_ID``
+    over the last ``within``), the number the query returns is what must reach ``signals``
+    instead: e.g. how many monitoring windows breached, so one noisy window does not retrain.
+    """
 
     signals: int = Field(default=1, ge=1, le=1000)
     within: Duration = 3600.0
+    query: str | None = Field(default=None, min_length=1, max_length=10_000)
 
 
 class Training(_Strict):
@@ -227,6 +233,37 @@ class Policy:
     def __init__(self, spec: PolicyFile, source: str = "<policy>") -> None:
         self.spec = spec
         self.source = source
+        # Binding look-ups, built once: constant time per event however many models there are.
+        # Each entry keeps its position in policy order, so the first binding in the file wins
+        # exactly as a scan of the models in order would.
+        self._alerts: dict[str, tuple[int, Binding]] = {}
+        self._alert_ids: dict[str, tuple[int, Binding]] = {}
+        self._datadrift: dict[str, Binding] = {}
+        self._monitors: list[tuple[str, MonitorBinding]] = []
+        order = 0
+        for model, m in spec.models.items():
+            for kind, names in (
+                ("drift", m.signals.drift_alerts),
+                ("health", m.signals.health_alerts),
+            ):
+                for name in names:
+                    entry = (order, Binding(model, kind))  # type: ignore[arg-type]
+                    order += 1
+                    self._alerts.setdefault(name, entry)
+                    self._alert_ids.setdefault(name.lower(), entry)
+            for name in m.signals.datadrift:
+                self._datadrift.setdefault(name, Binding(model, "drift"))
+            self._monitors += [(model, monitor) for monitor in m.signals.monitors]
+        self._monitor_names: Any = None
+        if self._monitors:
+            import ahocorasick  # multi-pattern substring search, one pass over each text
+
+            automaton = ahocorasick.Automaton()
+            for index, (_, monitor) in enumerate(self._monitors):
+                indices = automaton.get(monitor.name, ())
+                automaton.add_word(monitor.name, (*indices, index))
+            automaton.make_automaton()
+            self._monitor_names = automaton
 
     @property
     def models(self) -> dict[str, ModelPolicy]:
@@ -248,33 +285,30 @@ class Policy:
 
     def bind_alert(self, rule_name: str, rule_id: str) -> Binding | None:
         """Alert rules bind by name or by full resource id (ids compared case-insensitively)."""
-        rule_id_l = rule_id.lower()
-        for model, spec in self.spec.models.items():
-            for kind, names in (
-                ("drift", spec.signals.drift_alerts),
-                ("health", spec.signals.health_alerts),
-            ):
-                for name in names:
-                    if name == rule_name or (rule_id_l and name.lower() == rule_id_l):
-                        return Binding(model, kind)  # type: ignore[arg-type]
-        return None
+        found = [self._alerts.get(rule_name)]
+        if rule_id:
+            found.append(self._alert_ids.get(rule_id.lower()))
+        hits = [entry for entry in found if entry is not None]
+        return min(hits, key=lambda entry: entry[0])[1] if hits else None
 
     def bind_monitor(self, texts: list[str]) -> Binding | None:
-        """A v2 monitor binds when its name (and signal, if listed) appears in the run's texts."""
-        for model, spec in self.spec.models.items():
-            for monitor in spec.signals.monitors:
-                if not any(monitor.name in t for t in texts):
-                    continue
-                if monitor.signals and not any(s in t for s in monitor.signals for t in texts):
-                    continue
-                return Binding(model, "drift")
+        """A v2 monitor binds when its name (and signal, if listed) appears in the run's texts;
+        of several, the first in the policy."""
+        if self._monitor_names is None:
+            return None
+        named: set[int] = set()
+        for text in texts:
+            for _, indices in self._monitor_names.iter(text):
+                named.update(indices)
+        for index in sorted(named):
+            model, monitor = self._monitors[index]
+            if monitor.signals and not any(s in t for s in monitor.signals for t in texts):
+                continue
+            return Binding(model, "drift")
         return None
 
     def bind_datadrift(self, name: str) -> Binding | None:
-        for model, spec in self.spec.models.items():
-            if name in spec.signals.datadrift:
-                return Binding(model, "drift")
-        return None
+        return self._datadrift.get(name)
 
     def models_on_endpoint(self, endpoint: str) -> list[str]:
         return [

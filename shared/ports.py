@@ -7,7 +7,7 @@ their state as plain data. Handlers import only this module, never an SDK.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.model import (
@@ -45,6 +45,13 @@ class StateStore(Protocol):
     def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim: ...
     def finish_delivery(self, key: str, now: datetime) -> None: ...
     def release_delivery(self, key: str) -> None: ...
+    def purge_deliveries(self, done_before: datetime, limit: int) -> int:
+        """Forget up to ``limit`` delivery keys finished before ``done_before``; how many.
+
+        Keys under a lease are never purged. Callers keep keys longer than any sender retries
+        (Event Grid: 24 hours), so a purged key cannot come back as a redelivery.
+        """
+        ...
 
     # -- cycles
     def create_cycle(self, cycle: Cycle) -> str | None:
@@ -139,6 +146,14 @@ class Metrics(Protocol):
     def deployment_health(
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample: ...
+
+
+class LogQueries(Protocol):
+    """Log Analytics / Application Insights queries (KQL) the policy asks for."""
+
+    def count(self, query: str, timespan: timedelta) -> int:
+        """The single number ``query`` returns over the last ``timespan`` (0 for no row)."""
+        ...
 
 
 class EventPublisher(Protocol):

@@ -13,6 +13,7 @@ from shared.errors import SettingsError
 DEFAULT_DATA_DIR = ".autopilot"
 APP_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECONCILE_SCHEDULE = "0 */1 * * * *"
+MIN_DELIVERY_RETENTION_S = 48 * 3600.0
 
 
 def parse_keys(raw: str) -> dict[str, str]:
@@ -112,6 +113,7 @@ class AppSettings:
     store: str = "sqlite"
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     stale_after_s: float = 600.0
+    delivery_retention_s: float = 7 * 24 * 3600.0
     azure: AzureSettings = field(default_factory=AzureSettings)
 
     @classmethod
@@ -130,6 +132,18 @@ class AppSettings:
             stale = float(env.get("AUTOPILOT_STALE_AFTER_S", "600"))
         except ValueError as exc:
             raise SettingsError("AUTOPILOT_STALE_AFTER_S must be a number of seconds") from exc
+        try:
+            retention = float(env.get("AUTOPILOT_DELIVERY_RETENTION_S", str(7 * 24 * 3600)))
+        except ValueError as exc:
+            raise SettingsError(
+                "AUTOPILOT_DELIVERY_RETENTION_S must be a number of seconds"
+            ) from exc
+        if retention < MIN_DELIVERY_RETENTION_S:
+            raise SettingsError(
+                f"AUTOPILOT_DELIVERY_RETENTION_S must be at least {MIN_DELIVERY_RETENTION_S:.0f} "
+                "(48 hours): Event Grid redelivers for up to 24 hours, and a key forgotten "
+                "earlier would let a redelivered event act twice"
+            )
         return cls(
             data_dir=Path(env.get("AUTOPILOT_DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
             policy_path=Path(policy) if policy else None,
@@ -139,6 +153,7 @@ class AppSettings:
             reconcile_schedule=env.get("AUTOPILOT_RECONCILE_SCHEDULE", "").strip()
             or DEFAULT_RECONCILE_SCHEDULE,
             stale_after_s=stale,
+            delivery_retention_s=retention,
             azure=_checked_azure(platform, store, env),
         )
 

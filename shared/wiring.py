@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import SettingsError
 from shared.messagebus import Services, Settings
-from shared.ports import AuditLog, EventPublisher, Metrics, MLPlatform, StateStore
+from shared.ports import AuditLog, EventPublisher, LogQueries, Metrics, MLPlatform, StateStore
 from shared.settings import AppSettings
+
+if TYPE_CHECKING:
+    from shared.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,22 @@ def build_store(settings: AppSettings) -> tuple[StateStore, AuditLog]:
     )
 
 
+def build_logs(settings: AppSettings, policy: Policy) -> LogQueries | None:
+    """Log Analytics when a workspace is set; a policy that confirms with a query needs one."""
+    workspace = settings.azure.log_workspace_id
+    if workspace:
+        from shared.adapters.azure_monitor import LogAnalyticsQueries
+
+        return LogAnalyticsQueries(workspace)
+    asking = [name for name, spec in policy.spec.models.items() if spec.confirm.query]
+    if asking:
+        raise SettingsError(
+            f"model(s) {', '.join(asking)} confirm drift with a Log Analytics query "
+            "(confirm.query): set AUTOPILOT_LOG_WORKSPACE_ID to the workspace's id"
+        )
+    return None
+
+
 def build_publisher(settings: AppSettings) -> EventPublisher:
     if settings.azure.events_topic_endpoint:
         from shared.adapters.eventgrid_publisher import EventGridCloudEventPublisher
@@ -136,6 +155,7 @@ def build_services(
             chosen, chosen_metrics = embedded_platform(settings.data_dir)
         platform = platform or chosen
         metrics = metrics or chosen_metrics
+    logs = build_logs(settings, policy)
     store, audit = build_store(settings)
     return Services(
         store=store,
@@ -144,7 +164,11 @@ def build_services(
         metrics=metrics,
         publisher=publisher or build_publisher(settings),
         policy=policy,
-        settings=Settings(stale_after_s=settings.stale_after_s),
+        logs=logs,
+        settings=Settings(
+            stale_after_s=settings.stale_after_s,
+            delivery_retention_s=settings.delivery_retention_s,
+        ),
     )
 
 

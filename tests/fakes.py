@@ -65,9 +65,18 @@ class FakeStore:
     def release_delivery(self, key: str) -> None:
         self.deliveries.pop(key, None)
 
+    def purge_deliveries(self, done_before: datetime, limit: int) -> int:
+        old = [k for k, (status, at) in self.deliveries.items() if status == "done"]
+        old = [k for k in old if self.deliveries[k][1] < done_before][: max(limit, 0)]
+        for key in old:
+            del self.deliveries[key]
+        return len(old)
+
     def create_cycle(self, cycle: Cycle) -> str | None:
         if cycle.model in self.locks:
             return self.locks[cycle.model]
+        if cycle.id in self.cycles:  # as the real stores: a closed cycle is never overwritten
+            raise AlreadyExists(f"cycle {cycle.id} already exists (and is closed)")
         self.locks[cycle.model] = cycle.id
         cycle.version += 1
         self.cycles[cycle.id] = copy.deepcopy(cycle.to_json())

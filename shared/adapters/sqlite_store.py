@@ -127,6 +127,14 @@ class SqliteStateStore:
             "DELETE FROM deliveries WHERE key = ? AND status = 'claimed'", (key,)
         )
 
+    def purge_deliveries(self, done_before: datetime, limit: int) -> int:
+        with self.db.write() as db:
+            return db.execute(
+                "DELETE FROM deliveries WHERE key IN (SELECT key FROM deliveries "
+                "WHERE status = 'done' AND until < ? LIMIT ?)",
+                (_ts(done_before), max(limit, 0)),
+            ).rowcount
+
     # -- cycles -------------------------------------------------------------------------
 
     def create_cycle(self, cycle: Cycle) -> str | None:

@@ -553,6 +553,19 @@ class TableStateStore:
                 return
         raise TransientError(f"release of delivery {key!r}: it keeps changing")
 
+    def purge_deliveries(self, done_before: datetime, limit: int) -> int:
+        """One range scan of the delivery partitions; each delete is guarded by the ETag read."""
+        query = (
+            f"{_kind_range(DELIVERY)} and status eq 'done' and until lt {odata(_ts(done_before))}"
+        )
+        purged = 0
+        for row in self.tables.scan(STATE, query, select=["PartitionKey", "RowKey"]):
+            if purged >= limit:
+                break
+            if self.tables.delete(STATE, str(row["PartitionKey"]), ROW, row.etag):
+                purged += 1
+        return purged
+
     # -- cycles -------------------------------------------------------------------------
 
     def create_cycle(self, cycle: Cycle) -> str | None:

@@ -451,3 +451,55 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     assert child.exitcode == 0
     assert store.claim_delivery("forked", later(1), LEASE_S) is Claim.IN_PROGRESS
     assert store.claim_delivery("before", later(1), LEASE_S) is Claim.IN_PROGRESS
+
+
+def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """Committed pages reach the database file without any later write paying for it, and
+    the WAL does not grow past its limit."""
+    import sqlite3
+
+    from shared.adapters import sqlite_db
+
+    store = SqliteStateStore(tmp_path / "state.db")
+    for n in range(300):
+        assert store.claim_delivery(f"key-{n}-" + "x" * 200, T0, 30.0) is Claim.NEW
+
+    def wal_frames() -> tuple[int, int]:
+        with sqlite3.connect(tmp_path / "state.db") as probe:  # a passive checkpoint reports
+            _, frames, done = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames), int(done)
+
+    deadline = time.monotonic() + 10 * sqlite_db.CHECKPOINT_EVERY_S
+    size = (tmp_path / "state.db").stat().st_size
+    while size < 300 * 200 and time.monotonic() < deadline:  # no write from us meanwhile
+        time.sleep(0.05)
+        size = (tmp_path / "state.db").stat().st_size
+    print(f"database file {size} bytes after the background checkpoint")
+    assert size >= 300 * 200
+    frames, done = wal_frames()
+    assert frames == done
+    wal = tmp_path / "state.db-wal"
+    assert not wal.exists() or wal.stat().st_size <= sqlite_db.WAL_SIZE_LIMIT_BYTES
+
+
+def test_old_finished_delivery_keys_are_purged_and_live_ones_kept(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
+    for n in range(5):
+        store.claim_delivery(f"old-{n}", T0, 30.0)
+        store.finish_delivery(f"old-{n}", T0)
+    store.claim_delivery("old-but-unfinished", T0, 30.0)  # its worker died: lease long expired
+    later = T0 + timedelta(days=8)
+    store.claim_delivery("recent", later, 30.0)
+    store.finish_delivery("recent", later)
+    store.claim_delivery("in-flight", later, 30.0)
+
+    cutoff = later - timedelta(days=7)
+    assert store.purge_deliveries(cutoff, limit=3) == 3  # bounded per call
+    assert store.purge_deliveries(cutoff, limit=100) == 2
+    assert store.purge_deliveries(cutoff, limit=100) == 0
+    assert store.claim_delivery("old-0", later, 30.0) is Claim.NEW  # forgotten
+    assert store.claim_delivery("recent", later, 30.0) is Claim.DUPLICATE
+    assert store.claim_delivery("in-flight", later, 30.0) is Claim.IN_PROGRESS
+    assert store.claim_delivery("old-but-unfinished", later, 30.0) is Claim.RETRY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -411,3 +412,109 @@ def test_a_delivery_in_progress_elsewhere_is_retried_not_acknowledged() -> None:
     world.clock.advance(301)  # its lease expired: Event Grid's next retry processes it
     assert deliver_alert(bus_of(world), body) == "processed"
     assert len(world.platform.submitted) == 1
+
+
+def test_a_signal_redelivered_after_its_cycle_closed_does_not_retrain_again() -> None:
+    """The worker that started the cycle died before acknowledging; by the time the lease
+    expired and Event Grid redelivered, the cycle had run and closed (cooldown long past)."""
+    world = make_world()
+    body = payloads.alert(alert_id="alert-1")
+    key = "|".join(
+        ("azure-monitor", "Fired", "alert-1", body["data"]["essentials"]["firedDateTime"])
+    )
+    cycle = start_cycle_from(world, body)
+    world.platform.finish(cycle.job_name, JobStatus.FAILED, "out of memory")
+    event(bus_of(world), payloads.run_event(cycle.job_name, "Failed"))
+    world.store.deliveries[key] = ("claimed", world.clock.now())  # never acknowledged
+    world.clock.advance(7200)
+    assert deliver_alert(bus_of(world), body) == "processed"
+    assert len(world.platform.submitted) == 1
+    assert [c.state for c in world.store.list_cycles()] == [CycleState.FAILED]
+    assert "drift signal already handled: the cycle it started has closed" in (
+        world.audit.summaries("ignored")
+    )
+
+
+def start_cycle_from(world: World, body: dict[str, Any]) -> Any:
+    deliver_alert(bus_of(world), body)
+    return only_cycle(world)
+
+
+def test_the_reconciler_forgets_delivery_keys_after_the_retention() -> None:
+    world = make_world()
+    deliver_alert(bus_of(world), payloads.alert(alert_id="alert-1"))
+    assert len(world.store.deliveries) == 1
+    world.clock.advance(world.services.settings.delivery_retention_s - 60)
+    bus_of(world).handle(Reconcile())
+    assert len(world.store.deliveries) == 1  # still within the retention
+    world.clock.advance(120)
+    bus_of(world).handle(Reconcile())
+    assert world.store.deliveries == {}
+
+
+BREACH_WINDOWS = "AmlOnlineEndpointConsoleLog | where Message has 'drift breach' | count"
+
+
+class CountingLogs:
+    """Log Analytics answering with the counts given, one per query, recording each query."""
+
+    def __init__(self, *counts: int) -> None:
+        self.counts = list(counts)
+        self.asked: list[tuple[str, timedelta]] = []
+
+    def count(self, query: str, timespan: timedelta) -> int:
+        self.asked.append((query, timespan))
+        return self.counts.pop(0)
+
+
+def test_confirmation_by_a_log_analytics_query_retrains_once_it_counts_enough() -> None:
+    policy = make_policy(confirm={"signals": 3, "within": "2h", "query": BREACH_WINDOWS})
+    world = make_world(policy)
+    world.services.logs = CountingLogs(1, 3)
+    deliver_alert(bus_of(world), payloads.alert())
+    assert world.store.list_cycles() == []
+    waiting = world.audit.records[-1]
+    assert waiting.summary == "drift signal awaiting confirmation (1/3)"
+    assert "Log Analytics query" in waiting.reason
+    deliver_alert(bus_of(world), payloads.alert())
+    cycle = only_cycle(world)
+    assert cycle.state is CycleState.RETRAINING
+    assert cycle.trigger["confirmation_query_count"] == 3
+    assert world.services.logs.asked == [(BREACH_WINDOWS, timedelta(hours=2))] * 2
+
+
+def test_a_confirmation_query_without_log_analytics_is_a_permanent_audited_failure() -> None:
+    world = make_world(make_policy(confirm={"signals": 2, "query": BREACH_WINDOWS}))
+    assert deliver_alert(bus_of(world), payloads.alert()) == "failed"
+    assert world.store.list_cycles() == []
+    assert any("AUTOPILOT_LOG_WORKSPACE_ID" in r.reason for r in world.audit.records)
+
+
+def test_failing_safe_keeps_retrying_the_restore_until_the_endpoint_is_back() -> None:
+    """The 50% step never takes effect, and neither does the restore of blue at first: the
+    cycle holds its lock in phase 'restoring' and each tick retries, closing only once blue
+    has all traffic again."""
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
+    world.platform.ignore_traffic_changes = True  # from the 50% step on, nothing takes effect
+    tick(world)  # attempt 1 of 3
+    tick(world, 10)  # attempt 2
+    cycle = tick(world, 10)  # attempt 3: fail safe, but the restore does not take effect
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["phase"] == "restoring"
+    assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
+    assert world.store.active_cycle("credit") is not None  # no new cycle while unsafe
+    cycle = tick(world, 60)
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["restore_attempts"] == 2
+    world.platform.ignore_traffic_changes = False  # the outage ends
+    cycle = tick(world, 60)
+    assert cycle.state is CycleState.FAILED
+    assert world.platform.traffic["credit-ep"] == {"blue": 100, new: 0}
+    assert cycle.reason == (
+        "traffic change did not take effect after 3 attempts; failed safe (blue at 100%)"
+    )
+    assert (
+        sum(s.startswith("failing safe: restoring blue") for s in world.audit.summaries("error"))
+        == 2
+    )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.errors import PolicyError
-from shared.policy import load_policy, parse_duration, parse_policy
+from shared.policy import Binding, load_policy, parse_duration, parse_policy
 from tests.fakes import POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +64,60 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
 )
 def test_durations(raw: Any, seconds: float) -> None:
     assert parse_duration(raw) == seconds
+
+
+def two_models(first: dict[str, Any], second: dict[str, Any]) -> Any:
+    """The test policy's model twice, as ``a`` then ``b``, with the given signal bindings."""
+    import copy
+
+    base = POLICY["models"]["credit"]
+    models = {}
+    for name, signals in (("a", first), ("b", second)):
+        spec = copy.deepcopy(base)
+        spec["signals"] = signals
+        models[name] = spec
+    return parse_policy({"models": models}, "bindings")
+
+
+def test_monitor_names_bind_as_substrings_first_model_in_the_file_wins() -> None:
+    policy = two_models(
+        {"monitors": [{"name": "credit-monitor", "signals": ["psi"]}]},
+        {"monitors": [{"name": "monitor"}]},
+    )
+    texts = ["breach of credit-monitor: psi above 0.2", "exp"]
+    assert policy.bind_monitor(texts) == Binding("a", "drift")  # both named: a comes first
+    texts = ["breach of credit-monitor: jensen_shannon above 0.2"]
+    assert policy.bind_monitor(texts) == Binding("b", "drift")  # a's signal is not named
+    assert policy.bind_monitor(["nothing here"]) is None
+    reversed_order = two_models(
+        {"monitors": [{"name": "monitor"}]},
+        {"monitors": [{"name": "credit-monitor"}]},
+    )
+    assert reversed_order.bind_monitor(["credit-monitor"]) == Binding("a", "drift")
+
+
+def test_alerts_bind_by_name_or_by_id_case_insensitively_first_in_the_file() -> None:
+    rule_id = "/subscriptions/x/providers/Microsoft.Insights/metricAlerts/B-Rule"
+    policy = two_models(
+        {"drift_alerts": [rule_id.lower()]},
+        {"health_alerts": ["named-rule"], "drift_alerts": []},
+    )
+    assert policy.bind_alert("named-rule", "") == Binding("b", "health")
+    assert policy.bind_alert("named-rule", rule_id) == Binding("a", "drift")  # a is first
+    assert policy.bind_alert("other", rule_id.upper()) == Binding("a", "drift")
+    assert policy.bind_alert("other", "") is None
+
+
+def test_a_policy_of_2000_models_binds_its_last_model() -> None:
+    """The indexed look-ups on a large policy (their cost: ``python -m benchmarks scaling``)."""
+    import copy
+
+    base = POLICY["models"]["credit"]
+    models = {}
+    for n in range(2000):
+        spec = copy.deepcopy(base)
+        spec["signals"] = {"monitors": [{"name": f"mon-{n:04d}"}], "drift_alerts": [f"r-{n}"]}
+        models[f"m{n:04d}"] = spec
+    policy = parse_policy({"models": models}, "many")
+    assert policy.bind_monitor(["threshold breached: mon-1999 / psi"]) == Binding("m1999", "drift")
+    assert policy.bind_alert("r-1999", "") == Binding("m1999", "drift")

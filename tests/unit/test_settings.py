@@ -46,6 +46,8 @@ def test_complete_azure_settings_are_accepted() -> None:
         ({"AUTOPILOT_METRICS_REGION": ""}, "AUTOPILOT_METRICS_REGION"),
         ({"AUTOPILOT_TABLE_ENDPOINT": ""}, "AUTOPILOT_STORE=table needs AUTOPILOT_TABLE_ENDPOINT"),
         ({"AUTOPILOT_STALE_AFTER_S": "soon"}, "AUTOPILOT_STALE_AFTER_S must be a number"),
+        ({"AUTOPILOT_DELIVERY_RETENTION_S": "3600"}, "must be at least 172800 (48 hours)"),
+        ({"AUTOPILOT_DELIVERY_RETENTION_S": "1w"}, "AUTOPILOT_DELIVERY_RETENTION_S must be a"),
     ],
 )
 def test_bad_settings_name_the_setting(change: dict[str, str], message: str) -> None:
@@ -72,3 +74,17 @@ def test_bad_function_keys_never_echo_the_key(raw: str, message: str) -> None:
 def test_missing_policy_setting_is_named() -> None:
     with pytest.raises(SettingsError, match="AUTOPILOT_POLICY is not set"):
         AppSettings.from_env({}).require_policy()
+
+
+def test_a_policy_confirming_with_a_log_query_needs_the_log_analytics_workspace() -> None:
+    from shared.adapters.azure_monitor import LogAnalyticsQueries
+    from shared.wiring import build_logs
+    from tests.fakes import make_policy
+
+    asking = make_policy(confirm={"signals": 2, "query": "AmlComputeJobEvent | count"})
+    with pytest.raises(SettingsError, match="credit confirm drift with a Log Analytics query"):
+        build_logs(AppSettings.from_env({}), asking)
+    assert build_logs(AppSettings.from_env({}), make_policy()) is None
+    workspace = "11111111-2222-3333-4444-555555555555"
+    logs = build_logs(AppSettings.from_env({"AUTOPILOT_LOG_WORKSPACE_ID": workspace}), asking)
+    assert isinstance(logs, LogAnalyticsQueries) and logs.workspace_id == workspace

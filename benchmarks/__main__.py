@@ -1,0 +1,152 @@
+"""``python -m benchmarks``: run the benchmarks, print markdown tables, write JSON.
+
+    .venv/bin/python -m benchmarks                      # everything, full size (~10-15 min)
+    .venv/bin/python -m benchmarks --quick              # tiny inputs (~1 min)
+    .venv/bin/python -m benchmarks intake drift         # a subset
+    .venv/bin/python -m benchmarks intake --profile benchmarks/profiles   # + pyinstrument
+
+Every baseline runs in the same invocation as what it is compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import cold_start, drift, intake, scaling
+from benchmarks.common import ROOT, machine_notes, single_core
+from benchmarks.report import render
+
+NAMES = ("cold_start", "intake", "drift", "scaling")
+DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
+DEFAULT_PLOT = ROOT / "docs" / "img" / "benchmark-scaling.png"
+
+
+def _profile(folder: Path, names: list[str], quick: bool) -> list[str]:
+    """pyinstrument text profiles of the intake's SQLite pipeline and of a drift check."""
+    if importlib.util.find_spec("pyinstrument") is None:
+        print("profiles skipped: pyinstrument is not installed (benchmarks/requirements.txt)")
+        return []
+    pyinstrument = importlib.import_module("pyinstrument")
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    if "intake" in names:
+        profiler = pyinstrument.Profiler(interval=0.0005)
+
+        def profiled(work: Any) -> None:
+            profiler.start()
+            try:
+                work()
+            finally:
+                profiler.stop()
+
+        intake.run_in_process(store="sqlite", events=1000 if quick else 10_000, profile=profiled)
+        written += _write_profile(profiler, folder / "intake_sqlite_live")
+    if "drift" in names:
+        rows = 5_000 if quick else 200_000
+        ref, cur = drift.make_data(rows, rows)
+        _, cat = drift.feature_names()
+        sketch = drift.summarize(drift.as_columns(ref), cat)
+        columns = drift.as_columns(cur)
+        drift.check(sketch, columns)  # imports out of the profile
+        profiler = pyinstrument.Profiler(interval=0.001)
+        with single_core():
+            profiler.start()
+            drift.check(sketch, columns)
+            profiler.stop()
+        written += _write_profile(profiler, folder / "drift_compare")
+    return written
+
+
+def _write_profile(profiler: Any, stem: Path) -> list[str]:
+    """The call tree and the flat self-time list (where the time is actually spent)."""
+    tree = stem.with_name(stem.name + ".tree.txt")
+    flat = stem.with_name(stem.name + ".flat.txt")
+    tree.write_text(profiler.output_text(unicode=False, color=False))
+    flat.write_text(profiler.output_text(unicode=False, color=False, flat=True))
+    return [str(tree), str(flat)]
+
+
+def run(names: list[str], *, quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name in names:
+        started = time.perf_counter()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        if name == "cold_start":
+            results[name] = cold_start.run(3 if quick else cold_start.RUNS)
+        elif name == "intake":
+            results[name] = intake.run(quick=quick)
+        elif name == "drift":
+            if quick:
+                results[name] = drift.run(
+                    ref_rows=drift.QUICK_REF_ROWS,
+                    cur_rows=drift.QUICK_CUR_ROWS,
+                    repeats=3,
+                    evidently_repeats=1,
+                )
+            else:
+                results[name] = drift.run()
+        elif name == "scaling":
+            results[name] = scaling.run(scaling.QUICK if quick else scaling.Grid())
+        print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("names", nargs="*", help=f"any of {', '.join(NAMES)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="tiny inputs, for a fast look")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"JSON (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help=f"scaling PNG (default {DEFAULT_PLOT} on full runs; none on --quick)",
+    )
+    parser.add_argument("--profile", type=Path, help="also write pyinstrument profiles here")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in NAMES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    names = list(dict.fromkeys(args.names)) or list(NAMES)
+
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    machine = machine_notes()
+    results = run(names, quick=args.quick)
+    document: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine,
+        "load_avg_at_end": machine_notes()["load_avg_1_5_15"],
+        "results": results,
+    }
+    plot_path = args.plot or (None if args.quick else DEFAULT_PLOT)
+    if "scaling" in results and plot_path is not None:
+        written = scaling.plot(
+            results["scaling"], plot_path, results.get("drift"), results.get("intake")
+        )
+        document["plot"] = str(written) if written else "skipped: matplotlib is not installed"
+    if args.profile:
+        document["profiles"] = _profile(args.profile, names, args.quick)
+    document["duration_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print(render(document))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The results as markdown tables (printed by ``python -m benchmarks``, pasted into docs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from benchmarks.common import fmt_number, fmt_seconds, markdown_table
+
+
+def _yes(flag: Any) -> str:
+    return "yes" if flag else "**no**"
+
+
+def cold_start_table(r: dict[str, Any]) -> str:
+    rows = []
+    for name, v in r["variants"].items():
+        t, p = v["import_and_index_s"], v["process_s"]
+        rows.append(
+            [
+                name,
+                fmt_seconds(t["median"]),
+                fmt_seconds(t["p90"]),
+                fmt_seconds(p["median"]),
+                f"{v['peak_rss_mb']['median']:.0f} MiB",
+                str(v["modules"]),
+            ]
+        )
+    head = ["variant", "import+index median", "p90", "whole process median", "peak RSS", "modules"]
+    note = (
+        f"{r['runs']} fresh interpreters each, interleaved. Eager/app ratio "
+        f"{r['ratio_eager_over_app']:.1f}x (target >= {r['targets']['ratio']:.0f}x, median <= "
+        f"{r['targets']['median_s']} s): targets met: {_yes(r['meets_targets'])}"
+    )
+    return markdown_table(head, rows) + "\n\n" + note
+
+
+def intake_table(r: dict[str, Any]) -> str:
+    rows = []
+    for name, v in r["variants"].items():
+        if "per_event_s" in v:
+            lat = v["per_event_s"]
+            p50, p99 = lat.get("median", math.nan), lat.get("p99", math.nan)
+            cpu_rate = v["events_per_cpu_s"]
+            note = f"validate {fmt_seconds(v['validate_per_event_s'])}/event; " + (
+                f"{v['cycles_started']} cycles started" if v.get("cycles_started") else "no cycles"
+            )
+        elif "single_event_latency_s" in v:
+            p50 = v["per_event_amortised_s"]["median"]
+            p99 = v["per_event_amortised_s"]["p99"]
+            cpu_rate = v["events_per_server_cpu_s"]
+            single, batch = v["single_event_latency_s"], v["batch_latency_s"]
+            note = (
+                f"batch of {v['batch_size']}: {fmt_seconds(batch['median'])} median, "
+                f"{fmt_seconds(batch['p99'])} p99; one-event POST "
+                f"{fmt_seconds(single['median'])} median, {fmt_seconds(single['p99'])} p99"
+            )
+        else:
+            p50 = p99 = math.nan
+            cpu_rate = v["events_per_cpu_s"]
+            note = f"{v['bytes_per_event']:.0f} bytes/event"
+        rows.append(
+            [
+                name,
+                fmt_number(v["events"]),
+                fmt_number(v["events_per_s"]),
+                fmt_number(cpu_rate),
+                fmt_seconds(p50),
+                fmt_seconds(p99),
+                note,
+            ]
+        )
+    head = ["variant", "events", "events/s", "events/CPU-s", "p50/event", "p99/event", "notes"]
+    ops = r.get("store_operations") or {}
+    op_rows = [
+        [name, fmt_seconds(v["median"]), fmt_seconds(v["p99"]), fmt_seconds(v["mean"])]
+        for name, v in ops.items()
+        if isinstance(v, dict)
+    ]
+    text = markdown_table(head, rows)
+    text += (
+        f"\n\nBatches of {r['workload']['batch_size']}, {r['workload']['models']} models; the "
+        f"SQLite store and audit log take {r['store_share_of_cpu']:.0%} of the in-process CPU "
+        f"per event. Targets (>= {r['targets']['events_per_s']:,.0f} events/s, p99 < "
+        f"{fmt_seconds(r['targets']['p99_s'])}) met: {_yes(r['meets_targets'])}"
+    )
+    if op_rows:
+        text += "\n\nStore operations (SQLite, one call each):\n\n"
+        text += markdown_table(["operation", "median", "p99", "mean"], op_rows)
+    return text
+
+
+def drift_table(r: dict[str, Any]) -> str:
+    ours = r["ours"]
+    rows = [
+        [
+            "embedded.drift compare (sketch reused)",
+            fmt_seconds(ours["compare_per_check_s"]["median"]),
+            fmt_seconds(ours["compare_per_check_cpu_s"]["median"]),
+            f"{ours.get('compare_peak_mib', math.nan):.0f} MiB",
+            f"first use (imports) {fmt_seconds(ours['first_use_import_s'])}",
+        ],
+        [
+            "embedded.drift summarize (once per baseline)",
+            fmt_seconds(ours["summarize_once_s"]),
+            fmt_seconds(ours["summarize_once_cpu_s"]),
+            f"{ours.get('summarize_peak_mib', math.nan):.0f} MiB",
+            f"sketch {ours['sketch_json_bytes'] / 1024:.0f} KiB as JSON",
+        ],
+    ]
+    ev = r["evidently"]
+    if "skipped" in ev:
+        rows.append(["Evidently", "-", "-", "-", f"skipped: {ev['skipped']}"])
+    else:
+        rows.append(
+            [
+                f"Evidently {ev['version']} report ({ev['metrics']} ValueDrift)",
+                fmt_seconds(ev["run_per_check_s"]["median"]),
+                fmt_seconds(ev["run_per_check_cpu_s"]["median"]),
+                f"{ev.get('run_peak_mib', math.nan):.0f} MiB",
+                f"first use (imports) {fmt_seconds(ev['first_use_import_s'])}",
+            ]
+        )
+    head = ["tool", "per check (wall)", "CPU", "peak (tracemalloc)", "notes"]
+    text = markdown_table(head, rows)
+    text += (
+        f"\n\n{r['ref_rows']:,} reference rows, {r['cur_rows']:,} current rows, "
+        f"{r['numeric_features']} numeric + {r['categorical_features']} categorical features."
+    )
+    if "ratio_per_check" in r:
+        text += (
+            f" Evidently/ours per check: {r['ratio_per_check']:.1f}x wall, "
+            f"{r['ratio_per_check_cpu']:.1f}x CPU; 10 checks including the one-time sketch: "
+            f"{r['ratio_10_checks_incl_sketch']:.1f}x (target >= {r['target_ratio']:.0f}x "
+            f"per check: {_yes(r['meets_target'])})."
+        )
+    agreement = r.get("agreement")
+    if agreement:
+        text += "\n\n" + agreement_table(agreement)
+    return text
+
+
+def agreement_table(a: dict[str, Any]) -> str:
+    """One row per statistic kind: how far ours and Evidently's are, and why."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in a["rows"]:
+        kind = "numeric" if row["feature"].startswith("num_") else "categorical"
+        groups.setdefault((row["statistic"], kind), []).append(row)
+    rows = []
+    for (statistic, kind), items in groups.items():
+        checks = [i["definition_check"] for i in items if not math.isnan(i["definition_check"])]
+        diffs = [i["difference"] for i in items]
+        rows.append(
+            [
+                f"{statistic} ({kind})",
+                str(len(items)),
+                f"{max(checks):.1e}" if checks else "n/a",
+                f"{max(diffs):.2g}",
+                str(sum(1 for d in diffs if d <= 1e-6)),
+                items[0]["why"],
+            ]
+        )
+    head = [
+        "statistic",
+        "features",
+        "max |diff|, same definition",
+        "max |ours - Evidently|",
+        "equal within 1e-6",
+        "why values differ",
+    ]
+    text = markdown_table(head, rows)
+    text += (
+        f"\n\nDrifted (ours, default thresholds): {', '.join(a['drifted_features_ours'])}. "
+        "Drifted (Evidently, its default stattests and thresholds): "
+        f"{', '.join(a['drifted_features_evidently_default_stattests'])}."
+    )
+    return text
+
+
+def scaling_table(r: dict[str, Any]) -> str:
+    parts = []
+    rows = [
+        [
+            k,
+            fmt_number(v["events_per_s"]),
+            fmt_number(v["events_per_cpu_s"]),
+            fmt_seconds(v["per_event_median_s"]),
+            fmt_seconds(v["per_event_p99_s"]),
+            fmt_seconds(v["validate_per_event_s"]),
+        ]
+        for k, v in r["intake_by_batch_size"].items()
+    ]
+    head = ["events/s", "events/CPU-s", "p50/event", "p99/event", "batch validation/event"]
+    parts.append(markdown_table(["batch size", *head], rows))
+    rows = [
+        [
+            k,
+            fmt_number(v["events_per_s"]),
+            fmt_number(v["events_per_cpu_s"]),
+            fmt_seconds(v["per_event_median_s"]),
+            fmt_seconds(v["per_event_p99_s"]),
+            fmt_seconds(v["validate_per_event_s"]),
+        ]
+        for k, v in r["intake_by_models"].items()
+    ]
+    parts.append(markdown_table(["models", *head], rows))
+    drift_rows = [
+        ["compare", f"{int(k):,} current rows x 25", fmt_seconds(v["wall_s"]), _ns(v)]
+        for k, v in r["drift_compare_by_current_rows"].items()
+    ]
+    drift_rows += [
+        ["compare", f"{int(k)} features x rows", fmt_seconds(v["wall_s"]), _ns(v)]
+        for k, v in r["drift_compare_by_features"].items()
+    ]
+    drift_rows += [
+        ["summarize", f"{int(k):,} reference rows x 25", fmt_seconds(v["wall_s"]), _ns(v)]
+        for k, v in r["drift_summarize_by_reference_rows"].items()
+    ]
+    drift_rows += [
+        [
+            "Evidently",
+            f"{int(k):,} current + {5 * int(k):,} reference x 25",
+            fmt_seconds(v["wall_s"]),
+            "-",
+        ]
+        for k, v in (r.get("evidently_by_current_rows") or {}).items()
+    ]
+    parts.append(markdown_table(["drift", "size", "wall", "per value"], drift_rows))
+    return "\n\n".join(parts)
+
+
+def _ns(v: dict[str, float]) -> str:
+    return f"{v['per_value_s'] * 1e9:.0f} ns"
+
+
+def render(results: dict[str, Any]) -> str:
+    """Every table of a results document, with the machine notes first."""
+    machine = results["machine"]
+    out = [
+        f"# Benchmarks ({'quick' if results['quick'] else 'full'} run, {results['started']}, "
+        f"{results['duration_s']:.0f} s)",
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs (allowed {machine['cpus_allowed']}), "
+        f"{machine['memory_gib']} GiB; load average at start {machine['load_avg_1_5_15']}; "
+        f"Python {machine['python']}, SQLite {machine['sqlite']}; {machine['platform']}",
+    ]
+    titles = {
+        "cold_start": ("Cold start", cold_start_table),
+        "intake": ("Intake", intake_table),
+        "drift": ("Drift computation", drift_table),
+        "scaling": ("Scaling", scaling_table),
+    }
+    for key, (title, fn) in titles.items():
+        if key in results["results"]:
+            out.append(f"## {title}\n\n{fn(results['results'][key])}")
+    if results.get("plot"):
+        out.append(f"Plot: {results['plot']}")
+    if results.get("profiles"):
+        out.append("Profiles: " + ", ".join(results["profiles"]))
+    return "\n\n".join(out)

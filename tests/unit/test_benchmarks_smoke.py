@@ -1,0 +1,112 @@
+"""Every benchmark function on tiny inputs: they run and return what the report reads.
+
+The benchmarks themselves are not part of the test run (``python -m benchmarks``); this only
+keeps them working. The Evidently comparison is skipped when Evidently is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cold_start, drift, intake, scaling
+from benchmarks.__main__ import main
+from benchmarks.common import markdown_table, percentile
+from benchmarks.report import render
+
+HAS_EVIDENTLY = importlib.util.find_spec("evidently") is not None
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert markdown_table(["a", "b"], [["1", "22"]]).splitlines()[1] == "|---|----|"
+
+
+def test_cold_start_reports_both_variants() -> None:
+    result = cold_start.run(1, warmup=False)
+    app = result["variants"]["function_app"]
+    eager = result["variants"]["eager azure.ai.ml (baseline)"]
+    assert app["functions"] >= 4 and not app["azure_ai_ml_loaded"]
+    assert eager["azure_ai_ml_loaded"]
+    assert app["import_and_index_s"]["median"] > 0 and app["peak_rss_mb"]["median"] > 0
+    assert result["ratio_eager_over_app"] > 1
+
+
+def test_event_stream_is_realistic_and_reproducible() -> None:
+    a, b = intake.EventStream(3), intake.EventStream(3)
+    first = a.batch(50)
+    assert first == b.batch(50)
+    assert all(e["eventType"].startswith(intake.AML) for e in first)
+    assert a.counts["duplicate"] > 0  # storms are mostly redeliveries
+
+
+def test_intake_variants_on_tiny_batches() -> None:
+    result = intake.run(events=60, http_events=40, quick=True)
+    variants = result["variants"]
+    live = variants["in-process sqlite live"]
+    assert live["events"] == 60 and live["events_per_s"] > 0
+    assert set(live["outcomes"]) <= {"processed", "duplicate", "failed"}
+    assert live["per_event_s"]["p99"] >= live["per_event_s"]["median"] > 0
+    http = variants["http serve sqlite observe"]
+    assert http["events"] == 40 and http["single_event_latency_s"]["median"] > 0
+    assert "audit append" in result["store_operations"]
+    assert isinstance(result["store_share_of_cpu"], float)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside Evidently's dependencies
+@pytest.mark.parametrize("with_evidently", [False, pytest.param(True, id="evidently")])
+def test_drift_on_tiny_data(with_evidently: bool) -> None:
+    if with_evidently and not HAS_EVIDENTLY:
+        pytest.skip("evidently is not installed (benchmarks/requirements.txt)")
+    result = drift.run(
+        ref_rows=3000,
+        cur_rows=1500,
+        numeric=3,
+        categorical=2,
+        repeats=1,
+        evidently_repeats=1,
+        with_evidently=with_evidently,
+        memory=False,
+        warmup=False,
+    )
+    assert result["ours"]["compare_per_check_s"]["median"] > 0
+    assert "num_00" in result["ours"]["drifted_features"]  # shifted by a quarter std
+    if with_evidently:
+        agreement = result["agreement"]
+        assert agreement["definitions_agree_within_tolerance"], agreement
+        assert result["ratio_per_check"] > 0
+    else:
+        assert "skipped" in result["evidently"]
+
+
+def test_scaling_and_plot(tmp_path: Path) -> None:
+    result = scaling.run(scaling.TINY)
+    assert set(result["intake_by_batch_size"]) == {"1", "20"}
+    assert result["drift_compare_by_current_rows"]["600"]["wall_s"] > 0
+    written = scaling.plot(result, tmp_path / "scaling.png")
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert written is not None and written.stat().st_size > 1000
+
+
+def test_command_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["nonsense"])
+    assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_command_prints_tables_and_writes_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(scaling, "QUICK", scaling.TINY)
+    out = tmp_path / "results.json"
+    assert main(["scaling", "--quick", "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["quick"] and "scaling" in document["results"]
+    assert document["machine"]["cpus"] >= 1
+    printed = capsys.readouterr().out
+    assert "## Scaling" in printed and "| batch size |" in printed
+    assert render(document) in printed

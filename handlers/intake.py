@@ -29,7 +29,8 @@ def dispatch(
 ) -> str:
     """Claim ``key``, audit receipt, run handlers. Returns 'processed' or 'duplicate'."""
     svc = bus.services
-    claim = svc.store.claim_delivery(key, svc.now(), svc.settings.delivery_lease_s)
+    owner = svc.new_id()  # this attempt's lease: only it may release the key
+    claim = svc.store.claim_delivery(key, svc.now(), svc.settings.delivery_lease_s, owner)
     if claim is Claim.IN_PROGRESS:
         # Another worker holds this delivery. Acknowledging it would lose the event if that
         # worker dies, so ask the sender to redeliver later (5xx): by then it is done (and
@@ -70,7 +71,7 @@ def dispatch(
         svc.store.finish_delivery(key, svc.now())
         return "failed"
     except Exception:  # a real crash skips this: the lease expires and a redelivery retries
-        svc.store.release_delivery(key)
+        svc.store.release_delivery(key, owner)
         raise
     svc.store.finish_delivery(key, svc.now())
     return "processed"

@@ -42,9 +42,16 @@ class StateStore(Protocol):
     """
 
     # -- delivery dedup (key = source|type|subject|id of the delivered event)
-    def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim: ...
+    def claim_delivery(self, key: str, now: datetime, lease_s: float, owner: str = "") -> Claim:
+        """NEW or RETRY: ``owner`` now holds the key's lease until ``now + lease_s``."""
+        ...
+
     def finish_delivery(self, key: str, now: datetime) -> None: ...
-    def release_delivery(self, key: str) -> None: ...
+    def release_delivery(self, key: str, owner: str = "") -> None:
+        """Drop the claim so a redelivery is processed again -- only while ``owner`` holds it
+        (a worker whose lease expired and was taken over must not free the new holder's)."""
+        ...
+
     def purge_deliveries(self, done_before: datetime, limit: int) -> int:
         """Forget up to ``limit`` delivery keys finished before ``done_before``; how many.
 

@@ -41,15 +41,17 @@ class FakeClock:
 class FakeStore:
     def __init__(self) -> None:
         self.deliveries: dict[str, tuple[str, datetime]] = {}
+        self.owners: dict[str, str] = {}
         self.cycles: dict[str, dict[str, Any]] = {}
         self.locks: dict[str, str] = {}
         self.closed_at: dict[str, datetime] = {}
         self.signals: dict[str, dict[str, datetime]] = {}
 
-    def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim:
+    def claim_delivery(self, key: str, now: datetime, lease_s: float, owner: str = "") -> Claim:
         found = self.deliveries.get(key)
         if found is None:
             self.deliveries[key] = ("claimed", now + timedelta(seconds=lease_s))
+            self.owners[key] = owner
             return Claim.NEW
         status, until = found
         if status == "done":
@@ -57,13 +59,16 @@ class FakeStore:
         if until > now:
             return Claim.IN_PROGRESS
         self.deliveries[key] = ("claimed", now + timedelta(seconds=lease_s))
+        self.owners[key] = owner
         return Claim.RETRY
 
     def finish_delivery(self, key: str, now: datetime) -> None:
         self.deliveries[key] = ("done", now)
 
-    def release_delivery(self, key: str) -> None:
-        self.deliveries.pop(key, None)
+    def release_delivery(self, key: str, owner: str = "") -> None:
+        found = self.deliveries.get(key)
+        if found is not None and found[0] == "claimed" and self.owners.get(key) == owner:
+            del self.deliveries[key]
 
     def purge_deliveries(self, done_before: datetime, limit: int) -> int:
         old = [k for k, (status, at) in self.deliveries.items() if status == "done"]

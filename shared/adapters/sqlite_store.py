@@ -22,7 +22,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     key TEXT PRIMARY KEY,
     status TEXT NOT NULL,            -- 'claimed' or 'done'
-    until REAL NOT NULL              -- lease expiry (claimed) or completion time (done)
+    until REAL NOT NULL,             -- lease expiry (claimed) or completion time (done)
+    owner TEXT NOT NULL DEFAULT ''   -- who holds the lease (claimed)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cycles (
     id TEXT PRIMARY KEY,
@@ -81,18 +82,22 @@ class SqliteStateStore:
 
     def __init__(self, path: str | Path) -> None:
         self.db = SqliteDatabase(path, SCHEMA)
+        with self.db.write() as db:  # files written before deliveries had an owner
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(deliveries)")}
+            if "owner" not in columns:
+                db.execute("ALTER TABLE deliveries ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
     # -- deliveries ---------------------------------------------------------------------
 
-    def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim:
+    def claim_delivery(self, key: str, now: datetime, lease_s: float, owner: str = "") -> Claim:
         at, until = _ts(now), _ts(now + timedelta(seconds=lease_s))
         # Fast paths, one statement each (atomic on its own): a new key is inserted; a key
         # done is final. Only a key under lease needs the read-check-write transaction.
         conn = self.db.connection()  # autocommit: a lone write statement waits for the lock
         if conn.execute(
-            "INSERT INTO deliveries (key, status, until) VALUES (?, 'claimed', ?) "
+            "INSERT INTO deliveries (key, status, until, owner) VALUES (?, 'claimed', ?, ?) "
             "ON CONFLICT (key) DO NOTHING",
-            (key, until),
+            (key, until, owner),
         ).rowcount:
             return Claim.NEW
         row = conn.execute("SELECT status FROM deliveries WHERE key = ?", (key,)).fetchone()
@@ -104,15 +109,18 @@ class SqliteStateStore:
             ).fetchone()
             if row is None:
                 db.execute(
-                    "INSERT INTO deliveries (key, status, until) VALUES (?, 'claimed', ?)",
-                    (key, until),
+                    "INSERT INTO deliveries (key, status, until, owner) "
+                    "VALUES (?, 'claimed', ?, ?)",
+                    (key, until, owner),
                 )
                 return Claim.NEW
             if row["status"] == "done":
                 return Claim.DUPLICATE
             if row["until"] > at:
                 return Claim.IN_PROGRESS
-            db.execute("UPDATE deliveries SET until = ? WHERE key = ?", (until, key))
+            db.execute(
+                "UPDATE deliveries SET until = ?, owner = ? WHERE key = ?", (until, owner, key)
+            )
             return Claim.RETRY
 
     def finish_delivery(self, key: str, now: datetime) -> None:
@@ -122,9 +130,10 @@ class SqliteStateStore:
             (key, _ts(now)),
         )
 
-    def release_delivery(self, key: str) -> None:
+    def release_delivery(self, key: str, owner: str = "") -> None:
         self.db.connection().execute(
-            "DELETE FROM deliveries WHERE key = ? AND status = 'claimed'", (key,)
+            "DELETE FROM deliveries WHERE key = ? AND status = 'claimed' AND owner = ?",
+            (key, owner),
         )
 
     def purge_deliveries(self, done_before: datetime, limit: int) -> int:

@@ -510,10 +510,16 @@ class TableStateStore:
 
     # -- deliveries ---------------------------------------------------------------------
 
-    def claim_delivery(self, key: str, now: datetime, lease_s: float) -> Claim:
+    def claim_delivery(self, key: str, now: datetime, lease_s: float, owner: str = "") -> Claim:
         key_pk = pk(DELIVERY, key)
         until = _ts(now + timedelta(seconds=lease_s))
-        claim = {"PartitionKey": key_pk, "RowKey": ROW, "key": key, "status": "claimed"}
+        claim = {
+            "PartitionKey": key_pk,
+            "RowKey": ROW,
+            "key": key,
+            "status": "claimed",
+            "owner": owner,
+        }
         for _ in range(RACE_ATTEMPTS):
             if self.tables.insert(STATE, {**claim, "until": until}):
                 return Claim.NEW
@@ -543,11 +549,11 @@ class TableStateStore:
             },
         )
 
-    def release_delivery(self, key: str) -> None:
+    def release_delivery(self, key: str, owner: str = "") -> None:
         key_pk = pk(DELIVERY, key)
         for _ in range(RACE_ATTEMPTS):
             row = self.tables.get(STATE, key_pk, ROW)
-            if row is None or row["status"] != "claimed":
+            if row is None or row["status"] != "claimed" or (row.get("owner") or "") != owner:
                 return
             if self.tables.delete(STATE, key_pk, ROW, row.etag):
                 return

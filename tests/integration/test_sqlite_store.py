@@ -503,3 +503,29 @@ def test_old_finished_delivery_keys_are_purged_and_live_ones_kept(
     assert store.claim_delivery("recent", later, 30.0) is Claim.DUPLICATE
     assert store.claim_delivery("in-flight", later, 30.0) is Claim.IN_PROGRESS
     assert store.claim_delivery("old-but-unfinished", later, 30.0) is Claim.RETRY
+
+
+def test_only_the_lease_holder_releases_a_claim(store_factory: StoreFactory) -> None:
+    """Worker A's lease expires and B takes the key over; A then fails and releases: B's claim
+    must stand, or a third delivery would be processed while B still works on it."""
+    store = store_factory()
+    assert store.claim_delivery("k", T0, 30.0, "worker-a") is Claim.NEW
+    later = T0 + timedelta(seconds=31)
+    assert store.claim_delivery("k", later, 30.0, "worker-b") is Claim.RETRY
+    store.release_delivery("k", "worker-a")  # too late: not A's any more
+    assert store.claim_delivery("k", later, 30.0, "worker-c") is Claim.IN_PROGRESS
+    store.release_delivery("k", "worker-b")  # B failed: the key is free again
+    assert store.claim_delivery("k", later, 30.0, "worker-c") is Claim.NEW
+
+
+def test_a_state_file_from_before_lease_owners_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as old:  # the deliveries table as earlier versions wrote it
+        old.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY, status TEXT, until REAL)")
+        old.execute("INSERT INTO deliveries VALUES ('seen', 'done', 0)")
+    old.close()
+    store = SqliteStateStore(path)
+    assert store.claim_delivery("seen", T0, 30.0, "w") is Claim.DUPLICATE
+    assert store.claim_delivery("new", T0, 30.0, "w") is Claim.NEW

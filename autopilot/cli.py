@@ -135,22 +135,52 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isascii() or not seq.isdigit() or len(digest) != 64:
+        raise argparse.ArgumentTypeError(f"--anchor must look like SEQ:SHA256HEX, not {text!r}")
+    return int(seq), digest.lower()
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    result = _audit(_data_dir(args)).verify()
+    """The chain alone cannot show records cut off its end, or every hash recomputed after an
+    edit; a head noted elsewhere earlier (``--anchor SEQ:HASH``) can."""
+    log = _audit(_data_dir(args))
+    result = log.verify()
+    ok, first_bad, problem = result.ok, result.first_bad_seq, result.problem
+    if ok and args.anchor is not None:
+        seq, digest = args.anchor
+        anchored = log.get(seq)
+        if anchored is None:
+            ok, first_bad = False, seq
+            problem = f"anchored record {seq} is gone: the log was cut back to {result.records}"
+        elif anchored.hash != digest:
+            ok, first_bad = False, seq
+            problem = f"record {seq} no longer has the anchored hash: the log was rewritten"
+    newest = log.query(limit=1)
+    head = {"seq": newest[0].seq, "hash": newest[0].hash} if newest else None
     if args.json:
         _print_json(
             {
-                "ok": result.ok,
+                "ok": ok,
                 "records": result.records,
-                "first_bad_seq": result.first_bad_seq,
-                "problem": result.problem,
+                "first_bad_seq": first_bad,
+                "problem": problem,
+                "head": head,
             }
         )
-    elif result.ok:
-        print(f"audit chain intact: {result.records} records verified")
+    elif ok:
+        anchored_text = f"; anchor {args.anchor[0]} matches" if args.anchor else ""
+        print(f"audit chain intact: {result.records} records verified{anchored_text}")
+        if head:
+            print(
+                f"head: {head['seq']}:{head['hash']}\n"
+                "  (keep it somewhere else; `autopilot audit verify --anchor` with it later shows"
+                " whether records were cut off or rewritten since)"
+            )
     else:
-        print(f"AUDIT CHAIN BROKEN at record {result.first_bad_seq}: {result.problem}")
-    return EXIT_OK if result.ok else EXIT_CHECK_FAILED
+        print(f"AUDIT CHAIN BROKEN at record {first_bad}: {problem}")
+    return EXIT_OK if ok else EXIT_CHECK_FAILED
 
 
 # --- cycles -----------------------------------------------------------------------------
@@ -394,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit_show)
     p = audit.add_parser("verify", parents=[common])
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="a head printed by an earlier verify: fail if that record is gone or changed",
+    )
     p.set_defaults(func=cmd_audit_verify)
 
     cycles = sub.add_parser("cycles", help="retraining cycles").add_subparsers(

@@ -82,3 +82,34 @@ def test_replay_refuses_malformed_files(tmp_path: Path) -> None:
     result = cli("replay", str(junk), "--policy", str(POLICY), data=tmp_path / "d")
     assert result.returncode == 2
     assert "expected an Event Grid" in result.stderr
+
+
+def test_verify_with_an_anchor_catches_a_log_cut_back_or_rewritten(tmp_path: Path) -> None:
+    """The chain alone cannot show records removed from its end; the head a verify printed
+    earlier, given back as --anchor, can."""
+    import sqlite3
+
+    from shared.adapters.sqlite_audit import SqliteAuditLog
+    from shared.model import AuditEntry, AuditKind
+
+    data = tmp_path / "d"
+    log = SqliteAuditLog(data / "audit.db")
+    for n in range(5):
+        log.append(AuditEntry(AuditKind.DECISION, f"decision {n}"))
+    first = cli("audit", "verify", data=data)
+    assert first.returncode == 0 and "5 records verified" in first.stdout
+    head = json.loads(cli("audit", "verify", "--json", data=data).stdout)["head"]
+    anchor = f"{head['seq']}:{head['hash']}"
+    assert anchor in first.stdout
+    log.append(AuditEntry(AuditKind.DECISION, "later"))
+    later = cli("audit", "verify", "--anchor", anchor, data=data)
+    assert later.returncode == 0 and "anchor 5 matches" in later.stdout
+
+    with sqlite3.connect(data / "audit.db") as db:  # cut the last two records off
+        db.execute("DELETE FROM audit WHERE seq >= 5")
+    db.close()
+    assert cli("audit", "verify", data=data).returncode == 0  # the chain alone looks fine
+    cut = cli("audit", "verify", "--anchor", anchor, data=data)
+    assert cut.returncode == 1
+    assert "anchored record 5 is gone: the log was cut back to 4" in cut.stdout
+    assert cli("audit", "verify", "--anchor", "5:nothex", data=data).returncode == 2

@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 
 from tests import payloads
+from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
+    azurite,
+    azurite_server,
+)
 from tests.integration.serve_proc import KEY, ROOT, Served, start_serve
 
 pytestmark = pytest.mark.slow
@@ -215,6 +219,45 @@ def test_two_service_processes_receiving_the_same_event_at_once_act_once(tmp_pat
         print(
             f"8 concurrent deliveries over 2 processes -> statuses {sorted(results)}, "
             f"{len(cycles(first))} cycle, {len(jobs_submitted(first))} job"
+        )
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_two_service_processes_on_table_storage_act_once(
+    tmp_path: Path,
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    """The same, with AUTOPILOT_STORE=table: state and audit in Table Storage (Azurite)."""
+    env = {"AUTOPILOT_STORE": "table", "AUTOPILOT_TABLE_CONNECTION_STRING": azurite}
+    data = tmp_path / "shared-data"
+    first, second = start_serve(data, POLICY, env=env), start_serve(data, POLICY, env=env)
+    try:
+        drift = json.dumps(payloads.sample("eventgrid/eventgrid_schema_DatasetDriftDetected.json"))
+        barrier = threading.Barrier(6)
+        results: list[int] = []
+
+        def deliver(server: Served) -> None:
+            barrier.wait()
+            results.append(server.request("POST", WEBHOOK, raw=drift.encode())[0])
+
+        threads = [threading.Thread(target=deliver, args=(s,)) for s in (first, second) * 3]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(results) <= {200, 503} and 200 in results
+        assert first.request("POST", WEBHOOK, raw=drift.encode())[0] == 200
+        assert len(cycles(first)) == 1 and len(cycles(second)) == 1
+        assert len(jobs_submitted(second)) == 1
+        assert not (data / "state.db").exists() and not (data / "audit.db").exists()
+        status, body = first.json("GET", "/api/audit?limit=1000")
+        assert status == 200 and body["records"]
+        print(
+            f"table storage: 6 concurrent deliveries over 2 processes -> {sorted(results)}, "
+            f"{len(cycles(first))} cycle, {len(jobs_submitted(first))} job, "
+            f"{len(body['records'])} audit records"
         )
     finally:
         first.stop()

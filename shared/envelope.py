@@ -21,11 +21,13 @@ _CLOUDEVENTS_REQUIRED = ("id", "source", "type", "specversion")
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise BadEvent(f"duplicate JSON key {key!r}")
-        result[key] = value
+    result = dict(pairs)  # in C; only when keys collapsed, find which (rare)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadEvent(f"duplicate JSON key {key!r}")
+            seen.add(key)
     return result
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,28 @@ from shared.wiring import Runtime
 from tests.fakes import World, make_world
 
 KEYS = {"ops-team": "k-ops-0123456789abcdef", "alice": "k-alice-0123456789abcdef"}
+
+
+@pytest.fixture(scope="session")
+def improve_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data folder of one real ``autopilot demo --scenario improve`` run (v2 promoted),
+    shared by the end-to-end and browser tests. Read it; copy it to change it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    data = tmp_path_factory.mktemp("improve-demo") / "improve"
+    command = ["demo", "--scenario", "improve", "--data-dir", str(data)]
+    done = subprocess.run(
+        [sys.executable, "-m", "autopilot.cli", *command],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return data
 
 
 @pytest.fixture(scope="session")

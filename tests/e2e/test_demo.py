@@ -29,6 +29,10 @@ def run_demo(tmp_path: Path, scenario: str) -> tuple[dict[str, Any], list[dict[s
     done = cli("demo", "--scenario", scenario, "--data-dir", str(data))
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return demo_outcome(data)
+
+
+def demo_outcome(data: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     result = json.loads((data / "demo-result.json").read_text())
     audit = json.loads(cli("audit", "list", "--json", "--data-dir", str(data)).stdout)
     verify = cli("audit", "verify", "--data-dir", str(data))
@@ -51,8 +55,8 @@ def assert_once_each(
     assert of_cycle(audit, cycle, "coalesced")
 
 
-def test_improve_promotes_the_retrained_model(tmp_path: Path) -> None:
-    result, audit = run_demo(tmp_path, "improve")
+def test_improve_promotes_the_retrained_model(improve_demo: Path) -> None:
+    result, audit = demo_outcome(improve_demo)
     cycle = result["cycle"]
     assert result["state"] == "PROMOTED"
     assert result["champion"] == "2"

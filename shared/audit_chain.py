@@ -16,9 +16,9 @@ import dataclasses
 import enum
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.model import AuditEntry, AuditRecord, VerifyResult
 
@@ -144,3 +144,33 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             )
         previous = record.hash
     return VerifyResult(True, count)
+
+
+Row = TypeVar("Row")
+
+
+def verify_rows(
+    rows: Iterable[Row], decode: Callable[[Row], AuditRecord], seq_of: Callable[[Row], int]
+) -> VerifyResult:
+    """:func:`verify_chain` over stored rows in seq order, for every backend: a row that no
+    longer decodes into a record counts as edited, and verification stops there."""
+    unreadable: list[tuple[int, str]] = []
+
+    def records() -> Iterator[AuditRecord]:
+        for row in rows:
+            try:
+                yield decode(row)
+            except (TypeError, ValueError) as exc:
+                unreadable.append((seq_of(row), str(exc)))
+                return
+
+    result = verify_chain(records())
+    if unreadable:
+        seq, problem = unreadable[0]
+        return VerifyResult(
+            False,
+            result.records + 1,
+            seq,
+            f"record cannot be read (the record was edited): {problem}",
+        )
+    return result

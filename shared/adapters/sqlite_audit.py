@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shared.adapters.sqlite_db import SqliteDatabase
-from shared.audit_chain import GENESIS, canonical, format_time, seal_fields, verify_chain
+from shared.audit_chain import GENESIS, canonical, format_time, seal_fields, verify_rows
 from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult
 
 SCHEMA = """
@@ -148,27 +148,8 @@ class SqliteAuditLog:
 
     def verify(self) -> VerifyResult:
         """Recompute the whole chain; a row that no longer decodes counts as edited."""
-        unreadable: list[tuple[int, str]] = []
-
-        def records(rows: Iterable[sqlite3.Row]) -> Iterator[AuditRecord]:
-            for row in rows:
-                try:
-                    yield _record(row)
-                except (TypeError, ValueError) as exc:
-                    unreadable.append((int(row["seq"]), str(exc)))
-                    return
-
         rows = self.db.read().execute("SELECT * FROM audit ORDER BY seq")
         try:
-            result = verify_chain(records(rows))
+            return verify_rows(rows, _record, lambda row: int(row["seq"]))
         finally:
             rows.close()  # verification may stop early: do not leave the read snapshot open
-        if unreadable:
-            seq, problem = unreadable[0]
-            return VerifyResult(
-                False,
-                result.records + 1,
-                seq,
-                f"record cannot be read (the record was edited): {problem}",
-            )
-        return result

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import retry as retries
 from shared.adapters.table_store import Entity, Row, Tables, get_text, odata, put_text
-from shared.audit_chain import GENESIS, format_time, seal, verify_chain
+from shared.audit_chain import GENESIS, format_time, seal, verify_rows
 from shared.errors import TransientError
 from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult
 
@@ -51,6 +51,11 @@ _PLAIN = ("actor", "model", "version", "cycle", "kind", "caused_by", "prev_hash"
 
 def compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _seq_of(row: Row) -> int:
+    key = str(row.get("RowKey"))
+    return int(key) if key.isdigit() else 0
 
 
 def row_key(seq: int) -> str:
@@ -249,24 +254,4 @@ class TableAuditLog:
     def verify(self) -> VerifyResult:
         """Recompute the whole chain in seq order, page by page; a record that no longer
         decodes counts as edited."""
-        unreadable: list[tuple[int, str]] = []
-
-        def records() -> Iterator[AuditRecord]:
-            for row in self._rows([]):
-                try:
-                    yield as_record(row)
-                except (TypeError, ValueError) as exc:
-                    key = str(row.get("RowKey"))
-                    unreadable.append((int(key) if key.isdigit() else 0, str(exc)))
-                    return
-
-        result = verify_chain(records())
-        if unreadable:
-            seq, problem = unreadable[0]
-            return VerifyResult(
-                False,
-                result.records + 1,
-                seq,
-                f"record cannot be read (the record was edited): {problem}",
-            )
-        return result
+        return verify_rows(self._rows([]), as_record, _seq_of)

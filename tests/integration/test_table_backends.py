@@ -40,7 +40,7 @@ from shared.adapters.table_audit import AUDIT, CHAIN, TableAuditLog, as_entity, 
 from shared.adapters.table_store import CYCLE, LOCK, ROW, STATE, TableStateStore, pk
 from shared.audit_chain import seal
 from shared.errors import PermanentError, SettingsError
-from shared.model import AuditEntry, AuditKind, AuditRecord, CycleState
+from shared.model import AuditEntry, AuditKind, CycleState
 from shared.ports import AuditLog, Claim, StateStore
 from tests.integration import test_sqlite_audit as audit_suite
 from tests.integration import test_sqlite_store as store_suite
@@ -302,22 +302,7 @@ def test_importing_and_constructing_touch_neither_the_sdk_nor_the_network() -> N
 # -- tampering behind the log's back, through the SDK ---------------------------------------
 
 
-def fill(log: AuditLog, n: int = 6) -> list[AuditRecord]:
-    return [
-        log.append(
-            AuditEntry(
-                AuditKind.DECISION if i % 2 else AuditKind.ACTION,
-                f"step {i}",
-                model="m" if i < 4 else "other",
-                version=str(i),
-                cycle=f"c{i % 2}",
-                reason=f"because {i}",
-                evidence={"i": i, "nested": {"b": [1, 2]}},
-                caused_by=f"event-{i}",
-            )
-        )
-        for i in range(n)
-    ]
+fill = audit_suite.fill  # the same records the SQLite suite writes
 
 
 Attack = Callable[[Any, TableAuditLog], None]

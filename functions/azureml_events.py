@@ -46,7 +46,10 @@ def envelope_of(event: func.EventGridEvent | func.CloudEvent) -> Envelope:
 
 
 @bp.event_grid_trigger(arg_name="event")
-def azureml_events(event: func.EventGridEvent | func.CloudEvent) -> None:
+def azureml_events(event: func.EventGridEvent) -> None:
+    """One event of either schema: the worker refuses a union annotation, and its Event Grid
+    converter hands over a ``func.CloudEvent`` for CloudEvents deliveries whatever the hint says.
+    """
     bus = runtime.new_bus()
     try:
         outcome = deliver_azureml(bus, envelope_of(event))

@@ -18,11 +18,14 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 stamp=.venv/.autopilot-installed
-want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat requirements.txt requirements-dev.txt requirements-worker.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing dependencies into .venv (first run takes a minute)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  # The Functions worker library, for the worker-indexing test (see requirements-worker.txt).
+  .venv/bin/python -m pip install --quiet --no-deps --ignore-requires-python \
+    -r requirements-worker.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi

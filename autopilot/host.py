@@ -31,9 +31,13 @@ Where this host differs from the real one on purpose:
   the real extension, only Event Grid's own origins are echoed in ``WebHook-Allowed-Origin``;
   any other origin is answered ``eventgrid.azure.net``.
 - The admin route accepts any configured key (the real host wants the master key).
-- CloudEvents are handed to the function as ``func.EventGridEvent`` (type -> event_type,
-  source -> topic, dataschema -> data_version) unless ``cloudevents_as="CloudEvent"``. The
-  real Python worker (azure-functions 1.26) hands them over as ``func.CloudEvent``.
+
+What a function receives is built as the Python worker builds it (``autopilot.host_triggers``):
+the data the real host would send, decoded by the converter the worker picks (azure-functions'
+own for the binding type; the data as it is for a ``str``/``bytes`` parameter). An Event Grid
+function annotated with ``func.EventGridEvent`` gets a ``func.CloudEvent`` for a CloudEvents
+event, and an event that converter cannot decode (e.g. a time with a non-UTC offset) fails its
+invocation (500), as on Azure.
 """
 
 from __future__ import annotations
@@ -50,12 +54,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import azure.functions as func
-from azure.functions.timer import TimerRequest
 
 from autopilot.host_http import (
     BodyError,
@@ -69,6 +72,14 @@ from autopilot.host_http import (
 )
 from autopilot.host_routes import RouteTemplate
 from autopilot.host_schedule import ScheduleError, TimerSchedule, parse_schedule, resolve_settings
+from autopilot.host_triggers import (
+    TriggerDecodeError,
+    binding_for,
+    decode,
+    eventgrid_datum,
+    http_datum,
+    timer_datum,
+)
 from shared.errors import AutopilotError, BadEvent, PayloadTooLarge, TransientError
 
 log = logging.getLogger("autopilot.host")
@@ -90,8 +101,6 @@ ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 PAST_DUE_AFTER_SECONDS = 1.0  # a timer run this late (missed while busy or asleep) is past due
 STOP_BUDGET_SECONDS = 1.0
 
-CloudEventsAs = Literal["EventGridEvent", "CloudEvent"]
-
 
 def _text(raw: Any) -> str:
     """Binding values may be enums (``HttpMethod.GET``) or plain strings."""
@@ -105,6 +114,7 @@ class _Function:
     arg: str  # the parameter the trigger value is passed as
     trigger: Mapping[str, Any]
     call: Callable[..., Any]
+    converter: str  # what decodes the trigger data: the binding type, or "generic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +172,6 @@ class LocalHost:
         max_body_bytes: int = 1_048_576,
         run_timers: bool = True,
         route_prefix: str = "api",
-        cloudevents_as: CloudEventsAs = "EventGridEvent",
         bad_input: tuple[type[BaseException], ...] = (BadEvent, ValueError),
     ) -> None:
         self.run_timers = run_timers
@@ -172,7 +181,6 @@ class LocalHost:
         self._on_reject = on_reject
         self._settings = dict(os.environ if settings is None else settings)
         self._prefix = "/" + route_prefix.strip("/") if route_prefix.strip("/") else ""
-        self._cloudevents_as = cloudevents_as
         self._bad_input = bad_input
         self._zone = _time_zone(self._settings.get("WEBSITE_TIME_ZONE", ""))
         self._functions: dict[str, _Function] = {}
@@ -198,9 +206,8 @@ class LocalHost:
         if trigger is None:
             log.warning("function %s has no trigger binding; not served", name)
             return
-        function = _Function(
-            name, _text(trigger["type"]), str(trigger["name"]), trigger, fn.get_user_function()
-        )
+        kind, arg, call = _text(trigger["type"]), str(trigger["name"]), fn.get_user_function()
+        function = _Function(name, kind, arg, trigger, call, binding_for(call, arg, kind))
         self._functions[name] = function
         if function.kind == "httpTrigger":
             template = RouteTemplate.parse(str(trigger.get("route") or name))
@@ -335,9 +342,9 @@ class LocalHost:
                 "Next": next_due.isoformat() if next_due else "",
                 "LastUpdated": started.isoformat(),
             }
-            request = TimerRequest(past_due=past_due, schedule_status=status)
             try:
-                _call(timer.function, request)
+                datum = timer_datum(past_due=past_due, status=status)
+                _call(timer.function, decode(timer.function.converter, datum))
             except Exception:
                 log.exception("timer function %s failed", timer.function.name)
                 return False
@@ -435,16 +442,16 @@ class LocalHost:
             return refusal
 
         def run(body: bytes) -> Reply:
-            http_request = func.HttpRequest(
+            datum = http_datum(
                 request.method,
                 request.base_url + request.target,
                 headers=request.headers,
-                params=request.query,
+                query=request.query,
                 route_params=values,
                 body=body,
             )
             try:
-                result = _call(route.function, http_request)
+                result = _call(route.function, decode(route.function.converter, datum))
             except Exception:
                 log.exception("HTTP function %s failed", route.function.name)
                 return json_reply(500, {"error": "internal error"})
@@ -555,7 +562,13 @@ class LocalHost:
             return json_reply(200, {"validationResponse": code})
         for index, event in enumerate(events):
             try:
-                _call(function, self._trigger_value(event))
+                value = decode(function.converter, eventgrid_datum(event))
+            except TriggerDecodeError as exc:
+                log.error("%s: event [%d] cannot be decoded by the worker: %s", name, index, exc)
+                message = f"event [{index}]: the Functions worker cannot decode it: {exc}"
+                return json_reply(500, {"error": message, "processed": index})
+            try:
+                _call(function, value)
             except TransientError as exc:
                 log.warning("%s: event [%d] failed, will be redelivered: %s", name, index, exc)
                 return _transient(f"event [{index}]: {exc}", exc.retry_after, processed=index)
@@ -568,43 +581,6 @@ class LocalHost:
                     500, {"error": f"event [{index}]: internal error", "processed": index}
                 )
         return Reply(200)
-
-    def _trigger_value(self, event: Mapping[str, Any]) -> func.EventGridEvent | func.CloudEvent:
-        """The object the function receives for one event dict of either schema."""
-        if "specversion" not in event:
-            return func.EventGridEvent(
-                id=event.get("id"),  # type: ignore[arg-type]
-                data=event.get("data"),  # type: ignore[arg-type]
-                topic=event.get("topic"),  # type: ignore[arg-type]
-                subject=event.get("subject"),  # type: ignore[arg-type]
-                event_type=event.get("eventType"),  # type: ignore[arg-type]
-                event_time=_timestamp(event.get("eventTime")),
-                data_version=event.get("dataVersion"),  # type: ignore[arg-type]
-            )
-        if self._cloudevents_as == "CloudEvent":  # what the Python worker passes
-            known = {"specversion", "id", "source", "type", "time", "subject"}
-            known |= {"datacontenttype", "dataschema", "data"}
-            return func.CloudEvent(
-                id=event.get("id"),  # type: ignore[arg-type]
-                source=event.get("source"),  # type: ignore[arg-type]
-                type=event.get("type"),  # type: ignore[arg-type]
-                specversion=event.get("specversion"),  # type: ignore[arg-type]
-                time=_timestamp(event.get("time")),
-                subject=event.get("subject"),
-                datacontenttype=event.get("datacontenttype"),
-                dataschema=event.get("dataschema"),
-                data=event.get("data"),
-                **{k: v for k, v in event.items() if k not in known},
-            )
-        return func.EventGridEvent(
-            id=event.get("id"),  # type: ignore[arg-type]
-            data=event.get("data"),  # type: ignore[arg-type]
-            topic=event.get("source"),  # type: ignore[arg-type]
-            subject=event.get("subject"),  # type: ignore[arg-type]
-            event_type=event.get("type"),  # type: ignore[arg-type]
-            event_time=_timestamp(event.get("time")),
-            data_version=event.get("dataschema") or "",
-        )
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -619,16 +595,6 @@ def _time_zone(name: str) -> tzinfo:
         raise ValueError(
             f"WEBSITE_TIME_ZONE {name!r} is not an IANA time zone name (e.g. Europe/Paris)"
         ) from exc
-
-
-def _timestamp(raw: Any) -> datetime | None:
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        log.warning("event time %r is not ISO 8601; passing None", raw[:64])
-        return None
 
 
 def _call(function: _Function, value: Any) -> Any:

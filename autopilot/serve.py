@@ -159,7 +159,6 @@ def start_service(
         settings=env,
         parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
         run_timers=run_timers,
-        cloudevents_as="CloudEvent",  # what the Python worker passes on Azure
     )
     local_host.start(host, port)
     runtime.current()  # build adapters now, not inside the first request

@@ -1,9 +1,17 @@
 """Azure ML system events from Event Grid (ModelRegistered, RunCompleted, RunStatusChanged, ...).
 
 The Functions host handles the subscription handshake and splits the delivered batch; this
-trigger gets one event. Malformed event data is a permanent problem: it is audited as rejected
-and the invocation succeeds, so Event Grid does not retry it for 24 hours. Transient failures
-raise, so the host answers 5xx and Event Grid redelivers.
+trigger gets one event, of either schema, as the JSON text the host sent. The parameter is a
+``str`` so that the Python worker hands the text over as it is (its generic binding) and our
+own parser reads it, the same one that validates deliveries in ``autopilot serve``:
+azure-functions' Event Grid converter would run first and fail the invocation on data it cannot
+decode (a CloudEvents time with a non-UTC offset, say), before any of our code could audit it,
+and Event Grid would retry that event for 24 hours. (The worker also refuses a union
+annotation such as ``EventGridEvent | CloudEvent`` and then loads no function at all.)
+
+Malformed events are a permanent problem: audited as rejected, and the invocation succeeds so
+Event Grid does not retry them. Transient failures raise, so the host answers 5xx and Event
+Grid redelivers.
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ import logging
 import azure.functions as func
 
 from functions import runtime
-from handlers.intake import deliver_azureml
-from shared.envelope import Envelope
+from handlers.intake import deliver_azureml, reject
+from shared.envelope import Envelope, envelope_from_dict, load_json
 from shared.errors import BadEvent
 
 log = logging.getLogger(__name__)
@@ -22,38 +30,28 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
-def envelope_of(event: func.EventGridEvent | func.CloudEvent) -> Envelope:
-    """The Python worker passes a CloudEvent for CloudEvents 1.0 deliveries, whatever the hint."""
-    if isinstance(event, func.CloudEvent):
-        return Envelope(
-            schema="cloudevents",
-            id=event.id or "",
-            source=event.source or "",
-            type=event.type or "",
-            subject=event.subject or "",
-            time=event.time.isoformat() if event.time else "",
-            data=event.get_json(),
-        )
-    return Envelope(
-        schema="eventgrid",
-        id=event.id or "",
-        source=event.topic or "",
-        type=event.event_type or "",
-        subject=event.subject or "",
-        time=event.event_time.isoformat() if event.event_time else "",
-        data=event.get_json(),
-    )
+def envelope_of(event: str | bytes) -> Envelope:
+    """The envelope of one event's JSON text (Event Grid or CloudEvents 1.0 schema)."""
+    if isinstance(event, str):
+        try:
+            event = event.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadEvent(f"event is not valid Unicode (character {exc.start})") from exc
+    return envelope_from_dict(load_json(event, what="event"))
 
 
 @bp.event_grid_trigger(arg_name="event")
-def azureml_events(event: func.EventGridEvent) -> None:
-    """One event of either schema: the worker refuses a union annotation, and its Event Grid
-    converter hands over a ``func.CloudEvent`` for CloudEvents deliveries whatever the hint says.
-    """
+def azureml_events(event: str) -> None:
     bus = runtime.new_bus()
     try:
-        outcome = deliver_azureml(bus, envelope_of(event))
+        envelope = envelope_of(event)
     except BadEvent as exc:
-        log.warning("event %s rejected: %s", event.id, exc)
+        reject(bus, "event", str(exc))
+        log.warning("event rejected: %s", exc)
         return
-    log.info("event %s: %s", event.id, outcome)
+    try:
+        outcome = deliver_azureml(bus, envelope)
+    except BadEvent as exc:
+        log.warning("event %s rejected: %s", envelope.id, exc)
+        return
+    log.info("event %s: %s", envelope.id, outcome)

@@ -99,12 +99,17 @@ def test_the_worker_loads_every_function_with_the_bindings_the_host_needs() -> N
 
 
 @pytest.mark.usefixtures("fresh_import")
-def test_the_event_grid_trigger_is_typed_for_the_workers_event_grid_converter() -> None:
+def test_the_worker_decodes_events_as_text_and_requests_with_azure_functions_converters() -> None:
+    """What each trigger parameter is decoded with, as the worker decided when indexing."""
     _, registry = index_as_the_worker_does()
-    info = next(f for f in registry._functions.values() if f.name == "azureml_events")
-    event = info.input_types["event"]
-    assert event.binding_name == "eventGridTrigger"
-    assert event.pytype is func.EventGridEvent
+    decoded = {
+        info.name: (binding.binding_name, binding.pytype)
+        for info in registry._functions.values()
+        for binding in info.input_types.values()
+    }
+    assert decoded.pop("azureml_events") == ("generic", str)  # the event's JSON, unconverted
+    assert decoded.pop("reconcile") == ("timerTrigger", func.TimerRequest)
+    assert set(decoded.values()) == {("httpTrigger", func.HttpRequest)}
 
 
 def test_a_union_annotation_is_what_the_worker_refuses() -> None:

@@ -392,38 +392,32 @@ def cloud_event(i: int) -> dict[str, Any]:
     }
 
 
-def test_cloudevents_are_mapped_onto_eventgrid_events(served: Served) -> None:
-    status, _, _ = served.call("POST", WEBHOOK, [cloud_event(1), cloud_event(2)])
+def test_cloudevents_are_handed_over_as_the_worker_does(served: Served) -> None:
+    """azure-functions' Event Grid converter: a CloudEvent when specversion is present."""
+    status, _, _ = served.call("POST", WEBHOOK, [cloud_event(1), grid_event(2)])
     assert status == 200
-    first, second = served.state.events
-    assert isinstance(first, func.EventGridEvent)
-    assert (first.id, second.id) == ("ce-1", "ce-2")
-    assert first.event_type == "Microsoft.MachineLearningServices.ModelRegistered"
-    assert first.topic == "/subscriptions/s/resourceGroups/r/providers/X/workspaces/w"
-    assert first.subject == "models/m:1"
-    assert first.event_time is not None and first.event_time.isoformat() == (
-        "2024-05-01T10:20:30+00:00"
-    )
-    assert first.data_version == "#2"
-    assert first.get_json() == {"modelName": "m"}
-
-
-def test_cloudevents_can_be_passed_as_the_worker_does() -> None:
-    state = State()
-    host = start(state, cloudevents_as="CloudEvent")
-    try:
-        served = Served(host, state)
-        assert served.call("POST", WEBHOOK, [cloud_event(1), grid_event(2)])[0] == 200
-    finally:
-        host.stop()
-    cloud, grid = state.events
+    cloud, grid = served.state.events
     assert isinstance(cloud, func.CloudEvent) and isinstance(grid, func.EventGridEvent)
-    assert (cloud.type, cloud.source, cloud.dataschema) == (
+    assert (cloud.id, cloud.type, cloud.source, cloud.subject, cloud.dataschema) == (
+        "ce-1",
         "Microsoft.MachineLearningServices.ModelRegistered",
         "/subscriptions/s/resourceGroups/r/providers/X/workspaces/w",
+        "models/m:1",
         "#2",
     )
+    assert cloud.time is not None and cloud.time.isoformat() == "2024-05-01T10:20:30+00:00"
+    assert cloud.get_json() == {"modelName": "m"}
     assert cloud.extension_attrs == {"traceparent": "00-abc-def-01"}
+
+
+def test_an_event_the_workers_converter_cannot_decode_fails_as_on_azure(served: Served) -> None:
+    """A time with a non-UTC offset: azure-functions' converter raises before the function."""
+    event = cloud_event(1) | {"time": "2024-05-01T12:20:30+02:00"}
+    status, _, body = served.call("POST", WEBHOOK, [grid_event(0), event])
+    assert status == 500
+    assert json.loads(body)["processed"] == 1
+    assert "cannot decode" in json.loads(body)["error"]
+    assert [e.id for e in served.state.events] == [grid_event(0)["id"]]
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,9 @@ def decode(binding: str, datum: Datum) -> Any:
     try:
         return converter.decode(datum, trigger_metadata={})
     except (ValueError, TypeError, NotImplementedError) as exc:
-        raise TriggerDecodeError(f"{binding}: {type(exc).__name__}: {exc}") from exc
+        detail = str(exc)  # may quote the untrusted data: keep it short
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        raise TriggerDecodeError(f"{binding}: {type(exc).__name__}: {detail}") from exc
 
 
 def eventgrid_datum(event: Mapping[str, Any]) -> Datum:

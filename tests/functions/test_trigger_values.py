@@ -217,3 +217,14 @@ def test_a_timer_run_reaches_the_function_as_the_worker_decodes_it(
     assert local.past_due is past_due and local.schedule == {"AdjustForDST": True}
     assert set(status) == {"Last", "Next", "LastUpdated"}
     datetime.datetime.fromisoformat(status["LastUpdated"])
+
+
+def test_a_refused_event_is_not_echoed_at_length(host: LocalHost) -> None:
+    """The converter's message quotes the untrusted time; the host's answer stays short."""
+    event = cloud_event() | {"time": "2026-03-01T12:20:30+02:00" + "9" * 10_000}
+    target = "/runtime/webhooks/eventgrid?functionName=as_object"
+    status, _, body = host.handle(
+        "POST", target, {"x-functions-key": KEY}, json.dumps([event]).encode()
+    )
+    assert status == 500
+    assert "cannot decode" in json.loads(body)["error"] and len(body) < 600

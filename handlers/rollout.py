@@ -3,6 +3,11 @@
 Steps advance on the reconcile tick once their bake time has passed. Health of the new
 deployment is compared with the live one over the same window; too little traffic means
 wait, not pass. Every traffic change is read back to confirm it took effect.
+
+No invocation waits for a long-running platform operation: when the platform answers
+``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
+records what it waits for (``in_progress``) and the reconciler's next tick repeats the same
+call, which checks on it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers.cycles import deployment_name_for, move, note, publish
-from shared.errors import AlreadyExists, PermanentError, TransientError
+from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import ModelRegistered
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
@@ -50,10 +55,31 @@ def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
 
 def _set_and_confirm(svc: Services, endpoint: str, traffic: dict[str, int]) -> None:
     svc.platform.set_traffic(endpoint, traffic)
-    actual = {k: v for k, v in svc.platform.get_traffic(endpoint).items() if v}
-    wanted = {k: v for k, v in traffic.items() if v}
+    # Deployment names compare case-insensitively, as Azure does (the SDK lower-cases them).
+    actual = {k.lower(): v for k, v in svc.platform.get_traffic(endpoint).items() if v}
+    wanted = {k.lower(): v for k, v in traffic.items() if v}
     if actual != wanted:
         raise TransientError(f"endpoint {endpoint}: traffic is {actual}, expected {wanted}")
+
+
+def _wait_for_platform(
+    cycle: Cycle, svc: Services, what: str, exc: InProgress, caused_by: str
+) -> None:
+    """Record that ``what`` runs on in the platform; the reconciler's next tick checks it."""
+    ro = cycle.rollout
+    assert ro is not None
+    first = ro.get("in_progress") != what
+    ro["in_progress"] = what
+    svc.store.save_cycle(cycle)
+    if first:  # audited once, not on every tick it is still running
+        note(
+            svc,
+            AuditKind.ACTION,
+            f"{what} in progress; the reconciler checks it on its next tick",
+            cycle,
+            reason=str(exc),
+            caused_by=caused_by,
+        )
 
 
 def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused_by: str) -> bool:
@@ -64,6 +90,9 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
     assert ro is not None and spec is not None
     try:
         _set_and_confirm(svc, ro["endpoint"], traffic)
+    except InProgress as exc:  # not a failed attempt: the change is still being applied
+        _wait_for_platform(cycle, svc, f"traffic change to {traffic}", exc, caused_by)
+        return False
     except TransientError as exc:
         ro["traffic_failures"] = ro.get("traffic_failures", 0) + 1
         if ro["traffic_failures"] < spec.traffic_attempts:
@@ -87,6 +116,7 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
         )
         return False
     ro["traffic_failures"] = 0
+    ro.pop("in_progress", None)
     return True
 
 
@@ -203,6 +233,9 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
         )
     except AlreadyExists:
         pass  # created before a crash or by a concurrent worker: the name is deterministic
+    except InProgress as exc:  # still provisioning (or a same-named one still being deleted)
+        _wait_for_platform(cycle, svc, f"deployment {ro['deployment']}", exc, caused_by)
+        return
     except PermanentError as exc:
         move(
             svc,
@@ -221,7 +254,12 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
     )
     shadow = svc.policy.models[cycle.model].rollout.shadow  # type: ignore[union-attr]
     if shadow is not None and ro.get("previous"):
-        svc.platform.set_mirror(ro["endpoint"], {ro["deployment"]: shadow.percent})
+        try:
+            svc.platform.set_mirror(ro["endpoint"], {ro["deployment"]: shadow.percent})
+        except InProgress as exc:
+            _wait_for_platform(cycle, svc, f"mirroring to {ro['deployment']}", exc, caused_by)
+            return
+        ro.pop("in_progress", None)
         now = svc.now()
         ro.update(phase="shadow", step_started_at=now.isoformat(), percent=0)
         ro["steps"].append(
@@ -341,11 +379,15 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
             cycle, svc, ro["failed_because"], caused_by, evidence=ro.get("failed_evidence")
         )
         return
+    if ro.get("rolling_back"):  # a rollback whose traffic change was still running
+        roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
+        return
     if ro.get("phase") not in ("shadow", "canary"):
-        if ro.get("traffic_failures") or _stale(cycle, svc):
+        if ro.get("traffic_failures") or ro.get("in_progress") or _stale(cycle, svc):
             resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
         return
-    if ro.get("phase") == "canary" and ro.get("traffic_failures"):
+    pending_change = ro.get("in_progress") and isinstance(ro.get("pending_step"), int)
+    if (ro.get("phase") == "canary" and ro.get("traffic_failures")) or pending_change:
         # retry the change that was not confirmed (not the step before it, which would reset
         # the attempt count and step back and forth for ever)
         pending = ro.get("pending_step")
@@ -452,6 +494,9 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     spec = svc.policy.models[cycle.model].rollout
     ro = cycle.rollout
     assert spec is not None and ro is not None
+    if ro.get("rolling_back"):  # a rollback whose traffic change was still running
+        roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
+        return
     now = svc.now()
     promoted = datetime.fromisoformat(ro["promoted_at"])
     new = svc.metrics.deployment_health(ro["endpoint"], ro["deployment"], promoted, now)
@@ -495,14 +540,22 @@ def roll_back(
 ) -> None:
     """Return every request to the previous deployment in one step, then close the cycle.
 
-    After promotion (watch period) the previous champion is restored too.
+    After promotion (watch period) the previous champion is restored too. If the traffic
+    change is still running, the cycle records the rollback and the reconciler finishes it.
     """
     ro = cycle.rollout or {}
     previous = ro.get("previous")
-    if ro.get("phase") == "shadow":
-        svc.platform.set_mirror(ro["endpoint"], {})
-    if previous:
-        _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
+    try:
+        if ro.get("phase") == "shadow":
+            svc.platform.set_mirror(ro["endpoint"], {})
+        if previous:
+            _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
+    except InProgress as exc:
+        ro["rolling_back"] = {"reason": reason, "evidence": evidence or {}, "actor": actor}
+        _wait_for_platform(cycle, svc, f"rollback to {previous}", exc, caused_by)
+        return
+    ro.pop("rolling_back", None)
+    ro.pop("in_progress", None)
     if cycle.state is CycleState.PROMOTED and ro.get("previous_champion"):
         svc.platform.set_champion(cycle.model, ro["previous_champion"])
     ro["phase"] = "rolled_back"

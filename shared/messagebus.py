@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.budget import invocation_budget
 from shared.errors import ConcurrencyError
 from shared.messages import Command, Event, Message
 from shared.model import AuditEntry, AuditKind, AuditRecord
@@ -96,7 +97,12 @@ class MessageBus:
 
         A handler that lost an optimistic-concurrency race is re-run: handlers read the
         cycle's state first, so the re-run sees what the winner did and acts accordingly.
+        All of it shares one invocation budget for waits on the cloud (``shared.budget``).
         """
+        with invocation_budget():
+            self._handle(message)
+
+    def _handle(self, message: Message) -> None:
         if isinstance(message, Command):
             handler = self.command_handlers.get(type(message))
             if handler is None:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from shared.errors import PolicyError
+from shared.settings import app_path
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -84,10 +85,16 @@ class Confirmation(_Strict):
 class Training(_Strict):
     experiment: Name
     command: tuple[str, ...] = ()  # embedded platform: argv, no shell; placeholders allowed
-    job_file: str | None = None  # Azure ML: command or pipeline job YAML
+    job_file: str | None = None  # Azure ML: command or pipeline job YAML (see _app_relative)
     inputs: dict[str, str | int | float | bool] = Field(default_factory=dict)
     timeout: Duration = 3600.0
     accept_foreign_jobs: bool = False
+
+    @field_validator("job_file")
+    @classmethod
+    def _app_relative(cls, value: str | None) -> str | None:
+        """A relative job_file is taken from the app root, as the policy path is."""
+        return str(app_path(value)) if value else value
 
     @model_validator(mode="after")
     def _needs_something_to_run(self) -> Training:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import SettingsError
 from shared.messagebus import Services, Settings
 from shared.ports import AuditLog, EventPublisher, LogQueries, Metrics, MLPlatform, StateStore
-from shared.settings import AppSettings
+from shared.settings import AppSettings, app_path
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -82,7 +82,9 @@ def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:
         az.subscription_id,
         az.resource_group,
         az.workspace,
-        deployment_template=az.deployment_template or None,
+        deployment_template=str(app_path(az.deployment_template))
+        if az.deployment_template
+        else None,
     )
     metrics = AzureMonitorMetrics(
         az.endpoint_resource_ids,

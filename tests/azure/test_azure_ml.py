@@ -7,13 +7,19 @@ state the fake service ends up holding.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.ai.ml._utils._storage_utils import AzureMLDatastorePathUri
+from azure.ai.ml.constants._common import JOB_URI_FORMAT, JOB_URI_REGEX_FORMAT
+from azure.ai.ml.exceptions import ValidationException
 
-from shared.adapters.azure_ml import AzureMLPlatform, job_status, parse_model_ref
-from shared.errors import AlreadyExists, NotFound, PermanentError, TransientError
+from shared.adapters.azure_ml import AzureMLPlatform, job_output_uri, job_status, parse_model_ref
+from shared.budget import INVOCATION_BUDGET_S, invocation_budget
+from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
 from shared.model import JobRequest, JobStatus
 from shared.ports import MLPlatform
 from shared.retry import RetryPolicies, RetryPolicy
@@ -94,8 +100,10 @@ request_settings:
 
 
 @pytest.fixture
-def aml(fake: FakeAzure) -> FakeAzureML:
-    return FakeAzureML(fake)
+def aml(fake: FakeAzure) -> Iterator[FakeAzureML]:
+    aml = FakeAzureML(fake)
+    yield aml
+    aml.finish_operations()  # the SDK's background pollers of held operations end
 
 
 @pytest.fixture
@@ -106,7 +114,6 @@ def platform(aml: FakeAzureML, fake: FakeAzure, credential: FakeCredential) -> A
         aml.workspace,
         credential=credential,
         transport=fake.transport(),
-        lro_timeout_s=20.0,
     )
 
 
@@ -418,10 +425,22 @@ def test_register_model_creates_the_next_version_from_the_job_output(
     assert put.path == f"{aml.ws_path}/models/churn/versions/3"
     assert put.api_version == MODEL_API
     sent = put.json()["properties"]
-    assert sent["modelUri"] == "azureml://jobs/j-3/outputs/model"
+    # the documented job-output form, built with azure-ai-ml's own format (output root: "")
+    assert sent["modelUri"] == JOB_URI_FORMAT.format("j-3", "model", "")
+    assert sent["modelUri"] == "azureml://jobs/j-3/outputs/model/paths/"
     assert sent["modelType"] == "mlflow_model"
     assert sent["tags"] == {"autopilot_cycle": "c3", "autopilot_job": "j-3"}
     assert aml.models["churn"]["3"]["properties"]["tags"]["autopilot_job"] == "j-3"
+
+
+def test_job_output_uri_is_the_form_the_sdk_parses_as_a_job_output() -> None:
+    """azure-ai-ml's own parser reads our URI as job j-3's output 'model'; it refuses the
+    short form without ``/paths/`` that was sent before."""
+    parsed = AzureMLDatastorePathUri(job_output_uri("j-3", "model", "MLmodel"))
+    assert (parsed.uri_type, parsed.datastore, parsed.path) == ("Job", "j-3", "model")
+    assert re.fullmatch(JOB_URI_REGEX_FORMAT, job_output_uri("j-3", "model", "sub/dir/"))
+    with pytest.raises(ValidationException):
+        AzureMLDatastorePathUri("azureml://jobs/j-3/outputs/model")
 
 
 def test_register_model_is_idempotent_per_job(
@@ -761,3 +780,135 @@ def test_set_traffic_while_the_endpoint_is_busy_is_transient(
     with pytest.raises(TransientError, match="busy"):
         platform.set_traffic("churn-ep", {"blue": 50, "green": 50})
     assert len(fake.calls("PUT")) == 1  # a conflict is not retried in a loop
+
+
+# -- long-running operations are started, not waited for (Event Grid answers within ~30 s) --
+
+
+def test_create_deployment_returns_while_azure_provisions_and_a_later_call_checks(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.hold_operations = True  # provisioning takes longer than any invocation may wait
+
+    with invocation_budget() as budget, pytest.raises(InProgress, match="still in progress"):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert budget.spent() <= INVOCATION_BUDGET_S
+    state = aml.deployments[("churn-ep", "churn-v5")]["properties"]["provisioningState"]
+    assert state == "Creating"
+
+    # the reconciler's next tick repeats the call: it checks, it does not PUT again
+    with pytest.raises(InProgress, match="still Creating"):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert len(fake.calls("PUT", "/deployments/")) == 1
+
+    aml.finish_operations()
+    with pytest.raises(AlreadyExists):  # ready: the caller carries on
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert len(fake.calls("PUT", "/deployments/")) == 1
+
+
+def test_create_deployment_while_a_same_named_one_is_being_deleted_waits(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    """A dying deployment of the same name is not 'already exists' (traffic would go to it)."""
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "churn-v5", aml.model_id("churn", "5"), state="Deleting")
+
+    with pytest.raises(InProgress, match="being deleted"):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert fake.calls("PUT") == []
+
+    del aml.deployments[("churn-ep", "churn-v5")]  # the deletion finished
+    platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    (put,) = fake.calls("PUT", "/deployments/")
+    assert put.json()["properties"]["model"] == aml.model_id("churn", "5")
+    state = aml.deployments[("churn-ep", "churn-v5")]["properties"]["provisioningState"]
+    assert state == "Succeeded"
+
+
+@pytest.mark.parametrize("state", ["Updating", "Scaling", "SomethingNew"])
+def test_create_deployment_in_any_state_but_succeeded_is_not_ready(
+    platform: AzureMLPlatform, aml: FakeAzureML, state: str
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "churn-v5", aml.model_id("churn", "5"), state=state)
+    with pytest.raises(InProgress, match=state):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+
+
+def test_set_traffic_returns_while_the_endpoint_updates_and_a_later_call_checks(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    aml.hold_operations = True
+
+    with invocation_budget() as budget, pytest.raises(InProgress):
+        platform.set_traffic("churn-ep", {"blue": 90, "green": 10})
+    assert budget.spent() <= INVOCATION_BUDGET_S
+    with pytest.raises(InProgress, match="Updating"):  # still running: no second PUT
+        platform.set_traffic("churn-ep", {"blue": 90, "green": 10})
+    assert len(fake.calls("PUT", "/onlineEndpoints/churn-ep$")) == 1
+
+    aml.finish_operations()
+    platform.set_traffic("churn-ep", {"blue": 90, "green": 10})  # took effect: read back
+    assert len(fake.calls("PUT", "/onlineEndpoints/churn-ep$")) == 1
+    assert platform.get_traffic("churn-ep") == {"blue": 90, "green": 10}
+
+
+def test_delete_deployment_returns_while_azure_deletes_and_a_later_call_checks(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    aml.hold_operations = True
+
+    with invocation_budget() as budget, pytest.raises(InProgress):
+        platform.delete_deployment("churn-ep", "green")
+    assert budget.spent() <= INVOCATION_BUDGET_S
+    with pytest.raises(InProgress, match="still being deleted"):
+        platform.delete_deployment("churn-ep", "green")
+    assert len(fake.calls("DELETE")) == 1
+
+    aml.finish_operations()
+    platform.delete_deployment("churn-ep", "green")
+    assert ("churn-ep", "green") not in aml.deployments
+    assert len(fake.calls("DELETE")) == 1
+
+
+def test_waits_on_operations_share_the_invocation_budget(
+    platform: AzureMLPlatform, aml: FakeAzureML
+) -> None:
+    """Once an invocation's budget is spent, a started operation is not waited for at all."""
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.hold_operations = True
+    with invocation_budget() as budget:
+        budget.charge(INVOCATION_BUDGET_S)  # spent on earlier calls of this invocation
+        with pytest.raises(InProgress, match="after 0s"):
+            platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+        assert budget.spent() < INVOCATION_BUDGET_S + 1.0
+
+
+# -- deployment names in traffic: Azure compares them case-insensitively --
+
+
+def test_traffic_of_a_deployment_named_in_capitals_reads_back(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"Blue": 100})  # set up outside the SDK, which keeps case
+    aml.add_deployment("churn-ep", "Blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "churn-v5", aml.model_id("churn", "5"))
+    # one entry per deployment, under the name the SDK uses for it (it lists "Blue" as "blue")
+    assert platform.get_traffic("churn-ep") == {"blue": 100, "churn-v5": 0}
+
+    platform.set_traffic("churn-ep", {"Blue": 90, "churn-v5": 10})  # no "did not take effect"
+
+    (put,) = fake.calls("PUT", "/onlineEndpoints/churn-ep$")
+    assert put.json()["properties"]["traffic"] == {"blue": 90, "churn-v5": 10}  # SDK lower-cases
+    assert platform.get_traffic("churn-ep") == {"blue": 90, "churn-v5": 10}
+    platform.set_traffic("churn-ep", {"blue": 90, "churn-v5": 10})  # already so: no new PUT
+    assert len(fake.calls("PUT", "/onlineEndpoints/churn-ep$")) == 1
+    assert platform.champion_version("churn", "churn-ep") == "1"

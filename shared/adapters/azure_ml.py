@@ -141,6 +141,11 @@ class AzureMLPlatform:
         self._lro_wait_s = lro_wait_s
         self._client: MLClient | None = None
 
+    @property
+    def deployment_template(self) -> str | None:
+        """The managed online deployment YAML every new deployment starts from, if any."""
+        return self._deployment_template
+
     # -- plumbing --
 
     def _credential_or_default(self) -> TokenCredential:

@@ -23,6 +23,7 @@ from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, T
 from shared.model import JobRequest, JobStatus
 from shared.ports import MLPlatform
 from shared.retry import RetryPolicies, RetryPolicy
+from shared.run_status import AZURE_RUN_STATUS
 from tests.azure.fake_aml import FakeAzureML
 from tests.azure.fake_arm import Drop, FakeAzure, FakeCredential, Reply, arm_error
 
@@ -289,6 +290,20 @@ def test_get_job_maps_azure_statuses(
     assert info.status is ours
     assert info.tags == {"autopilot_cycle": "c9"}
     assert bool(info.error) == (ours in (JobStatus.FAILED, JobStatus.CANCELED))
+
+
+def test_our_run_statuses_cover_the_sdk_ones() -> None:
+    """Every status azure-ai-ml knows is in our table; its terminal ones end a cycle, except
+    Paused (a user may resume it; the policy's job timeout bounds it)."""
+    from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
+
+    assert set(RunHistoryConstants.ALL_STATUSES) <= set(AZURE_RUN_STATUS)
+    ending = {s for s in RunHistoryConstants.TERMINAL_STATUSES if AZURE_RUN_STATUS[s].is_terminal}
+    assert ending == set(RunHistoryConstants.TERMINAL_STATUSES) - {"Paused"}
+    assert AZURE_RUN_STATUS["NotResponding"] is JobStatus.FAILED
+    assert not any(
+        AZURE_RUN_STATUS[s].is_terminal for s in RunHistoryConstants.IN_PROGRESS_STATUSES
+    )
 
 
 def test_job_status_of_unknown_strings_is_not_terminal() -> None:

@@ -133,9 +133,7 @@ def test_invocations_answer_in_budget_while_azure_works_and_the_rollout_complete
     assert aml.models["credit"]["2"]["properties"]["tags"].get("autopilot_champion") == "true"
 
     assert max(spent) <= INVOCATION_BUDGET_S, spent
-    waiting = [
-        r.summary for r in services.audit.query(cycle="c1") if "in progress" in r.summary
-    ]
+    waiting = [r.summary for r in services.audit.query(cycle="c1") if "in progress" in r.summary]
     assert waiting == [
         f"deployment {NEW} in progress; the reconciler checks it on its next tick",
         f"traffic change to {{'{NEW}': 10, 'blue': 90}} in progress; the reconciler checks "

@@ -111,7 +111,12 @@ class AuditLog(Protocol):
 
 
 class MLPlatform(Protocol):
-    """Training jobs, model registry and online endpoints (Azure ML or the embedded platform)."""
+    """Training jobs, model registry and online endpoints (Azure ML or the embedded platform).
+
+    Deployments, traffic, mirroring and deletions may take the platform minutes. A platform
+    may start such an operation and raise ``InProgress`` (a ``TransientError``) instead of
+    waiting; repeating the same call later checks on it (and never starts it twice).
+    """
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         """Submit a job under ``request.name``. Raises AlreadyExists if that name is taken."""
@@ -134,7 +139,11 @@ class MLPlatform(Protocol):
         ...
 
     def create_deployment(self, endpoint: str, deployment: str, model: str, version: str) -> None:
-        """Create ``deployment`` serving ``model:version`` at 0% traffic. Raises AlreadyExists."""
+        """Create ``deployment`` serving ``model:version`` at 0% traffic.
+
+        Raises AlreadyExists once it exists and is ready, ``InProgress`` while it (or the
+        deletion of a same-named one) is still running.
+        """
         ...
 
     def get_traffic(self, endpoint: str) -> dict[str, int]: ...

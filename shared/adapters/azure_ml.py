@@ -55,6 +55,7 @@ _FAILED = frozenset({"Failed", "Canceled"})
 _ENDPOINT_BUSY = frozenset({"Creating", "Updating"})
 # Waiting on an operation this long is pointless for the reconciler's next tick to check.
 IN_PROGRESS_RETRY_AFTER_S = 30.0
+TESTING_REAL_WAIT_S = 2.0
 
 
 def job_status(azure_status: object) -> JobStatus:
@@ -194,10 +195,11 @@ class AzureMLPlatform:
 
         The wait is ``lro_wait_s`` or what is left of the invocation's budget, whichever is
         less; the operation goes on in Azure either way and a repeated call checks on it. In
-        testing mode at most a second is really waited and the rest charged to the budget.
+        testing mode at most ``TESTING_REAL_WAIT_S`` is really waited (a fake service finishes
+        in milliseconds) and the rest is charged to the budget.
         """
         wait_s = budgets.remaining(self._lro_wait_s)
-        real_s = min(wait_s, 1.0) if retries.is_testing() else wait_s
+        real_s = min(wait_s, TESTING_REAL_WAIT_S) if retries.is_testing() else wait_s
         try:
             poller.wait(timeout=real_s)  # raises the operation's error if it failed
             if not poller.done():

@@ -35,6 +35,7 @@ class AsyncOp:
     error: dict[str, str] | None = None
     seen: int = 0
     on_done: Any = None
+    held: Any = None  # a callable: while it returns True the operation stays InProgress
 
 
 @dataclass
@@ -55,6 +56,8 @@ class FakeAzureML:
     # How many InProgress polls a deployment create / delete reports before finishing.
     create_polls: int = 2
     delete_polls: int = 1
+    # True: deletions stay InProgress (as on Azure, for minutes) until release_deletes().
+    hold_deletes: bool = False
     create_outcome: str = "Succeeded"
     endpoint_polls: int = 1
     # False: endpoint updates "succeed" but the traffic stays as it was (eventual consistency).
@@ -414,6 +417,7 @@ class FakeAzureML:
             self.delete_polls,
             on_done=lambda state: self.deployments.pop((endpoint, name), None),
         )
+        self.operations[op_id].held = lambda: self.hold_deletes
         result_url = (
             f"{ARM}{self.location_path}/mfeOperationResults/{op_id}?api-version={rec.api_version}"
         )
@@ -427,6 +431,15 @@ class FakeAzureML:
                 **FAST_POLL,
             },
         )
+
+    def release_deletes(self) -> None:
+        """Finish every held deletion now (the deployments are gone)."""
+        self.hold_deletes = False
+        for op in self.operations.values():
+            if op.held is not None and op.on_done is not None:
+                op.seen = op.polls + 1
+                op.on_done(op.final)
+                op.on_done = None
 
     def _new_operation(self, polls: int, final: str = "Succeeded", on_done: Any = None) -> str:
         op_id = f"odidp:{_GUID}:{next(self._ids):012d}"
@@ -443,6 +456,8 @@ class FakeAzureML:
         op = self.operations.get(op_id)
         if op is None:
             return None
+        if op.held is not None and op.held():
+            return op
         op.seen += 1
         if op.seen > op.polls and op.on_done is not None:
             op.on_done(op.final)

@@ -34,7 +34,9 @@ class _Outcome:
 
 def pending(svc: Services) -> list[Cycle]:
     """Closed cycles whose leftover deployments are not all deleted yet."""
-    return [c for c in svc.store.list_cycles() if not c.is_active and (c.rollout or {}).get(PENDING)]
+    return [
+        c for c in svc.store.list_cycles() if not c.is_active and (c.rollout or {}).get(PENDING)
+    ]
 
 
 def run(cycle: Cycle, svc: Services, caused_by: str | None, actor: str = "system") -> None:

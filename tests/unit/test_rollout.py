@@ -9,7 +9,7 @@ import pytest
 from handlers.intake import deliver_alert
 from shared.errors import BadEvent
 from shared.messages import ManualRollback, Reconcile
-from shared.model import CycleState, HealthSample
+from shared.model import Cycle, CycleState, HealthSample
 from tests import payloads
 from tests.fakes import POLICY, World, make_policy, make_world
 from tests.unit.test_lifecycle import (
@@ -154,6 +154,11 @@ def test_no_watch_when_there_is_nothing_to_fall_back_to() -> None:
 # --- clean-up: a closed cycle leaves only the deployments that serve traffic ----------------
 
 
+def rollout_of(cycle: Cycle) -> dict[str, Any]:
+    assert cycle.rollout is not None
+    return cycle.rollout
+
+
 def on_endpoint(world: World) -> set[str]:
     return set(world.platform.deployments["credit-ep"])
 
@@ -180,7 +185,7 @@ def test_rollback_during_the_canary_deletes_the_candidate() -> None:
     assert on_endpoint(world) == {"blue"}
     assert world.platform.traffic["credit-ep"] == {"blue": 100}
     assert deletions(world, cycle.id) == [new]
-    assert cycle.rollout["cleanup"] == [] and cycle.rollout["removed"] == [new]
+    assert rollout_of(cycle)["cleanup"] == [] and rollout_of(cycle)["removed"] == [new]
 
 
 def test_failing_safe_deletes_the_candidate() -> None:
@@ -192,7 +197,7 @@ def test_failing_safe_deletes_the_candidate() -> None:
     for seconds in (301, 10, 10):
         tick(world, seconds)
     cycle = world.store.must(cycle.id)
-    assert cycle.rollout["phase"] == "restoring"  # not closed yet: nothing is deleted
+    assert rollout_of(cycle)["phase"] == "restoring"  # not closed yet: nothing is deleted
     assert on_endpoint(world) == {"blue", new}
     world.platform.ignore_traffic_changes = False
     tick(world, 60)
@@ -255,14 +260,14 @@ def test_a_failed_deletion_is_retried_by_the_next_reconcile_tick() -> None:
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLED_BACK  # closing does not wait for the deletion
     assert on_endpoint(world) == {"blue", new}
-    assert cycle.rollout["cleanup"] == [new]
+    assert rollout_of(cycle)["cleanup"] == [new]
     errors = [r for r in world.audit.records if r.kind == "error" and r.cycle == cycle.id]
     assert [r.evidence["deployment"] for r in errors] == [new]
     assert "service unavailable" in errors[0].reason
     tick(world, 60)
     cycle = world.store.must(cycle.id)
     assert on_endpoint(world) == {"blue"}
-    assert cycle.rollout["cleanup"] == []
+    assert rollout_of(cycle)["cleanup"] == []
     assert deletions(world, cycle.id) == [new]
     tick(world, 60)  # nothing left to do: nothing more is audited
     assert deletions(world, cycle.id) == [new]
@@ -281,7 +286,7 @@ def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> Non
     assert cycle.state is CycleState.FAILED and "removed from the policy" in cycle.reason
     assert on_endpoint(world) == {"blue", new}
     assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
-    assert cycle.rollout["cleanup"] == [] and cycle.rollout["kept"] == [new]
+    assert rollout_of(cycle)["cleanup"] == [] and rollout_of(cycle)["kept"] == [new]
     (kept,) = [r for r in world.audit.records if r.summary.startswith(f"deployment {new} kept")]
     assert kept.reason == "it takes 10% of the traffic"
 
@@ -296,5 +301,5 @@ def test_the_champions_deployment_is_never_deleted() -> None:
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLED_BACK
     assert on_endpoint(world) == {"blue", new}
-    assert cycle.rollout["kept"] == [new]
+    assert rollout_of(cycle)["kept"] == [new]
     assert deletions(world, cycle.id) == []

@@ -2,7 +2,8 @@
 
 Steps advance on the reconcile tick once their bake time has passed. Health of the new
 deployment is compared with the live one over the same window; too little traffic means
-wait, not pass. Every traffic change is read back to confirm it took effect.
+wait, not pass. Every traffic change is read back to confirm it took effect. Whenever a
+cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
 """
 
 from __future__ import annotations
@@ -477,7 +478,7 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     note(
         svc,
         AuditKind.ACTION,
-        f"watch period over; previous deployment {ro.get('previous')} is removed",
+        f"watch period over; deleting previous deployment {ro.get('previous')}",
         cycle,
         reason=why,
         caused_by=caused_by,

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from handlers import cleanup
+from handlers.cycles import move
 from handlers.intake import deliver_alert
 from shared.errors import BadEvent
 from shared.messages import ManualRollback, Reconcile
@@ -303,3 +305,26 @@ def test_the_champions_deployment_is_never_deleted() -> None:
     assert on_endpoint(world) == {"blue", new}
     assert rollout_of(cycle)["kept"] == [new]
     assert deletions(world, cycle.id) == []
+
+
+def test_a_deployment_another_open_rollout_uses_is_kept() -> None:
+    """The rolled-back candidate of one cycle is the previous deployment another cycle's
+    rollout would fall back to: it stays, whatever its traffic now."""
+    world = make_world()
+    world.platform.deployments["credit-ep"] = {"blue": "1", "credit-v2": "2", "credit-v3": "3"}
+    world.platform.traffic["credit-ep"] = {"blue": 0, "credit-v2": 0, "credit-v3": 100}
+    t0 = world.clock.now()
+    closed = Cycle("credit-a", "credit", CycleState.ROLLING_OUT, t0, t0, candidate_version="2")
+    closed.rollout = {"endpoint": "credit-ep", "deployment": "credit-v2", "previous": "blue"}
+    open_ = Cycle("credit-b", "credit", CycleState.ROLLING_OUT, t0, t0, candidate_version="3")
+    open_.rollout = {"endpoint": "credit-ep", "deployment": "credit-v3", "previous": "credit-v2"}
+    assert world.store.create_cycle(closed) is None
+    world.store.locks.clear()  # two cycles at once: as after a watch period overlapped
+    assert world.store.create_cycle(open_) is None
+    move(world.services, closed, CycleState.FAILED, "test")  # schedules credit-v2 for deletion
+    cleanup.run(closed, world.services, "test")
+    cycle = world.store.must("credit-a")
+    assert rollout_of(cycle)["kept"] == ["credit-v2"]
+    assert on_endpoint(world) == {"blue", "credit-v2", "credit-v3"}
+    (kept,) = [r for r in world.audit.records if r.summary.startswith("deployment credit-v2 kept")]
+    assert kept.reason == "cycle credit-b still uses it"

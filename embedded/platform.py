@@ -358,11 +358,13 @@ class LocalMLPlatform:
             endpoint, "PUT", f"/admin/deployments/{quote(deployment, safe='')}/faults", body
         )
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None:
-        """Remove a deployment that takes no live traffic; a missing one is already gone."""
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Remove a deployment that takes no live traffic (at once: always True); a missing
+        one is already gone. PermanentError while it takes traffic."""
         _check_name("deployment", deployment)
         with contextlib.suppress(NotFound):
             self._admin(endpoint, "DELETE", f"/admin/deployments/{quote(deployment, safe='')}")
+        return True
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Steps advance on the reconcile tick once their bake time has passed. Health of the new
 deployment is compared with the live one over the same window; too little traffic means
-wait, not pass. Every traffic change is read back to confirm it took effect.
+wait, not pass. Every traffic change is read back to confirm it took effect. Whenever a
+cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
 
 No invocation waits for a long-running platform operation: when the platform answers
 ``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
@@ -15,7 +16,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers.cycles import deployment_name_for, move, note, publish
+from handlers import cleanup
+from handlers.cycles import deployment_name_for, move, note, publish, schedule_cleanup
 from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import ModelRegistered
@@ -174,6 +176,7 @@ def fail_rollout(
         kind=AuditKind.ERROR,
         evidence=evidence,
     )
+    cleanup.run(cycle, svc, caused_by)
 
 
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
@@ -245,6 +248,7 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
             caused_by=caused_by,
             kind=AuditKind.ERROR,
         )
+        cleanup.run(cycle, svc, caused_by)  # a half-made deployment is billed too
         return
     publish(
         svc,
@@ -478,6 +482,7 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         kind=AuditKind.ACTION,
         evidence={"watch_until": ro["watch_until"], "kept_warm": ro.get("previous")},
     )
+    cleanup.run(cycle, svc, caused_by)  # without a watch period the previous one goes now
 
 
 def watching(svc: Services, model: str | None = None) -> list[Cycle]:
@@ -513,20 +518,17 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     if now < datetime.fromisoformat(ro["watch_until"]):
         return
     ro["phase"] = "done"
+    schedule_cleanup(cycle)
     svc.store.save_cycle(cycle)
-    try:
-        svc.platform.delete_deployment(ro["endpoint"], ro["previous"])
-        removed = f"previous deployment {ro['previous']} removed"
-    except (TransientError, PermanentError) as exc:
-        removed = f"removing previous deployment {ro['previous']} failed: {exc}"
     note(
         svc,
         AuditKind.ACTION,
-        f"watch period over; {removed}",
+        f"watch period over; deleting previous deployment {ro.get('previous')}",
         cycle,
         reason=why,
         caused_by=caused_by,
     )
+    cleanup.run(cycle, svc, caused_by)
 
 
 def roll_back(
@@ -569,6 +571,7 @@ def roll_back(
         evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
         actor=actor,
     )
+    cleanup.run(cycle, svc, caused_by, actor)
 
 
 def _stale(cycle: Cycle, svc: Services) -> bool:

@@ -153,7 +153,11 @@ class MLPlatform(Protocol):
         """Mirror (shadow) a percentage of live traffic to deployments; {} switches it off."""
         ...
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Begin deleting ``deployment`` without waiting for it: True once it is gone (a
+        missing one counts), False while the platform is still deleting it. Idempotent: call
+        again until True. Refused (PermanentError) while it takes live traffic."""
+        ...
 
 
 class Metrics(Protocol):

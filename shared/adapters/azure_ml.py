@@ -630,30 +630,44 @@ class AzureMLPlatform:
             raise TransientError(f"{what}: endpoint is busy ({exc})", retry_after=30.0) from exc
         self._await(poller, what)
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None:
-        """Start deleting the deployment; return once it is gone, else raise ``InProgress``."""
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Begin deleting a deployment and return without waiting for Azure (that takes
+        minutes): True once it is gone, False while Azure is deleting it. Idempotent: a
+        missing deployment is done, one already ``Deleting`` is not asked again."""
         what = f"delete deployment {endpoint}/{deployment}"
-        existing = self._deployment(endpoint, deployment)
-        if existing is None:
-            log.info("deployment %s/%s was already gone", endpoint, deployment)
-            return
-        if _text(getattr(existing, "provisioning_state", "")) == "Deleting":
-            raise InProgress(f"{what}: still being deleted", retry_after=IN_PROGRESS_RETRY_AFTER_S)
         try:
+            existing = self._call(
+                self._retry.read,
+                f"get deployment {endpoint}/{deployment}",
+                self.ml.online_deployments.get,
+                name=deployment,
+                endpoint_name=endpoint,
+            )
+        except NotFound:
+            log.info("deployment %s/%s is gone", endpoint, deployment)
+            return True
+        if _text(getattr(existing, "provisioning_state", "")) == "Deleting":
+            return False
+        try:
+            # The DELETE is sent here; the SDK's poller follows it in the background.
             poller = self._call(
-                self._retry.lro,
+                self._retry.write,
                 what,
                 self.ml.online_deployments.begin_delete,
                 name=deployment,
                 endpoint_name=endpoint,
             )
-            self._await(poller, what)
         except NotFound:
             log.info("deployment %s/%s was already gone", endpoint, deployment)
-            return
+            return True
         except AlreadyExists as exc:  # 409: the deployment is busy (e.g. still updating)
             raise TransientError(f"{what}: deployment is busy ({exc})", retry_after=30.0) from exc
+        if not poller.done():
+            log.info("deletion of deployment %s/%s begun", endpoint, deployment)
+            return False
+        self._call(retries.ONCE, what, poller.result)  # finished at once: surface a failure
         log.info("deleted deployment %s/%s", endpoint, deployment)
+        return True
 
 
 def _ml_message(exc: Exception) -> str:

@@ -38,6 +38,7 @@ class AsyncOp:
     seen: int = 0
     on_done: Any = None
     held: bool = False  # InProgress however often it is polled, until finish_operations()
+    deletion: bool = False  # a deployment deletion: also held while ``hold_deletes`` is set
 
 
 @dataclass
@@ -58,6 +59,8 @@ class FakeAzureML:
     # How many InProgress polls a deployment create / delete reports before finishing.
     create_polls: int = 2
     delete_polls: int = 1
+    # True: deletions stay InProgress (as on Azure, for minutes) until release_deletes().
+    hold_deletes: bool = False
     create_outcome: str = "Succeeded"
     endpoint_polls: int = 1
     # False: endpoint updates "succeed" but the traffic stays as it was (eventual consistency).
@@ -427,6 +430,7 @@ class FakeAzureML:
             self.delete_polls,
             on_done=lambda state: self.deployments.pop((endpoint, name), None),
         )
+        self.operations[op_id].deletion = True
         result_url = (
             f"{ARM}{self.location_path}/mfeOperationResults/{op_id}?api-version={rec.api_version}"
         )
@@ -441,6 +445,15 @@ class FakeAzureML:
             },
         )
 
+    def release_deletes(self) -> None:
+        """Finish every held deletion now (the deployments are gone)."""
+        self.hold_deletes = False
+        for op in self.operations.values():
+            if op.deletion and op.on_done is not None:
+                op.seen = op.polls + 1
+                op.on_done(op.final)
+                op.on_done = None
+
     def _new_operation(self, polls: int, final: str = "Succeeded", on_done: Any = None) -> str:
         op_id = f"odidp:{_GUID}:{next(self._ids):012d}"
         error = None
@@ -452,7 +465,7 @@ class FakeAzureML:
         return op_id
 
     def running_operations(self) -> int:
-        return sum(1 for op in self.operations.values() if op.held)
+        return sum(1 for op in self.operations.values() if self._held(op))
 
     def finish_operations(self) -> None:
         """Azure finishes every held operation now (the state changes before the next poll)."""
@@ -465,6 +478,9 @@ class FakeAzureML:
                     op.on_done(op.final)
                     op.on_done = None
 
+    def _held(self, op: AsyncOp) -> bool:
+        return op.held or (op.deletion and self.hold_deletes)
+
     def _status_url(self, op_id: str, api_version: str | None) -> str:
         return f"{ARM}{self.location_path}/mfeOperationsStatus/{op_id}?api-version={api_version}"
 
@@ -472,7 +488,7 @@ class FakeAzureML:
         op = self.operations.get(op_id)
         if op is None:
             return None
-        if op.held:
+        if self._held(op):
             return op
         op.seen += 1
         if op.seen > op.polls and op.on_done is not None:
@@ -485,7 +501,7 @@ class FakeAzureML:
         op = self._advance(op_id)
         if op is None:
             return _not_found("Operation", op_id)
-        if op.held:
+        if self._held(op):
             return Reply(200, {"id": rec.path, "name": op_id, "status": "InProgress"}, HELD_POLL)
         status = "InProgress" if op.seen <= op.polls else op.final
         body: dict[str, Any] = {
@@ -504,7 +520,7 @@ class FakeAzureML:
         op = self._advance(_segment(rec, -1))
         if op is None:
             return _not_found("Operation", _segment(rec, -1))
-        if op.held:
+        if self._held(op):
             return Reply(202, None, {"Location": rec.url, **HELD_POLL})
         if op.seen <= op.polls:
             return Reply(202, None, {"Location": rec.url, **FAST_POLL})

@@ -17,15 +17,19 @@ from azure.ai.ml._utils._storage_utils import AzureMLDatastorePathUri
 from azure.ai.ml.constants._common import JOB_URI_FORMAT, JOB_URI_REGEX_FORMAT
 from azure.ai.ml.exceptions import ValidationException
 
+from handlers import rollout
 from shared.adapters.azure_ml import AzureMLPlatform, job_output_uri, job_status, parse_model_ref
+from shared.bootstrap import bootstrap
 from shared.budget import INVOCATION_BUDGET_S, invocation_budget
 from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
-from shared.model import JobRequest, JobStatus
+from shared.messages import Reconcile
+from shared.model import Cycle, CycleState, JobRequest, JobStatus
 from shared.ports import MLPlatform
 from shared.retry import RetryPolicies, RetryPolicy
 from shared.run_status import AZURE_RUN_STATUS
 from tests.azure.fake_aml import FakeAzureML
 from tests.azure.fake_arm import Drop, FakeAzure, FakeCredential, Reply, arm_error
+from tests.fakes import T0, make_world
 
 # azure-ai-ml's schemas trip marshmallow 4 deprecation warnings on every load.
 pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
@@ -731,37 +735,110 @@ def test_set_mirror_traffic(platform: AzureMLPlatform, aml: FakeAzureML, fake: F
         platform.set_mirror("churn-ep", {"green": 60})
 
 
-def test_delete_deployment_polls_until_gone(
+def test_delete_deployment_begins_the_delete_without_waiting_for_it(
     platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
 ) -> None:
     aml.add_endpoint("churn-ep", {"blue": 100})
     aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
     aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
-    aml.delete_polls = 2
+    aml.hold_deletes = True  # on Azure a deletion takes minutes
 
-    platform.delete_deployment("churn-ep", "green")
+    assert platform.delete_deployment("churn-ep", "green") is False  # begun, not waited for
 
     (delete,) = fake.calls("DELETE")
+    assert delete.method == "DELETE"
+    assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
     assert delete.api_version == DEPLOYMENT_API
-    assert delete.path.endswith("/onlineEndpoints/churn-ep/deployments/green")
-    assert ("churn-ep", "green") not in aml.deployments
-    assert ("churn-ep", "blue") in aml.deployments
+    assert aml.deployments[("churn-ep", "green")]["properties"]["provisioningState"] == "Deleting"
+    # asked again while Azure is still deleting it: not deleted twice
+    assert platform.delete_deployment("churn-ep", "green") is False
+    assert len(fake.calls("DELETE")) == 1
+    aml.release_deletes()
+    assert platform.delete_deployment("churn-ep", "green") is True  # gone: done
+    assert len(fake.calls("DELETE")) == 1
+    assert sorted(aml.deployments) == [("churn-ep", "blue")]
 
 
-def test_delete_missing_deployment_is_fine(platform: AzureMLPlatform, aml: FakeAzureML) -> None:
-    aml.add_endpoint("churn-ep", {"blue": 100})
-    platform.delete_deployment("churn-ep", "green")
-
-
-def test_delete_deployment_404_is_fine(
+def test_delete_missing_deployment_is_done_without_a_delete(
     platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
 ) -> None:
-    fake.add(
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    assert platform.delete_deployment("churn-ep", "green") is True
+    assert fake.calls("DELETE") == []
+
+
+def test_delete_deployment_404_counts_as_done(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    fake.add(  # gone between the read and the DELETE
         "DELETE",
         f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green",
         arm_error(404, "NotFound", "Deployment green was not found."),
     )
-    platform.delete_deployment("churn-ep", "green")
+    assert platform.delete_deployment("churn-ep", "green") is True
+    (delete,) = fake.calls("DELETE")
+    assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
+    assert delete.api_version == DEPLOYMENT_API
+
+
+def test_delete_deployment_that_is_busy_is_transient(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"), state="Updating")
+    fake.add(
+        "DELETE",
+        f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green",
+        arm_error(409, "Conflict", "Deployment green is being updated."),
+    )
+    with pytest.raises(TransientError, match="busy"):
+        platform.delete_deployment("churn-ep", "green")
+    assert ("churn-ep", "green") in aml.deployments
+
+
+def test_cleanup_on_azure_begins_the_delete_and_the_next_tick_confirms_it(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    """A canary rolled back through the real SDK: the closing does not wait for Azure to
+    delete the candidate; the next reconcile tick sees it gone and audits the deletion."""
+    aml.add_endpoint("churn-ep", {"blue": 90, "green": 10})
+    aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    aml.add_model_version("churn", "1", {"autopilot_champion": "true"})
+    aml.add_model_version("churn", "2", {})
+    world = make_world()
+    world.services.platform = platform
+    ro = {"endpoint": "churn-ep", "deployment": "green", "previous": "blue", "phase": "canary"}
+    cycle = Cycle("churn-c1", "churn", CycleState.ROLLING_OUT, T0, T0, rollout=ro)
+    assert world.store.create_cycle(cycle) is None
+    aml.hold_deletes = True  # Azure takes minutes to delete a deployment
+
+    rollout.roll_back(cycle, world.services, "canary breach", "test")
+
+    cycle = world.store.must("churn-c1")
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert aml.endpoints["churn-ep"]["properties"]["traffic"] == {"blue": 100}
+    assert cycle.rollout is not None and cycle.rollout["cleanup"] == ["green"]
+    (delete,) = fake.calls("DELETE")
+    assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
+    assert delete.api_version == DEPLOYMENT_API
+    assert world.audit.summaries("action")[-1] == (
+        "deletion of deployment green begun on churn-ep; the reconciler confirms it"
+    )
+
+    bootstrap(world.services).handle(Reconcile())  # still deleting: nothing changes
+    assert len(fake.calls("DELETE")) == 1
+    aml.release_deletes()
+    bootstrap(world.services).handle(Reconcile())
+
+    cycle = world.store.must("churn-c1")
+    assert cycle.rollout is not None and cycle.rollout["cleanup"] == []
+    assert sorted(aml.deployments) == [("churn-ep", "blue")]
+    deleted = [r for r in world.audit.records if r.summary.startswith("deployment green deleted")]
+    assert [r.evidence["deployment"] for r in deleted] == ["green"]
+    assert len(fake.calls("DELETE")) == 1
 
 
 def test_client_is_built_lazily(aml: FakeAzureML, fake: FakeAzure) -> None:
@@ -881,15 +958,14 @@ def test_delete_deployment_returns_while_azure_deletes_and_a_later_call_checks(
     aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
     aml.hold_operations = True
 
-    with invocation_budget() as budget, pytest.raises(InProgress):
-        platform.delete_deployment("churn-ep", "green")
+    with invocation_budget() as budget:
+        assert platform.delete_deployment("churn-ep", "green") is False  # begun, not waited for
     assert budget.spent() <= INVOCATION_BUDGET_S
-    with pytest.raises(InProgress, match="still being deleted"):
-        platform.delete_deployment("churn-ep", "green")
+    assert platform.delete_deployment("churn-ep", "green") is False  # still being deleted
     assert len(fake.calls("DELETE")) == 1
 
     aml.finish_operations()
-    platform.delete_deployment("churn-ep", "green")
+    assert platform.delete_deployment("churn-ep", "green") is True
     assert ("churn-ep", "green") not in aml.deployments
     assert len(fake.calls("DELETE")) == 1
 

@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from handlers import cleanup
+from handlers.cycles import move
 from handlers.intake import deliver_alert
 from shared.errors import BadEvent
 from shared.messages import ManualRollback, Reconcile
-from shared.model import CycleState, HealthSample
+from shared.model import Cycle, CycleState, HealthSample
 from tests import payloads
 from tests.fakes import POLICY, World, make_policy, make_world
 from tests.unit.test_lifecycle import (
@@ -149,3 +151,180 @@ def test_no_watch_when_there_is_nothing_to_fall_back_to() -> None:
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.PROMOTED
     assert cycle.rollout and cycle.rollout["phase"] == "done"
+
+
+# --- clean-up: a closed cycle leaves only the deployments that serve traffic ----------------
+
+
+def rollout_of(cycle: Cycle) -> dict[str, Any]:
+    assert cycle.rollout is not None
+    return cycle.rollout
+
+
+def on_endpoint(world: World) -> set[str]:
+    return set(world.platform.deployments["credit-ep"])
+
+
+def deletions(world: World, cycle_id: str) -> list[str]:
+    """The deployments the audit log says this cycle deleted."""
+    return [
+        r.evidence["deployment"]
+        for r in world.audit.records
+        if r.cycle == cycle_id and r.kind == "action" and " deleted from " in r.summary
+    ]
+
+
+def test_rollback_during_the_canary_deletes_the_candidate() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
+    tick(world)  # 50%
+    world.metrics.samples[new] = SICK
+    tick(world)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert on_endpoint(world) == {"blue"}
+    assert world.platform.traffic["credit-ep"] == {"blue": 100}
+    assert deletions(world, cycle.id) == [new]
+    assert rollout_of(cycle)["cleanup"] == [] and rollout_of(cycle)["removed"] == [new]
+
+
+def test_failing_safe_deletes_the_candidate() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
+    world.platform.ignore_traffic_changes = True  # the 50% step never takes effect
+    for seconds in (301, 10, 10):
+        tick(world, seconds)
+    cycle = world.store.must(cycle.id)
+    assert rollout_of(cycle)["phase"] == "restoring"  # not closed yet: nothing is deleted
+    assert on_endpoint(world) == {"blue", new}
+    world.platform.ignore_traffic_changes = False
+    tick(world, 60)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.FAILED and "failed safe" in cycle.reason
+    assert on_endpoint(world) == {"blue"}
+    assert world.platform.traffic["credit-ep"] == {"blue": 100}
+    assert deletions(world, cycle.id) == [new]
+
+
+def test_a_deployment_that_failed_to_provision_is_deleted() -> None:
+    world = make_world()
+    world.platform.fail_creates = True
+    cycle = registered_and_rolling(world)
+    assert cycle.state is CycleState.FAILED and "deployment failed" in cycle.reason
+    assert on_endpoint(world) == {"blue"}
+    assert deletions(world, cycle.id) == [cycle.rollout["deployment"]]
+
+
+def test_health_alert_in_the_watch_rolls_back_and_deletes_the_candidate() -> None:
+    world = make_world()
+    cycle = promoted(world)
+    new = cycle.rollout["deployment"]
+    assert on_endpoint(world) == {"blue", new}  # the previous one is kept warm
+    deliver_alert(bus_of(world), payloads.alert(rule="credit-endpoint-errors"))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert on_endpoint(world) == {"blue"}
+    assert world.platform.traffic["credit-ep"] == {"blue": 100}
+    assert world.platform.champions["credit"] == "1"
+    assert deletions(world, cycle.id) == [new]
+
+
+def test_promotion_without_a_watch_period_deletes_the_previous_at_once() -> None:
+    world = make_world(make_policy(rollout__watch="0s"))
+    cycle = promoted(world)
+    new = cycle.rollout["deployment"]
+    assert cycle.rollout["phase"] == "done"
+    assert on_endpoint(world) == {new}
+    assert world.platform.traffic["credit-ep"] == {new: 100}
+    assert deletions(world, cycle.id) == ["blue"]
+
+
+def test_the_end_of_the_watch_period_deletes_the_previous_and_audits_it() -> None:
+    world = make_world()
+    cycle = promoted(world)
+    new = cycle.rollout["deployment"]
+    assert deletions(world, cycle.id) == []
+    tick(world, 601)
+    assert on_endpoint(world) == {new}
+    assert deletions(world, cycle.id) == ["blue"]
+
+
+def test_a_failed_deletion_is_retried_by_the_next_reconcile_tick() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    world.platform.delete_failures = 1
+    deliver_alert(bus_of(world), payloads.alert(rule="credit-endpoint-errors"))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK  # closing does not wait for the deletion
+    assert on_endpoint(world) == {"blue", new}
+    assert rollout_of(cycle)["cleanup"] == [new]
+    errors = [r for r in world.audit.records if r.kind == "error" and r.cycle == cycle.id]
+    assert [r.evidence["deployment"] for r in errors] == [new]
+    assert "service unavailable" in errors[0].reason
+    tick(world, 60)
+    cycle = world.store.must(cycle.id)
+    assert on_endpoint(world) == {"blue"}
+    assert rollout_of(cycle)["cleanup"] == []
+    assert deletions(world, cycle.id) == [new]
+    tick(world, 60)  # nothing left to do: nothing more is audited
+    assert deletions(world, cycle.id) == [new]
+
+
+def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)  # the candidate takes 10%
+    new = cycle.rollout["deployment"]
+    other = {**POLICY["models"]["credit"], "signals": {"drift_alerts": ["fraud-drift"]}}
+    from shared.policy import parse_policy
+
+    world.services.policy = parse_policy({"models": {"fraud": other}}, "credit-removed")
+    tick(world)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.FAILED and "removed from the policy" in cycle.reason
+    assert on_endpoint(world) == {"blue", new}
+    assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
+    assert rollout_of(cycle)["cleanup"] == [] and rollout_of(cycle)["kept"] == [new]
+    (kept,) = [r for r in world.audit.records if r.summary.startswith(f"deployment {new} kept")]
+    assert kept.reason == "it takes 10% of the traffic"
+
+
+def test_the_champions_deployment_is_never_deleted() -> None:
+    world = make_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    world.platform.champions["credit"] = cycle.candidate_version  # promoted by hand meanwhile
+    world.metrics.samples = {new: SICK, "blue": HEALTHY}
+    tick(world)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert on_endpoint(world) == {"blue", new}
+    assert rollout_of(cycle)["kept"] == [new]
+    assert deletions(world, cycle.id) == []
+
+
+def test_a_deployment_another_open_rollout_uses_is_kept() -> None:
+    """The rolled-back candidate of one cycle is the previous deployment another cycle's
+    rollout would fall back to: it stays, whatever its traffic now."""
+    world = make_world()
+    world.platform.deployments["credit-ep"] = {"blue": "1", "credit-v2": "2", "credit-v3": "3"}
+    world.platform.traffic["credit-ep"] = {"blue": 0, "credit-v2": 0, "credit-v3": 100}
+    t0 = world.clock.now()
+    closed = Cycle("credit-a", "credit", CycleState.ROLLING_OUT, t0, t0, candidate_version="2")
+    closed.rollout = {"endpoint": "credit-ep", "deployment": "credit-v2", "previous": "blue"}
+    open_ = Cycle("credit-b", "credit", CycleState.ROLLING_OUT, t0, t0, candidate_version="3")
+    open_.rollout = {"endpoint": "credit-ep", "deployment": "credit-v3", "previous": "credit-v2"}
+    assert world.store.create_cycle(closed) is None
+    world.store.locks.clear()  # two cycles at once: as after a watch period overlapped
+    assert world.store.create_cycle(open_) is None
+    move(world.services, closed, CycleState.FAILED, "test")  # schedules credit-v2 for deletion
+    cleanup.run(closed, world.services, "test")
+    cycle = world.store.must("credit-a")
+    assert rollout_of(cycle)["kept"] == ["credit-v2"]
+    assert on_endpoint(world) == {"blue", "credit-v2", "credit-v3"}
+    (kept,) = [r for r in world.audit.records if r.summary.startswith("deployment credit-v2 kept")]
+    assert kept.reason == "cycle credit-b still uses it"

@@ -87,8 +87,22 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
 def test_alert_trigger_starts_a_cycle(registered: dict[str, Any], world: World) -> None:
     resp = call(registered, "receive_alert", req=http("POST", "alerts", payloads.alert()))
     assert resp.status_code == 200
-    assert body_of(resp) == {"result": "processed"}
+    assert body_of(resp) == {"result": "processed", "model": "credit", "as": "drift signal"}
     assert world.store.list_cycles()[0].state is CycleState.RETRAINING
+
+
+def test_an_alert_bound_to_no_model_is_answered_as_ignored_and_why(
+    registered: dict[str, Any], world: World
+) -> None:
+    body = payloads.alert("nobody-binds-this")
+    resp = call(registered, "receive_alert", req=http("POST", "alerts", body))
+    assert resp.status_code == 200
+    assert body_of(resp) == {
+        "result": "ignored",
+        "reason": "no binding for alert rule 'nobody-binds-this': no model in the policy lists "
+        "it under signals.drift_alerts or signals.health_alerts",
+    }
+    assert world.store.list_cycles() == []
 
 
 def test_alert_trigger_refuses_bad_input_with_4xx(registered: dict[str, Any], world: World) -> None:

@@ -401,12 +401,12 @@ EXAMPLES = {
   {AP} audit show 1""",
     "audit verify": f"""examples:
   {AP} audit verify
-  {AP} audit verify --anchor 42:<the hash an earlier verify printed>""",
+  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>""",
     "cycles list": f"""examples:
   {AP} cycles list
   {AP} cycles list --model credit-risk --active""",
     "cycles show": f"""examples:
-  {AP} cycles show <CYCLE id from `cycles list`>""",
+  {AP} cycles show <CYCLE>""",
     "policy validate": f"""examples:
   {AP} policy validate examples/policy.yaml""",
     "approve": f"""examples:

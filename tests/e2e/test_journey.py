@@ -219,3 +219,38 @@ def test_the_readme_tour_as_written(tour: tuple[Tour, Served]) -> None:
     assert "candidate approved" in recent
     valid = run.run(next(x for x in commands if " policy validate " in x))
     assert "examples/policy.yaml: valid, 1 model(s)" in valid
+
+
+def help_examples() -> list[str]:
+    """Every example the commands' --help shows, but serve and demo (they bind ports or run
+    the whole demo: the tour and tests/e2e/test_demo.py run those)."""
+    from autopilot.cli import EXAMPLES
+
+    return [
+        line.strip()
+        for name, text in EXAMPLES.items()
+        if name not in ("serve", "demo")
+        for line in text.splitlines()[1:]
+    ]
+
+
+def test_every_help_example_runs_as_written(tour: tuple[Tour, Served]) -> None:
+    run, served = tour
+    cycle = json.loads(run.run(".venv/bin/autopilot cycles list --json"))[0]["id"]
+    head = json.loads(run.run(".venv/bin/autopilot audit verify --json"))["head"]
+    refusals = {"approve": "is REJECTED, not AWAITING_APPROVAL", "deny": "not AWAITING_APPROVAL"}
+    refusals["rollback"] = "nothing to roll back"
+    for example in help_examples():
+        line = (
+            example.replace("<CYCLE>", cycle)
+            .replace("<SEQ:HASH printed by an earlier verify>", f"{head['seq']}:{head['hash']}")
+            .replace("http://127.0.0.1:7071", served.url)
+        )
+        command = line.split()[1]
+        if command in refusals:  # no cycle waits for approval now, no rollout runs
+            done = subprocess.run(
+                run.argv(line), cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV
+            )
+            assert done.returncode == 2 and refusals[command] in done.stderr, done.stderr
+        else:
+            assert run.run(line)

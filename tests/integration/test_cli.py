@@ -433,3 +433,21 @@ def test_verify_with_an_anchor_catches_a_log_cut_back_or_rewritten(tmp_path: Pat
     assert cut.returncode == 1
     assert "anchored record 5 is gone: the log was cut back to 4" in cut.stdout
     assert cli("audit", "verify", "--anchor", "5:nothex", data=data).returncode == 2
+
+
+def test_serve_registers_itself_in_the_data_dir_while_it_runs(tmp_path: Path) -> None:
+    """`autopilot serve` writes serve.json (URL, pid) once bound and removes it on exit."""
+    import signal
+
+    server = start_serve(tmp_path / "d", POLICY)
+    marker = tmp_path / "d" / "serve.json"
+    try:
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(marker.read_text()) == {"url": server.url, "pid": server.proc.pid}
+        server.proc.send_signal(signal.SIGINT)
+        server.proc.wait(20)
+    finally:
+        server.stop()
+    assert not marker.exists()

@@ -578,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--as",
             dest="actor",
             metavar="NAME",
-            help="who decides (default: the function key's name over HTTP, cli:$USER in-process)",
+            help="who decides: in-process the audited actor (default: cli:$USER); over HTTP the "
+            "function key's name is the actor and NAME is added to the reason",
         )
         if name in ("approve", "deny"):
             p.add_argument(

@@ -93,6 +93,11 @@ def in_process(
     from shared.settings import AppSettings
     from shared.wiring import build_services
 
+    if not (data_dir / "state.db").is_file():
+        raise NotFound(
+            f"data dir {data_dir} holds no autopilot data (no state.db) and no service runs "
+            "there; pass the --data-dir that `autopilot serve` uses"
+        )
     settings = AppSettings.from_env(
         {**os.environ, "AUTOPILOT_DATA_DIR": str(data_dir), "AUTOPILOT_POLICY": str(policy)}
     )

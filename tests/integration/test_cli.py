@@ -255,6 +255,14 @@ def test_approve_in_process_refuses_before_changing_anything(tmp_path: Path) -> 
     assert denied.returncode == 0, denied.stderr
     assert denied.stdout.startswith("denied cycle c-1; cycle c-1 is REJECTED (denied by cli:")
     assert "(in-process: no service running for this data dir)" in denied.stdout
+    typo = tmp_path / "dd"
+    result = cli("approve", cycle, "--reason", "x", "--policy", str(POLICY), data=typo)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"autopilot: data dir {typo} holds no autopilot data (no state.db) and no service runs "
+        "there; pass the --data-dir that `autopilot serve` uses\n"
+    )
+    assert not typo.exists()
 
 
 def test_audit_list_refuses_unknown_kinds_and_takes_durations(tmp_path: Path) -> None:
@@ -451,3 +459,36 @@ def test_serve_registers_itself_in_the_data_dir_while_it_runs(tmp_path: Path) ->
     finally:
         server.stop()
     assert not marker.exists()
+
+
+def test_the_demo_look_further_lines_work_as_written(tmp_path: Path) -> None:
+    """They said a bare `autopilot`, which is not on PATH after set-up."""
+    import shlex
+
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from autopilot.demo import tool_command as t; "
+            "print(t('autopilot')); print(t('mlflow'))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    if Path(sys.executable).parent == ROOT / ".venv" / "bin":
+        assert printed == [".venv/bin/autopilot", ".venv/bin/mlflow"]
+    data = tmp_path / "d"
+    from shared.adapters.sqlite_audit import SqliteAuditLog
+
+    SqliteAuditLog(data / "audit.db")
+    line = f"{printed[0]} audit verify --data-dir {data}"
+    done = subprocess.run(shlex.split(line), cwd=ROOT, capture_output=True, text=True, env={})
+    assert done.returncode == 0 and "audit chain intact: 0 records verified" in done.stdout
+    assert (
+        subprocess.run(
+            [*shlex.split(printed[1]), "--version"], cwd=ROOT, capture_output=True, env={}
+        ).returncode
+        == 0
+    )

@@ -27,6 +27,7 @@ log = logging.getLogger("autopilot.serve")
 
 EVENTGRID_FUNCTION = "azureml_events"
 KEY_FILE = "function_keys.json"
+SERVE_MARKER = "serve.json"  # written by `autopilot serve` once bound, removed on exit
 
 
 def eventgrid_path(function: str = EVENTGRID_FUNCTION) -> str:
@@ -183,13 +184,33 @@ def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:
     else:
         print(f"  Function keys: {', '.join(service.keys)} (send as x-functions-key)")
     sys.stdout.flush()
+    marker = write_serve_marker(data_dir, service.url)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:
+        remove_serve_marker(marker)
         service.stop()
     return 0
+
+
+def write_serve_marker(data_dir: Path, url: str) -> Path:
+    """Tell CLI commands on this data folder where the running service listens (pid, URL)."""
+    path = data_dir / SERVE_MARKER
+    tmp = path.with_name(f".{SERVE_MARKER}.{os.getpid()}")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def remove_serve_marker(path: Path) -> None:
+    """Remove the marker on exit, unless another service has replaced it since."""
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def post_json(url: str, key: str, body: bytes, timeout: float = 30.0) -> tuple[int, str]:
@@ -210,34 +231,3 @@ def post_json(url: str, key: str, body: bytes, timeout: float = 30.0) -> tuple[i
             return response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
-
-
-def replay(file: Path, *, policy: Path, data_dir: Path, url: str | None, key: str | None) -> int:
-    """Deliver a stored payload through the same HTTP path Event Grid / Azure Monitor use."""
-    from shared.envelope import load_json
-
-    try:
-        body = file.read_bytes()
-    except OSError as exc:
-        raise BadEvent(f"cannot read {file}: {exc}") from exc
-    payload = load_json(body, what=str(file))
-    if isinstance(payload, list):
-        path = eventgrid_path()
-    elif isinstance(payload, dict) and "schemaId" in payload:
-        path = "/api/alerts"
-    else:
-        raise BadEvent(f"{file}: expected an Event Grid / CloudEvents array or an alert object")
-    service = None
-    if url is None:
-        service, _ = start_service(policy=policy, data_dir=data_dir, run_timers=False)
-        url, key = service.url, service.key
-    key = key or os.environ.get("AUTOPILOT_KEY", "")
-    try:
-        status, text = post_json(url.rstrip("/") + path, key, body)
-    finally:
-        if service:
-            service.stop()
-    print(f"{status} {text}")
-    if status < 300:
-        return 0
-    return 2 if status < 500 else 1

@@ -216,7 +216,7 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
     lines = [
         f"cycle {cycle.id}  model {cycle.model}  state {cycle.state.value}",
         f"  trigger: {json.dumps(cycle.trigger, default=str)[:200]}",
-        f"  job: {cycle.job_name or '-'}   candidate: v{cycle.candidate_version or '-'}   "
+        f"  job: {cycle.job_name or '-'}   candidate: {cycle.candidate}   "
         f"champion: v{cycle.champion_version or '-'}   coalesced signals: {cycle.coalesced}",
         f"  reason: {cycle.reason}",
     ]

@@ -90,6 +90,22 @@ class Cycle:
     def is_active(self) -> bool:
         return self.state.is_active
 
+    @property
+    def candidate(self) -> str:
+        """The candidate model in words: its registered version once there is one, else the
+        job that trains it and why it has no version (yet)."""
+        if self.candidate_version:
+            return f"v{self.candidate_version}"
+        if not self.job_name:
+            return "none yet (no training job)"
+        tail = {
+            CycleState.RETRAINING: "being trained",
+            CycleState.EVALUATING: "being evaluated",
+            CycleState.AWAITING_APPROVAL: "gets its version when approved",
+            CycleState.REJECTED: "not registered: rejected",
+        }.get(self.state, "not registered")
+        return f"model of job {self.job_name} ({tail})"
+
     def transition(self, new_state: CycleState, at: datetime, reason: str) -> None:
         if new_state not in ALLOWED_TRANSITIONS[self.state]:
             raise InvalidTransition(
@@ -112,11 +128,13 @@ class Cycle:
             {"state": t.state.value, "at": t.at.isoformat(), "reason": t.reason}
             for t in self.history
         ]
+        data["candidate"] = self.candidate  # derived, for readers; ignored by from_json
         return data
 
     @classmethod
     def from_json(cls, data: JSON) -> Cycle:
         values = dict(data)
+        values.pop("candidate", None)
         values["state"] = CycleState(values["state"])
         for key in ("created_at", "updated_at", "job_submitted_at"):
             raw = values.get(key)

@@ -19,7 +19,7 @@ from shared.messages import ManualRollback
 from shared.model import CycleState
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE
 from shared.wiring import Runtime
-from tests.browser.test_console import CHROMIUM, CHROMIUM_ARGS, sync_api
+from tests.browser import test_console  # skips this module too without Chromium/Playwright
 from tests.conftest import KEYS
 from tests.fakes import World, make_policy, make_world
 from tests.unit.test_lifecycle import bus_of, complete_job, with_live_deployment
@@ -33,9 +33,11 @@ NARROW = {"width": 400, "height": 800}
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    import playwright.sync_api as sync_api
+
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=test_console.CHROMIUM, headless=True, args=test_console.CHROMIUM_ARGS
         )
         yield browser
         browser.close()

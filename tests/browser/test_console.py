@@ -90,7 +90,7 @@ def seed_awaiting_approval(data: Path, demo_cycle: str) -> None:
         now,
         trigger={"source": "test-fixture", "signal": "re-gate of the demo evaluation"},
         job_name=f"autopilot-{demo_cycle}",
-        candidate_version="2",
+        candidate_version=None,  # registered (and given a version) only once approved
         champion_version=decision.champion_version,
     )
     cycle.transition(CycleState.RETRAINING, now, "test fixture")
@@ -106,7 +106,7 @@ def seed_awaiting_approval(data: Path, demo_cycle: str) -> None:
             "gate passed; awaiting approval",
             actor="tests",
             model=MODEL,
-            version="2",
+            version=None,
             cycle=WAITING,
             reason=decision.summary,
             evidence={"gate": decision.to_json()},
@@ -285,7 +285,9 @@ def test_audit_page_filters_by_cycle_and_shows_the_chain_verified(
     console.shot("audit")
 
 
-def test_approvals_page_lists_the_waiting_cycle_with_its_evidence(console: Console) -> None:
+def test_approvals_page_lists_the_waiting_cycle_with_its_evidence(
+    console: Console, demo_cycle: str
+) -> None:
     console.open("approvals", "/approvals")
     card = console.page.locator(f'.approval[data-cycle="{WAITING}"]')
     assert card.count() == 1
@@ -293,6 +295,9 @@ def test_approvals_page_lists_the_waiting_cycle_with_its_evidence(console: Conso
     assert card.locator('table.gate tr[data-rule="confidence"]').count() == 1
     assert card.locator("svg.chart.bootstrap").count() == 1
     text = card.inner_text()
+    candidate = f"model of job autopilot-{demo_cycle} (gets its version when approved)"
+    assert card.locator('[data-field="candidate"]').inner_text() == candidate
+    assert "v?" not in text
     assert f"autopilot approve {WAITING} --reason" in text
     assert f"/api/cycles/{WAITING}/approve" in text
     assert KEY not in console.page.content()  # the page never prints the key

@@ -39,7 +39,7 @@ def _clock(moment: datetime) -> str:
 
 
 def _check_due(cycle: Cycle, due: datetime) -> datetime:
-    """Record when the rollout must be looked at next and ask for a reconcile then."""
+    """Record when the rollout must be looked at next (``_wake`` asks for it once saved)."""
     assert cycle.rollout is not None
     cycle.rollout["next_check_at"] = due.isoformat()
     return due
@@ -445,6 +445,9 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 evidence=evidence,
             )
             return
+        checks = ro["checks"]
+        if len(checks) > 1 and checks[-2].get("verdict") == "wait":
+            del checks[-2]  # keep the latest of a run of waits: they are rechecked often
         recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
         due = _check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
         cycle.reason = (

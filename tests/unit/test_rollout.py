@@ -162,8 +162,8 @@ def run_reconcile_timer(world: World, until: datetime) -> list[datetime]:
     """The local host's reconcile timer on the fake clock: the default schedule (every
     minute) plus one run at each time a handler asked ``wakeups`` for. Returns the runs."""
     schedule = parse_schedule(DEFAULT_RECONCILE_SCHEDULE)
-    pending: list[datetime] = []
-    seen, runs = 0, list[datetime]()
+    seen, runs = len(world.wakeups.asked), list[datetime]()
+    pending = [when for when, _ in world.wakeups.asked if when > world.clock.now()]
     while True:
         pending += [when for when, _ in world.wakeups.asked[seen:]]
         seen = len(world.wakeups.asked)
@@ -264,3 +264,17 @@ def test_traffic_text_lists_the_largest_share_first() -> None:
     assert traffic_text({"m-v1": 10, "m-v2": 90}) == "m-v2 90%, m-v1 10%"
     assert traffic_text({"m-v2": 100, "m-v1": 0}) == "m-v2 100%, m-v1 0%"
     assert traffic_text({}) == "no traffic"
+
+
+def test_a_run_of_waits_keeps_only_its_latest_check() -> None:
+    world, cycle = bake_10s_rollout(wakeups=True)
+    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 20.0)}
+    run_reconcile_timer(world, until=world.clock.now() + timedelta(minutes=5))
+    cycle = world.store.must(cycle.id)
+    assert cycle.rollout is not None
+    assert [c["verdict"] for c in cycle.rollout["checks"]] == ["wait"]
+    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    run_reconcile_timer(world, until=datetime.fromisoformat(cycle.rollout["next_check_at"]))
+    cycle = world.store.must(cycle.id)
+    assert cycle.rollout is not None and cycle.rollout["percent"] == 50
+    assert [c["verdict"] for c in cycle.rollout["checks"]] == ["wait", "pass"]

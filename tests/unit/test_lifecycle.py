@@ -541,3 +541,10 @@ def test_a_candidate_without_a_version_is_named_by_its_job_and_why() -> None:
     registered = complete_job(make_world())
     assert registered.candidate == f"v{registered.candidate_version}"
     assert type(registered).from_json(registered.to_json()) == registered
+
+
+def test_the_demo_prints_request_counts_as_text() -> None:
+    from autopilot.demo import _counts
+
+    assert _counts({"m-v2": 118, "m-v1": 732}) == "m-v1 732, m-v2 118"
+    assert _counts({}) == "none"

@@ -34,6 +34,8 @@ Where this host differs from the real one on purpose:
 - CloudEvents are handed to the function as ``func.EventGridEvent`` (type -> event_type,
   source -> topic, dataschema -> data_version) unless ``cloudevents_as="CloudEvent"``. The
   real Python worker (azure-functions 1.26) hands them over as ``func.CloudEvent``.
+- ``wake(NAME, at)`` runs a timer once more at a given time, besides its schedule (the real
+  host has no such thing); ``autopilot serve`` uses it to check a rollout step when it is due.
 """
 
 from __future__ import annotations
@@ -287,6 +289,8 @@ class LocalHost:
     def stop(self) -> None:
         """Stop serving and release the port; waits about a second at most for timers."""
         self._stopping.set()
+        for timer in self._timers.values():
+            timer.poke.set()  # wake sleeping timer threads now
         server, self._server = self._server, None
         if server is not None:
             server.stop()

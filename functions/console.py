@@ -171,6 +171,7 @@ def _cycle_brief(cycle: Cycle | None) -> dict[str, Any] | None:
         "created_at": cycle.created_at.isoformat(),
         "updated_at": cycle.updated_at.isoformat(),
         "candidate_version": cycle.candidate_version,
+        "candidate": cycle.candidate,
         "champion_version": cycle.champion_version,
         "reason": cycle.reason,
         "dry_run": cycle.dry_run,

@@ -128,13 +128,16 @@ class Cycle:
             {"state": t.state.value, "at": t.at.isoformat(), "reason": t.reason}
             for t in self.history
         ]
-        data["candidate"] = self.candidate  # derived, for readers; ignored by from_json
         return data
+
+    def to_view(self) -> JSON:
+        """``to_json`` plus what readers want spelled out (``candidate`` in words); for API
+        answers, never stored (a store reading it back would refuse the unknown field)."""
+        return {**self.to_json(), "candidate": self.candidate}
 
     @classmethod
     def from_json(cls, data: JSON) -> Cycle:
         values = dict(data)
-        values.pop("candidate", None)
         values["state"] = CycleState(values["state"])
         for key in ("created_at", "updated_at", "job_submitted_at"):
             raw = values.get(key)

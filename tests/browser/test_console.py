@@ -119,6 +119,9 @@ def served(demo: Path) -> Iterator[Served]:
     result = json.loads((demo / "demo-result.json").read_text())
     seed_awaiting_approval(demo, result["cycle"])
     server = start_serve(demo, demo / "demo-policy.yaml")
+    # the first /api/models starts the embedded endpoint (its models load): seconds when the
+    # machine is idle, over 15 s when busy; pages wait 15 s at most
+    assert server.json("GET", "/api/models")[0] == 200
     yield server
     server.stop()
 

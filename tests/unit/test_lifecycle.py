@@ -529,7 +529,8 @@ def test_a_candidate_without_a_version_is_named_by_its_job_and_why() -> None:
     waiting = complete_job(make_world(make_policy(gate__approval_required=True)))
     assert waiting.state is CycleState.AWAITING_APPROVAL
     assert waiting.candidate == f"model of job {waiting.job_name} (gets its version when approved)"
-    assert waiting.to_json()["candidate"] == waiting.candidate
+    assert waiting.to_view()["candidate"] == waiting.candidate
+    assert "candidate" not in waiting.to_json()  # derived: shown, never stored
 
     world = make_world()
     rejected = complete_job(world, WORSE)

@@ -252,10 +252,12 @@ def cmd_cycles_list(args: argparse.Namespace) -> int:
 
 def describe_cycle(cycle: Any, records: list[Any]) -> str:
     """A reviewer's view of one cycle: state, gate table, rollout, audit trail."""
+    from handlers.rollout import traffic_text
+
     lines = [
         f"cycle {cycle.id}  model {cycle.model}  state {cycle.state.value}",
         f"  trigger: {json.dumps(cycle.trigger, default=str)[:200]}",
-        f"  job: {cycle.job_name or '-'}   candidate: v{cycle.candidate_version or '-'}   "
+        f"  job: {cycle.job_name or '-'}   candidate: {cycle.candidate}   "
         f"champion: v{cycle.champion_version or '-'}   coalesced signals: {cycle.coalesced}",
         f"  reason: {cycle.reason}",
     ]
@@ -283,7 +285,7 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
             f"previous {ro.get('previous') or '-'}"
         )
         for step in ro.get("steps", []):
-            lines.append(f"  {step['at']}  traffic {step['traffic']}")
+            lines.append(f"  {step['at']}  traffic {traffic_text(step['traffic'])}")
         for check in ro.get("checks", []):
             lines.append(f"  {check['at']}  health {check['verdict']}: {check['why']}")
     lines.append("\naudit trail:")

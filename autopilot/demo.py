@@ -282,7 +282,8 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
         _print_cycle(data_dir, cycle)
         say(
             f"\nclient requests: {traffic.sent} sent, {traffic.failed} dropped, served by "
-            f"{traffic.served_by}, error answers by {traffic.server_errors or 'none'}"
+            f"{_counts(traffic.served_by)}, error answers by "
+            f"{_counts(traffic.server_errors) if traffic.server_errors else 'none'}"
         )
         result = {
             "scenario": scenario,
@@ -440,6 +441,12 @@ def _inject_errors_when_rolling(progress: Progress, platform: Any, cycle: str) -
         if data["state"] in CLOSED:
             return
         time.sleep(0.3)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``{'m-v1': 732, 'm-v2': 118}`` as ``m-v1 732, m-v2 118`` (most first)."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {count}" for name, count in ordered) or "none"
 
 
 def _print_cycle(data_dir: Path, cycle: str) -> None:

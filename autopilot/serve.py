@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,19 @@ class LocalService:
             runtime.use(None)
 
 
+@dataclass(frozen=True, slots=True)
+class TimerWakeups:
+    """``Wakeups`` of the embedded service: a one-shot run of the local host's reconcile
+    timer at the time asked (the Functions host on Azure has no such thing)."""
+
+    wake: Callable[[str, datetime], None]
+    timer: str = "reconcile"
+
+    def at(self, when: datetime, why: str) -> None:
+        log.info("reconcile requested at %s: %s", when.isoformat(), why)
+        self.wake(self.timer, when)
+
+
 def start_service(
     *,
     policy: Path,
@@ -144,7 +158,10 @@ def start_service(
             webhook=(local_host.url + eventgrid_path(), next(iter(keys.values()))),
             chaos=env.get("AUTOPILOT_EMBEDDED_CHAOS", ""),
         )
-        return Runtime(build_services(settings, platform=platform, metrics=metrics), keys)
+        services = build_services(settings, platform=platform, metrics=metrics)
+        # a rollout step is checked when its bake ends, not at the timer's next tick
+        services.wakeups = TimerWakeups(lambda name, at: local_host.wake(name, at))
+        return Runtime(services, keys)
 
     def on_reject(function: str, message: str) -> None:
         with lock:

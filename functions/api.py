@@ -35,7 +35,7 @@ def _flag(req: func.HttpRequest, name: str) -> bool:
 def list_cycles(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     store = runtime.current().services.store
     cycles = store.list_cycles(req.params.get("model") or None, _flag(req, "active"))
-    return respond(200, {"cycles": [c.to_json() for c in cycles]})
+    return respond(200, {"cycles": [c.to_view() for c in cycles]})
 
 
 @bp.route(route="cycles/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -46,7 +46,7 @@ def get_cycle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     if cycle is None:
         return error(404, "no such cycle")
     audit = services.audit.query(cycle=cycle.id)
-    return respond(200, {"cycle": cycle.to_json(), "audit": [r.to_json() for r in audit]})
+    return respond(200, {"cycle": cycle.to_view(), "audit": [r.to_json() for r in audit]})
 
 
 def _since(req: func.HttpRequest) -> datetime | None:
@@ -136,7 +136,7 @@ def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpRespon
     if problem:
         return error(status, problem)
     cycle = runtime.current().services.store.get_cycle(cycle_id)
-    return respond(200, {"cycle": cycle.to_json() if cycle else None})
+    return respond(200, {"cycle": cycle.to_view() if cycle else None})
 
 
 def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> func.HttpResponse:
@@ -150,7 +150,7 @@ def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> fu
         return error(status, problem)
     if kind is not RetrainRequested:
         cycles = store.list_cycles(model)
-        return respond(200, {"cycle": cycles[0].to_json() if cycles else None})
+        return respond(200, {"cycle": cycles[0].to_view() if cycles else None})
     own = store.get_cycle(own_id)
     active = store.active_cycle(model)
     if own is not None:
@@ -160,7 +160,7 @@ def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> fu
         outcome, cycle = "coalesced", active
     else:
         outcome, cycle = "not started", None  # observe mode: audited as a dry run
-    return respond(200, {"outcome": outcome, "cycle": cycle.to_json() if cycle else None})
+    return respond(200, {"outcome": outcome, "cycle": cycle.to_view() if cycle else None})
 
 
 @bp.route(route="models/{model}/retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

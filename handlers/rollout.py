@@ -1,9 +1,12 @@
 """Blue/green rollout: new deployment at 0%, canary steps with health checks, promote or roll back.
 
-Steps advance on the reconcile tick once their bake time has passed. Health of the new
-deployment is compared with the live one over the same window; too little traffic means
-wait, not pass. Every traffic change is read back to confirm it took effect. Whenever a
-cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
+Steps advance on the reconcile tick once their bake time has passed: each step records when
+its health check is due (``next_check_at``) and asks ``svc.wakeups`` for a reconcile then (the
+local host runs one at that time; on Azure the timer's next tick after it checks). Health of
+the new deployment is compared with the live one over the same window; too little traffic
+means wait, not pass. Every traffic change is read back to confirm it took effect. The
+cycle's reason always says where the rollout stands (traffic, step, when the check is due).
+Whenever a cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
 
 No invocation waits for a long-running platform operation: when the platform answers
 ``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
@@ -13,7 +16,7 @@ call, which checks on it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import cleanup
@@ -27,6 +30,33 @@ if TYPE_CHECKING:
     from shared.policy import Health
 
 CYCLE_TAG = "autopilot_cycle"
+WAIT_RECHECK_MIN_S = 5.0  # "not enough traffic yet" is looked at again no sooner than this
+
+
+def traffic_text(traffic: dict[str, int]) -> str:
+    """``{'m-v2': 90, 'm-v1': 10}`` as ``m-v2 90%, m-v1 10%`` (largest share first)."""
+    if not traffic:
+        return "no traffic"
+    ordered = sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {percent}%" for name, percent in ordered)
+
+
+def _clock(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def _check_due(cycle: Cycle, due: datetime) -> datetime:
+    """Record when the rollout must be looked at next (``_wake`` asks for it once saved)."""
+    assert cycle.rollout is not None
+    cycle.rollout["next_check_at"] = due.isoformat()
+    return due
+
+
+def _wake(cycle: Cycle, svc: Services) -> None:
+    """After the cycle is saved: ask for a reconcile when its next check is due."""
+    due = (cycle.rollout or {}).get("next_check_at")
+    if svc.wakeups is not None and due:
+        svc.wakeups.at(datetime.fromisoformat(due), f"rollout of cycle {cycle.id}")
 
 
 def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
@@ -61,7 +91,10 @@ def _set_and_confirm(svc: Services, endpoint: str, traffic: dict[str, int]) -> N
     actual = {k.lower(): v for k, v in svc.platform.get_traffic(endpoint).items() if v}
     wanted = {k.lower(): v for k, v in traffic.items() if v}
     if actual != wanted:
-        raise TransientError(f"endpoint {endpoint}: traffic is {actual}, expected {wanted}")
+        raise TransientError(
+            f"endpoint {endpoint}: traffic is {traffic_text(actual)}, "
+            f"expected {traffic_text(wanted)}"
+        )
 
 
 def _wait_for_platform(
@@ -98,6 +131,11 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
     except TransientError as exc:
         ro["traffic_failures"] = ro.get("traffic_failures", 0) + 1
         if ro["traffic_failures"] < spec.traffic_attempts:
+            cycle.reason = (
+                f"traffic change to {traffic_text(traffic)} on {ro['endpoint']} not confirmed "
+                f"(attempt {ro['traffic_failures']}/{spec.traffic_attempts}); "
+                "retrying at the next reconcile"
+            )
             svc.store.save_cycle(cycle)
             note(
                 svc,
@@ -153,6 +191,10 @@ def fail_rollout(
     except TransientError as exc:
         ro["restore_attempts"] = ro.get("restore_attempts", 0) + 1
         ro.update(phase="restoring", failed_because=reason, failed_evidence=evidence or {})
+        cycle.reason = (
+            f"failing safe: restoring {previous} to 100% not confirmed yet "
+            f"(attempt {ro['restore_attempts']}); {reason}"
+        )
         svc.store.save_cycle(cycle)
         note(
             svc,
@@ -274,7 +316,13 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 "traffic": {ro["previous"]: 100},
             }
         )
+        due = _check_due(cycle, now + timedelta(seconds=shadow.bake))
+        cycle.reason = (
+            f"shadow: {ro['previous']} serves 100% on {ro['endpoint']}, {shadow.percent}% "
+            f"mirrored to {ro['deployment']}; health check due {_clock(due)}"
+        )
         svc.store.save_cycle(cycle)
+        _wake(cycle, svc)
         note(
             svc,
             AuditKind.ACTION,
@@ -315,11 +363,19 @@ def _enter_step(
     cycle.rollout["percent"] = percent
     cycle.rollout["step_started_at"] = now.isoformat()
     cycle.rollout["steps"].append({"percent": percent, "at": now.isoformat(), "traffic": traffic})
+    where = f"{traffic_text(traffic)} on {spec.endpoint} (step {index + 1}/{len(steps)})"
+    if cycle.rollout.get("previous"):
+        due = _check_due(cycle, now + timedelta(seconds=spec.bake))
+        cycle.reason = f"canary: {where}; health check due {_clock(due)}"
+    else:
+        cycle.rollout.pop("next_check_at", None)
+        cycle.reason = f"first deployment: {where}"
     svc.store.save_cycle(cycle)
+    _wake(cycle, svc)
     note(
         svc,
         kind,
-        f"traffic {traffic} on {spec.endpoint} (step {index + 1}/{len(steps)})",
+        f"traffic {where}",
         cycle,
         evidence={"traffic": traffic},
         caused_by=caused_by,
@@ -425,7 +481,8 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         )
         return
     if verdict == "wait":
-        if now - started > timedelta(seconds=bake + spec.max_wait):
+        deadline = started + timedelta(seconds=bake + spec.max_wait)
+        if now > deadline:
             roll_back(
                 cycle,
                 svc,
@@ -433,6 +490,18 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 caused_by,
                 evidence=evidence,
             )
+            return
+        checks = ro["checks"]
+        if len(checks) > 1 and checks[-2].get("verdict") == "wait":
+            del checks[-2]  # keep the latest of a run of waits: they are rechecked often
+        recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
+        due = _check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
+        cycle.reason = (
+            f"{phase}: waiting for traffic ({why}); next health check {_clock(due)}, "
+            f"rolled back if still too little after {_clock(deadline)}"
+        )
+        svc.store.save_cycle(cycle)
+        _wake(cycle, svc)
         return
     svc.store.save_cycle(cycle)
     note(
@@ -473,6 +542,9 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
     ro["phase"] = "watch" if watching else "done"
     ro["promoted_at"] = now.isoformat()
     ro["watch_until"] = (now + timedelta(seconds=spec.watch)).isoformat() if watching else None
+    ro.pop("next_check_at", None)
+    if watching:
+        _check_due(cycle, now + timedelta(seconds=spec.watch))
     move(
         svc,
         cycle,
@@ -482,6 +554,7 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         kind=AuditKind.ACTION,
         evidence={"watch_until": ro["watch_until"], "kept_warm": ro.get("previous")},
     )
+    _wake(cycle, svc)  # the watch period ends then
     cleanup.run(cycle, svc, caused_by)  # without a watch period the previous one goes now
 
 
@@ -519,6 +592,7 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
         return
     ro["phase"] = "done"
     schedule_cleanup(cycle)
+    ro.pop("next_check_at", None)
     svc.store.save_cycle(cycle)
     note(
         svc,
@@ -567,7 +641,7 @@ def roll_back(
         CycleState.ROLLED_BACK,
         f"rolled back: {reason}",
         caused_by=caused_by,
-        kind=AuditKind.ACTION,
+        kind=AuditKind.DECISION,  # the model's latest decision (the console shows it)
         evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
         actor=actor,
     )

@@ -26,6 +26,7 @@ from shared.ports import (
     Metrics,
     MLPlatform,
     StateStore,
+    Wakeups,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Services:
     publisher: EventPublisher
     policy: Policy
     logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
+    wakeups: Wakeups | None = None  # one-shot reconcile at a due time (local host only)
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)

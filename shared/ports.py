@@ -180,3 +180,13 @@ class EventPublisher(Protocol):
     """Our own lifecycle events, for others to subscribe to."""
 
     def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None: ...
+
+
+class Wakeups(Protocol):
+    """Ask for a reconcile at a given time (a rollout step's bake ends then).
+
+    The local host schedules a one-shot run of its reconcile timer; on Azure there is none
+    and the step is checked at the reconcile timer's next tick after ``at``.
+    """
+
+    def at(self, when: datetime, why: str) -> None: ...

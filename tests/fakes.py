@@ -308,6 +308,16 @@ class FakeMetrics:
 
 
 @dataclass
+class FakeWakeups:
+    """Reconciles asked for, in the order asked: (when, why)."""
+
+    asked: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def at(self, when: datetime, why: str) -> None:
+        self.asked.append((when, why))
+
+
+@dataclass
 class FakePublisher:
     published: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -373,11 +383,13 @@ class World:
     metrics: FakeMetrics
     publisher: FakePublisher
     clock: FakeClock
+    wakeups: FakeWakeups = field(default_factory=FakeWakeups)
 
 
 def make_world(policy: Policy | None = None) -> World:
     store, audit, platform = FakeStore(), FakeAudit(), FakePlatform()
     metrics, publisher, clock = FakeMetrics(), FakePublisher(), FakeClock()
+    wakeups = FakeWakeups()
     services = Services(
         store=store,
         audit=audit,
@@ -387,5 +399,6 @@ def make_world(policy: Policy | None = None) -> World:
         policy=policy or make_policy(),
         clock=clock,
         settings=Settings(),
+        wakeups=wakeups,
     )
-    return World(services, store, audit, platform, metrics, publisher, clock)
+    return World(services, store, audit, platform, metrics, publisher, clock, wakeups)

@@ -64,7 +64,9 @@
     return el;
   }
   function h(tag, attrs, ...children) {
-    return fill(setAttrs(document.createElement(tag), attrs), children);
+    const el = fill(setAttrs(document.createElement(tag), attrs), children);
+    // every table scrolls sideways in its own box: a narrow window cuts no column off
+    return tag === "table" ? fill(setAttrs(document.createElement("div"), { class: "table-scroll" }), [el]) : el;
   }
   function s(tag, attrs, ...children) {
     return fill(setAttrs(document.createElementNS(SVG_NS, tag), attrs), children);
@@ -111,6 +113,26 @@
     if (!isFinite(v)) return v > 0 ? "∞" : "−∞";
     if (Number.isInteger(v) && Math.abs(v) >= 1) return v.toLocaleString("en-US");
     return String(Number(v.toPrecision(4)));
+  }
+  // a signed gain in words (the gate stores gains; guardrails and slices store regressions)
+  function gainWords(gain) {
+    if (typeof gain !== "number") return fmtNum(gain);
+    if (gain > 0) return "better by " + fmtNum(gain);
+    if (gain < 0) return "worse by " + fmtNum(-gain);
+    return "unchanged";
+  }
+  function observedText(r) {
+    if (r.rule === "improvement") return gainWords(r.observed);
+    if (r.rule === "guardrail" || r.rule === "slice") return gainWords(-r.observed);
+    return fmtNum(r.observed);
+  }
+  function thresholdText(r) {
+    if (r.rule === "improvement") return "better by ≥ " + fmtNum(r.threshold);
+    if (r.rule === "guardrail" || r.rule === "slice") return "worse by ≤ " + fmtNum(r.threshold);
+    return fmtNum(r.threshold);
+  }
+  function candidateText(c) {
+    return c.candidate_version ? "v" + c.candidate_version : c.candidate || "none yet";
   }
   function pct(v) {
     return v === null || v === undefined ? "—" : (v * 100).toFixed(2) + "%";
@@ -402,8 +424,8 @@
                 { "data-rule": r.rule, "data-passed": String(r.passed) },
                 h("td", { class: "nowrap" }, r.rule),
                 h("td", null, r.metric || "—"),
-                h("td", { class: "num" }, fmtNum(r.observed)),
-                h("td", { class: "num" }, fmtNum(r.threshold)),
+                h("td", { class: "num", "data-field": "observed" }, observedText(r)),
+                h("td", { class: "num", "data-field": "threshold" }, thresholdText(r)),
                 h("td", null, passBadge(r.passed)),
                 h("td", { class: "detail" }, r.detail)
               )
@@ -494,7 +516,7 @@
             h("td", { class: "nowrap" }, c.model),
             h("td", null, stateBadge(c.state), c.dry_run ? h("span", { class: "badge warn" }, "dry run") : null),
             h("td", null, (c.trigger && (c.trigger.source || c.trigger.kind)) || "—"),
-            h("td", { class: "num" }, c.candidate_version ? "v" + c.candidate_version : "—"),
+            h("td", { class: "num", title: c.candidate || "" }, c.candidate_version ? "v" + c.candidate_version : "—"),
             h("td", { class: "num" }, c.champion_version ? "v" + c.champion_version : "—"),
             h("td", null, timeEl(c.created_at)),
             h("td", null, timeEl(c.updated_at)),
@@ -591,7 +613,7 @@
       ["trigger", [trigger.source || "—", trigger.signal ? " · " + trigger.signal : "", c.coalesced ? " · " + c.coalesced + " more signals coalesced" : ""]],
       ["caused by", h("span", { class: "mono small" }, c.caused_by || "—")],
       ["training job", c.job_name ? [h("span", { class: "mono", "data-field": "job" }, c.job_name), c.job_submitted_at ? h("span", { class: "muted small" }, " submitted " + fmtTime(c.job_submitted_at, true)) : null] : "—"],
-      ["candidate version", c.candidate_version ? h("strong", { "data-field": "candidate" }, c.model + " v" + c.candidate_version) : "—"],
+      ["candidate", c.candidate_version ? h("strong", { "data-field": "candidate" }, c.model + " v" + c.candidate_version) : h("span", { "data-field": "candidate" }, candidateText(c))],
       ["champion at start", c.champion_version ? "v" + c.champion_version : "none"],
       ["created", timeEl(c.created_at, true)],
       ["updated", timeEl(c.updated_at, true)],
@@ -832,7 +854,8 @@
           return h(
             "div",
             { class: "card approval", "data-cycle": c.id },
-            h("h2", null, c.model, " v" + (c.candidate_version || "?"), h("span", { class: "muted" }, " replacing " + (c.champion_version ? "v" + c.champion_version : "no champion")), " — ", cycleLink(c.id)),
+            h("h2", null, c.model, " — ", cycleLink(c.id)),
+            h("p", { class: "candidate" }, "candidate: ", h("strong", { "data-field": "candidate" }, candidateText(c)), h("span", { class: "muted" }, ", replacing " + (c.champion_version ? "v" + c.champion_version : "no champion"))),
             h("p", { class: "small muted" }, "waiting since " + fmtTime(since, true) + " (" + ago(since) + ")" + (expires ? "; rejected automatically at " + fmtTime(expires, true) + " if nobody decides" : "")),
             c.decision ? gateSection(c.decision) : h("p", { class: "empty" }, "no gate evidence recorded"),
             h("h3", null, "Decide"),
@@ -938,7 +961,8 @@
       if (mine !== current) return;
       const status = e instanceof ApiError ? e.status : 0;
       if (status === 401) {
-        mine.slot.replaceChildren(h("div", { class: "banner bad" }, "The function key was not accepted (401). Open the console again as /api/console?code=YOUR_KEY."));
+        sessionStorage.removeItem(KEY_NAME);
+        mine.slot.replaceChildren(h("div", { class: "banner bad", id: "key-refused" }, "Wrong key: the function key was not accepted (401). ", h("a", { href: BASE + "console" }, "Enter another key")));
         setLive("down", "key rejected");
       } else if (status === 404) {
         mine.slot.replaceChildren(h("div", { class: "banner warn" }, "Not found: " + e.message));

@@ -519,3 +519,34 @@ def test_failing_safe_keeps_retrying_the_restore_until_the_endpoint_is_back() ->
         sum(s.startswith("failing safe: restoring blue") for s in world.audit.summaries("error"))
         == 2
     )
+
+
+# --- the candidate in words (console, API, `cycles show` and the demo print it) -----------------
+
+
+def test_a_candidate_without_a_version_is_named_by_its_job_and_why() -> None:
+    from autopilot.cli import describe_cycle
+
+    waiting = complete_job(make_world(make_policy(gate__approval_required=True)))
+    assert waiting.state is CycleState.AWAITING_APPROVAL
+    assert waiting.candidate == f"model of job {waiting.job_name} (gets its version when approved)"
+    assert waiting.to_view()["candidate"] == waiting.candidate
+    assert "candidate" not in waiting.to_json()  # derived: shown, never stored
+
+    world = make_world()
+    rejected = complete_job(world, WORSE)
+    assert rejected.state is CycleState.REJECTED
+    shown = describe_cycle(rejected, world.audit.query(cycle=rejected.id))
+    assert f"candidate: model of job {rejected.job_name} (not registered: rejected)" in shown
+    assert "v-" not in shown and "v?" not in shown
+
+    registered = complete_job(make_world())
+    assert registered.candidate == f"v{registered.candidate_version}"
+    assert type(registered).from_json(registered.to_json()) == registered
+
+
+def test_the_demo_prints_request_counts_as_text() -> None:
+    from autopilot.demo import _counts
+
+    assert _counts({"m-v2": 118, "m-v1": 732}) == "m-v1 732, m-v2 118"
+    assert _counts({}) == "none"

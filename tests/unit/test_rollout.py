@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from autopilot.host_schedule import parse_schedule
 from handlers import cleanup
 from handlers.cycles import move
 from handlers.intake import deliver_alert
+from handlers.rollout import traffic_text
 from shared.errors import BadEvent
 from shared.messages import ManualRollback, Reconcile
 from shared.model import Cycle, CycleState, HealthSample
+from shared.settings import DEFAULT_RECONCILE_SCHEDULE
 from tests import payloads
 from tests.fakes import POLICY, World, make_policy, make_world
 from tests.unit.test_lifecycle import (
@@ -328,3 +332,128 @@ def test_a_deployment_another_open_rollout_uses_is_kept() -> None:
     assert on_endpoint(world) == {"blue", "credit-v2", "credit-v3"}
     (kept,) = [r for r in world.audit.records if r.summary.startswith("deployment credit-v2 kept")]
     assert kept.reason == "cycle credit-b still uses it"
+
+
+# --- timing: a step is checked when its bake ends; the reason says where the rollout is ---------
+
+
+def run_reconcile_timer(world: World, until: datetime) -> list[datetime]:
+    """The local host's reconcile timer on the fake clock: the default schedule (every
+    minute) plus one run at each time a handler asked ``wakeups`` for. Returns the runs."""
+    schedule = parse_schedule(DEFAULT_RECONCILE_SCHEDULE)
+    seen, runs = len(world.wakeups.asked), list[datetime]()
+    pending = [when for when, _ in world.wakeups.asked if when > world.clock.now()]
+    while True:
+        pending += [when for when, _ in world.wakeups.asked[seen:]]
+        seen = len(world.wakeups.asked)
+        now = world.clock.now()
+        scheduled = schedule.next_after(now)
+        assert scheduled is not None
+        due = max(now, min([scheduled, *pending]))
+        if due > until:
+            return runs
+        pending = [p for p in pending if p > due]
+        world.clock.advance((due - now).total_seconds())
+        bus_of(world).handle(Reconcile())
+        runs.append(due)
+
+
+def bake_10s_rollout(wakeups: bool) -> tuple[World, Any]:
+    world = make_world(make_policy(rollout__bake="10s", rollout__watch="0s"))
+    if not wakeups:  # as on Azure: only the timer's schedule runs reconciles
+        world.services.wakeups = None
+    cycle = registered_and_rolling(world)
+    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    return world, cycle
+
+
+def test_a_step_with_a_10s_bake_is_checked_10s_after_it_started_not_at_the_next_tick() -> None:
+    world, cycle = bake_10s_rollout(wakeups=True)
+    started = world.clock.now()
+    run_reconcile_timer(world, until=started + timedelta(seconds=35))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.PROMOTED  # 3 steps x 10 s, well before the 1-minute tick
+    assert cycle.rollout is not None
+    steps, checks = cycle.rollout["steps"], cycle.rollout["checks"]
+    assert [s["percent"] for s in steps] == [10, 50, 100]
+    waited = [
+        (datetime.fromisoformat(c["at"]) - datetime.fromisoformat(s["at"])).total_seconds()
+        for s, c in zip(steps, checks, strict=True)
+    ]
+    assert waited == [10.0, 10.0, 10.0]
+    assert [when for when, _ in world.wakeups.asked] == [
+        datetime.fromisoformat(s["at"]) + timedelta(seconds=10) for s in steps
+    ]
+
+
+def test_without_wakeups_a_step_waits_for_the_timers_next_tick() -> None:
+    world, cycle = bake_10s_rollout(wakeups=False)
+    started = world.clock.now()
+    run_reconcile_timer(world, until=started + timedelta(seconds=35))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert cycle.rollout is not None and cycle.rollout["percent"] == 10
+    run_reconcile_timer(world, until=started + timedelta(minutes=3))
+    assert world.store.must(cycle.id).state is CycleState.PROMOTED
+
+
+def test_the_reason_matches_the_traffic_at_every_step() -> None:
+    world, cycle = bake_10s_rollout(wakeups=True)
+    seen = []
+    while cycle.state is CycleState.ROLLING_OUT:
+        live = traffic_text(world.platform.traffic["credit-ep"])
+        assert live in cycle.reason, (live, cycle.reason)
+        assert "0% traffic" not in cycle.reason and "creating" not in cycle.reason
+        due = datetime.fromisoformat(cycle.rollout["next_check_at"])
+        assert f"health check due {due:%H:%M:%S} UTC" in cycle.reason
+        seen.append(cycle.reason)
+        run_reconcile_timer(world, until=due)
+        cycle = world.store.must(cycle.id)
+    assert len(seen) == 3 and "(step 3/3)" in seen[-1]
+    assert cycle.state is CycleState.PROMOTED and cycle.reason.startswith("promoted")
+
+
+def test_while_traffic_is_too_thin_the_reason_says_so_and_the_check_is_repeated() -> None:
+    world, cycle = bake_10s_rollout(wakeups=True)
+    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 20.0)}
+    run_reconcile_timer(world, until=world.clock.now() + timedelta(seconds=10))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert cycle.reason.startswith("canary at 10%: waiting for traffic (3 requests < 20")
+    assert cycle.rollout is not None
+    due = datetime.fromisoformat(cycle.rollout["next_check_at"])
+    assert world.wakeups.asked[-1][0] == due > world.clock.now()
+
+
+def test_audit_summaries_and_reasons_name_traffic_as_text_not_as_a_dict() -> None:
+    world, cycle = bake_10s_rollout(wakeups=True)
+    world.platform.ignore_traffic_changes = True  # step 2 is not confirmed: that names traffic
+    run_reconcile_timer(world, until=world.clock.now() + timedelta(seconds=10))
+    assert "not confirmed (attempt 1/" in world.store.must(cycle.id).reason
+    world.platform.ignore_traffic_changes = False
+    run_reconcile_timer(world, until=world.clock.now() + timedelta(minutes=2))
+    assert world.store.must(cycle.id).state is CycleState.PROMOTED
+    texts = [t for r in world.audit.records for t in (r.summary, r.reason)]
+    first = f"traffic blue 90%, {cycle.rollout['deployment']} 10% on credit-ep (step 1/3)"
+    assert first in texts
+    assert not [t for t in texts if "{" in t or "}" in t]
+
+
+def test_traffic_text_lists_the_largest_share_first() -> None:
+    assert traffic_text({"m-v1": 10, "m-v2": 90}) == "m-v2 90%, m-v1 10%"
+    assert traffic_text({"m-v2": 100, "m-v1": 0}) == "m-v2 100%, m-v1 0%"
+    assert traffic_text({}) == "no traffic"
+
+
+def test_a_run_of_waits_keeps_only_its_latest_check() -> None:
+    world, cycle = bake_10s_rollout(wakeups=True)
+    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 20.0)}
+    run_reconcile_timer(world, until=world.clock.now() + timedelta(minutes=5))
+    cycle = world.store.must(cycle.id)
+    assert cycle.rollout is not None
+    assert [c["verdict"] for c in cycle.rollout["checks"]] == ["wait"]
+    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    run_reconcile_timer(world, until=datetime.fromisoformat(cycle.rollout["next_check_at"]))
+    cycle = world.store.must(cycle.id)
+    assert cycle.rollout is not None and cycle.rollout["percent"] == 50
+    assert [c["verdict"] for c in cycle.rollout["checks"]] == ["wait", "pass"]

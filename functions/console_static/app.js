@@ -450,13 +450,14 @@
       "div",
       { class: "approval-help" },
       h("p", null, "The console is read-only. Decide with the CLI or the API; the decision, its reason and the key's name are recorded in the audit log."),
-      h("div", { class: "cmd" }, "autopilot approve " + shown + ' --reason "why it is safe to ship"\nautopilot deny    ' + shown + ' --reason "why not"'),
+      h("div", { class: "cmd", "data-cmd": "approve" }, ".venv/bin/autopilot approve " + shown + ' --reason "why it is safe to ship" --url ' + location.origin),
+      h("div", { class: "cmd", "data-cmd": "deny" }, ".venv/bin/autopilot deny " + shown + ' --reason "why not" --url ' + location.origin),
       h(
         "div",
         { class: "cmd" },
         "curl -X POST " + url + '/approve \\\n  -H "x-functions-key: $AUTOPILOT_KEY" -H "Content-Type: application/json" \\\n  -d \'{"reason": "why it is safe to ship"}\'     # or /deny'
       ),
-      h("p", { class: "muted small" }, "Locally add --data-dir to the CLI command. A cycle not decided within the policy's gate.approval_timeout is rejected by the reconciler.")
+      h("p", { class: "muted small" }, "The CLI takes the key from --key, $AUTOPILOT_KEY or the data dir's function_keys.json. A cycle not decided within the policy's gate.approval_timeout is rejected by the reconciler.")
     );
   }
 

@@ -255,7 +255,9 @@ def test_cycle_page_plots_the_bootstrap_with_its_interval(console: Console, serv
     assert plot.count() == 1
     assert plot.locator("rect[height] title").count() == len(boot["histogram"]["counts"])
     assert f"{boot['level']:.0%} interval" in (plot.text_content() or "")
-    assert "autopilot approve credit-risk-awaiting01 --reason" in console.page.inner_text("body")
+    assert ".venv/bin/autopilot approve credit-risk-awaiting01 --reason" in console.page.inner_text(
+        "body"
+    )
     console.shot("cycle-bootstrap")
 
 
@@ -304,7 +306,7 @@ def test_approvals_page_lists_the_waiting_cycle_with_its_evidence(
     candidate = f"model of job autopilot-{demo_cycle} (gets its version when approved)"
     assert card.locator('[data-field="candidate"]').inner_text() == candidate
     assert "v?" not in text
-    assert f"autopilot approve {WAITING} --reason" in text
+    assert f".venv/bin/autopilot approve {WAITING} --reason" in text
     assert f"/api/cycles/{WAITING}/approve" in text
     assert KEY not in console.page.content()  # the page never prints the key
     console.shot("approvals")

@@ -8,7 +8,11 @@ Chromium (see test_console.py for what that needs; without it the module is skip
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +32,7 @@ from tests.unit.test_rollout import promoted
 pytestmark = pytest.mark.slow
 
 KEY = KEYS["ops-team"]
+ROOT = Path(__file__).resolve().parents[2]
 NARROW = {"width": 400, "height": 800}
 
 
@@ -148,6 +153,23 @@ def test_a_pending_approval_names_its_candidate_not_v_question_mark(site: Any) -
     assert "v?" not in card.inner_text()
     page = site(world).open("cycle", f"/cycles/{cycle.id}")
     assert page.locator('[data-field="candidate"]').inner_text() == candidate
+
+
+def test_the_approve_command_the_console_suggests_works_as_written(site: Any) -> None:
+    """The approval card's CLI line, copied as shown and run from the repository root."""
+    world, cycle = awaiting_approval()
+    page = site(world).open("approvals", "/approvals")
+    card = page.locator(f'.approval[data-cycle="{cycle.id}"]')
+    command = card.locator('[data-cmd="approve"]').inner_text()
+    assert command.startswith(f".venv/bin/autopilot approve {cycle.id} --reason ")
+    env = {**os.environ, "AUTOPILOT_KEY": KEY}
+    done = subprocess.run(
+        shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert cycle.id in done.stdout and "approved" in done.stdout.lower()
+    assert world.store.must(cycle.id).state is not CycleState.AWAITING_APPROVAL
+    assert KEY not in done.stdout + done.stderr
 
 
 def test_the_guardrail_row_says_better_or_worse_not_a_signed_regression(site: Any) -> None:

@@ -51,6 +51,7 @@ def move(
 ) -> None:
     """Transition, persist (optimistic), audit, publish. ConcurrencyError if raced."""
     before = cycle.state
+    reason = svc.redactor.text(reason)  # job errors can echo a secret: never store it
     cycle.transition(state, svc.now(), reason)
     svc.store.save_cycle(cycle)
     svc.record(

@@ -115,9 +115,7 @@ def job_environment(
     service_env: Mapping[str, str], declared: Mapping[str, str | None]
 ) -> dict[str, str]:
     """The allow-listed part of the service's environment plus what the policy declares."""
-    env = {
-        k: v for k, v in service_env.items() if k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)
-    }
+    env = {k: v for k, v in service_env.items() if k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: no usage telemetry
     for name, value in declared.items():
         if value is not None:

@@ -59,14 +59,13 @@ def _format_exception(exc_info: Any) -> str:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(getattr(current, "_str", None), str):
-            current._str = escape(current._str)  # the message line(s) of this exception
+        message = getattr(current, "_str", None)  # the message line(s) of this exception
+        if isinstance(message, str):
+            setattr(current, "_str", escape(message))  # noqa: B010 (private to traceback)
         notes = getattr(current, "__notes__", None)
         if isinstance(notes, list):
             current.__notes__ = [escape(str(n)) for n in notes]
-        pending.extend(
-            c for c in (current.__cause__, current.__context__) if c is not None
-        )
+        pending.extend(c for c in (current.__cause__, current.__context__) if c is not None)
         pending.extend(getattr(current, "exceptions", None) or ())
     return "".join(info.format()).rstrip("\n")
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import ConcurrencyError
 from shared.messages import Command, Event, Message
 from shared.model import AuditEntry, AuditKind, AuditRecord
-from shared.redact import NO_SECRETS, Redactor
 from shared.ports import (
     AuditLog,
     Clock,
@@ -27,6 +26,7 @@ from shared.ports import (
     MLPlatform,
     StateStore,
 )
+from shared.redact import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
     from shared.policy import Policy

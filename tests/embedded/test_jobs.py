@@ -308,9 +308,7 @@ def test_a_failing_jobs_error_text_is_scrubbed_of_every_configured_secret(tmp_pa
         "https://acct.blob.core.windows.net/c?sv=2024&sig=unconfigured-sas-signature",
     ]
     code = f"import sys; sys.stderr.write('\\n'.join({echoed!r})); sys.exit(3)"
-    runner.submit(
-        JobRequest(name="job-leaky", model="m", experiment="e", command=(PY, "-c", code))
-    )
+    runner.submit(JobRequest(name="job-leaky", model="m", experiment="e", command=(PY, "-c", code)))
     assert wait_until(lambda: runner.get("job-leaky").job_status.is_terminal)
     error = runner.get("job-leaky").error
     assert error.startswith("exit code 3:") and "***" in error

@@ -138,7 +138,11 @@ def test_a_failing_job_that_prints_its_environment_leaks_no_secret_anywhere(
     # the job ran without the service's secrets, with what the policy passes through
     job_dir = served.data_dir / "platform" / "jobs" / cycle["job_name"]
     env = json.loads((job_dir / "outputs" / "env.json").read_text())
-    for name in ("AUTOPILOT_FUNCTION_KEYS", "AUTOPILOT_TABLE_CONNECTION_STRING", "AZURE_CLIENT_SECRET"):
+    for name in (
+        "AUTOPILOT_FUNCTION_KEYS",
+        "AUTOPILOT_TABLE_CONNECTION_STRING",
+        "AZURE_CLIENT_SECRET",
+    ):
         assert name not in env
     assert env["DATA_LAKE_TOKEN"] == SERVICE_ENV["DATA_LAKE_TOKEN"]
 
@@ -148,13 +152,15 @@ def test_a_failing_job_that_prints_its_environment_leaks_no_secret_anywhere(
     assert "DATA_LAKE_TOKEN is ***" in reason
     assert "AUTOPILOT_FUNCTION_KEYS is (not set)" in reason
 
-    served_texts = {
-        "GET /api/cycles": served.request("GET", "/api/cycles")[2].decode(),
-        "GET /api/cycles/{id}": served.request("GET", f"/api/cycles/{cycle['id']}")[2].decode(),
-        "GET /api/audit": served.request("GET", "/api/audit?limit=1000")[2].decode(),
-        "GET /api/audit?cycle": served.request("GET", f"/api/audit?cycle={cycle['id']}")[2].decode(),
-    }
-    assert "DATA_LAKE_TOKEN is ***" in served_texts["GET /api/cycles/{id}"]
+    routes = [
+        "/api/cycles",
+        f"/api/cycles/{cycle['id']}",
+        "/api/audit?limit=1000",
+        f"/api/audit?cycle={cycle['id']}",
+        "/api/models",
+    ]
+    served_texts = {f"GET {route}": served.request("GET", route)[2].decode() for route in routes}
+    assert "DATA_LAKE_TOKEN is ***" in served_texts[f"GET /api/cycles/{cycle['id']}"]
     everything = {**served_texts, **stored_text(served.data_dir), "log": served.log.read_text()}
     for where, text in everything.items():
         for secret in SECRETS:

@@ -83,31 +83,38 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms = {f for s in secrets if len(s) >= MIN_SECRET_CHARS for f in _forms(s)}
-        self._known = (
-            re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
-            if forms
-            else None
-        )
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> Redactor:
         return cls(secret_values(env, extra))
 
+    def _needs(self, value: str) -> bool:
+        return "=" in value or any(form in value for form in self._forms)
+
     def text(self, value: str) -> str:
         """``value`` with every secret masked."""
-        if not value:
+        if not value or not self._needs(value):
             return value
-        if self._known is not None:
-            value = self._known.sub(MASK, value)
-        return _SECRET_PART.sub(lambda m: f"{m.group(1)}={MASK}", value)
+        for form in self._forms:  # longest first: a secret inside a longer one goes with it
+            if form in value:
+                value = value.replace(form, MASK)
+        if "=" in value:
+            value = _SECRET_PART.sub(lambda m: f"{m.group(1)}={MASK}", value)
+        return value
 
     def json(self, value: Any) -> Any:
-        """A copy of a JSON value (dicts, lists, strings) with every string masked; keys too.
-        Iterative, so however deep the value is nested it cannot hit the recursion limit."""
+        """A JSON value (dicts, lists, strings) with every string masked, keys too; the value
+        itself when nothing in it needs masking. Never recursive: any depth is fine."""
         if isinstance(value, str):
             return self.text(value)
         if not isinstance(value, dict | list | tuple):
             return value
+        try:  # one pass in C tells whether anything needs a look
+            if not self._needs(json.dumps(value, ensure_ascii=False, default=str)):
+                return value
+        except (RecursionError, ValueError, TypeError):
+            pass
         root: list[Any] = [None]
         stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
         while stack:

@@ -37,7 +37,7 @@ _SECRET_WORDS = (
 _SECRET_NAMES = frozenset({"IDENTITY_HEADER", "MSI_SECRET", "AZUREWEBJOBSSTORAGE"})
 # name=value parts of connection strings and SAS query strings that are credentials
 _SECRET_PART = re.compile(
-    r"(?i)\b(AccountKey|SharedAccessKey|SharedAccessSignature|sig|key|code|token|secret|"
+    r"(?i)(AccountKey|SharedAccessKey|SharedAccessSignature|sig|key|code|token|secret|"
     r"password|pwd)=([^;&\s\"'<>]+)"
 )
 

@@ -71,6 +71,7 @@ def move(
 def publish(svc: Services, cycle: Cycle, event_type: str, data: dict[str, Any]) -> None:
     """Publish a lifecycle event; a publisher outage never stops the lifecycle (it is logged)."""
     payload = {"cycle": cycle.id, "model": cycle.model, "state": cycle.state.value, **data}
+    payload = svc.redactor.json(payload)  # it leaves the service: no configured secret in it
     try:
         svc.publisher.publish(f"Autopilot.{event_type}", f"models/{cycle.model}", payload)
     except Exception:

@@ -274,3 +274,46 @@ def test_formatting_and_exceptions_still_work_escaped(caplog: pytest.LogCaptureF
     other = logging.getLogger("somelib")
     other.warning("two\nlines")
     assert caplog.records[-1].getMessage() == "two\nlines"
+
+
+@pytest.mark.parametrize("how", ["job error", "evaluation error", "alert evidence"])
+def test_platform_text_is_scrubbed_where_it_enters_the_cycle_and_the_audit_log(how: str) -> None:
+    """Whatever adapter reports it (embedded, Azure ML), platform text is scrubbed on entry."""
+    from dataclasses import asdict
+
+    from handlers.intake import deliver_alert, deliver_azureml
+    from shared.bootstrap import bootstrap
+    from shared.envelope import envelope_from_dict
+    from shared.model import JobStatus
+    from shared.redact import Redactor
+    from tests.fakes import make_world
+
+    world = make_world()
+    world.services.redactor = Redactor.from_env(
+        {"AUTOPILOT_FUNCTION_KEYS": f"ops={KEY}", **SERVICE_ENV}
+    )
+    leak = f"token {SERVICE_ENV['AZURE_CLIENT_SECRET']} conn {CONNECTION} key {KEY}"
+    alert = payloads.alert()
+    if how == "alert evidence":  # e.g. a log search alert quoting a line that held a secret
+        alert["data"]["alertContext"]["properties"] = {"query_result": leak}
+    deliver_alert(bootstrap(world.services), alert)
+    (cycle,) = world.store.list_cycles()
+    event = payloads.run_event(cycle.job_name, "Failed", tags={"autopilot_cycle": cycle.id})
+    if how == "job error":
+        world.platform.finish(cycle.job_name, JobStatus.FAILED, f"exit code 1: {leak}")
+    elif how == "evaluation error":
+        world.platform.finish(cycle.job_name)  # completed, but its evaluation says ...
+        world.platform.evaluations[cycle.job_name] = {"schema": leak}
+        event = payloads.run_event(cycle.job_name, "Completed", tags={"autopilot_cycle": cycle.id})
+    else:
+        world.platform.finish(cycle.job_name, JobStatus.FAILED, "failed")
+    deliver_azureml(bootstrap(world.services), envelope_from_dict(event))
+    cycle = world.store.must(cycle.id)
+    assert cycle.state.value in ("FAILED", "REJECTED")
+    stored = json.dumps(
+        [cycle.to_json(), [asdict(r) for r in world.audit.records], world.publisher.published],
+        default=str,
+    )
+    assert "***" in stored  # the leaking text did arrive, masked
+    for secret in SECRETS:
+        assert secret not in stored

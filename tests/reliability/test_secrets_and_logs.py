@@ -298,15 +298,17 @@ def test_platform_text_is_scrubbed_where_it_enters_the_cycle_and_the_audit_log(h
         alert["data"]["alertContext"]["properties"] = {"query_result": leak}
     deliver_alert(bootstrap(world.services), alert)
     (cycle,) = world.store.list_cycles()
-    event = payloads.run_event(cycle.job_name, "Failed", tags={"autopilot_cycle": cycle.id})
+    job = cycle.job_name
+    assert job is not None
+    event = payloads.run_event(job, "Failed", tags={"autopilot_cycle": cycle.id})
     if how == "job error":
-        world.platform.finish(cycle.job_name, JobStatus.FAILED, f"exit code 1: {leak}")
+        world.platform.finish(job, JobStatus.FAILED, f"exit code 1: {leak}")
     elif how == "evaluation error":
-        world.platform.finish(cycle.job_name)  # completed, but its evaluation says ...
-        world.platform.evaluations[cycle.job_name] = {"schema": leak}
-        event = payloads.run_event(cycle.job_name, "Completed", tags={"autopilot_cycle": cycle.id})
+        world.platform.finish(job)  # completed, but its evaluation says ...
+        world.platform.evaluations[job] = {"schema": leak}
+        event = payloads.run_event(job, "Completed", tags={"autopilot_cycle": cycle.id})
     else:
-        world.platform.finish(cycle.job_name, JobStatus.FAILED, "failed")
+        world.platform.finish(job, JobStatus.FAILED, "failed")
     deliver_azureml(bootstrap(world.services), envelope_from_dict(event))
     cycle = world.store.must(cycle.id)
     assert cycle.state.value in ("FAILED", "REJECTED")

@@ -319,3 +319,25 @@ def test_platform_text_is_scrubbed_where_it_enters_the_cycle_and_the_audit_log(h
     assert "***" in stored  # the leaking text did arrive, masked
     for secret in SECRETS:
         assert secret not in stored
+
+
+def test_importing_the_function_app_turns_escaping_on_as_the_azure_worker_does() -> None:
+    """The Functions worker imports ``function_app`` and installs its own handler: nothing
+    else of ours runs first, so the import alone must make our records safe."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "handler = logging.StreamHandler(sys.stdout)\n"
+        "logging.getLogger().addHandler(handler)\n"
+        "import function_app\n"
+        "log = logging.getLogger('functions.azureml_events')\n"
+        "log.warning('event %s', 'a\\nFORGED-x\\u2028y')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["event a\\nFORGED-x\\u2028y"]

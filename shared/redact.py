@@ -90,7 +90,9 @@ class Redactor:
         return cls(secret_values(env, extra))
 
     def _needs(self, value: str) -> bool:
-        return "=" in value or any(form in value for form in self._forms)
+        if any(form in value for form in self._forms):
+            return True
+        return "=" in value and _SECRET_PART.search(value) is not None
 
     def text(self, value: str) -> str:
         """``value`` with every secret masked."""

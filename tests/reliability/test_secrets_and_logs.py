@@ -166,6 +166,8 @@ def test_a_failing_job_that_prints_its_environment_leaks_no_secret_anywhere(
         for secret in SECRETS:
             assert secret not in text, f"a secret reached {where}"
             assert json.dumps(secret)[1:-1] not in text, f"a secret reached {where}"
+    size = sum(len(t) for t in everything.values())
+    print(f"secrets: {len(everything)} stored/served texts ({size:,} chars), 0 of {len(SECRETS)}")
 
 
 def test_ids_subjects_and_rule_names_cannot_forge_lines_in_the_serve_log(served: Served) -> None:
@@ -193,6 +195,7 @@ def test_ids_subjects_and_rule_names_cannot_forge_lines_in_the_serve_log(served:
             assert any(forged(label, "id") in line for line in carrying), label
     assert sum(status < 500 for status in answered.values()) >= len(BREAKS) - 1
     escaped = "\n".join(carrying)
+    print(f"log forging: {len(lines)} serve log lines, {len(carrying)} carry injected text")
     for shown in ("\\n", "\\r", "\\u2028", "\\u2029", "\\x85", "\\x0b", "\\x1b[2K", "\\ud800"):
         assert shown in escaped
 

@@ -599,7 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from autopilot.client import NoService
     from autopilot.operator_commands import RequestFailed
+    from shared import log_escape
 
+    log_escape.install()  # outside text in our log records cannot forge log lines
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -138,6 +138,7 @@ def start_service(
     from functions import runtime
     from shared.model import AuditKind
     from shared.policy import load_policy
+    from shared.redact import Redactor
     from shared.settings import AppSettings
     from shared.wiring import Runtime, build_services, embedded_platform
 
@@ -148,6 +149,7 @@ def start_service(
     load_policy(policy)  # fail before binding a port if the policy is invalid
     keys, generated = load_or_create_keys(data_dir, env)
     settings = AppSettings.from_env({**env, "AUTOPILOT_FUNCTION_KEYS": ""})
+    redactor = Redactor.from_env(env, keys.values())  # generated keys are secrets too
 
     local_host: Any = None
     lock = threading.Lock()
@@ -157,8 +159,9 @@ def start_service(
             data_dir,
             webhook=(local_host.url + eventgrid_path(), next(iter(keys.values()))),
             chaos=env.get("AUTOPILOT_EMBEDDED_CHAOS", ""),
+            redactor=redactor,
         )
-        services = build_services(settings, platform=platform, metrics=metrics)
+        services = build_services(settings, platform=platform, metrics=metrics, redactor=redactor)
         # a rollout step is checked when its bake ends, not at the timer's next tick
         services.wakeups = TimerWakeups(lambda name, at: local_host.wake(name, at))
         return Runtime(services, keys)

@@ -657,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from shared import log_escape
+
+    log_escape.install()  # request and alert text cannot forge log lines
     server = EndpointServer(args.name, args.data_dir.resolve())
     print(f"endpoint {args.name} serving {server.start(port=args.port)}", flush=True)
     try:

@@ -8,6 +8,11 @@ from any process, gets ``AlreadyExists`` and nothing runs twice.
 The process that submitted a job watches it (a thread): it applies the timeout, records the
 outcome and reports each status change. A job whose watcher's process has died is reported
 Failed by the next reader, so nothing waits forever on an orphan.
+
+A job does not inherit the service's environment (function keys, connection strings): it gets
+the allow-listed basics a Python program needs (:data:`BASE_ENV`), what the policy declares
+(``training.environment``) and the job's own variables. Its error text (the stderr tail) is
+scrubbed of every configured secret before it is recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from embedded.events import utc_iso
 from embedded.files import read_json, write_json_atomic
 from shared.errors import AlreadyExists, NotFound, PermanentError
 from shared.model import JobInfo, JobRequest, JobStatus
+from shared.redact import Redactor
 
 log = logging.getLogger("embedded.jobs")
 
@@ -36,6 +42,33 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 _PLACEHOLDER = re.compile(r"\{(python|outputs|inputs\.([A-Za-z0-9_\-]+))\}")
 STDERR_TAIL_CHARS = 2000
 KILL_GRACE_S = 3.0
+# What a job takes from the service's environment without the policy asking: enough to run
+# Python (and its numeric libraries) in the same locale, nothing that could hold a credential.
+BASE_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONHASHSEED",
+        "SYSTEMROOT",  # Windows: Python cannot start without it
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+    }
+)
+BASE_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_")
 
 
 @dataclass(slots=True)
@@ -49,6 +82,8 @@ class JobRecord:
     inputs: dict[str, Any]
     tags: dict[str, str]
     timeout_s: float
+    # policy-declared variables: a value, or None = pass through from the service's environment
+    environment: dict[str, str | None] = field(default_factory=dict)
     status: str = JobStatus.QUEUED.value
     error: str = ""
     experiment_id: str = ""
@@ -74,6 +109,20 @@ class JobRecord:
 
 def env_name(input_name: str) -> str:
     return "AUTOPILOT_INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", input_name).upper()
+
+
+def job_environment(
+    service_env: Mapping[str, str], declared: Mapping[str, str | None]
+) -> dict[str, str]:
+    """The allow-listed part of the service's environment plus what the policy declares."""
+    env = {k: v for k, v in service_env.items() if k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: no usage telemetry
+    for name, value in declared.items():
+        if value is not None:
+            env[name] = value
+        elif name in service_env:
+            env[name] = service_env[name]
+    return env
 
 
 def _pid_alive(pid: int) -> bool:
@@ -104,13 +153,17 @@ class JobRunner:
         env: Mapping[str, str],
         prepare: Prepare | None = None,
         on_change: OnChange | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
+        """``env`` is set for every job (the platform's own variables). ``redactor`` scrubs
+        job error text; by default it knows the secrets of this process's environment."""
         self.jobs_dir = jobs_dir
         self.python = python
         self.code_dir = code_dir
         self._extra_env = dict(env)
         self._prepare = prepare
         self._on_change = on_change
+        self._redactor = redactor or Redactor.from_env(os.environ)
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._watchers: dict[str, threading.Thread] = {}
@@ -218,6 +271,7 @@ class JobRunner:
             inputs=inputs,
             tags={str(k): str(v) for k, v in request.tags.items()},
             timeout_s=float(request.timeout_s),
+            environment=dict(request.environment),
         )
         self._save(record)
         watcher = threading.Thread(
@@ -247,7 +301,7 @@ class JobRunner:
 
     def _finish(self, record: JobRecord, status: JobStatus, error: str = "") -> None:
         record.status = status.value
-        record.error = error
+        record.error = self._redactor.text(error)
         record.finished_at = utc_iso()
         self._save(record)
         self._notify(record)
@@ -264,8 +318,7 @@ class JobRunner:
         return (self.job_dir(name) / "cancel").exists()
 
     def _environment(self, record: JobRecord) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage telemetry
+        env = job_environment(os.environ, record.environment)
         env.update(self._extra_env)
         env.update(
             {

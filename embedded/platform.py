@@ -46,6 +46,7 @@ from embedded.jobs import JobRecord, JobRunner
 from embedded.registry import CHAMPION, MlflowRegistry
 from shared.errors import AlreadyExists, NotFound, PermanentError, TransientError
 from shared.model import JobInfo, JobRequest, JobStatus
+from shared.redact import Redactor
 
 __all__ = ["EventSink", "ListEventSink", "LocalMLPlatform", "WebhookEventSink"]
 
@@ -77,6 +78,7 @@ class LocalMLPlatform:
         create_endpoints: bool = False,
         endpoint_seed: int | None = None,
         admin_timeout_s: float = 120.0,
+        redactor: Redactor | None = None,
     ) -> None:
         """``code_dir`` (default: the current folder) is where relative paths in job
         commands and inputs are looked up. ``create_endpoints`` makes a call naming an
@@ -96,6 +98,7 @@ class LocalMLPlatform:
             },
             prepare=self._prepare_job,
             on_change=self._job_changed,
+            redactor=redactor,
         )
         self._create_endpoints = create_endpoints
         self._endpoint_seed = endpoint_seed

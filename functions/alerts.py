@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import azure.functions as func
 
 from functions import runtime
@@ -18,6 +21,15 @@ from shared.messages import (
 )
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+log = logging.getLogger(__name__)
+
+
+def _rule_of(payload: Any) -> str:
+    """The alert rule's name, for the log line (any type: the payload is not validated yet)."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    essentials = data.get("essentials") if isinstance(data, dict) else None
+    rule = essentials.get("alertRule") if isinstance(essentials, dict) else None
+    return str(rule)[:256] if rule is not None else "?"
 
 
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -31,6 +43,7 @@ def receive_alert(req: func.HttpRequest, actor: str) -> func.HttpResponse:
         reject(bus, "alert", str(exc))
         raise
     outcome = deliver_alert(bus, payload)
+    log.info("alert %s: %s", _rule_of(payload), outcome)
     return respond(200, alert_answer(outcome, parse_alert(payload, bus.services.policy)))
 
 

@@ -51,6 +51,7 @@ def move(
 ) -> None:
     """Transition, persist (optimistic), audit, publish. ConcurrencyError if raced."""
     before = cycle.state
+    reason = svc.redactor.text(reason)  # job errors can echo a secret: never store it
     cycle.transition(state, svc.now(), reason)
     if not cycle.is_active:
         schedule_cleanup(cycle)  # intent, written with the close: the reconciler retries it
@@ -100,6 +101,7 @@ def schedule_cleanup(cycle: Cycle) -> None:
 def publish(svc: Services, cycle: Cycle, event_type: str, data: dict[str, Any]) -> None:
     """Publish a lifecycle event; a publisher outage never stops the lifecycle (it is logged)."""
     payload = {"cycle": cycle.id, "model": cycle.model, "state": cycle.state.value, **data}
+    payload = svc.redactor.json(payload)  # it leaves the service: no configured secret in it
     try:
         svc.publisher.publish(f"Autopilot.{event_type}", f"models/{cycle.model}", payload)
     except Exception:

@@ -28,6 +28,7 @@ from shared.ports import (
     StateStore,
     Wakeups,
 )
+from shared.redact import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -68,12 +69,17 @@ class Services:
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    # masks configured secrets in text that is stored (audit records, cycle reasons)
+    redactor: Redactor = NO_SECRETS
 
     def now(self) -> datetime:
         return self.clock.now()
 
     def record(self, kind: AuditKind, summary: str, **fields: Any) -> AuditRecord:
-        return self.audit.append(AuditEntry(kind=kind, summary=summary, **fields))
+        """Append to the audit log; every text in the record is scrubbed of secrets first."""
+        scrub = self.redactor
+        clean = {name: scrub.json(value) for name, value in fields.items()}
+        return self.audit.append(AuditEntry(kind=kind, summary=scrub.text(summary), **clean))
 
 
 Handler = Callable[[Any, Services], None]

@@ -231,6 +231,8 @@ class JobRequest:
     inputs: JSON = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 3600.0
+    # training.environment: name -> value, or None = passed through from the service's env
+    environment: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,11 +84,56 @@ class Confirmation(_Strict):
     query: str | None = Field(default=None, min_length=1, max_length=10_000)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENV_VALUE_CHARS = 32_768
+
+
+def _parse_environment(value: Any) -> dict[str, str | None]:
+    """``training.environment``: a mapping NAME -> value (a value-less NAME is passed through
+    from the service's environment), or a list of NAMEs that are all passed through."""
+    if value is None:
+        return {}
+    if isinstance(value, list | tuple):
+        items: list[tuple[Any, Any]] = [(name, None) for name in value]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    else:
+        raise ValueError("give a mapping NAME: value, or a list of NAMEs to pass through")
+    result: dict[str, str | None] = {}
+    for name, raw in items:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a variable name (letters, digits, '_')")
+        if name.upper().startswith("AUTOPILOT_"):
+            raise ValueError(
+                f"{name}: AUTOPILOT_* names are the service's settings or set by the platform"
+            )
+        if name in result:
+            raise ValueError(f"{name} is given twice")
+        if raw is None:
+            result[name] = None
+            continue
+        if isinstance(raw, bool):
+            text = "true" if raw else "false"
+        elif isinstance(raw, str | int | float):
+            text = str(raw)
+        else:
+            raise ValueError(f"{name}: the value must be a string or a number")
+        if "\0" in text or len(text) > MAX_ENV_VALUE_CHARS:
+            raise ValueError(f"{name}: the value has a NUL or is over {MAX_ENV_VALUE_CHARS} chars")
+        result[name] = text
+    return result
+
+
+JobEnvironment = Annotated[dict[str, str | None], BeforeValidator(_parse_environment)]
+
+
 class Training(_Strict):
     experiment: Name
     command: tuple[str, ...] = ()  # embedded platform: argv, no shell; placeholders allowed
     job_file: str | None = None  # Azure ML: command or pipeline job YAML (see _app_relative)
     inputs: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # embedded platform: the job's variables beyond the allow-listed basics (PATH, HOME, ...)
+    environment: JobEnvironment = Field(default_factory=dict)
     timeout: Duration = 3600.0
     accept_foreign_jobs: bool = False
 

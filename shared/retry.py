@@ -19,7 +19,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from shared.errors import (
     PermanentError,
     TransientError,
 )
+from shared.redact import NO_SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,9 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-_SECRET = re.compile(r"(?i)((?:sig|key|code|token|secret|password)=)[^&\s'\"]+")
-
-
 def redact(text: str) -> str:
     """Drop secret-looking query values (SAS signatures, keys) from a message."""
-    return _SECRET.sub(r"\1***", text)
+    return NO_SECRETS.text(text)  # the one scrubber: shared.redact
 
 
 def describe(exc: BaseException) -> str:

@@ -176,3 +176,38 @@ def test_a_policy_of_2000_models_binds_its_last_model() -> None:
     policy = parse_policy({"models": models}, "many")
     assert policy.bind_monitor(["threshold breached: mon-1999 / psi"]) == Binding("m1999", "drift")
     assert policy.bind_alert("r-1999", "") == Binding("m1999", "drift")
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"OMP_NUM_THREADS": 2, "HTTPS_PROXY": None, "DEBUG": True}, None),
+        (["HTTPS_PROXY", "NO_PROXY"], None),
+        ({"AUTOPILOT_FUNCTION_KEYS": None}, "AUTOPILOT_* names are the service's settings"),
+        (["autopilot_table_connection_string"], "AUTOPILOT_* names"),
+        ({"1BAD": "x"}, "is not a variable name"),
+        ({"A=B": "x"}, "is not a variable name"),
+        ({"A": {"nested": 1}}, "must be a string or a number"),
+        ({"A": "x\0y"}, "has a NUL"),
+        (["A", "A"], "A is given twice"),
+        ("A", "give a mapping NAME: value, or a list of NAMEs"),
+    ],
+)
+def test_training_environment_is_validated(environment: Any, expected: str | None) -> None:
+    spec = POLICY["models"]["credit"]
+    data = {
+        "models": {"credit": {**spec, "training": {**spec["training"], "environment": environment}}}
+    }
+    if expected is None:
+        declared = parse_policy(data).models["credit"].training.environment
+        names = environment if isinstance(environment, list) else list(environment)
+        assert list(declared) == names
+        assert all(v is None or isinstance(v, str) for v in declared.values())
+        if isinstance(environment, dict):
+            assert declared.get("OMP_NUM_THREADS") == "2" and declared.get("DEBUG") == "true"
+            assert declared["HTTPS_PROXY"] is None  # passed through from the service
+        return
+    with pytest.raises(PolicyError) as info:
+        parse_policy(data, "policy.yaml")
+    assert "model 'credit': field 'training.environment'" in str(info.value)
+    assert expected in str(info.value)

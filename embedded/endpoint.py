@@ -297,7 +297,7 @@ class EndpointServer:
         """Restore persisted deployments, bind, serve in background threads; returns the URL."""
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         self._restore()
-        server = _Server((host, port), _Handler)
+        server = self._bind(host, port)
         server.endpoint = self
         self._httpd = server
         self.url = f"http://{host}:{server.server_address[1]}"
@@ -317,6 +317,17 @@ class EndpointServer:
             thread.start()
         log.info("endpoint %s serving at %s", self.name, self.url)
         return self.url
+
+    def _bind(self, host: str, port: int) -> _Server:
+        """Bind ``port``; for 0, the port a previous server of this endpoint had if it is
+        free (clients keep their URL across a restart), else any free one."""
+        previous = urlparse(str(self._stored().get("url") or "")).port if port == 0 else None
+        if previous:
+            try:
+                return _Server((host, previous), _Handler)
+            except OSError:
+                log.info("endpoint %s: port %d is taken; binding a free one", self.name, previous)
+        return _Server((host, port), _Handler)
 
     def stop(self) -> None:
         self._stopping.set()

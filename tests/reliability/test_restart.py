@@ -128,7 +128,7 @@ def test_kill_9_mid_training_and_mid_rollout_changes_nothing(tmp_path: Path) -> 
         server, *window = kill_and_restart(server, policy)
         windows.append((window[0], window[1]))
         print(f"v1: killed mid-training (job pid {job}); restarted in {window[1] - window[0]:.1f}s")
-        wait_for("v1 to close", lambda: state(server, first) in CLOSED, 120)
+        wait_for("v1 to close", lambda: state(server, first) in CLOSED, 240)
         assert state(server, first) == "PROMOTED"
 
         endpoint = json.loads((data_dir / "platform" / "endpoints" / f"{MODEL}.json").read_text())
@@ -158,11 +158,11 @@ def test_kill_9_mid_training_and_mid_rollout_changes_nothing(tmp_path: Path) -> 
             "the canary",
             lambda: state(server, second) == "ROLLING_OUT"
             and len([v for v in server_traffic(endpoint["url"]).values() if v]) == 2,
-            120,
+            240,
         )
         server, *window = kill_and_restart(server, policy)
         windows.append((window[0], window[1]))
-        wait_for("v2 to close", lambda: state(server, second) in CLOSED, 120)
+        wait_for("v2 to close", lambda: state(server, second) in CLOSED, 240)
         final = state(server, second)
         audit = server.json("GET", "/api/audit")[1]["records"]
         url_after = json.loads(

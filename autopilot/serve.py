@@ -194,8 +194,7 @@ def start_service(
         runtime.use(None)
         reason = exc.strerror or str(exc)
         raise SettingsError(
-            f"cannot listen on {host}:{port}: {reason}; choose another --port "
-            "(0 picks a free one)"
+            f"cannot listen on {host}:{port}: {reason}; choose another --port (0 picks a free one)"
         ) from exc
     try:
         if generated:

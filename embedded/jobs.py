@@ -303,8 +303,12 @@ class JobRunner:
             with self._lock:
                 self._adopted.add(record.name)
             target = self._follow if alive else self._run
-            log.info("job %s: %s after its watcher (pid %d) exited", record.name,
-                     "adopted" if alive else "started", dead)
+            log.info(
+                "job %s: %s after its watcher (pid %d) exited",
+                record.name,
+                "adopted" if alive else "started",
+                dead,
+            )
             self._start_watcher(record, target)
             return record
         code = self._exit_code(record.name) if record.pid is not None else None
@@ -419,9 +423,9 @@ class JobRunner:
             with contextlib.suppress(FileNotFoundError):
                 (job_dir / EXIT_FILE).unlink()
             try:
+                launcher = [sys.executable, "-I", "-S", LAUNCHER, str(job_dir / EXIT_FILE), "--"]
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", LAUNCHER, str(job_dir / EXIT_FILE), "--"]
-                    + record.argv,
+                    [*launcher, *record.argv],
                     cwd=job_dir,
                     env=self._environment(record),
                     stdin=subprocess.DEVNULL,

@@ -156,8 +156,10 @@ def test_kill_9_mid_training_and_mid_rollout_changes_nothing(tmp_path: Path) -> 
         windows.append((window[0], window[1]))
         wait_for(
             "the canary",
-            lambda: state(server, second) == "ROLLING_OUT"
-            and len([v for v in server_traffic(endpoint["url"]).values() if v]) == 2,
+            lambda: (
+                state(server, second) == "ROLLING_OUT"
+                and len([v for v in server_traffic(endpoint["url"]).values() if v]) == 2
+            ),
             240,
         )
         server, *window = kill_and_restart(server, policy)
@@ -165,9 +167,8 @@ def test_kill_9_mid_training_and_mid_rollout_changes_nothing(tmp_path: Path) -> 
         wait_for("v2 to close", lambda: state(server, second) in CLOSED, 240)
         final = state(server, second)
         audit = server.json("GET", "/api/audit")[1]["records"]
-        url_after = json.loads(
-            (data_dir / "platform" / "endpoints" / f"{MODEL}.json").read_text()
-        )["url"]
+        state_file = data_dir / "platform" / "endpoints" / f"{MODEL}.json"
+        url_after = json.loads(state_file.read_text())["url"]
         time.sleep(0.5)  # the client's last requests, after the last restart
     finally:
         if client is not None:

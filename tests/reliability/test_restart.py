@@ -198,3 +198,37 @@ def server_traffic(url: str) -> dict[str, int]:
 def state_of(audit: list[dict[str, Any]], cycle: str) -> str:
     closing = [r["summary"] for r in audit if r["cycle"] == cycle and "->" in r["summary"]]
     return closing[-1] if closing else "?"
+
+
+def test_a_clean_stop_leaves_the_job_running_for_the_next_start(tmp_path: Path) -> None:
+    """SIGTERM (as a service manager stops it) is a restart too: the job is not canceled."""
+    from tests.integration.serve_proc import ROOT
+
+    policy = yaml.safe_load((ROOT / "tests" / "data" / "http_policy.yaml").read_text())
+    spec = policy["models"]["sklearn_regression_model"]
+    spec["training"]["command"] = ["{python}", "-c", "import time; time.sleep(4)"]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    data_dir = tmp_path / "d"
+    server = start_serve(data_dir, path, env=ENV)
+    try:
+        status, answer = server.json(
+            "POST", "/api/models/sklearn_regression_model/retrain", {"reason": "restart"}
+        )
+        assert status == 200, answer
+        cycle = answer["cycle"]["id"]
+        pid = wait_for("the job", lambda: job_record(data_dir, cycle).get("pid"), 60)
+        server.proc.terminate()
+        assert server.proc.wait(15) == 0
+        os.kill(pid, 0)  # still running: raises ProcessLookupError if it was stopped
+        assert job_record(data_dir, cycle)["status"] == "Running"
+        server = start_serve(data_dir, path, env=ENV)
+        record = wait_for(
+            "the job's outcome",
+            lambda: (r := job_record(data_dir, cycle)).get("status") not in ("Running", None) and r,
+            60,
+        )
+    finally:
+        server.stop()
+    print(f"job after a clean stop and a restart: {record['status']} (exit {record['exit_code']})")
+    assert (record["status"], record["exit_code"]) == ("Completed", 0)

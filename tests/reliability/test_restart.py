@@ -34,7 +34,7 @@ def policy_for(data_dir: Path) -> Path:
     path = demo_policy(data_dir, "improve")
     policy = yaml.safe_load(path.read_text())
     spec = policy["models"][MODEL]
-    spec["rollout"].update(steps=[50, 100], bake="3s", max_wait="60s")
+    spec["rollout"].update(steps=[50, 100], bake="3s", max_wait="5m")  # restarts under load
     spec["rollout"]["health"].update(min_requests=10)
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

@@ -271,11 +271,23 @@ class EndpointServer:
         traffic = {k: int(v) for k, v in (stored.get("traffic") or {}).items() if k in deployments}
         if sum(traffic.values()) != 100:
             traffic = {}
+        self._warm_up(deployments)
         mirror_spec = stored.get("mirror")
         mirror = None
         if isinstance(mirror_spec, dict) and mirror_spec.get("deployment") in deployments:
             mirror = Mirror(str(mirror_spec["deployment"]), int(mirror_spec.get("percent", 0)))
         self._routing = RoutingTable(_frozen(deployments), _frozen(traffic), mirror)
+
+    def _warm_up(self, deployments: Mapping[str, Deployment]) -> None:
+        """Score the endpoint's last recorded row once on each restored deployment, so the
+        first client request after a restart does not pay the model's first-call cost."""
+        try:
+            rows = self._telemetry.inputs(self.name, 0.0, time.time() + 1.0, limit=1)
+        except Exception:
+            return
+        for deployment in deployments.values() if rows else ():
+            with contextlib.suppress(Exception):
+                deployment.predictor.predict(rows)
 
     def _persist(self) -> None:
         routing = self._routing

@@ -1,5 +1,7 @@
 """``kill -9`` of ``autopilot serve`` mid-training and mid-rollout, restarted on the same data.
 
+(And a clean stop, SIGTERM, mid-training: it leaves the job running too.)
+
 The training job runs on in its own session and the next process adopts it; the scoring
 endpoint is served again at start, on the same URL. Each cycle ends PROMOTED as if nothing
 had happened, and a client scoring all along fails only while the service is down.
@@ -35,7 +37,9 @@ def policy_for(data_dir: Path) -> Path:
     policy = yaml.safe_load(path.read_text())
     spec = policy["models"][MODEL]
     spec["rollout"].update(steps=[50, 100], bake="3s", max_wait="5m")  # restarts under load
-    spec["rollout"]["health"].update(min_requests=10)
+    # Latency right after a restart is measured on a process that is still starting, on a
+    # shared 2-core machine: the ratio rule would judge the machine's load, not the canary.
+    spec["rollout"]["health"].update(min_requests=10, max_latency_ratio=50.0)
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path
 
@@ -87,13 +91,24 @@ def state(server: Served, cycle: str) -> str:
     return str(server.json("GET", f"/api/cycles/{cycle}")[1]["cycle"]["state"])
 
 
-def kill_and_restart(server: Served, policy: Path) -> tuple[Served, float, float]:
-    """SIGKILL (no clean-up at all), then start again on the same data folder."""
+def kill_and_restart(
+    server: Served, policy: Path, how: signal.Signals = signal.SIGKILL
+) -> tuple[Served, float, float]:
+    """SIGKILL (no clean-up at all) or SIGTERM (a clean stop, as a service manager does),
+    then start again on the same data folder; returns the new server and the window."""
     killed = time.monotonic()
-    os.kill(server.proc.pid, signal.SIGKILL)
-    server.proc.wait(10)
+    os.kill(server.proc.pid, how)
+    assert server.proc.wait(30) == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+    for pid in running_jobs(server.data_dir):
+        os.kill(pid, 0)  # every job still runs: ProcessLookupError if the stop ended it
     restarted = start_serve(server.data_dir, policy, env=ENV)
     return restarted, killed, time.monotonic()
+
+
+def running_jobs(data_dir: Path) -> list[int]:
+    jobs = (data_dir / "platform" / "jobs").glob("*/job.json")
+    records = [json.loads(path.read_text()) for path in jobs]
+    return [r["pid"] for r in records if r["status"] == "Running" and r["pid"]]
 
 
 def drift_alert(server: Served) -> None:
@@ -120,14 +135,14 @@ def test_kill_9_mid_training_and_mid_rollout_changes_nothing(tmp_path: Path) -> 
     server = start_serve(data_dir, policy, env=ENV)
     client: Client | None = None
     try:
-        # v1: killed while its training job runs
+        # v1: stopped cleanly while its training job runs: the job is left running
         status, answer = server.json("POST", f"/api/models/{MODEL}/retrain", {"reason": "v1"})
         assert status == 200, answer
         first = answer["cycle"]["id"]
         job = wait_for("v1 training", lambda: job_record(data_dir, first).get("pid"), 60)
-        server, *window = kill_and_restart(server, policy)
+        server, *window = kill_and_restart(server, policy, signal.SIGTERM)
         windows.append((window[0], window[1]))
-        print(f"v1: killed mid-training (job pid {job}); restarted in {window[1] - window[0]:.1f}s")
+        print(f"v1: stopped mid-training (job {job}); restarted in {window[1] - window[0]:.1f}s")
         wait_for("v1 to close", lambda: state(server, first) in CLOSED, 240)
         assert state(server, first) == "PROMOTED"
 
@@ -178,7 +193,7 @@ def test_kill_9_mid_training_and_mid_rollout_changes_nothing(tmp_path: Path) -> 
     outside = [t for t in client.failures if not any(a <= t <= b + 1.0 for a, b in windows)]
     downtime = sum(b - a for a, b in windows)
     print(
-        f"3 x kill -9 (restarts took {', '.join(f'{b - a:.1f}s' for a, b in windows)}): "
+        f"stop + 2 x kill -9 (restarts took {', '.join(f'{b - a:.1f}s' for a, b in windows)}): "
         f"v1 {state_of(audit, first)}, v2 {final}; client: {client.ok} answered, "
         f"{len(client.failures)} failed, all within the restart windows ({downtime:.1f}s): "
         f"{not outside}"
@@ -198,37 +213,3 @@ def server_traffic(url: str) -> dict[str, int]:
 def state_of(audit: list[dict[str, Any]], cycle: str) -> str:
     closing = [r["summary"] for r in audit if r["cycle"] == cycle and "->" in r["summary"]]
     return closing[-1] if closing else "?"
-
-
-def test_a_clean_stop_leaves_the_job_running_for_the_next_start(tmp_path: Path) -> None:
-    """SIGTERM (as a service manager stops it) is a restart too: the job is not canceled."""
-    from tests.integration.serve_proc import ROOT
-
-    policy = yaml.safe_load((ROOT / "tests" / "data" / "http_policy.yaml").read_text())
-    spec = policy["models"]["sklearn_regression_model"]
-    spec["training"]["command"] = ["{python}", "-c", "import time; time.sleep(4)"]
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    data_dir = tmp_path / "d"
-    server = start_serve(data_dir, path, env=ENV)
-    try:
-        status, answer = server.json(
-            "POST", "/api/models/sklearn_regression_model/retrain", {"reason": "restart"}
-        )
-        assert status == 200, answer
-        cycle = answer["cycle"]["id"]
-        pid = wait_for("the job", lambda: job_record(data_dir, cycle).get("pid"), 60)
-        server.proc.terminate()
-        assert server.proc.wait(15) == 0
-        os.kill(pid, 0)  # still running: raises ProcessLookupError if it was stopped
-        assert job_record(data_dir, cycle)["status"] == "Running"
-        server = start_serve(data_dir, path, env=ENV)
-        record = wait_for(
-            "the job's outcome",
-            lambda: (r := job_record(data_dir, cycle)).get("status") not in ("Running", None) and r,
-            60,
-        )
-    finally:
-        server.stop()
-    print(f"job after a clean stop and a restart: {record['status']} (exit {record['exit_code']})")
-    assert (record["status"], record["exit_code"]) == ("Completed", 0)

@@ -139,8 +139,13 @@ def start_service(
     port: int = 0,
     run_timers: bool = True,
     env: Mapping[str, str] | None = None,
+    resume: bool = True,
 ) -> tuple[LocalService, bool]:
-    """Start the local host in background threads. Returns (service, key_was_generated)."""
+    """Start the local host in background threads. Returns (service, key_was_generated).
+
+    ``resume``: adopt the training jobs and serve again the endpoints a previous process on
+    ``data_dir`` left (a short-lived in-process use, such as ``replay``, passes False).
+    """
     import function_app
     from autopilot.host import LocalHost
     from functions import runtime
@@ -200,9 +205,9 @@ def start_service(
         if generated:
             store_new_keys(data_dir, keys)
         services = runtime.current().services  # build adapters now, not in the first request
-        resume = getattr(services.platform, "resume", None)
-        if callable(resume):
-            resume()  # adopt jobs a previous process started; serve its endpoints again
+        resume_platform = getattr(services.platform, "resume", None)
+        if resume and callable(resume_platform):
+            resume_platform()  # adopt jobs a previous process started; serve endpoints again
     except BaseException:
         local_host.stop()
         runtime.use(None)
@@ -277,7 +282,7 @@ def replay(file: Path, *, policy: Path, data_dir: Path, url: str | None, key: st
         raise BadEvent(f"{file}: expected an Event Grid / CloudEvents array or an alert object")
     service = None
     if url is None:
-        service, _ = start_service(policy=policy, data_dir=data_dir, run_timers=False)
+        service, _ = start_service(policy=policy, data_dir=data_dir, run_timers=False, resume=False)
         url, key = service.url, service.key
     key = key or os.environ.get("AUTOPILOT_KEY", "")
     try:

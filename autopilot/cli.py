@@ -183,10 +183,21 @@ def _anchor(text: str) -> tuple[int, str]:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """The chain alone cannot show records cut off its end, or every hash recomputed after an
-    edit; a head noted elsewhere earlier (``--anchor SEQ:HASH``) can."""
-    log = _audit(_data_dir(args))
+    edit; a head noted elsewhere earlier (``--anchor SEQ:HASH``) can. An empty log where the
+    state store shows earlier activity was lost or emptied: that fails too."""
+    from autopilot.state_files import AUDIT_DB, damage, earlier_activity
+
+    data_dir = _data_dir(args)
+    unreadable = damage(data_dir / AUDIT_DB)
+    if unreadable:
+        print(f"AUDIT LOG UNREADABLE: {data_dir / AUDIT_DB} {unreadable}")
+        return EXIT_CHECK_FAILED
+    log = _audit(data_dir)
     result = log.verify()
     ok, first_bad, problem = result.ok, result.first_bad_seq, result.problem
+    activity = earlier_activity(data_dir) if ok and result.records == 0 else None
+    if activity:
+        ok, problem = False, f"the audit log has no records although {activity}: it was lost"
     if ok and args.anchor is not None:
         seq, digest = args.anchor
         anchored = log.get(seq)
@@ -217,6 +228,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 "  (keep it somewhere else; `autopilot audit verify --anchor` with it later shows"
                 " whether records were cut off or rewritten since)"
             )
+    elif first_bad is None:
+        print(f"AUDIT LOG EMPTIED: {problem}")
     else:
         print(f"AUDIT CHAIN BROKEN at record {first_bad}: {problem}")
     return EXIT_OK if ok else EXIT_CHECK_FAILED

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 import urllib.error
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from autopilot.state_files import check_state_files
 from shared.errors import BadEvent, SettingsError
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE, parse_keys
 
@@ -36,7 +38,11 @@ def eventgrid_path(function: str = EVENTGRID_FUNCTION) -> str:
 
 
 def load_or_create_keys(data_dir: Path, env: Mapping[str, str]) -> tuple[dict[str, str], bool]:
-    """Keys from AUTOPILOT_FUNCTION_KEYS, else the data folder's, else a new one (True)."""
+    """Keys from AUTOPILOT_FUNCTION_KEYS, else the data folder's, else a new one (True).
+
+    A new key is only made here, not written: ``store_new_keys`` writes it once the port is
+    bound, so a start that fails leaves nothing behind.
+    """
     keys = parse_keys(env.get("AUTOPILOT_FUNCTION_KEYS", ""))
     if keys:
         return keys, False
@@ -49,12 +55,26 @@ def load_or_create_keys(data_dir: Path, env: Mapping[str, str]) -> tuple[dict[st
             raise SettingsError(
                 f"{path} is not a valid key file; delete it to make a new one"
             ) from exc
+    return {"local": secrets.token_urlsafe(32)}, True
+
+
+def store_new_keys(data_dir: Path, keys: Mapping[str, str]) -> None:
+    """Write a newly made key file (owner-only); refuse if another process made one first."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    keys = {"local": secrets.token_urlsafe(32)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = data_dir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SettingsError(
+            f"{path} was created by another process while this one started; start again"
+        ) from None
     with os.fdopen(fd, "w") as handle:
-        json.dump(keys, handle)
-    return keys, True
+        json.dump(dict(keys), handle)
+
+
+def check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"--port must be 0-65535 (0 picks a free port), got {port}")
 
 
 def event_batch_validator(
@@ -97,14 +117,17 @@ class LocalService:
     def key(self) -> str:
         return next(iter(self.keys.values()))
 
-    def stop(self) -> None:
+    def stop(self, *, leave_jobs_running: bool = False) -> None:
+        """Stop serving; ``leave_jobs_running`` leaves training jobs to the next start."""
         from functions import runtime
 
         self.host.stop()
         try:
             platform = runtime.current().services.platform
             close = getattr(platform, "close", None)
-            if close:
+            if close and leave_jobs_running:
+                close(leave_jobs_running=True)
+            elif close:
                 close()
         finally:
             runtime.use(None)
@@ -131,8 +154,13 @@ def start_service(
     port: int = 0,
     run_timers: bool = True,
     env: Mapping[str, str] | None = None,
+    resume: bool = True,
 ) -> tuple[LocalService, bool]:
-    """Start the local host in background threads. Returns (service, key_was_generated)."""
+    """Start the local host in background threads. Returns (service, key_was_generated).
+
+    ``resume``: adopt the training jobs and serve again the endpoints a previous process on
+    ``data_dir`` left (a short-lived in-process use, such as ``replay``, passes False).
+    """
     import function_app
     from autopilot.host import LocalHost
     from functions import runtime
@@ -146,7 +174,11 @@ def start_service(
     env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
     env["AUTOPILOT_POLICY"] = str(policy)
     env["AUTOPILOT_DATA_DIR"] = str(data_dir)
-    load_policy(policy)  # fail before binding a port if the policy is invalid
+    # Everything that can be refused is checked before the port is bound, and nothing is
+    # written to the data folder until it is.
+    check_port(port)
+    load_policy(policy)
+    check_state_files(data_dir)
     keys, generated = load_or_create_keys(data_dir, env)
     settings = AppSettings.from_env({**env, "AUTOPILOT_FUNCTION_KEYS": ""})
     redactor = Redactor.from_env(env, keys.values())  # generated keys are secrets too
@@ -182,8 +214,25 @@ def start_service(
         run_timers=run_timers,
         cloudevents_as="CloudEvent",  # what the Python worker passes on Azure
     )
-    local_host.start(host, port)
-    runtime.current()  # build adapters now, not inside the first request
+    try:
+        local_host.start(host, port)
+    except OSError as exc:
+        runtime.use(None)
+        reason = exc.strerror or str(exc)
+        raise SettingsError(
+            f"cannot listen on {host}:{port}: {reason}; choose another --port (0 picks a free one)"
+        ) from exc
+    try:
+        if generated:
+            store_new_keys(data_dir, keys)
+        services = runtime.current().services  # build adapters now, not in the first request
+        resume_platform = getattr(services.platform, "resume", None)
+        if resume and callable(resume_platform):
+            resume_platform()  # adopt jobs a previous process started; serve endpoints again
+    except BaseException:
+        local_host.stop()
+        runtime.use(None)
+        raise
     return LocalService(local_host, keys, data_dir), generated
 
 
@@ -205,13 +254,17 @@ def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:
         print(f"  Function keys: {', '.join(service.keys)} (send as x-functions-key)")
     sys.stdout.flush()
     marker = write_serve_marker(data_dir, service.url)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # stop as on Ctrl-C
     try:
-        threading.Event().wait()
+        while not stopping.wait(3600):
+            pass
+        print("stopping ...")
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:
         remove_serve_marker(marker)
-        service.stop()
+        service.stop(leave_jobs_running=True)  # a restart adopts them: no cycle fails
     return 0
 
 

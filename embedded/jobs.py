@@ -6,8 +6,12 @@ the folder with ``os.mkdir`` is the atomic claim of the name: a second submit of
 from any process, gets ``AlreadyExists`` and nothing runs twice.
 
 The process that submitted a job watches it (a thread): it applies the timeout, records the
-outcome and reports each status change. A job whose watcher's process has died is reported
-Failed by the next reader, so nothing waits forever on an orphan.
+outcome and reports each status change. The job runs in its own session under a small
+launcher (:mod:`embedded.job_launcher`) that writes its exit code to ``exit_code``, so it
+outlives a crash or restart of that process. The next reader of a job whose watcher's process
+has died adopts it (``take_over``): it watches a job still running (found by pid and process
+start time), records the outcome of one that ended meanwhile, runs one that was never started,
+and reports Failed only a job whose process is gone without an exit code.
 
 A job does not inherit the service's environment (function keys, connection strings): it gets
 the allow-listed basics a Python program needs (:data:`BASE_ENV`), what the policy declares
@@ -23,6 +27,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -69,6 +74,9 @@ BASE_ENV = frozenset(
     }
 )
 BASE_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_")
+ADOPTED_POLL_S = 0.2
+LAUNCHER = str(Path(__file__).with_name("job_launcher.py"))
+EXIT_FILE = "exit_code"
 
 
 @dataclass(slots=True)
@@ -89,6 +97,7 @@ class JobRecord:
     experiment_id: str = ""
     exit_code: int | None = None
     pid: int | None = None
+    pid_start: str | None = None  # the process's start time: tells it from a reused pid
     runner_pid: int = field(default_factory=os.getpid)
     created_at: str = field(default_factory=utc_iso)
     started_at: str | None = None
@@ -135,6 +144,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """A token of when process ``pid`` started, or None if there is no live process ``pid``.
+
+    On Linux: the start time in ``/proc/<pid>/stat`` (a zombie counts as gone); elsewhere
+    only whether the pid exists.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None if Path("/proc/self/stat").exists() or not _pid_alive(pid) else "alive"
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _utc_parse(text: str | None) -> float | None:
+    from datetime import datetime
+
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 # Called after the job is claimed and before it starts; returns the MLflow experiment id.
 Prepare = Callable[[JobRecord], str]
 # Called after every status change (events).
@@ -167,6 +205,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._watchers: dict[str, threading.Thread] = {}
+        self._adopted: set[str] = set()  # taken over from a dead process: never canceled here
 
     # -- paths and records ----------------------------------------------------------------
 
@@ -274,13 +313,16 @@ class JobRunner:
             environment=dict(request.environment),
         )
         self._save(record)
+        self._start_watcher(record, self._run)
+        return record
+
+    def _start_watcher(self, record: JobRecord, target: Callable[[JobRecord], None]) -> None:
         watcher = threading.Thread(
-            target=self._watch, args=(record,), name=f"job-{request.name}", daemon=True
+            target=self._watch, args=(record, target), name=f"job-{record.name}", daemon=True
         )
         with self._lock:
-            self._watchers[request.name] = watcher
+            self._watchers[record.name] = watcher
         watcher.start()
-        return record
 
     # -- status ---------------------------------------------------------------------------
 
@@ -291,13 +333,82 @@ class JobRunner:
             and record.runner_pid != os.getpid()
             and not _pid_alive(record.runner_pid)
         ):
+            return self.take_over(record)
+        return record
+
+    def take_over(self, record: JobRecord) -> JobRecord:
+        """Adopt a job whose watching process died: it must not fail for that alone."""
+        dead = record.runner_pid
+        claim = self.job_dir(record.name) / f"adopted-from-{dead}"
+        try:
+            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return self.load(record.name)  # another reader is taking it over right now
+        record = self.load(record.name)
+        if record.job_status.is_terminal or record.runner_pid != dead:
+            return record
+        record.runner_pid = os.getpid()
+        alive = record.pid is not None and self._running(record)
+        never_started = (
+            record.pid is None and record.job_status is JobStatus.QUEUED and bool(record.argv)
+        )
+        if alive or (never_started and not self._cancel_requested(record.name)):
+            self._save(record)
+            with self._lock:
+                self._adopted.add(record.name)
+            target = self._follow if alive else self._run
+            log.info(
+                "job %s: %s after its watcher (pid %d) exited",
+                record.name,
+                "adopted" if alive else "started",
+                dead,
+            )
+            self._start_watcher(record, target)
+            return record
+        code = self._exit_code(record.name) if record.pid is not None else None
+        if code is None and not self._cancel_requested(record.name):
             self._kill_group(record.pid)
             self._finish(
                 record,
                 JobStatus.FAILED,
-                f"the process that ran this job (pid {record.runner_pid}) exited before it ended",
+                f"the process that ran this job (pid {dead}) exited before it ended",
             )
+            return record
+        self._conclude(record, code, timed_out=False)
         return record
+
+    def adopt_orphans(self) -> list[str]:
+        """Take over every unfinished job whose watcher died; returns their names."""
+        names: list[str] = []
+        if not self.jobs_dir.is_dir():
+            return names
+        for folder in sorted(self.jobs_dir.iterdir()):
+            if not folder.is_dir() or not JOB_NAME.match(folder.name):
+                continue
+            try:
+                before = self.load(folder.name)
+                if before.job_status.is_terminal or before.runner_pid == os.getpid():
+                    continue
+                if not _pid_alive(before.runner_pid):
+                    self.get(folder.name)
+                    names.append(folder.name)
+            except Exception:
+                log.exception("job %s: could not take it over", folder.name)
+        return names
+
+    @staticmethod
+    def _running(record: JobRecord) -> bool:
+        """Whether the job's own process (not a reuse of its pid) still runs."""
+        if record.pid is None:
+            return False
+        started = process_start(record.pid)
+        return started is not None and record.pid_start in (None, started)
+
+    def _exit_code(self, name: str) -> int | None:
+        try:
+            return int((self.job_dir(name) / EXIT_FILE).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
 
     def _finish(self, record: JobRecord, status: JobStatus, error: str = "") -> None:
         record.status = status.value
@@ -332,9 +443,9 @@ class JobRunner:
             env[env_name(key)] = str(value)
         return env
 
-    def _watch(self, record: JobRecord) -> None:
+    def _watch(self, record: JobRecord, target: Callable[[JobRecord], None]) -> None:
         try:
-            self._run(record)
+            target(record)
         except Exception as exc:
             log.exception("job %s: watcher failed", record.name)
             with contextlib.suppress(Exception):
@@ -362,15 +473,18 @@ class JobRunner:
             open(job_dir / "stdout.log", "wb") as stdout,
             open(job_dir / "stderr.log", "wb") as stderr,
         ):
+            with contextlib.suppress(FileNotFoundError):
+                (job_dir / EXIT_FILE).unlink()
             try:
+                launcher = [sys.executable, "-I", "-S", LAUNCHER, str(job_dir / EXIT_FILE), "--"]
                 proc = subprocess.Popen(
-                    record.argv,
+                    [*launcher, *record.argv],
                     cwd=job_dir,
                     env=self._environment(record),
                     stdin=subprocess.DEVNULL,
                     stdout=stdout,
                     stderr=stderr,
-                    start_new_session=True,  # its own process group: kill the whole tree
+                    start_new_session=True,  # own group: kill the tree; outlive this process
                 )
             except OSError as exc:
                 self._finish(record, JobStatus.FAILED, f"could not start {record.argv[0]}: {exc}")
@@ -379,6 +493,7 @@ class JobRunner:
                 self._procs[record.name] = proc
             record.status = JobStatus.RUNNING.value
             record.pid = proc.pid
+            record.pid_start = process_start(proc.pid)
             record.started_at = utc_iso()
             self._save(record)
             self._notify(record)
@@ -391,6 +506,30 @@ class JobRunner:
                 timed_out = True
                 self._kill_group(proc.pid, proc)
                 code = proc.wait()
+        reported = self._exit_code(record.name)  # the command's own code, not the launcher's
+        self._conclude(record, code if reported is None else reported, timed_out=timed_out)
+
+    def _follow(self, record: JobRecord) -> None:
+        """Watch an adopted job (not this process's child) until it ends, as ``_run`` does."""
+        assert record.pid is not None
+        started = _utc_parse(record.started_at) or time.time()
+        deadline = started + record.timeout_s
+        timed_out = False
+        kill_at: float | None = None  # SIGKILL the group then, if SIGTERM was not enough
+        while self._running(record):
+            stop = self._cancel_requested(record.name) or time.time() > deadline
+            if stop and kill_at is None:
+                timed_out = not self._cancel_requested(record.name)
+                kill_at = time.time() + KILL_GRACE_S
+                self._kill_group(record.pid)
+            elif kill_at is not None and time.time() > kill_at:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(record.pid, signal.SIGKILL)
+            time.sleep(ADOPTED_POLL_S)
+        self._conclude(record, self._exit_code(record.name), timed_out=timed_out)
+
+    def _conclude(self, record: JobRecord, code: int | None, *, timed_out: bool) -> None:
+        """Record how a job that has ended ended: canceled, timed out, completed or failed."""
         record.exit_code = code
         if self._cancel_requested(record.name):
             self._finish(record, JobStatus.CANCELED, "canceled")
@@ -398,9 +537,18 @@ class JobRunner:
             self._finish(record, JobStatus.FAILED, f"timed out after {record.timeout_s:g} s")
         elif code == 0:
             self._finish(record, JobStatus.COMPLETED)
+        elif code is None:
+            self._finish(
+                record,
+                JobStatus.FAILED,
+                "the job's process ended without reporting an exit code: "
+                f"{self._stderr_tail(self.job_dir(record.name))}",
+            )
         else:
             self._finish(
-                record, JobStatus.FAILED, f"exit code {code}: {self._stderr_tail(job_dir)}"
+                record,
+                JobStatus.FAILED,
+                f"exit code {code}: {self._stderr_tail(self.job_dir(record.name))}",
             )
 
     @staticmethod
@@ -457,10 +605,13 @@ class JobRunner:
         watcher.join(wait_s)
         return self.load(name)
 
-    def close(self, wait_s: float = 10.0) -> None:
-        """Cancel the jobs this process runs (their processes would be orphaned otherwise)."""
+    def close(self, wait_s: float = 10.0, *, leave_running: bool = False) -> None:
+        """Cancel the jobs this process submitted, or with ``leave_running`` leave them to the
+        next process on this data folder, which adopts them. Adopted jobs are left running."""
+        if leave_running:
+            return
         with self._lock:
-            names = list(self._watchers)
+            names = [name for name in self._watchers if name not in self._adopted]
         for name in names:
             with contextlib.suppress(Exception):
                 self.cancel(name, wait_s)

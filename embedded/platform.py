@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from embedded.endpoint import EndpointServer, Predictor, PyfuncPredictor, state_path
+from embedded.endpoint import (
+    EndpointServer,
+    Predictor,
+    PyfuncPredictor,
+    endpoints_dir,
+    state_path,
+)
 from embedded.events import (
     MODEL_REGISTERED,
     RUN_COMPLETED,
@@ -66,7 +72,7 @@ def _check_name(kind: str, value: str) -> str:
 
 class LocalMLPlatform:
     """``MLPlatform`` on one machine. Extra methods: ``cancel_job``, ``ensure_endpoint``,
-    ``endpoint_url``, ``set_faults``, ``job_dir``, ``close``."""
+    ``endpoint_url``, ``set_faults``, ``job_dir``, ``resume``, ``close``."""
 
     def __init__(
         self,
@@ -369,11 +375,34 @@ class LocalMLPlatform:
             self._admin(endpoint, "DELETE", f"/admin/deployments/{quote(deployment, safe='')}")
         return True
 
-    # -- shutdown -------------------------------------------------------------------------
+    # -- start and shutdown ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Cancel the jobs this process runs, stop its endpoint servers, flush events."""
-        self.jobs.close()
+    def resume(self) -> dict[str, list[str]]:
+        """After a restart on the same ``data_dir``: adopt the jobs a previous process
+        started and serve every endpoint it served again (on its old port when free).
+
+        A restart then neither fails a running job nor leaves clients without an endpoint
+        until something happens to call the platform. Returns what was resumed, by kind.
+        """
+        adopted = self.jobs.adopt_orphans()
+        endpoints: list[str] = []
+        folder = endpoints_dir(self.data_dir)
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            if not NAME.match(path.stem) or self._state(path.stem) is None:
+                continue
+            try:
+                self.ensure_endpoint(path.stem)
+                endpoints.append(path.stem)
+            except Exception:
+                log.exception("endpoint %s: could not serve it again", path.stem)
+        if adopted or endpoints:
+            log.info("resumed: jobs %s, endpoints %s", adopted or "none", endpoints or "none")
+        return {"jobs": adopted, "endpoints": endpoints}
+
+    def close(self, *, leave_jobs_running: bool = False) -> None:
+        """Stop this process's endpoint servers and flush events; cancel the jobs it runs,
+        unless ``leave_jobs_running`` (a restart: the next process adopts them)."""
+        self.jobs.close(leave_running=leave_jobs_running)
         with self._lock:
             servers = list(self._servers.values())
             self._servers.clear()

@@ -46,7 +46,22 @@ def _audit(data_dir: Path) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    """Strict JSON; ``data`` may hold records written one by one (``_record``, ``_cycle``)."""
+    from shared.json_out import document
+
+    print(document(data, indent=2))
+
+
+def _record(record: Any) -> Any:
+    from shared.json_out import encode
+
+    return encode(record.to_json, {"seq": record.seq}, indent=2)
+
+
+def _cycle(cycle: Any) -> Any:
+    from shared.json_out import encode
+
+    return encode(cycle.to_json, {"id": cycle.id}, indent=2)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -106,7 +121,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     if args.json:
-        _print_json([r.to_json() for r in records])
+        _print_json([_record(r) for r in records])
         return EXIT_OK
     rows = [
         [
@@ -131,7 +146,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     record = _audit(_data_dir(args)).get(args.seq)
     if record is None:
         raise NotFound(f"no audit record {args.seq}")
-    _print_json(record.to_json())
+    _print_json(_record(record))
     return EXIT_OK
 
 
@@ -189,7 +204,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_cycles_list(args: argparse.Namespace) -> int:
     cycles = _store(_data_dir(args)).list_cycles(args.model, args.active)
     if args.json:
-        _print_json([c.to_json() for c in cycles])
+        _print_json([_cycle(c) for c in cycles])
         return EXIT_OK
     rows = [
         [
@@ -215,7 +230,7 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
     """A reviewer's view of one cycle: state, gate table, rollout, audit trail."""
     lines = [
         f"cycle {cycle.id}  model {cycle.model}  state {cycle.state.value}",
-        f"  trigger: {json.dumps(cycle.trigger, default=str)[:200]}",
+        f"  trigger: {_trigger_text(cycle)[:200]}",
         f"  job: {cycle.job_name or '-'}   candidate: v{cycle.candidate_version or '-'}   "
         f"champion: v{cycle.champion_version or '-'}   coalesced signals: {cycle.coalesced}",
         f"  reason: {cycle.reason}",
@@ -256,6 +271,12 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
     return "\n".join(lines)
 
 
+def _trigger_text(cycle: Any) -> str:
+    from shared.json_out import encode
+
+    return encode(lambda: cycle.trigger, {}).text
+
+
 def _num(value: Any) -> str:
     return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -267,7 +288,7 @@ def cmd_cycles_show(args: argparse.Namespace) -> int:
         raise NotFound(f"no cycle {args.cycle!r}")
     records = _audit(data_dir).query(cycle=cycle.id)
     if args.json:
-        _print_json({"cycle": cycle.to_json(), "audit": [r.to_json() for r in records]})
+        _print_json({"cycle": _cycle(cycle), "audit": [_record(r) for r in records]})
     else:
         print(describe_cycle(cycle, records))
     return EXIT_OK

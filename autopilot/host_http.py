@@ -69,7 +69,8 @@ Dispatch = Callable[[Request], Reply | NeedsBody]
 
 
 def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return Reply(status, (("Content-Type", JSON), *headers), json.dumps(payload).encode())
+    body = json.dumps(payload, allow_nan=False).encode()
+    return Reply(status, (("Content-Type", JSON), *headers), body)
 
 
 class _Stream(Protocol):
@@ -97,15 +98,24 @@ def read_body(stream: _Stream, headers: dict[str, str], limit: int) -> bytes:
         return _read_chunked(stream, limit)
     if declared is None:
         return b""
-    if not declared.strip().isdigit():
+    length = whole_number(declared)
+    if length is None:
         raise BodyError(400, "Content-Length is not a single whole number")
-    length = int(declared)
     if length > limit:
         raise BodyError(413, f"body is {length} bytes; at most {limit} are accepted")
     body = stream.read(length)
     if len(body) < length:
         raise BodyError(400, "body ended before Content-Length bytes arrived")
     return body
+
+
+def whole_number(text: str, max_digits: int = 18) -> int | None:
+    """``text`` as a non-negative integer, or None: ASCII digits only ('²'.isdigit() is True,
+    but int('²') raises), and not so long that int() would refuse it or it means nothing."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
+        return None
+    return int(text)
 
 
 def _read_chunked(stream: _Stream, limit: int) -> bytes:

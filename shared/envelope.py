@@ -238,6 +238,16 @@ def _text(event: dict[str, Any], key: str, index: int, *, required: bool) -> str
     return value
 
 
+def check_envelope(envelope: Envelope) -> None:
+    """What ``load_json`` refuses, for an event parsed elsewhere (the Functions worker)."""
+    for key in ("id", "source", "type", "subject", "time"):
+        if _has_lone_surrogate(getattr(envelope, key)):
+            raise BadEvent(
+                f"event field {key!r} holds a lone surrogate (not valid Unicode, cannot be stored)"
+            )
+    check_json(envelope.data, what="event data")
+
+
 def envelope_from_dict(event: Any, index: int = 0) -> Envelope:
     """Validate one event dict of either schema and return its envelope."""
     if not isinstance(event, dict):

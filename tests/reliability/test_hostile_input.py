@@ -16,28 +16,22 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import azure.functions as func
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autopilot.host import LocalHost
 from autopilot.host_http import BodyError, read_body
-from autopilot.serve import event_batch_validator
-from functions import alerts, api, azureml_events, console, reconcile, runtime
-from shared.wiring import Runtime
+from functions import runtime
 from tests import payloads
-from tests.conftest import KEYS
-from tests.fakes import World, make_world
 from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
     azurite,
     azurite_server,
 )
+from tests.reliability.hosting import KEY, WEBHOOK, Hosted, host_on
 from tests.strategies import (
     any_text,
     encode,
@@ -47,8 +41,6 @@ from tests.strategies import (
     near_valid_events,
 )
 
-KEY = KEYS["ops-team"]
-WEBHOOK = "/runtime/webhooks/eventgrid?functionName=azureml_events"
 # Examples per test and backend: ~2.2 k requests per example round over the six tests
 EXAMPLES = {"fakes": 20, "sqlite": 20, "azurite": 4}
 READ_ROUTES = ["/api/cycles", "/api/cycles?active=true", "/api/audit", "/api/models"]
@@ -70,53 +62,12 @@ class Tally:
 TALLY: dict[str, Tally] = collections.defaultdict(Tally)
 
 
-@dataclass
-class Hosted:
-    backend: str
-    host: LocalHost
-    world: World
-    examples: int
-
-
-def _stores(backend: str, folder: Path, request: pytest.FixtureRequest) -> tuple[Any, Any]:
-    if backend == "sqlite":
-        from shared.adapters.sqlite_audit import SqliteAuditLog
-        from shared.adapters.sqlite_store import SqliteStateStore
-
-        return SqliteStateStore(folder / "state.db"), SqliteAuditLog(folder / "audit.db")
-    from shared.adapters.table_audit import TableAuditLog
-    from shared.adapters.table_store import TableStateStore
-    from tests.integration.test_table_backends import fresh_prefix
-
-    connection = request.getfixturevalue("azurite")
-    prefix = fresh_prefix()
-    return (
-        TableStateStore(connection, table_prefix=prefix),
-        TableAuditLog(connection, table_prefix=prefix),
-    )
-
-
 @pytest.fixture(scope="module", params=list(EXAMPLES))
 def hosted(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hosted]:
     backend = str(request.param)
-    app = func.FunctionApp()
-    for blueprint in (azureml_events.bp, alerts.bp, reconcile.bp, api.bp, console.bp):
-        app.register_functions(blueprint)
-    world = make_world()
-    if backend != "fakes":
-        store, audit = _stores(backend, tmp_path_factory.mktemp(backend), request)
-        world.services = replace(world.services, store=store, audit=audit)
-    runtime.use(Runtime(world.services, dict(KEYS)))
-    host = LocalHost(
-        app,
-        keys=KEYS,
-        run_timers=False,
-        settings={"AUTOPILOT_RECONCILE_SCHEDULE": "0 0 * * * *"},
-        parse_event_batch=event_batch_validator(lambda: world.services.policy),
-    )
-    hosted = Hosted(backend, host, world, EXAMPLES[backend])
+    hosted = host_on(backend, tmp_path_factory.mktemp(backend), request, EXAMPLES[backend])
     yield hosted
     try:
         assert_reads_are_strict_json(hosted)

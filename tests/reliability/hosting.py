@@ -25,10 +25,16 @@ class Hosted:
     backend: str
     host: LocalHost
     world: World
-    examples: int = 0
+    runtime: Runtime
 
-    def call(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
-        status, _, data = self.host.handle(method, target, {"x-functions-key": KEY}, body)
+    def call(
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """One request, in process; this host's services become the current runtime first."""
+        runtime.use(self.runtime)
+        status, _, data = self.host.handle(
+            method, target, {"x-functions-key": KEY, **(headers or {})}, body
+        )
         return status, data
 
 
@@ -51,9 +57,7 @@ def stores(backend: str, folder: Path, request: pytest.FixtureRequest) -> tuple[
     )
 
 
-def host_on(
-    backend: str, folder: Path, request: pytest.FixtureRequest, examples: int = 0
-) -> Hosted:
+def host_on(backend: str, folder: Path, request: pytest.FixtureRequest) -> Hosted:
     """Every blueprint of the app on a LocalHost; ``runtime`` points at it (undo with
     ``runtime.use(None)``)."""
     app = func.FunctionApp()
@@ -63,7 +67,8 @@ def host_on(
     if backend != "fakes":
         store, audit = stores(backend, folder, request)
         world.services = replace(world.services, store=store, audit=audit)
-    runtime.use(Runtime(world.services, dict(KEYS)))
+    current = Runtime(world.services, dict(KEYS))
+    runtime.use(current)
     host = LocalHost(
         app,
         keys=KEYS,
@@ -71,4 +76,4 @@ def host_on(
         settings={"AUTOPILOT_RECONCILE_SCHEDULE": "0 0 * * * *"},
         parse_event_batch=event_batch_validator(lambda: world.services.policy),
     )
-    return Hosted(backend, host, world, examples)
+    return Hosted(backend, host, world, current)

@@ -212,7 +212,7 @@ def test_the_api_serves_unrenderable_records_as_placeholders(
             store=SqliteStateStore(poisoned / "state.db"),
             audit=SqliteAuditLog(poisoned / "audit.db"),
         )
-        runtime.use(Runtime(services, dict(runtime.current().keys)))
+        hosted.runtime = Runtime(services, dict(hosted.runtime.keys))
         cycles = strict(hosted.call("GET", "/api/cycles")[1])["cycles"]
         by_id = {c["id"]: c for c in cycles}
         assert by_id["good"]["state"]  # the good one intact

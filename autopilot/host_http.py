@@ -27,7 +27,8 @@ log = logging.getLogger("autopilot.host")
 JSON = "application/json; charset=utf-8"
 _HOP_BY_HOP = frozenset({"connection", "content-length", "keep-alive", "transfer-encoding"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+# ASCII only: in a str pattern \d also matches non-ASCII digits ('²'), which no URL port may hold.
+_HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _CODE = re.compile(r"(code=)[^&\s'\"]*", re.IGNORECASE)
 _MAX_CHUNK_LINE = 1024
 _MAX_TRAILERS = 64

@@ -19,13 +19,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autopilot.host_http import BodyError, read_body
+from autopilot.host_http import BodyError, build_request, read_body
+from autopilot.host_routes import RouteTemplate
 from functions import runtime
 from tests import payloads
 from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
@@ -258,3 +259,21 @@ def test_content_length_headers_are_refused_not_crashed(value: str, name: str) -
         assert exc.status in (400, 413)
     else:
         assert len(body) == int(value)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(header_numbers)
+def test_a_host_header_port_of_odd_digits_is_not_taken_into_urls(port: str) -> None:
+    """The URL a function sees has an ASCII port or none: '²' would break urlsplit().port."""
+    request = build_request("GET", "/api/x", [("Host", f"example:{port}")], "127.0.0.1:7071")
+    assert urlsplit(request.base_url).port is not None or request.base_url == "http://example"
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(header_numbers)
+def test_an_int_route_constraint_takes_only_ascii_digits(segment: str) -> None:
+    """A ``{n:int}`` route segment of '²' or of 4,301 digits is no match, not a ValueError."""
+    template = RouteTemplate.parse("items/{n:int}")
+    for value in (segment, "9" * 4301):
+        found = template.match(f"/items/{quote(value, safe='')}")
+        assert found is None or int(found["n"]) == int(found["n"].strip())

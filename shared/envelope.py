@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ MAX_INT_DIGITS = 400  # longer integers are beyond any float (and near Python's 
 # A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into decoded text.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Only a number literal like these can overflow a float: an exponent of 3+ digits, 309+ digits.
+_BIG_NUMBER = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{309}")
+_FLOAT_MAX_INT = int(sys.float_info.max)
 
 _EVENTGRID_REQUIRED = ("id", "eventType", "subject", "data")
 _CLOUDEVENTS_REQUIRED = ("id", "source", "type", "specversion")
@@ -129,7 +133,10 @@ def check_json(value: Any, *, what: str = "body", max_depth: int = MAX_DEPTH) ->
         elif isinstance(item, _Unusable):
             raise BadEvent(f"{what}: {json_path([*path])}: {item.problem}")
         elif isinstance(item, float) and not math.isfinite(item):
-            raise BadEvent(f"{what}: {json_path([*path])} is not a finite number")
+            where = json_path([*path])
+            if math.isnan(item):
+                raise BadEvent(f"{what}: {where} is NaN")
+            raise BadEvent(f"{what}: {where}: number beyond the range of a float")
         elif isinstance(item, int) and not isinstance(item, bool):
             try:
                 float(item)
@@ -155,39 +162,61 @@ def load_json(body: bytes, *, what: str = "body") -> Any:
     def _no_constants(name: str) -> Any:
         raise BadEvent(f"{what} contains {name}, which is not valid JSON")
 
-    unusable: list[bool] = []
-
-    def _float(text: str) -> Any:
-        value = _parse_float(text)
-        if isinstance(value, _Unusable):
-            unusable.append(True)
-        return value
-
-    def _int(text: str) -> Any:
-        value = _parse_int(text)
-        if isinstance(value, _Unusable):
-            unusable.append(True)
-        return value
+    def _decode(**hooks: Any) -> Any:
+        try:
+            return json.loads(
+                text,
+                object_pairs_hook=_reject_duplicate_keys,
+                parse_constant=_no_constants,
+                **hooks,
+            )
+        except RecursionError as exc:
+            raise BadEvent(f"{what} is nested deeper than {MAX_DEPTH} levels") from exc
+        except json.JSONDecodeError as exc:
+            raise BadEvent(
+                f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
 
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicate_keys,
-            parse_constant=_no_constants,
-            parse_float=_float,
-            parse_int=_int,
-        )
-    except RecursionError as exc:
-        raise BadEvent(f"{what} is nested deeper than {MAX_DEPTH} levels") from exc
-    except json.JSONDecodeError as exc:
-        raise BadEvent(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-    # The walk costs a pass over the document: only when something may be wrong.
+        value = _decode()  # in C; checked below, with a pass in Python only when needed
+    except BadEvent:
+        raise
+    except ValueError as exc:  # an integer past int()'s 4,300 digits: decode again to name it
+        check_json(_decode(parse_float=_parse_float, parse_int=_parse_int), what=what)
+        raise BadEvent(f"{what}: {exc}") from exc
+    strings = _SURROGATE_ESCAPE.search(text) is not None
+    numbers = _BIG_NUMBER.search(text) is not None
     deep = text.count("[") + text.count("{") > MAX_DEPTH
-    if unusable or deep or _SURROGATE_ESCAPE.search(text):
+    if (strings or numbers or deep) and _suspect(value, strings=strings, numbers=numbers):
         check_json(value, what=what)
     return value
+
+
+def _suspect(value: Any, *, strings: bool, numbers: bool) -> bool:
+    """Whether ``check_json`` would refuse ``value``: a fast pass that tracks no paths."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is dict or kind is list:
+            if depth >= MAX_DEPTH:
+                return True
+            if kind is dict:
+                if strings and any(_has_lone_surrogate(k) for k in item):
+                    return True
+                children = item.values()
+            else:
+                children = item
+            stack.extend((child, depth + 1) for child in children)
+        elif kind is str:
+            if strings and _has_lone_surrogate(item):
+                return True
+        elif kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is int and numbers and not -_FLOAT_MAX_INT <= item <= _FLOAT_MAX_INT:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,7 +148,7 @@ def assert_reads_are_strict_json(hosts: Hosts, hosted: Hosted) -> None:
     assert status == 200
 
 
-def fuzz(share: float = 1.0) -> Any:
+def fuzz(share: float = 1.0) -> settings:
     """Derandomised (the same examples every run: CI is reproducible), no deadline (the
     machine is shared), no example database."""
     return settings(

@@ -254,3 +254,34 @@ def test_the_cli_json_output_stays_strict_with_unrenderable_records(
     text = json.dumps(out)
     assert "unrenderable" in text
     assert ("good" in text) or ("good before" in text)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"id": "\ud800"}, {"subject": "models/credit-risk:\udfff"}, {"data": {"x": float("inf")}}],
+    ids=["id", "subject", "data-inf"],
+)
+def test_an_event_the_functions_worker_parsed_is_checked_too(
+    on_sqlite: Hosted, registered: dict[str, Any], change: dict[str, Any]
+) -> None:
+    """On Azure the worker parses the delivery, not ``load_json``: the trigger checks the
+    event itself, audits it as rejected and returns (no retry), storing nothing from it."""
+    import azure.functions as func
+
+    event = {**grid_event(), **change}
+    runtime.use(on_sqlite.runtime)
+    registered["azureml_events"].get_user_function()(
+        event=func.EventGridEvent(
+            id=event["id"],
+            data=event["data"],
+            topic=event["topic"],
+            subject=event["subject"],
+            event_type=event["eventType"],
+            event_time=None,
+            data_version="2",
+        )
+    )
+    records = strict(on_sqlite.call("GET", "/api/audit")[1])["records"]
+    assert [r["kind"] for r in records] == ["rejected"]
+    assert "lone surrogate" in records[0]["reason"] or "beyond the range" in records[0]["reason"]
+    assert_reads_are_strict(on_sqlite)

@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 a check failed (e.g. ``audit verify`` found tampering), 2 ba
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import typing
@@ -62,7 +61,22 @@ def _audit(data_dir: Path) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    """Strict JSON; ``data`` may hold records written one by one (``_record``, ``_cycle``)."""
+    from shared.json_out import document
+
+    print(document(data, indent=2))
+
+
+def _record(record: Any) -> Any:
+    from shared.json_out import encode
+
+    return encode(record.to_json, {"seq": record.seq}, indent=2)
+
+
+def _cycle(cycle: Any) -> Any:
+    from shared.json_out import encode
+
+    return encode(cycle.to_json, {"id": cycle.id}, indent=2)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -145,7 +159,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     if args.json:
-        _print_json([r.to_json() for r in records])
+        _print_json([_record(r) for r in records])
         return EXIT_OK
     rows = [
         [
@@ -170,7 +184,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     record = _audit(_data_dir(args)).get(args.seq)
     if record is None:
         raise NotFound(f"no audit record {args.seq}")
-    _print_json(record.to_json())
+    _print_json(_record(record))
     return EXIT_OK
 
 
@@ -241,7 +255,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_cycles_list(args: argparse.Namespace) -> int:
     cycles = _store(_data_dir(args)).list_cycles(args.model, args.active)
     if args.json:
-        _print_json([c.to_json() for c in cycles])
+        _print_json([_cycle(c) for c in cycles])
         return EXIT_OK
     rows = [
         [
@@ -269,7 +283,7 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
 
     lines = [
         f"cycle {cycle.id}  model {cycle.model}  state {cycle.state.value}",
-        f"  trigger: {json.dumps(cycle.trigger, default=str)[:200]}",
+        f"  trigger: {_trigger_text(cycle)[:200]}",
         f"  job: {cycle.job_name or '-'}   candidate: {cycle.candidate}   "
         f"champion: v{cycle.champion_version or '-'}   coalesced signals: {cycle.coalesced}",
         f"  reason: {cycle.reason}",
@@ -310,6 +324,12 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
     return "\n".join(lines)
 
 
+def _trigger_text(cycle: Any) -> str:
+    from shared.json_out import encode
+
+    return encode(lambda: cycle.trigger, {}).text
+
+
 def _num(value: Any) -> str:
     return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -321,7 +341,7 @@ def cmd_cycles_show(args: argparse.Namespace) -> int:
         raise NotFound(f"no cycle {args.cycle!r}")
     records = _audit(data_dir).query(cycle=cycle.id)
     if args.json:
-        _print_json({"cycle": cycle.to_json(), "audit": [r.to_json() for r in records]})
+        _print_json({"cycle": _cycle(cycle), "audit": [_record(r) for r in records]})
     else:
         print(describe_cycle(cycle, records))
     return EXIT_OK

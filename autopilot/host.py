@@ -44,7 +44,6 @@ import asyncio
 import heapq
 import hmac
 import inspect
-import json
 import logging
 import math
 import os
@@ -72,6 +71,7 @@ from autopilot.host_http import (
 )
 from autopilot.host_routes import RouteTemplate
 from autopilot.host_schedule import ScheduleError, TimerSchedule, parse_schedule, resolve_settings
+from shared.envelope import load_json
 from shared.errors import AutopilotError, BadEvent, PayloadTooLarge, TransientError
 
 log = logging.getLogger("autopilot.host")
@@ -512,8 +512,8 @@ class LocalHost:
         def run(body: bytes) -> Reply:
             if body.strip():
                 try:
-                    payload = json.loads(body)
-                except ValueError:
+                    payload = load_json(body)
+                except BadEvent:
                     payload = None
                 if not isinstance(payload, dict):
                     return json_reply(400, {"error": 'body must be a JSON object: {"input": ""}'})

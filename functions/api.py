@@ -12,9 +12,21 @@ from functions import runtime
 from functions.http import authenticated, error, json_body, respond
 from handlers.cycles import cycle_id_for
 from shared.errors import BadEvent, NotFound
+from shared.json_out import Encoded, encode
 from shared.messages import Approve, Command, Deny, ManualRollback, RetrainRequested
+from shared.model import AuditRecord, Cycle
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+def cycle_json(cycle: Cycle) -> Encoded:
+    """A cycle (``candidate`` in words) as JSON text, or ``{"id", "unrenderable"}``."""
+    return encode(cycle.to_view, {"id": cycle.id})
+
+
+def record_json(record: AuditRecord) -> Encoded:
+    """An audit record as JSON text, or ``{"seq", "unrenderable"}`` if it cannot be written."""
+    return encode(record.to_json, {"seq": record.seq})
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -35,7 +47,7 @@ def _flag(req: func.HttpRequest, name: str) -> bool:
 def list_cycles(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     store = runtime.current().services.store
     cycles = store.list_cycles(req.params.get("model") or None, _flag(req, "active"))
-    return respond(200, {"cycles": [c.to_view() for c in cycles]})
+    return respond(200, {"cycles": [cycle_json(c) for c in cycles]})
 
 
 @bp.route(route="cycles/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -46,7 +58,7 @@ def get_cycle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     if cycle is None:
         return error(404, "no such cycle")
     audit = services.audit.query(cycle=cycle.id)
-    return respond(200, {"cycle": cycle.to_view(), "audit": [r.to_json() for r in audit]})
+    return respond(200, {"cycle": cycle_json(cycle), "audit": [record_json(r) for r in audit]})
 
 
 def _since(req: func.HttpRequest) -> datetime | None:
@@ -86,7 +98,7 @@ def list_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
         since=_since(req),
         limit=_limit(req),
     )
-    return respond(200, {"records": [r.to_json() for r in records]})
+    return respond(200, {"records": [record_json(r) for r in records]})
 
 
 def _reason(req: func.HttpRequest) -> str:
@@ -136,7 +148,7 @@ def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpRespon
     if problem:
         return error(status, problem)
     cycle = runtime.current().services.store.get_cycle(cycle_id)
-    return respond(200, {"cycle": cycle.to_view() if cycle else None})
+    return respond(200, {"cycle": cycle_json(cycle) if cycle else None})
 
 
 def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> func.HttpResponse:
@@ -150,7 +162,7 @@ def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> fu
         return error(status, problem)
     if kind is not RetrainRequested:
         cycles = store.list_cycles(model)
-        return respond(200, {"cycle": cycles[0].to_view() if cycles else None})
+        return respond(200, {"cycle": cycle_json(cycles[0]) if cycles else None})
     own = store.get_cycle(own_id)
     active = store.active_cycle(model)
     if own is not None:
@@ -160,7 +172,7 @@ def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> fu
         outcome, cycle = "coalesced", active
     else:
         outcome, cycle = "not started", None  # observe mode: audited as a dry run
-    return respond(200, {"outcome": outcome, "cycle": cycle.to_view() if cycle else None})
+    return respond(200, {"outcome": outcome, "cycle": cycle_json(cycle) if cycle else None})
 
 
 @bp.route(route="models/{model}/retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

@@ -13,8 +13,8 @@ import logging
 import azure.functions as func
 
 from functions import runtime
-from handlers.intake import deliver_azureml
-from shared.envelope import Envelope
+from handlers.intake import deliver_azureml, reject
+from shared.envelope import Envelope, check_envelope
 from shared.errors import BadEvent
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,15 @@ def envelope_of(event: func.EventGridEvent | func.CloudEvent) -> Envelope:
 @bp.event_grid_trigger(arg_name="event")
 def azureml_events(event: func.EventGridEvent | func.CloudEvent) -> None:
     bus = runtime.new_bus()
+    envelope = envelope_of(event)
     try:
-        outcome = deliver_azureml(bus, envelope_of(event))
+        check_envelope(envelope)  # the local host checked the body; the worker does not
+    except BadEvent as exc:
+        reject(bus, "event", str(exc))
+        log.warning("event rejected: %s", exc)
+        return
+    try:
+        outcome = deliver_azureml(bus, envelope)
     except BadEvent as exc:
         log.warning("event %s rejected: %s", event.id, exc)
         return

@@ -193,7 +193,9 @@ class AuditRecord:
     hash: str
 
     def to_json(self) -> JSON:
-        data = dataclasses.asdict(self)
+        """A JSON-ready view; ``evidence`` is shared, not copied (``asdict`` deep-copies it,
+        recursively: a deeply nested evidence raised RecursionError)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["time"] = self.time.isoformat()
         data["kind"] = self.kind.value
         return data

@@ -510,7 +510,7 @@
           );
         });
         const recent = cycles.cycles.slice(0, 25).map((c) =>
-          h(
+          c.unrenderable ? unrenderableRow({ "data-cycle": c.id }, "cycle " + c.id, c.unrenderable, 9) : h(
             "tr",
             { "data-cycle": c.id },
             h("td", { class: "nowrap" }, cycleLink(c.id)),
@@ -560,6 +560,13 @@
       render(data) {
         const c = data.cycle;
         const audit = data.audit || [];
+        if (c.unrenderable) {
+          return [
+            h("h1", null, "Cycle ", h("span", { class: "mono" }, c.id)),
+            h("div", { class: "banner bad", id: "unrenderable" }, "This cycle cannot be shown: it " + c.unrenderable + " (stored before the service refused such input)."),
+            auditTrail(c.id, audit),
+          ];
+        }
         const out = [
           h("h1", null, "Cycle ", h("span", { class: "mono" }, c.id), stateBadge(c.state), c.dry_run ? h("span", { class: "badge warn" }, "dry run") : null, rawLink("cycles/" + c.id, "raw JSON")),
         ];
@@ -576,16 +583,27 @@
           )
         );
         out.push(rolloutCard(c));
-        out.push(
-          h(
+        out.push(auditTrail(c.id, audit));
+        return out;
+      },
+    };
+  }
+
+  // A record the service could not write as JSON: its seq or id and why, in place of it.
+  function unrenderableRow(attrs, what, why, columns) {
+    return h("tr", Object.assign({ class: "unrenderable" }, attrs), h("td", { colspan: columns, class: "detail" }, h("span", { class: "badge bad" }, "unrenderable"), " " + what + " " + why));
+  }
+
+  function auditTrail(cycleId, audit) {
+    return h(
             "div",
             { class: "card" },
-            h("h2", null, "Audit trail ", h("span", { class: "muted small" }, audit.length + (audit.length === 1 ? " record — " : " records — "), h("a", { href: "#/audit?cycle=" + encodeURIComponent(c.id) }, "open in the audit log"))),
+            h("h2", null, "Audit trail ", h("span", { class: "muted small" }, audit.length + (audit.length === 1 ? " record — " : " records — "), h("a", { href: "#/audit?cycle=" + encodeURIComponent(cycleId) }, "open in the audit log"))),
             h(
               "ol",
               { class: "timeline" },
               audit.map((r) =>
-                h(
+                r.unrenderable ? h("li", { class: "unrenderable", "data-seq": r.seq }, h("span", { class: "badge bad" }, "unrenderable"), " #" + r.seq + " " + r.unrenderable) : h(
                   "li",
                   { class: "k-" + r.kind, "data-seq": r.seq },
                   h("span", { class: "when", title: r.time }, fmtTime(r.time)),
@@ -599,11 +617,7 @@
                 )
               )
             )
-          )
-        );
-        return out;
-      },
-    };
+          );
   }
 
   function summaryCard(c) {
@@ -817,7 +831,7 @@
                 null,
                 rows.length
                   ? rows.map((r) =>
-                      h(
+                      r.unrenderable ? unrenderableRow({ "data-seq": r.seq }, "record #" + r.seq, r.unrenderable, 8) : h(
                         "tr",
                         { "data-seq": r.seq, "data-cycle": r.cycle || "", "data-kind": r.kind },
                         h("td", { class: "num" }, String(r.seq)),

@@ -6,11 +6,11 @@ Exit codes: 0 ok, 1 a check failed (e.g. ``audit verify`` found tampering), 2 ba
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import typing
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +33,50 @@ def _policy_path(args: argparse.Namespace) -> Path:
     return Path(raw) if raw else DEFAULT_POLICY
 
 
+def _existing(data_dir: Path, name: str) -> Path:
+    """A read command's database: refuse a data dir that holds none (a typo), never create it."""
+    path = data_dir / name
+    if not data_dir.is_dir():
+        raise UsageError(
+            f"data dir {data_dir} does not exist; pass the --data-dir that `autopilot serve` uses"
+        )
+    if not path.is_file():
+        raise UsageError(
+            f"data dir {data_dir} holds no autopilot data ({name} is missing); pass the "
+            "--data-dir that `autopilot serve` uses"
+        )
+    return path
+
+
 def _store(data_dir: Path) -> Any:
     from shared.adapters.sqlite_store import SqliteStateStore
 
-    return SqliteStateStore(data_dir / "state.db")
+    return SqliteStateStore(_existing(data_dir, "state.db"))
 
 
 def _audit(data_dir: Path) -> Any:
     from shared.adapters.sqlite_audit import SqliteAuditLog
 
-    return SqliteAuditLog(data_dir / "audit.db")
+    return SqliteAuditLog(_existing(data_dir, "audit.db"))
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    """Strict JSON; ``data`` may hold records written one by one (``_record``, ``_cycle``)."""
+    from shared.json_out import document
+
+    print(document(data, indent=2))
+
+
+def _record(record: Any) -> Any:
+    from shared.json_out import encode
+
+    return encode(record.to_json, {"seq": record.seq}, indent=2)
+
+
+def _cycle(cycle: Any) -> Any:
+    from shared.json_out import encode
+
+    return encode(cycle.to_json, {"id": cycle.id}, indent=2)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -69,8 +99,12 @@ def _short(text: str | None, limit: int = 60) -> str:
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
     from shared.policy import load_policy
+    from shared.policy_source import environment_problems
 
     policy = load_policy(args.file)
+    problems = environment_problems(Path(args.file), os.environ, Path.cwd())
+    if problems:
+        raise PolicyError("\n".join(problems))
     for name in policy:
         spec = policy.models[name]
         endpoint = spec.rollout.endpoint if spec.rollout else "(no rollout)"
@@ -86,27 +120,46 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
 
 
 def _since(raw: str | None) -> datetime | None:
+    """A duration back from now (15m, 2h, 1d) or an ISO 8601 time with a zone."""
     if not raw:
         return None
+    from shared.policy import parse_duration
+
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(raw))
+    except ValueError:
+        pass
     try:
         value = datetime.fromisoformat(raw)
     except ValueError as exc:
-        raise UsageError(f"--since must be an ISO 8601 time, got {raw!r}") from exc
+        raise UsageError(
+            f"--since takes a duration (15m, 2h, 1d) or an ISO 8601 time, got {raw!r}"
+        ) from exc
     if value.tzinfo is None:
         raise UsageError("--since needs a time zone, e.g. 2026-01-01T00:00:00+00:00")
     return value
 
 
+def _kind(raw: str | None) -> str | None:
+    from shared.model import AuditKind
+
+    valid = [k.value for k in AuditKind]
+    if raw is not None and raw not in valid:
+        raise UsageError(f"--kind {raw!r} is not an audit kind; choose one of {', '.join(valid)}")
+    return raw
+
+
 def cmd_audit_list(args: argparse.Namespace) -> int:
+    kind, since = _kind(args.kind), _since(args.since)
     records = _audit(_data_dir(args)).query(
         model=args.model,
         cycle=args.cycle,
-        kind=args.kind,
-        since=_since(args.since),
+        kind=kind,
+        since=since,
         limit=args.limit,
     )
     if args.json:
-        _print_json([r.to_json() for r in records])
+        _print_json([_record(r) for r in records])
         return EXIT_OK
     rows = [
         [
@@ -131,7 +184,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     record = _audit(_data_dir(args)).get(args.seq)
     if record is None:
         raise NotFound(f"no audit record {args.seq}")
-    _print_json(record.to_json())
+    _print_json(_record(record))
     return EXIT_OK
 
 
@@ -144,10 +197,21 @@ def _anchor(text: str) -> tuple[int, str]:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """The chain alone cannot show records cut off its end, or every hash recomputed after an
-    edit; a head noted elsewhere earlier (``--anchor SEQ:HASH``) can."""
-    log = _audit(_data_dir(args))
+    edit; a head noted elsewhere earlier (``--anchor SEQ:HASH``) can. An empty log where the
+    state store shows earlier activity was lost or emptied: that fails too."""
+    from autopilot.state_files import AUDIT_DB, damage, earlier_activity
+
+    data_dir = _data_dir(args)
+    unreadable = damage(data_dir / AUDIT_DB)
+    if unreadable:
+        print(f"AUDIT LOG UNREADABLE: {data_dir / AUDIT_DB} {unreadable}")
+        return EXIT_CHECK_FAILED
+    log = _audit(data_dir)
     result = log.verify()
     ok, first_bad, problem = result.ok, result.first_bad_seq, result.problem
+    activity = earlier_activity(data_dir) if ok and result.records == 0 else None
+    if activity:
+        ok, problem = False, f"the audit log has no records although {activity}: it was lost"
     if ok and args.anchor is not None:
         seq, digest = args.anchor
         anchored = log.get(seq)
@@ -178,6 +242,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 "  (keep it somewhere else; `autopilot audit verify --anchor` with it later shows"
                 " whether records were cut off or rewritten since)"
             )
+    elif first_bad is None:
+        print(f"AUDIT LOG EMPTIED: {problem}")
     else:
         print(f"AUDIT CHAIN BROKEN at record {first_bad}: {problem}")
     return EXIT_OK if ok else EXIT_CHECK_FAILED
@@ -189,7 +255,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_cycles_list(args: argparse.Namespace) -> int:
     cycles = _store(_data_dir(args)).list_cycles(args.model, args.active)
     if args.json:
-        _print_json([c.to_json() for c in cycles])
+        _print_json([_cycle(c) for c in cycles])
         return EXIT_OK
     rows = [
         [
@@ -213,10 +279,12 @@ def cmd_cycles_list(args: argparse.Namespace) -> int:
 
 def describe_cycle(cycle: Any, records: list[Any]) -> str:
     """A reviewer's view of one cycle: state, gate table, rollout, audit trail."""
+    from handlers.rollout import traffic_text
+
     lines = [
         f"cycle {cycle.id}  model {cycle.model}  state {cycle.state.value}",
-        f"  trigger: {json.dumps(cycle.trigger, default=str)[:200]}",
-        f"  job: {cycle.job_name or '-'}   candidate: v{cycle.candidate_version or '-'}   "
+        f"  trigger: {_trigger_text(cycle)[:200]}",
+        f"  job: {cycle.job_name or '-'}   candidate: {cycle.candidate}   "
         f"champion: v{cycle.champion_version or '-'}   coalesced signals: {cycle.coalesced}",
         f"  reason: {cycle.reason}",
     ]
@@ -244,7 +312,7 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
             f"previous {ro.get('previous') or '-'}"
         )
         for step in ro.get("steps", []):
-            lines.append(f"  {step['at']}  traffic {step['traffic']}")
+            lines.append(f"  {step['at']}  traffic {traffic_text(step['traffic'])}")
         for check in ro.get("checks", []):
             lines.append(f"  {check['at']}  health {check['verdict']}: {check['why']}")
     lines.append("\naudit trail:")
@@ -254,6 +322,12 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
             f"{r.actor:<10} {r.summary}" + (f" — {r.reason}" if r.reason else "")
         )
     return "\n".join(lines)
+
+
+def _trigger_text(cycle: Any) -> str:
+    from shared.json_out import encode
+
+    return encode(lambda: cycle.trigger, {}).text
 
 
 def _num(value: Any) -> str:
@@ -267,71 +341,35 @@ def cmd_cycles_show(args: argparse.Namespace) -> int:
         raise NotFound(f"no cycle {args.cycle!r}")
     records = _audit(data_dir).query(cycle=cycle.id)
     if args.json:
-        _print_json({"cycle": cycle.to_json(), "audit": [r.to_json() for r in records]})
+        _print_json({"cycle": _cycle(cycle), "audit": [_record(r) for r in records]})
     else:
         print(describe_cycle(cycle, records))
     return EXIT_OK
 
 
-# --- approvals ----------------------------------------------------------------------------
-
-
-OPERATOR_COMMANDS = {
-    "approve": ("cycle", "/api/cycles/{}/approve"),
-    "deny": ("cycle", "/api/cycles/{}/deny"),
-    "retrain": ("model", "/api/models/{}/retrain"),
-    "rollback": ("model", "/api/models/{}/rollback"),
-}
+# --- operator commands, serve and replay -------------------------------------------------------
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    """approve / deny / retrain / rollback: over the API with --url, else in-process."""
-    target_kind, route = OPERATOR_COMMANDS[args.command]
-    target = getattr(args, target_kind)
-    if args.url:
-        from autopilot.serve import post_json
+    """approve / deny / retrain / rollback: a sentence saying what happened (--json: the answer)."""
+    from autopilot.operator_commands import ROUTES, operator
 
-        key = args.key or os.environ.get("AUTOPILOT_KEY", "")
-        body = json.dumps({"reason": args.reason}).encode()
-        status, text = post_json(args.url.rstrip("/") + route.format(target), key, body)
-        print(f"{status} {text}")
-        return EXIT_OK if status < 300 else EXIT_USAGE if status < 500 else EXIT_CHECK_FAILED
-    from shared.bootstrap import bootstrap
-    from shared.messages import Approve, Deny, ManualRollback, RetrainRequested
-    from shared.settings import AppSettings
-    from shared.wiring import build_services
-
-    settings = AppSettings.from_env(
-        {
-            **os.environ,
-            "AUTOPILOT_DATA_DIR": str(_data_dir(args)),
-            "AUTOPILOT_POLICY": str(_policy_path(args)),
-        }
+    target_kind, _ = ROUTES[args.command]
+    text, body = operator(
+        args.command,
+        getattr(args, target_kind),
+        reason=args.reason,
+        actor=args.actor,
+        data_dir=_data_dir(args),
+        policy=_policy_path(args),
+        url=args.url,
+        key=args.key,
     )
-    bus = bootstrap(build_services(settings))
-    actor = args.actor or f"cli:{os.environ.get('USER', 'unknown')}"
-    kind = {
-        "approve": Approve,
-        "deny": Deny,
-        "retrain": RetrainRequested,
-        "rollback": ManualRollback,
-    }[args.command]
-    bus.handle(kind(target, actor, args.reason, f"cli:{actor}"))
-    store = bus.services.store
-    cycle = (
-        store.get_cycle(target)
-        if target_kind == "cycle"
-        else next(iter(store.list_cycles(target)), None)
-    )
-    state = cycle.state.value if cycle else "?"
-    print(
-        f"{args.command} {target}: cycle {cycle.id if cycle else '-'} is {state} "
-        f"({actor}: {args.reason})"
-    )
+    if args.json:
+        _print_json(body)
+    else:
+        print(text)
     return EXIT_OK
-
-
-# --- serve and replay ----------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -356,127 +394,256 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from autopilot.serve import replay
+    from autopilot.operator_commands import replay
 
-    return replay(
-        Path(args.file),
-        policy=_policy_path(args),
-        data_dir=_data_dir(args),
-        url=args.url,
-        key=args.key,
-    )
+    lines, body = replay(Path(args.file), data_dir=_data_dir(args), url=args.url, key=args.key)
+    if args.json:
+        _print_json(body)
+    else:
+        print("\n".join(lines))
+    return EXIT_OK
 
 
 # --- parser ------------------------------------------------------------------------------
 
 
+AP = ".venv/bin/autopilot"  # how the examples call the CLI: not on PATH after set-up
+_DATA_HELP = "state, audit and platform data (default: $AUTOPILOT_DATA_DIR, else ./.autopilot)"
+_POLICY_HELP = f"policy file (default: $AUTOPILOT_POLICY, else {DEFAULT_POLICY})"
+_URL_HELP = (
+    "base URL of a running service (default: the service `autopilot serve` registered in the "
+    "data dir's serve.json)"
+)
+_KEY_HELP = (
+    "function key for the service (default: $AUTOPILOT_KEY, else the first of "
+    "$AUTOPILOT_FUNCTION_KEYS, else the data dir's function_keys.json)"
+)
+
+EXAMPLES = {
+    "serve": f"""examples:
+  {AP} serve --policy examples/policy.yaml
+  {AP} serve --policy examples/policy.yaml --port 8080 --data-dir /tmp/autopilot""",
+    "demo": f"""examples:
+  {AP} demo
+  {AP} demo --scenario unhealthy""",
+    "replay": f"""examples:
+  {AP} replay examples/payloads/alert-drift-fired.json
+  {AP} replay examples/payloads/eventgrid-monitor-breach.json --url http://127.0.0.1:7071""",
+    "audit list": f"""examples:
+  {AP} audit list --since 15m
+  {AP} audit list --model credit-risk --kind decision --limit 20""",
+    "audit show": f"""examples:
+  {AP} audit show 1""",
+    "audit verify": f"""examples:
+  {AP} audit verify
+  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>""",
+    "cycles list": f"""examples:
+  {AP} cycles list
+  {AP} cycles list --model credit-risk --active""",
+    "cycles show": f"""examples:
+  {AP} cycles show <CYCLE>""",
+    "policy validate": f"""examples:
+  {AP} policy validate examples/policy.yaml""",
+    "approve": f"""examples:
+  {AP} approve <CYCLE> --reason 'evidence reviewed'""",
+    "deny": f"""examples:
+  {AP} deny <CYCLE> --reason 'slice east regressed'""",
+    "retrain": f"""examples:
+  {AP} retrain credit-risk --reason "new labelled data"
+  {AP} retrain credit-risk --reason "refresh" --url http://127.0.0.1:7071 --json""",
+    "rollback": f"""examples:
+  {AP} rollback credit-risk --reason 'complaints about scores'""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a missing subcommand names the choices instead of 'required: audit_cmd'."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("the following arguments are required: COMMAND"):
+            choices = [
+                name
+                for action in self._actions
+                if isinstance(action, argparse._SubParsersAction)
+                for name in action.choices
+            ]
+            message = f"choose a command: {', '.join(choices)} (see {self.prog} --help)"
+        super().error(message)
+
+
+def _command(sub: Any, name: str, help_text: str, example_key: str, **kw: Any) -> Any:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=EXAMPLES[example_key],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
+    )
+
+
+def _group(sub: Any, name: str, help_text: str, dest: str) -> Any:
+    group = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
+    return group.add_subparsers(dest=dest, required=True, metavar="COMMAND", parser_class=_Parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir",
-        help="state, audit and platform data (default: $AUTOPILOT_DATA_DIR or ./.autopilot)",
+    common.add_argument("--data-dir", metavar="DIR", help=_DATA_HELP)
+    parser = _Parser(
+        prog="autopilot",
+        description="Event-driven MLOps automation for Azure Machine Learning.",
+        epilog=f"Start with: {AP} demo   or   {AP} serve --policy examples/policy.yaml\n"
+        "Exit codes: 0 ok, 1 a check failed, 2 bad usage or input.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser = argparse.ArgumentParser(
-        prog="autopilot", description="Event-driven MLOps automation for Azure Machine Learning."
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", parents=[common], help="serve the function app over HTTP")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7071)
-    p.add_argument("--policy", help=f"policy file (default: $AUTOPILOT_POLICY or {DEFAULT_POLICY})")
+    p = _command(sub, "serve", "serve the function app over HTTP", "serve", parents=[common])
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7071, help="port to bind (default: 7071)")
+    p.add_argument("--policy", metavar="FILE", help=_POLICY_HELP)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser(
-        "demo", parents=[common], help="the closed loop on the embedded default, live"
+    p = _command(
+        sub, "demo", "the closed loop on the embedded default, live", "demo", parents=[common]
     )
     p.add_argument(
-        "--scenario", choices=["improve", "worse", "unhealthy", "alert"], default="improve"
+        "--scenario",
+        choices=["improve", "worse", "unhealthy", "alert"],
+        default="improve",
+        help="improve: promoted; worse: the gate rejects; unhealthy: canary rolled back; "
+        "alert: health alert after promotion rolls back (default: improve)",
     )
     p.add_argument(
         "--resume", action="store_true", help="keep the data folder's state (default: fresh)"
     )
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument(
+        "--port", type=int, default=0, help="port for the service (default: 0, a free port)"
+    )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser(
-        "replay", parents=[common], help="deliver stored Event Grid / CloudEvents / alert payloads"
+    p = _command(
+        sub,
+        "replay",
+        "deliver a stored Event Grid / CloudEvents / alert payload to the running service",
+        "replay",
+        parents=[common],
     )
     p.add_argument("file", help="a JSON file: an Event Grid or CloudEvents array, or an alert")
-    p.add_argument("--policy")
-    p.add_argument("--url", help="a running service's base URL (default: replay in-process)")
-    p.add_argument("--key", help="function key for --url (default: $AUTOPILOT_KEY)")
+    p.add_argument("--url", help=_URL_HELP)
+    p.add_argument("--key", help=_KEY_HELP)
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=cmd_replay)
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
-        dest="audit_cmd", required=True
+    audit = _group(sub, "audit", "the audit log", "audit_cmd")
+    p = _command(audit, "list", "list audit records, oldest first", "audit list", parents=[common])
+    p.add_argument("--model", help="only this model's records (default: all)")
+    p.add_argument("--cycle", help="only this cycle's records (default: all)")
+    from shared.model import AuditKind
+
+    p.add_argument(
+        "--kind",
+        help=f"only this kind: {', '.join(k.value for k in AuditKind)} (default: all)",
     )
-    p = audit.add_parser("list", parents=[common])
-    p.add_argument("--model")
-    p.add_argument("--cycle")
-    p.add_argument("--kind")
-    p.add_argument("--since", help="ISO 8601 time with zone")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--since",
+        help="a duration back from now (15m, 2h, 1d) or an ISO 8601 time with zone "
+        "(default: no limit)",
+    )
+    p.add_argument("--limit", type=int, help="at most this many records (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_audit_list)
-    p = audit.add_parser("show", parents=[common])
-    p.add_argument("seq", type=int)
+    p = _command(audit, "show", "one audit record in full, as JSON", "audit show", parents=[common])
+    p.add_argument("seq", type=int, help="the record's sequence number (SEQ in audit list)")
     p.set_defaults(func=cmd_audit_show)
-    p = audit.add_parser("verify", parents=[common])
-    p.add_argument("--json", action="store_true")
+    p = _command(
+        audit, "verify", "verify the audit log's hash chain", "audit verify", parents=[common]
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
     p.add_argument(
         "--anchor",
         type=_anchor,
         metavar="SEQ:HASH",
-        help="a head printed by an earlier verify: fail if that record is gone or changed",
+        help="a head printed by an earlier verify: fail if that record is gone or changed "
+        "(default: none)",
     )
     p.set_defaults(func=cmd_audit_verify)
 
-    cycles = sub.add_parser("cycles", help="retraining cycles").add_subparsers(
-        dest="cycles_cmd", required=True
-    )
-    p = cycles.add_parser("list", parents=[common])
-    p.add_argument("--model")
-    p.add_argument("--active", action="store_true")
-    p.add_argument("--json", action="store_true")
+    cycles = _group(sub, "cycles", "retraining cycles", "cycles_cmd")
+    p = _command(cycles, "list", "list cycles, newest first", "cycles list", parents=[common])
+    p.add_argument("--model", help="only this model's cycles (default: all)")
+    p.add_argument("--active", action="store_true", help="only active cycles (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_cycles_list)
-    p = cycles.add_parser("show", parents=[common])
-    p.add_argument("cycle")
-    p.add_argument("--json", action="store_true")
+    p = _command(
+        cycles,
+        "show",
+        "one cycle: gate table, rollout and audit trail",
+        "cycles show",
+        parents=[common],
+    )
+    p.add_argument("cycle", help="the cycle id (CYCLE in cycles list)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_cycles_show)
 
-    policy = sub.add_parser("policy", help="policy files").add_subparsers(
-        dest="policy_cmd", required=True
+    policy = _group(sub, "policy", "policy files", "policy_cmd")
+    p = _command(
+        policy, "validate", "check a policy file before the service loads it", "policy validate"
     )
-    p = policy.add_parser("validate")
-    p.add_argument("file")
+    p.add_argument("file", help="the policy YAML file")
     p.set_defaults(func=cmd_policy_validate)
 
     helps = {
         "approve": "approve a cycle awaiting approval",
         "deny": "deny a cycle awaiting approval",
-        "retrain": "start a retraining cycle for a model now",
+        "retrain": "start a retraining cycle for a model now (coalesced if one is active)",
         "rollback": "instant rollback of a model to its last good deployment",
     }
-    for name, (target, _) in OPERATOR_COMMANDS.items():
-        p = sub.add_parser(name, parents=[common], help=helps[name])
-        p.add_argument(target)
-        p.add_argument("--reason", required=True)
-        p.add_argument("--as", dest="actor", help="who decides (default: cli:$USER)")
-        p.add_argument("--policy")
-        p.add_argument("--url", help="a running service's base URL (default: in-process)")
-        p.add_argument("--key", help="function key for --url (default: $AUTOPILOT_KEY)")
+    from autopilot.operator_commands import ROUTES
+
+    for name, (target, _) in ROUTES.items():
+        p = _command(sub, name, helps[name], name, parents=[common])
+        what = "a model in the policy" if target == "model" else "CYCLE in cycles list"
+        p.add_argument(target, help=f"the {target} ({what})")
+        p.add_argument("--reason", required=True, help="why; kept in the audit log (required)")
+        p.add_argument(
+            "--as",
+            dest="actor",
+            metavar="NAME",
+            help="who decides: in-process the audited actor (default: cli:$USER); over HTTP the "
+            "function key's name is the actor and NAME is added to the reason",
+        )
+        if name in ("approve", "deny"):
+            p.add_argument(
+                "--policy",
+                metavar="FILE",
+                help=_POLICY_HELP + "; used only in-process, when no service runs",
+            )
+        p.add_argument("--url", help=_URL_HELP)
+        p.add_argument("--key", help=_KEY_HELP)
+        p.add_argument("--json", action="store_true", help="print the service's answer as JSON")
         p.set_defaults(func=cmd_operator)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from autopilot.client import NoService
+    from autopilot.operator_commands import RequestFailed
+    from shared import log_escape
+
+    log_escape.install()  # outside text in our log records cannot forge log lines
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, PolicyError, SettingsError, BadEvent, NotFound) as exc:
+    except (UsageError, PolicyError, SettingsError, BadEvent, NotFound, NoService) as exc:
         print(f"autopilot: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RequestFailed as exc:
+        print(f"autopilot: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.status < 500 else EXIT_CHECK_FAILED
     except AutopilotError as exc:
         print(f"autopilot: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_CHECK_FAILED

@@ -42,6 +42,18 @@ class DemoFailed(Exception):
     pass
 
 
+def tool_command(tool: str) -> str:
+    """How to run ``tool`` of this Python environment as written from the current folder
+    (``.venv/bin/autopilot`` after set-up: the venv is not on PATH)."""
+    path = Path(sys.executable).parent / tool
+    if not path.exists():
+        return f"{sys.executable} -m {'autopilot.cli' if tool == 'autopilot' else tool}"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -270,7 +282,8 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
         _print_cycle(data_dir, cycle)
         say(
             f"\nclient requests: {traffic.sent} sent, {traffic.failed} dropped, served by "
-            f"{traffic.served_by}, error answers by {traffic.server_errors or 'none'}"
+            f"{_counts(traffic.served_by)}, error answers by "
+            f"{_counts(traffic.server_errors) if traffic.server_errors else 'none'}"
         )
         result = {
             "scenario": scenario,
@@ -289,12 +302,13 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
         }
         (data_dir / "demo-result.json").write_text(json.dumps(result, indent=2))
         say(f"\nresult: cycle {cycle} {final} ({expectation}) in {time.monotonic() - started:.0f}s")
+        cli, mlflow = tool_command("autopilot"), tool_command("mlflow")
         say(
             "look further:\n"
-            f"  autopilot cycles show {cycle} --data-dir {data_dir}\n"
-            f"  autopilot audit list --data-dir {data_dir}\n"
-            f"  autopilot audit verify --data-dir {data_dir}\n"
-            f"  mlflow ui --backend-store-uri sqlite:///{data_dir / 'platform' / 'mlflow.db'}"
+            f"  {cli} cycles show {cycle} --data-dir {data_dir}\n"
+            f"  {cli} audit list --data-dir {data_dir}\n"
+            f"  {cli} audit verify --data-dir {data_dir}\n"
+            f"  {mlflow} ui --backend-store-uri sqlite:///{data_dir / 'platform' / 'mlflow.db'}"
         )
         if not fresh:  # a resumed world has a different champion: any closed outcome is valid
             return 0 if final in CLOSED else 1
@@ -427,6 +441,12 @@ def _inject_errors_when_rolling(progress: Progress, platform: Any, cycle: str) -
         if data["state"] in CLOSED:
             return
         time.sleep(0.3)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``{'m-v1': 732, 'm-v2': 118}`` as ``m-v1 732, m-v2 118`` (most first)."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {count}" for name, count in ordered) or "none"
 
 
 def _print_cycle(data_dir: Path, cycle: str) -> None:

@@ -31,6 +31,8 @@ Where this host differs from the real one on purpose:
   the real extension, only Event Grid's own origins are echoed in ``WebHook-Allowed-Origin``;
   any other origin is answered ``eventgrid.azure.net``.
 - The admin route accepts any configured key (the real host wants the master key).
+- ``wake(NAME, at)`` runs a timer once more at a given time, besides its schedule (the real
+  host has no such thing); ``autopilot serve`` uses it to check a rollout step when it is due.
 
 What a function receives is built as the Python worker builds it (``autopilot.host_triggers``):
 the data the real host would send, decoded by the converter the worker picks (azure-functions'
@@ -43,9 +45,9 @@ invocation (500), as on Azure.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import inspect
-import json
 import logging
 import math
 import os
@@ -80,6 +82,7 @@ from autopilot.host_triggers import (
     http_datum,
     timer_datum,
 )
+from shared.envelope import load_json
 from shared.errors import AutopilotError, BadEvent, PayloadTooLarge, TransientError
 
 log = logging.getLogger("autopilot.host")
@@ -132,6 +135,8 @@ class _Timer:
     run_on_startup: bool
     lock: threading.Lock = field(default_factory=threading.Lock)  # one run at a time
     last: datetime | None = None
+    one_shots: list[datetime] = field(default_factory=list)  # extra runs asked for (heap)
+    poke: threading.Event = field(default_factory=threading.Event)  # a one-shot was added
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,7 @@ class LocalHost:
             log.warning("no function keys configured: every keyed request will be refused")
         self._server: HttpServer | None = None
         self._stopping = threading.Event()
+        self._wake_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # -- indexing ---------------------------------------------------------------------------
@@ -290,6 +296,8 @@ class LocalHost:
     def stop(self) -> None:
         """Stop serving and release the port; waits about a second at most for timers."""
         self._stopping.set()
+        for timer in self._timers.values():
+            timer.poke.set()  # wake sleeping timer threads now
         server, self._server = self._server, None
         if server is not None:
             server.stop()
@@ -331,6 +339,31 @@ class LocalHost:
             raise LookupError(f"no timer function named {name!r}")
         return self._run_timer(timer, past_due=past_due, next_due=None)
 
+    def wake(self, name: str, at: datetime) -> None:
+        """Run timer ``name`` once more at ``at`` (aware), besides its schedule.
+
+        Not a Functions host feature: the embedded service uses it so a rollout step is
+        checked when its bake ends, not at the next scheduled tick. Runs due together (or
+        with a scheduled run) collapse into one. Without running timers it does nothing.
+        """
+        timer = self._timers.get(name)
+        if timer is None:
+            raise LookupError(f"no timer function named {name!r}")
+        if not self.run_timers:
+            return
+        with self._wake_lock:
+            heapq.heappush(timer.one_shots, at.astimezone(UTC))
+        timer.poke.set()
+
+    def _take_one_shots(self, timer: _Timer, now: datetime) -> tuple[bool, datetime | None]:
+        """(whether a one-shot is due at ``now``, removing those; the earliest one left)."""
+        due = False
+        with self._wake_lock:
+            while timer.one_shots and timer.one_shots[0] <= now:
+                heapq.heappop(timer.one_shots)
+                due = True
+            return due, timer.one_shots[0] if timer.one_shots else None
+
     def _now(self) -> datetime:
         return datetime.now(self._zone)
 
@@ -352,27 +385,40 @@ class LocalHost:
                 timer.last = started
             return True
 
-    def _wait_until(self, due: datetime) -> bool:
-        """Sleep until ``due``; True if the host is stopping instead."""
-        while True:
-            remaining = (due.astimezone(UTC) - datetime.now(UTC)).total_seconds()
+    def _wait_for(self, timer: _Timer, due: datetime) -> str:
+        """Sleep until the scheduled ``due`` or an earlier one-shot: "scheduled", "one-shot"
+        or "stop"."""
+        while not self._stopping.is_set():
+            now = datetime.now(UTC)
+            shot_due, next_shot = self._take_one_shots(timer, now)
+            if shot_due:
+                return "one-shot"
+            remaining = (due.astimezone(UTC) - now).total_seconds()
             if remaining <= 0:
-                return self._stopping.is_set()
-            if self._stopping.wait(min(remaining, 1.0)):  # re-check: clocks can jump
-                return True
+                return "scheduled"
+            if next_shot is not None:
+                remaining = min(remaining, (next_shot - now).total_seconds())
+            if timer.poke.wait(min(max(remaining, 0.0), 1.0)):  # re-check: clocks can jump
+                timer.poke.clear()
+        return "stop"
 
     def _run_schedule(self, timer: _Timer) -> None:
         if timer.run_on_startup and not self._stopping.is_set():
             self._run_timer(timer, past_due=False, next_due=None)
         due = timer.schedule.next_after(self._now())
         while due is not None:
-            if self._wait_until(due):
+            woke = self._wait_for(timer, due)
+            if woke == "stop":
                 return
+            if woke == "one-shot":
+                self._run_timer(timer, past_due=False, next_due=due)
+                continue
             fired = self._now()
             late = (fired.astimezone(UTC) - due.astimezone(UTC)).total_seconds()
             # Counted from this run's start: occurrences missed while it runs collapse into
             # one immediate run, which is then late, hence past due.
             following = timer.schedule.next_after(max(fired, due))
+            self._take_one_shots(timer, fired.astimezone(UTC))  # this run covers them
             self._run_timer(timer, past_due=late > PAST_DUE_AFTER_SECONDS, next_due=following)
             due = following
         log.warning("timer %s: schedule has no further occurrence", timer.function.name)
@@ -473,8 +519,8 @@ class LocalHost:
         def run(body: bytes) -> Reply:
             if body.strip():
                 try:
-                    payload = json.loads(body)
-                except ValueError:
+                    payload = load_json(body)
+                except BadEvent:
                     payload = None
                 if not isinstance(payload, dict):
                     return json_reply(400, {"error": 'body must be a JSON object: {"input": ""}'})

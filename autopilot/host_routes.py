@@ -32,7 +32,8 @@ def _integer(bits: int) -> Check:
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
     def check(value: str) -> bool:
-        return re.fullmatch(r"[+-]?\d+", value) is not None and low <= int(value) <= high
+        # ASCII digits, bounded: r"\d" also matches "²", and int("²") raises
+        return re.fullmatch(r"[+-]?[0-9]{1,20}", value) is not None and low <= int(value) <= high
 
     return check
 

@@ -11,15 +11,18 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from autopilot.state_files import check_state_files
 from shared.errors import BadEvent, SettingsError
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE, parse_keys
 
@@ -27,6 +30,7 @@ log = logging.getLogger("autopilot.serve")
 
 EVENTGRID_FUNCTION = "azureml_events"
 KEY_FILE = "function_keys.json"
+SERVE_MARKER = "serve.json"  # written by `autopilot serve` once bound, removed on exit
 
 
 def eventgrid_path(function: str = EVENTGRID_FUNCTION) -> str:
@@ -34,7 +38,11 @@ def eventgrid_path(function: str = EVENTGRID_FUNCTION) -> str:
 
 
 def load_or_create_keys(data_dir: Path, env: Mapping[str, str]) -> tuple[dict[str, str], bool]:
-    """Keys from AUTOPILOT_FUNCTION_KEYS, else the data folder's, else a new one (True)."""
+    """Keys from AUTOPILOT_FUNCTION_KEYS, else the data folder's, else a new one (True).
+
+    A new key is only made here, not written: ``store_new_keys`` writes it once the port is
+    bound, so a start that fails leaves nothing behind.
+    """
     keys = parse_keys(env.get("AUTOPILOT_FUNCTION_KEYS", ""))
     if keys:
         return keys, False
@@ -47,12 +55,26 @@ def load_or_create_keys(data_dir: Path, env: Mapping[str, str]) -> tuple[dict[st
             raise SettingsError(
                 f"{path} is not a valid key file; delete it to make a new one"
             ) from exc
+    return {"local": secrets.token_urlsafe(32)}, True
+
+
+def store_new_keys(data_dir: Path, keys: Mapping[str, str]) -> None:
+    """Write a newly made key file (owner-only); refuse if another process made one first."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    keys = {"local": secrets.token_urlsafe(32)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = data_dir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SettingsError(
+            f"{path} was created by another process while this one started; start again"
+        ) from None
     with os.fdopen(fd, "w") as handle:
-        json.dump(keys, handle)
-    return keys, True
+        json.dump(dict(keys), handle)
+
+
+def check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"--port must be 0-65535 (0 picks a free port), got {port}")
 
 
 def event_batch_validator(
@@ -95,17 +117,33 @@ class LocalService:
     def key(self) -> str:
         return next(iter(self.keys.values()))
 
-    def stop(self) -> None:
+    def stop(self, *, leave_jobs_running: bool = False) -> None:
+        """Stop serving; ``leave_jobs_running`` leaves training jobs to the next start."""
         from functions import runtime
 
         self.host.stop()
         try:
             platform = runtime.current().services.platform
             close = getattr(platform, "close", None)
-            if close:
+            if close and leave_jobs_running:
+                close(leave_jobs_running=True)
+            elif close:
                 close()
         finally:
             runtime.use(None)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerWakeups:
+    """``Wakeups`` of the embedded service: a one-shot run of the local host's reconcile
+    timer at the time asked (the Functions host on Azure has no such thing)."""
+
+    wake: Callable[[str, datetime], None]
+    timer: str = "reconcile"
+
+    def at(self, when: datetime, why: str) -> None:
+        log.info("reconcile requested at %s: %s", when.isoformat(), why)
+        self.wake(self.timer, when)
 
 
 def start_service(
@@ -116,13 +154,19 @@ def start_service(
     port: int = 0,
     run_timers: bool = True,
     env: Mapping[str, str] | None = None,
+    resume: bool = True,
 ) -> tuple[LocalService, bool]:
-    """Start the local host in background threads. Returns (service, key_was_generated)."""
+    """Start the local host in background threads. Returns (service, key_was_generated).
+
+    ``resume``: adopt the training jobs and serve again the endpoints a previous process on
+    ``data_dir`` left (a short-lived in-process use, such as ``replay``, passes False).
+    """
     import function_app
     from autopilot.host import LocalHost
     from functions import runtime
     from shared.model import AuditKind
     from shared.policy import load_policy
+    from shared.redact import Redactor
     from shared.settings import AppSettings
     from shared.wiring import Runtime, build_services, embedded_platform
 
@@ -130,9 +174,14 @@ def start_service(
     env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
     env["AUTOPILOT_POLICY"] = str(policy)
     env["AUTOPILOT_DATA_DIR"] = str(data_dir)
-    load_policy(policy)  # fail before binding a port if the policy is invalid
+    # Everything that can be refused is checked before the port is bound, and nothing is
+    # written to the data folder until it is.
+    check_port(port)
+    load_policy(policy)
+    check_state_files(data_dir)
     keys, generated = load_or_create_keys(data_dir, env)
     settings = AppSettings.from_env({**env, "AUTOPILOT_FUNCTION_KEYS": ""})
+    redactor = Redactor.from_env(env, keys.values())  # generated keys are secrets too
 
     local_host: Any = None
     lock = threading.Lock()
@@ -142,8 +191,12 @@ def start_service(
             data_dir,
             webhook=(local_host.url + eventgrid_path(), next(iter(keys.values()))),
             chaos=env.get("AUTOPILOT_EMBEDDED_CHAOS", ""),
+            redactor=redactor,
         )
-        return Runtime(build_services(settings, platform=platform, metrics=metrics), keys)
+        services = build_services(settings, platform=platform, metrics=metrics, redactor=redactor)
+        # a rollout step is checked when its bake ends, not at the timer's next tick
+        services.wakeups = TimerWakeups(lambda name, at: local_host.wake(name, at))
+        return Runtime(services, keys)
 
     def on_reject(function: str, message: str) -> None:
         with lock:
@@ -160,8 +213,25 @@ def start_service(
         parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
         run_timers=run_timers,
     )
-    local_host.start(host, port)
-    runtime.current()  # build adapters now, not inside the first request
+    try:
+        local_host.start(host, port)
+    except OSError as exc:
+        runtime.use(None)
+        reason = exc.strerror or str(exc)
+        raise SettingsError(
+            f"cannot listen on {host}:{port}: {reason}; choose another --port (0 picks a free one)"
+        ) from exc
+    try:
+        if generated:
+            store_new_keys(data_dir, keys)
+        services = runtime.current().services  # build adapters now, not in the first request
+        resume_platform = getattr(services.platform, "resume", None)
+        if resume and callable(resume_platform):
+            resume_platform()  # adopt jobs a previous process started; serve endpoints again
+    except BaseException:
+        local_host.stop()
+        runtime.use(None)
+        raise
     return LocalService(local_host, keys, data_dir), generated
 
 
@@ -182,13 +252,37 @@ def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:
     else:
         print(f"  Function keys: {', '.join(service.keys)} (send as x-functions-key)")
     sys.stdout.flush()
+    marker = write_serve_marker(data_dir, service.url)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # stop as on Ctrl-C
     try:
-        threading.Event().wait()
+        while not stopping.wait(3600):
+            pass
+        print("stopping ...")
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:
-        service.stop()
+        remove_serve_marker(marker)
+        service.stop(leave_jobs_running=True)  # a restart adopts them: no cycle fails
     return 0
+
+
+def write_serve_marker(data_dir: Path, url: str) -> Path:
+    """Tell CLI commands on this data folder where the running service listens (pid, URL)."""
+    path = data_dir / SERVE_MARKER
+    tmp = path.with_name(f".{SERVE_MARKER}.{os.getpid()}")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def remove_serve_marker(path: Path) -> None:
+    """Remove the marker on exit, unless another service has replaced it since."""
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def post_json(url: str, key: str, body: bytes, timeout: float = 30.0) -> tuple[int, str]:
@@ -209,34 +303,3 @@ def post_json(url: str, key: str, body: bytes, timeout: float = 30.0) -> tuple[i
             return response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
-
-
-def replay(file: Path, *, policy: Path, data_dir: Path, url: str | None, key: str | None) -> int:
-    """Deliver a stored payload through the same HTTP path Event Grid / Azure Monitor use."""
-    from shared.envelope import load_json
-
-    try:
-        body = file.read_bytes()
-    except OSError as exc:
-        raise BadEvent(f"cannot read {file}: {exc}") from exc
-    payload = load_json(body, what=str(file))
-    if isinstance(payload, list):
-        path = eventgrid_path()
-    elif isinstance(payload, dict) and "schemaId" in payload:
-        path = "/api/alerts"
-    else:
-        raise BadEvent(f"{file}: expected an Event Grid / CloudEvents array or an alert object")
-    service = None
-    if url is None:
-        service, _ = start_service(policy=policy, data_dir=data_dir, run_timers=False)
-        url, key = service.url, service.key
-    key = key or os.environ.get("AUTOPILOT_KEY", "")
-    try:
-        status, text = post_json(url.rstrip("/") + path, key, body)
-    finally:
-        if service:
-            service.stop()
-    print(f"{status} {text}")
-    if status < 300:
-        return 0
-    return 2 if status < 500 else 1

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cold_start, drift, intake, scaling
+from benchmarks import cold_start, concurrency, drift, intake, scaling
 from benchmarks.common import ROOT, machine_notes, single_core
 from benchmarks.report import render
 
-NAMES = ("cold_start", "intake", "drift", "scaling")
+NAMES = ("cold_start", "intake", "concurrency", "drift", "scaling")
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "benchmark-scaling.png"
 
@@ -83,6 +83,8 @@ def run(names: list[str], *, quick: bool) -> dict[str, Any]:
             results[name] = cold_start.run(3 if quick else cold_start.RUNS)
         elif name == "intake":
             results[name] = intake.run(quick=quick)
+        elif name == "concurrency":
+            results[name] = concurrency.run(quick=quick)
         elif name == "drift":
             if quick:
                 results[name] = drift.run(

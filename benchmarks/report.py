@@ -229,6 +229,27 @@ def scaling_table(r: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def concurrency_table(r: dict[str, Any]) -> str:
+    lat = r["latency_s"]
+    outcomes = ", ".join(f"{k}: {n}" for k, n in r["outcomes"].items())
+    rows = [
+        [
+            str(r["connections"]),
+            str(r["answered"]),
+            outcomes,
+            fmt_seconds(lat["median"]),
+            fmt_seconds(lat["p99"]),
+            fmt_seconds(r["wall_s"]),
+        ]
+    ]
+    head = ["connections at once", "answered", "outcomes", "median", "p99", "whole burst"]
+    note = (
+        "Each connection sends one request (half GET /api/health, half a one-event Event Grid "
+        "POST) and reads the answer; 'reset', 'refused', 'timeout' count dropped connections."
+    )
+    return markdown_table(head, rows) + "\n\n" + note
+
+
 def _ns(v: dict[str, float]) -> str:
     return f"{v['per_value_s'] * 1e9:.0f} ns"
 
@@ -246,6 +267,7 @@ def render(results: dict[str, Any]) -> str:
     titles = {
         "cold_start": ("Cold start", cold_start_table),
         "intake": ("Intake", intake_table),
+        "concurrency": ("Concurrent connections", concurrency_table),
         "drift": ("Drift computation", drift_table),
         "scaling": ("Scaling", scaling_table),
     }

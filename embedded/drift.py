@@ -752,6 +752,9 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--min-samples", type=int, default=1000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from shared import log_escape
+
+    log_escape.install()  # request and alert text cannot forge log lines
     if args.command == "baseline":
         paths: list[Path] = []
         for item in args.csv:

@@ -271,11 +271,23 @@ class EndpointServer:
         traffic = {k: int(v) for k, v in (stored.get("traffic") or {}).items() if k in deployments}
         if sum(traffic.values()) != 100:
             traffic = {}
+        self._warm_up(deployments)
         mirror_spec = stored.get("mirror")
         mirror = None
         if isinstance(mirror_spec, dict) and mirror_spec.get("deployment") in deployments:
             mirror = Mirror(str(mirror_spec["deployment"]), int(mirror_spec.get("percent", 0)))
         self._routing = RoutingTable(_frozen(deployments), _frozen(traffic), mirror)
+
+    def _warm_up(self, deployments: Mapping[str, Deployment]) -> None:
+        """Score the endpoint's last recorded row once on each restored deployment, so the
+        first client request after a restart does not pay the model's first-call cost."""
+        try:
+            rows = self._telemetry.inputs(self.name, 0.0, time.time() + 1.0, limit=1)
+        except Exception:
+            return
+        for deployment in deployments.values() if rows else ():
+            with contextlib.suppress(Exception):
+                deployment.predictor.predict(rows)
 
     def _persist(self) -> None:
         routing = self._routing
@@ -297,7 +309,7 @@ class EndpointServer:
         """Restore persisted deployments, bind, serve in background threads; returns the URL."""
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         self._restore()
-        server = _Server((host, port), _Handler)
+        server = self._bind(host, port)
         server.endpoint = self
         self._httpd = server
         self.url = f"http://{host}:{server.server_address[1]}"
@@ -317,6 +329,17 @@ class EndpointServer:
             thread.start()
         log.info("endpoint %s serving at %s", self.name, self.url)
         return self.url
+
+    def _bind(self, host: str, port: int) -> _Server:
+        """Bind ``port``; for 0, the port a previous server of this endpoint had if it is
+        free (clients keep their URL across a restart), else any free one."""
+        previous = urlparse(str(self._stored().get("url") or "")).port if port == 0 else None
+        if previous:
+            try:
+                return _Server((host, previous), _Handler)
+            except OSError:
+                log.info("endpoint %s: port %d is taken; binding a free one", self.name, previous)
+        return _Server((host, port), _Handler)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -657,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from shared import log_escape
+
+    log_escape.install()  # request and alert text cannot forge log lines
     server = EndpointServer(args.name, args.data_dir.resolve())
     print(f"endpoint {args.name} serving {server.start(port=args.port)}", flush=True)
     try:

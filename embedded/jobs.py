@@ -6,8 +6,17 @@ the folder with ``os.mkdir`` is the atomic claim of the name: a second submit of
 from any process, gets ``AlreadyExists`` and nothing runs twice.
 
 The process that submitted a job watches it (a thread): it applies the timeout, records the
-outcome and reports each status change. A job whose watcher's process has died is reported
-Failed by the next reader, so nothing waits forever on an orphan.
+outcome and reports each status change. The job runs in its own session under a small
+launcher (:mod:`embedded.job_launcher`) that writes its exit code to ``exit_code``, so it
+outlives a crash or restart of that process. The next reader of a job whose watcher's process
+has died adopts it (``take_over``): it watches a job still running (found by pid and process
+start time), records the outcome of one that ended meanwhile, runs one that was never started,
+and reports Failed only a job whose process is gone without an exit code.
+
+A job does not inherit the service's environment (function keys, connection strings): it gets
+the allow-listed basics a Python program needs (:data:`BASE_ENV`), what the policy declares
+(``training.environment``) and the job's own variables. Its error text (the stderr tail) is
+scrubbed of every configured secret before it is recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +39,7 @@ from embedded.events import utc_iso
 from embedded.files import read_json, write_json_atomic
 from shared.errors import AlreadyExists, NotFound, PermanentError
 from shared.model import JobInfo, JobRequest, JobStatus
+from shared.redact import Redactor
 
 log = logging.getLogger("embedded.jobs")
 
@@ -36,6 +47,36 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 _PLACEHOLDER = re.compile(r"\{(python|outputs|inputs\.([A-Za-z0-9_\-]+))\}")
 STDERR_TAIL_CHARS = 2000
 KILL_GRACE_S = 3.0
+# What a job takes from the service's environment without the policy asking: enough to run
+# Python (and its numeric libraries) in the same locale, nothing that could hold a credential.
+BASE_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONHASHSEED",
+        "SYSTEMROOT",  # Windows: Python cannot start without it
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+    }
+)
+BASE_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_")
+ADOPTED_POLL_S = 0.2
+LAUNCHER = str(Path(__file__).with_name("job_launcher.py"))
+EXIT_FILE = "exit_code"
 
 
 @dataclass(slots=True)
@@ -49,11 +90,14 @@ class JobRecord:
     inputs: dict[str, Any]
     tags: dict[str, str]
     timeout_s: float
+    # policy-declared variables: a value, or None = pass through from the service's environment
+    environment: dict[str, str | None] = field(default_factory=dict)
     status: str = JobStatus.QUEUED.value
     error: str = ""
     experiment_id: str = ""
     exit_code: int | None = None
     pid: int | None = None
+    pid_start: str | None = None  # the process's start time: tells it from a reused pid
     runner_pid: int = field(default_factory=os.getpid)
     created_at: str = field(default_factory=utc_iso)
     started_at: str | None = None
@@ -76,6 +120,20 @@ def env_name(input_name: str) -> str:
     return "AUTOPILOT_INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", input_name).upper()
 
 
+def job_environment(
+    service_env: Mapping[str, str], declared: Mapping[str, str | None]
+) -> dict[str, str]:
+    """The allow-listed part of the service's environment plus what the policy declares."""
+    env = {k: v for k, v in service_env.items() if k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: no usage telemetry
+    for name, value in declared.items():
+        if value is not None:
+            env[name] = value
+        elif name in service_env:
+            env[name] = service_env[name]
+    return env
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,6 +142,35 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> str | None:
+    """A token of when process ``pid`` started, or None if there is no live process ``pid``.
+
+    On Linux: the start time in ``/proc/<pid>/stat`` (a zombie counts as gone); elsewhere
+    only whether the pid exists.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None if Path("/proc/self/stat").exists() or not _pid_alive(pid) else "alive"
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _utc_parse(text: str | None) -> float | None:
+    from datetime import datetime
+
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 # Called after the job is claimed and before it starts; returns the MLflow experiment id.
@@ -104,16 +191,21 @@ class JobRunner:
         env: Mapping[str, str],
         prepare: Prepare | None = None,
         on_change: OnChange | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
+        """``env`` is set for every job (the platform's own variables). ``redactor`` scrubs
+        job error text; by default it knows the secrets of this process's environment."""
         self.jobs_dir = jobs_dir
         self.python = python
         self.code_dir = code_dir
         self._extra_env = dict(env)
         self._prepare = prepare
         self._on_change = on_change
+        self._redactor = redactor or Redactor.from_env(os.environ)
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._watchers: dict[str, threading.Thread] = {}
+        self._adopted: set[str] = set()  # taken over from a dead process: never canceled here
 
     # -- paths and records ----------------------------------------------------------------
 
@@ -218,15 +310,19 @@ class JobRunner:
             inputs=inputs,
             tags={str(k): str(v) for k, v in request.tags.items()},
             timeout_s=float(request.timeout_s),
+            environment=dict(request.environment),
         )
         self._save(record)
+        self._start_watcher(record, self._run)
+        return record
+
+    def _start_watcher(self, record: JobRecord, target: Callable[[JobRecord], None]) -> None:
         watcher = threading.Thread(
-            target=self._watch, args=(record,), name=f"job-{request.name}", daemon=True
+            target=self._watch, args=(record, target), name=f"job-{record.name}", daemon=True
         )
         with self._lock:
-            self._watchers[request.name] = watcher
+            self._watchers[record.name] = watcher
         watcher.start()
-        return record
 
     # -- status ---------------------------------------------------------------------------
 
@@ -237,17 +333,86 @@ class JobRunner:
             and record.runner_pid != os.getpid()
             and not _pid_alive(record.runner_pid)
         ):
+            return self.take_over(record)
+        return record
+
+    def take_over(self, record: JobRecord) -> JobRecord:
+        """Adopt a job whose watching process died: it must not fail for that alone."""
+        dead = record.runner_pid
+        claim = self.job_dir(record.name) / f"adopted-from-{dead}"
+        try:
+            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return self.load(record.name)  # another reader is taking it over right now
+        record = self.load(record.name)
+        if record.job_status.is_terminal or record.runner_pid != dead:
+            return record
+        record.runner_pid = os.getpid()
+        alive = record.pid is not None and self._running(record)
+        never_started = (
+            record.pid is None and record.job_status is JobStatus.QUEUED and bool(record.argv)
+        )
+        if alive or (never_started and not self._cancel_requested(record.name)):
+            self._save(record)
+            with self._lock:
+                self._adopted.add(record.name)
+            target = self._follow if alive else self._run
+            log.info(
+                "job %s: %s after its watcher (pid %d) exited",
+                record.name,
+                "adopted" if alive else "started",
+                dead,
+            )
+            self._start_watcher(record, target)
+            return record
+        code = self._exit_code(record.name) if record.pid is not None else None
+        if code is None and not self._cancel_requested(record.name):
             self._kill_group(record.pid)
             self._finish(
                 record,
                 JobStatus.FAILED,
-                f"the process that ran this job (pid {record.runner_pid}) exited before it ended",
+                f"the process that ran this job (pid {dead}) exited before it ended",
             )
+            return record
+        self._conclude(record, code, timed_out=False)
         return record
+
+    def adopt_orphans(self) -> list[str]:
+        """Take over every unfinished job whose watcher died; returns their names."""
+        names: list[str] = []
+        if not self.jobs_dir.is_dir():
+            return names
+        for folder in sorted(self.jobs_dir.iterdir()):
+            if not folder.is_dir() or not JOB_NAME.match(folder.name):
+                continue
+            try:
+                before = self.load(folder.name)
+                if before.job_status.is_terminal or before.runner_pid == os.getpid():
+                    continue
+                if not _pid_alive(before.runner_pid):
+                    self.get(folder.name)
+                    names.append(folder.name)
+            except Exception:
+                log.exception("job %s: could not take it over", folder.name)
+        return names
+
+    @staticmethod
+    def _running(record: JobRecord) -> bool:
+        """Whether the job's own process (not a reuse of its pid) still runs."""
+        if record.pid is None:
+            return False
+        started = process_start(record.pid)
+        return started is not None and record.pid_start in (None, started)
+
+    def _exit_code(self, name: str) -> int | None:
+        try:
+            return int((self.job_dir(name) / EXIT_FILE).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
 
     def _finish(self, record: JobRecord, status: JobStatus, error: str = "") -> None:
         record.status = status.value
-        record.error = error
+        record.error = self._redactor.text(error)
         record.finished_at = utc_iso()
         self._save(record)
         self._notify(record)
@@ -264,8 +429,7 @@ class JobRunner:
         return (self.job_dir(name) / "cancel").exists()
 
     def _environment(self, record: JobRecord) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage telemetry
+        env = job_environment(os.environ, record.environment)
         env.update(self._extra_env)
         env.update(
             {
@@ -279,9 +443,9 @@ class JobRunner:
             env[env_name(key)] = str(value)
         return env
 
-    def _watch(self, record: JobRecord) -> None:
+    def _watch(self, record: JobRecord, target: Callable[[JobRecord], None]) -> None:
         try:
-            self._run(record)
+            target(record)
         except Exception as exc:
             log.exception("job %s: watcher failed", record.name)
             with contextlib.suppress(Exception):
@@ -309,15 +473,18 @@ class JobRunner:
             open(job_dir / "stdout.log", "wb") as stdout,
             open(job_dir / "stderr.log", "wb") as stderr,
         ):
+            with contextlib.suppress(FileNotFoundError):
+                (job_dir / EXIT_FILE).unlink()
             try:
+                launcher = [sys.executable, "-I", "-S", LAUNCHER, str(job_dir / EXIT_FILE), "--"]
                 proc = subprocess.Popen(
-                    record.argv,
+                    [*launcher, *record.argv],
                     cwd=job_dir,
                     env=self._environment(record),
                     stdin=subprocess.DEVNULL,
                     stdout=stdout,
                     stderr=stderr,
-                    start_new_session=True,  # its own process group: kill the whole tree
+                    start_new_session=True,  # own group: kill the tree; outlive this process
                 )
             except OSError as exc:
                 self._finish(record, JobStatus.FAILED, f"could not start {record.argv[0]}: {exc}")
@@ -326,6 +493,7 @@ class JobRunner:
                 self._procs[record.name] = proc
             record.status = JobStatus.RUNNING.value
             record.pid = proc.pid
+            record.pid_start = process_start(proc.pid)
             record.started_at = utc_iso()
             self._save(record)
             self._notify(record)
@@ -338,6 +506,30 @@ class JobRunner:
                 timed_out = True
                 self._kill_group(proc.pid, proc)
                 code = proc.wait()
+        reported = self._exit_code(record.name)  # the command's own code, not the launcher's
+        self._conclude(record, code if reported is None else reported, timed_out=timed_out)
+
+    def _follow(self, record: JobRecord) -> None:
+        """Watch an adopted job (not this process's child) until it ends, as ``_run`` does."""
+        assert record.pid is not None
+        started = _utc_parse(record.started_at) or time.time()
+        deadline = started + record.timeout_s
+        timed_out = False
+        kill_at: float | None = None  # SIGKILL the group then, if SIGTERM was not enough
+        while self._running(record):
+            stop = self._cancel_requested(record.name) or time.time() > deadline
+            if stop and kill_at is None:
+                timed_out = not self._cancel_requested(record.name)
+                kill_at = time.time() + KILL_GRACE_S
+                self._kill_group(record.pid)
+            elif kill_at is not None and time.time() > kill_at:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(record.pid, signal.SIGKILL)
+            time.sleep(ADOPTED_POLL_S)
+        self._conclude(record, self._exit_code(record.name), timed_out=timed_out)
+
+    def _conclude(self, record: JobRecord, code: int | None, *, timed_out: bool) -> None:
+        """Record how a job that has ended ended: canceled, timed out, completed or failed."""
         record.exit_code = code
         if self._cancel_requested(record.name):
             self._finish(record, JobStatus.CANCELED, "canceled")
@@ -345,9 +537,18 @@ class JobRunner:
             self._finish(record, JobStatus.FAILED, f"timed out after {record.timeout_s:g} s")
         elif code == 0:
             self._finish(record, JobStatus.COMPLETED)
+        elif code is None:
+            self._finish(
+                record,
+                JobStatus.FAILED,
+                "the job's process ended without reporting an exit code: "
+                f"{self._stderr_tail(self.job_dir(record.name))}",
+            )
         else:
             self._finish(
-                record, JobStatus.FAILED, f"exit code {code}: {self._stderr_tail(job_dir)}"
+                record,
+                JobStatus.FAILED,
+                f"exit code {code}: {self._stderr_tail(self.job_dir(record.name))}",
             )
 
     @staticmethod
@@ -404,10 +605,13 @@ class JobRunner:
         watcher.join(wait_s)
         return self.load(name)
 
-    def close(self, wait_s: float = 10.0) -> None:
-        """Cancel the jobs this process runs (their processes would be orphaned otherwise)."""
+    def close(self, wait_s: float = 10.0, *, leave_running: bool = False) -> None:
+        """Cancel the jobs this process submitted, or with ``leave_running`` leave them to the
+        next process on this data folder, which adopts them. Adopted jobs are left running."""
+        if leave_running:
+            return
         with self._lock:
-            names = list(self._watchers)
+            names = [name for name in self._watchers if name not in self._adopted]
         for name in names:
             with contextlib.suppress(Exception):
                 self.cancel(name, wait_s)

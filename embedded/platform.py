@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from embedded.endpoint import EndpointServer, Predictor, PyfuncPredictor, state_path
+from embedded.endpoint import (
+    EndpointServer,
+    Predictor,
+    PyfuncPredictor,
+    endpoints_dir,
+    state_path,
+)
 from embedded.events import (
     MODEL_REGISTERED,
     RUN_COMPLETED,
@@ -46,6 +52,7 @@ from embedded.jobs import JobRecord, JobRunner
 from embedded.registry import CHAMPION, MlflowRegistry
 from shared.errors import AlreadyExists, NotFound, PermanentError, TransientError
 from shared.model import JobInfo, JobRequest, JobStatus
+from shared.redact import Redactor
 
 __all__ = ["EventSink", "ListEventSink", "LocalMLPlatform", "WebhookEventSink"]
 
@@ -65,7 +72,7 @@ def _check_name(kind: str, value: str) -> str:
 
 class LocalMLPlatform:
     """``MLPlatform`` on one machine. Extra methods: ``cancel_job``, ``ensure_endpoint``,
-    ``endpoint_url``, ``set_faults``, ``job_dir``, ``close``."""
+    ``endpoint_url``, ``set_faults``, ``job_dir``, ``resume``, ``close``."""
 
     def __init__(
         self,
@@ -77,6 +84,7 @@ class LocalMLPlatform:
         create_endpoints: bool = False,
         endpoint_seed: int | None = None,
         admin_timeout_s: float = 120.0,
+        redactor: Redactor | None = None,
     ) -> None:
         """``code_dir`` (default: the current folder) is where relative paths in job
         commands and inputs are looked up. ``create_endpoints`` makes a call naming an
@@ -96,6 +104,7 @@ class LocalMLPlatform:
             },
             prepare=self._prepare_job,
             on_change=self._job_changed,
+            redactor=redactor,
         )
         self._create_endpoints = create_endpoints
         self._endpoint_seed = endpoint_seed
@@ -358,17 +367,42 @@ class LocalMLPlatform:
             endpoint, "PUT", f"/admin/deployments/{quote(deployment, safe='')}/faults", body
         )
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None:
-        """Remove a deployment that takes no live traffic; a missing one is already gone."""
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Remove a deployment that takes no live traffic (at once: always True); a missing
+        one is already gone. PermanentError while it takes traffic."""
         _check_name("deployment", deployment)
         with contextlib.suppress(NotFound):
             self._admin(endpoint, "DELETE", f"/admin/deployments/{quote(deployment, safe='')}")
+        return True
 
-    # -- shutdown -------------------------------------------------------------------------
+    # -- start and shutdown ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Cancel the jobs this process runs, stop its endpoint servers, flush events."""
-        self.jobs.close()
+    def resume(self) -> dict[str, list[str]]:
+        """After a restart on the same ``data_dir``: adopt the jobs a previous process
+        started and serve every endpoint it served again (on its old port when free).
+
+        A restart then neither fails a running job nor leaves clients without an endpoint
+        until something happens to call the platform. Returns what was resumed, by kind.
+        """
+        adopted = self.jobs.adopt_orphans()
+        endpoints: list[str] = []
+        folder = endpoints_dir(self.data_dir)
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            if not NAME.match(path.stem) or self._state(path.stem) is None:
+                continue
+            try:
+                self.ensure_endpoint(path.stem)
+                endpoints.append(path.stem)
+            except Exception:
+                log.exception("endpoint %s: could not serve it again", path.stem)
+        if adopted or endpoints:
+            log.info("resumed: jobs %s, endpoints %s", adopted or "none", endpoints or "none")
+        return {"jobs": adopted, "endpoints": endpoints}
+
+    def close(self, *, leave_jobs_running: bool = False) -> None:
+        """Stop this process's endpoint servers and flush events; cancel the jobs it runs,
+        unless ``leave_jobs_running`` (a restart: the next process adopts them)."""
+        self.jobs.close(leave_running=leave_jobs_running)
         with self._lock:
             servers = list(self._servers.values())
             self._servers.clear()

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import datetime
 
 import azure.functions as func
 
 from functions import runtime
 from functions.http import authenticated, error, json_body, respond
+from handlers.cycles import cycle_id_for
 from shared.errors import BadEvent, NotFound
+from shared.json_out import Encoded, encode
 from shared.messages import Approve, Command, Deny, ManualRollback, RetrainRequested
+from shared.model import AuditRecord, Cycle
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+def cycle_json(cycle: Cycle) -> Encoded:
+    """A cycle (``candidate`` in words) as JSON text, or ``{"id", "unrenderable"}``."""
+    return encode(cycle.to_view, {"id": cycle.id})
+
+
+def record_json(record: AuditRecord) -> Encoded:
+    """An audit record as JSON text, or ``{"seq", "unrenderable"}`` if it cannot be written."""
+    return encode(record.to_json, {"seq": record.seq})
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -32,7 +47,7 @@ def _flag(req: func.HttpRequest, name: str) -> bool:
 def list_cycles(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     store = runtime.current().services.store
     cycles = store.list_cycles(req.params.get("model") or None, _flag(req, "active"))
-    return respond(200, {"cycles": [c.to_json() for c in cycles]})
+    return respond(200, {"cycles": [cycle_json(c) for c in cycles]})
 
 
 @bp.route(route="cycles/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -43,7 +58,7 @@ def get_cycle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     if cycle is None:
         return error(404, "no such cycle")
     audit = services.audit.query(cycle=cycle.id)
-    return respond(200, {"cycle": cycle.to_json(), "audit": [r.to_json() for r in audit]})
+    return respond(200, {"cycle": cycle_json(cycle), "audit": [record_json(r) for r in audit]})
 
 
 def _since(req: func.HttpRequest) -> datetime | None:
@@ -83,7 +98,7 @@ def list_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
         since=_since(req),
         limit=_limit(req),
     )
-    return respond(200, {"records": [r.to_json() for r in records]})
+    return respond(200, {"records": [record_json(r) for r in records]})
 
 
 def _reason(req: func.HttpRequest) -> str:
@@ -107,24 +122,57 @@ def _run(command: Command) -> tuple[int, str | None]:
     return 200, None
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def _request_key(req: func.HttpRequest, actor: str, action: str) -> str:
+    """The event key of one operator request: each request is a new intent (its own cycle);
+    a retry that repeats the ``Idempotency-Key`` header gets the same key, so acts once."""
+    given = req.headers.get(IDEMPOTENCY_HEADER)
+    if given is None:
+        return f"api:{actor}:{action}:{uuid.uuid4().hex}"
+    if not _IDEMPOTENCY_KEY.match(given):
+        raise BadEvent(f"header {IDEMPOTENCY_HEADER} must be 1 to 128 letters, digits or _ . : -")
+    return f"api:{actor}:{action}:key:{given}"
+
+
 def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpResponse:
     reason = _reason(req)
     cycle_id = req.route_params.get("id", "")
-    command = (Approve if approve else Deny)(cycle_id, actor, reason, f"api:{actor}")
+    action = "approve" if approve else "deny"
+    command = (Approve if approve else Deny)(
+        cycle_id, actor, reason, _request_key(req, actor, f"{action}:{cycle_id}")
+    )
     status, problem = _run(command)
     if problem:
         return error(status, problem)
     cycle = runtime.current().services.store.get_cycle(cycle_id)
-    return respond(200, {"cycle": cycle.to_json() if cycle else None})
+    return respond(200, {"cycle": cycle_json(cycle) if cycle else None})
 
 
 def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> func.HttpResponse:
     model = req.route_params.get("model", "")
-    status, problem = _run(kind(model, actor, _reason(req), f"api:{actor}"))  # type: ignore[call-arg]
+    event_key = _request_key(req, actor, f"{kind.__name__}:{model}")
+    store = runtime.current().services.store
+    own_id = cycle_id_for(model, event_key)
+    existed = store.get_cycle(own_id) is not None
+    status, problem = _run(kind(model, actor, _reason(req), event_key))  # type: ignore[call-arg]
     if problem:
         return error(status, problem)
-    cycles = runtime.current().services.store.list_cycles(model)
-    return respond(200, {"cycle": cycles[0].to_json() if cycles else None})
+    if kind is not RetrainRequested:
+        cycles = store.list_cycles(model)
+        return respond(200, {"cycle": cycle_json(cycles[0]) if cycles else None})
+    own = store.get_cycle(own_id)
+    active = store.active_cycle(model)
+    if own is not None:
+        outcome = "already handled" if existed else "started"
+        cycle = own
+    elif active is not None:
+        outcome, cycle = "coalesced", active
+    else:
+        outcome, cycle = "not started", None  # observe mode: audited as a dry run
+    return respond(200, {"outcome": outcome, "cycle": cycle_json(cycle) if cycle else None})
 
 
 @bp.route(route="models/{model}/retrain", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

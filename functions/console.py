@@ -5,6 +5,9 @@ authenticated request loads everything (the page is opened as ``/api/console?cod
 script sends the key as ``x-functions-key`` on every API call). ``GET /api/models`` summarises
 each model of the policy; ``GET /api/audit/verify`` checks the audit hash chain. Every route is
 GET and needs a function key: nothing here changes state (approve/deny stay in the CLI and API).
+
+The page route is anonymous to the Functions host and checks the key itself, so that a browser
+without a key, or with a wrong one, gets a key prompt (401, no data) instead of a JSON error.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import azure.functions as func
 
 from functions import runtime
-from functions.http import authenticated, respond
+from functions.http import actor_for, authenticated, error, respond
+from shared.errors import PolicyError, SettingsError
 from shared.messagebus import Services
 from shared.model import AuditRecord, Cycle
 
@@ -71,14 +75,56 @@ def page() -> Page:
     return Page(body.encode("utf-8"), csp)
 
 
-@bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@authenticated
-def console_page(req: func.HttpRequest, actor: str) -> func.HttpResponse:
-    """The operator console: a single page, read-only, live (it polls the API)."""
-    assembled = page()
+PROMPT_CSS = (
+    "body{font:15px/1.5 system-ui,sans-serif;color:#1d2430;background:#f5f7fa;margin:0}"
+    "main{max-width:420px;margin:12vh auto;padding:0 16px}"
+    "h1{font-size:20px}p.bad{background:#fde8e6;color:#b42318;padding:8px 12px;border-radius:6px}"
+    "label{display:block;margin:12px 0 4px}input{font:inherit;width:100%;padding:6px 8px;"
+    "box-sizing:border-box}button{font:inherit;margin-top:12px;padding:6px 14px}"
+)
+
+
+@functools.cache
+def prompt(wrong: bool) -> Page:
+    """The key prompt: static (nothing from the request or the data), its form GETs the page
+    again with ``?code=``, the way the console is opened."""
+    message = (
+        '<p class="bad" id="key-refused">Wrong key: that function key was not accepted. '
+        "Check it and enter it again.</p>"
+        if wrong
+        else "<p>Enter a function key to open the console.</p>"
+    )
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
+        f"<title>MLOps Autopilot — console: key needed</title><style>{PROMPT_CSS}</style>"
+        "</head><body><main><h1>MLOps Autopilot console</h1>"
+        f'{message}<form method="get" action="console" id="key-prompt">'
+        '<label for="code">Function key</label>'
+        '<input id="code" name="code" type="password" autocomplete="off" required autofocus>'
+        '<button type="submit">Open the console</button></form>'
+        "<p><small>The key is one of the function keys (x-functions-key) of this service; "
+        "<code>autopilot serve</code> prints where it keeps them.</small></p>"
+        "</main></body></html>"
+    )
+    csp = "; ".join(
+        (
+            "default-src 'none'",
+            f"style-src {_digest(PROMPT_CSS)}",
+            "img-src data:",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
+    return Page(html.encode("utf-8"), csp)
+
+
+def _html(assembled: Page, status: int) -> func.HttpResponse:
     return func.HttpResponse(
         assembled.html,
-        status_code=200,
+        status_code=status,
         mimetype="text/html",
         charset="utf-8",
         headers={
@@ -89,6 +135,22 @@ def console_page(req: func.HttpRequest, actor: str) -> func.HttpResponse:
             "X-Frame-Options": "DENY",
         },
     )
+
+
+# Anonymous to the host: the function checks the key itself, to answer a browser with a prompt.
+@bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def console_page(req: func.HttpRequest) -> func.HttpResponse:
+    """The operator console: a single page, read-only, live (it polls the API). Without a
+    valid key: 401 with a key prompt that says whether a key was given and refused."""
+    try:
+        keys = runtime.current().keys
+    except (PolicyError, SettingsError) as exc:
+        log.error("service not configured: %s", exc)
+        return error(503, "service not configured; see the host log")
+    if actor_for(req, keys) is None:
+        presented = req.headers.get("x-functions-key") or req.params.get("code")
+        return _html(prompt(wrong=bool(presented)), 401)
+    return _html(page(), 200)
 
 
 def _guarded(what: str, call: Any, *args: Any) -> tuple[Any, str | None]:
@@ -109,6 +171,7 @@ def _cycle_brief(cycle: Cycle | None) -> dict[str, Any] | None:
         "created_at": cycle.created_at.isoformat(),
         "updated_at": cycle.updated_at.isoformat(),
         "candidate_version": cycle.candidate_version,
+        "candidate": cycle.candidate,
         "champion_version": cycle.champion_version,
         "reason": cycle.reason,
         "dry_run": cycle.dry_run,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from shared.errors import (
     SettingsError,
     TransientError,
 )
+from shared.json_out import document
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,10 @@ MAX_BODY_BYTES = 1_048_576
 
 
 def respond(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """A JSON response; ``body`` may hold ``json_out.Encoded`` parts (records written one by
+    one); strict JSON: a NaN or Infinity raises rather than being written."""
     return func.HttpResponse(
-        json.dumps(body, default=str, indent=None),
+        document(body),
         status_code=status,
         mimetype="application/json",
         charset="utf-8",

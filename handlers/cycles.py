@@ -51,7 +51,10 @@ def move(
 ) -> None:
     """Transition, persist (optimistic), audit, publish. ConcurrencyError if raced."""
     before = cycle.state
+    reason = svc.redactor.text(reason)  # job errors can echo a secret: never store it
     cycle.transition(state, svc.now(), reason)
+    if not cycle.is_active:
+        schedule_cleanup(cycle)  # intent, written with the close: the reconciler retries it
     svc.store.save_cycle(cycle)
     svc.record(
         kind,
@@ -67,9 +70,38 @@ def move(
     publish(svc, cycle, f"cycle.{state.value.lower()}", {"reason": reason})
 
 
+def leftover_deployments(cycle: Cycle) -> list[str]:
+    """Deployments a closed cycle no longer needs: the candidate after a rollback or failure;
+    after a promotion, the previous one once no watch period keeps it warm."""
+    ro = cycle.rollout or {}
+    if cycle.is_active or not ro.get("endpoint"):
+        return []
+    if cycle.state is CycleState.PROMOTED:
+        name = None if ro.get("phase") == "watch" else ro.get("previous")
+    else:
+        name = ro.get("deployment")
+    return [name] if name else []
+
+
+def schedule_cleanup(cycle: Cycle) -> None:
+    """Add the closed cycle's leftover deployments to its pending clean-up list
+    (``rollout["cleanup"]``); ``handlers.cleanup`` deletes them."""
+    ro = cycle.rollout
+    if ro is None:
+        return
+    pending = list(ro.get("cleanup") or [])
+    done = set(ro.get("removed") or []) | set(ro.get("kept") or [])
+    for name in leftover_deployments(cycle):
+        if name not in pending and name not in done:
+            pending.append(name)
+    if pending:
+        ro["cleanup"] = pending
+
+
 def publish(svc: Services, cycle: Cycle, event_type: str, data: dict[str, Any]) -> None:
     """Publish a lifecycle event; a publisher outage never stops the lifecycle (it is logged)."""
     payload = {"cycle": cycle.id, "model": cycle.model, "state": cycle.state.value, **data}
+    payload = svc.redactor.json(payload)  # it leaves the service: no configured secret in it
     try:
         svc.publisher.publish(f"Autopilot.{event_type}", f"models/{cycle.model}", payload)
     except Exception:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.budget import invocation_budget
 from shared.envelope import Envelope
 from shared.errors import BadEvent, PermanentError, TransientError
 from shared.intake import normalise_azureml, parse_alert
@@ -27,7 +28,18 @@ def _model_of(message: Message) -> str | None:
 def dispatch(
     bus: MessageBus, key: str, message: Message, evidence: dict[str, Any], summary: str
 ) -> str:
-    """Claim ``key``, audit receipt, run handlers. Returns 'processed' or 'duplicate'."""
+    """Claim ``key``, audit receipt, run handlers. Returns 'processed' or 'duplicate'.
+
+    Everything, store calls included, shares one invocation budget (``shared.budget``): the
+    sender is answered within it even when a platform operation runs on.
+    """
+    with invocation_budget():
+        return _dispatch(bus, key, message, evidence, summary)
+
+
+def _dispatch(
+    bus: MessageBus, key: str, message: Message, evidence: dict[str, Any], summary: str
+) -> str:
     svc = bus.services
     owner = svc.new_id()  # this attempt's lease: only it may release the key
     claim = svc.store.claim_delivery(key, svc.now(), svc.settings.delivery_lease_s, owner)

@@ -2,6 +2,7 @@
 
 Event Grid may drop or delay events; this timer makes sure no cycle hangs forever. What it
 does is audited as ``reconciled`` and goes through the same steps the missing event would.
+It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from handlers import rollout, training
+from handlers import cleanup, rollout, training
 from handlers.cycles import move
 from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
 from shared.messagebus import Services
@@ -30,6 +31,8 @@ def reconcile(cmd: Reconcile, svc: Services) -> None:
         _guarded(reconcile_cycle, cycle, svc, cmd.event_key)
     for cycle in rollout.watching(svc):
         _guarded(rollout.watch, cycle, svc, cmd.event_key)
+    for cycle in cleanup.pending(svc):  # leftover deployments of closed cycles
+        _guarded(cleanup.run, cycle, svc, cmd.event_key)
     _purge_deliveries(svc)
 
 

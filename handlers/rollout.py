@@ -1,17 +1,27 @@
 """Blue/green rollout: new deployment at 0%, canary steps with health checks, promote or roll back.
 
-Steps advance on the reconcile tick once their bake time has passed. Health of the new
-deployment is compared with the live one over the same window; too little traffic means
-wait, not pass. Every traffic change is read back to confirm it took effect.
+Steps advance on the reconcile tick once their bake time has passed: each step records when
+its health check is due (``next_check_at``) and asks ``svc.wakeups`` for a reconcile then (the
+local host runs one at that time; on Azure the timer's next tick after it checks). Health of
+the new deployment is compared with the live one over the same window; too little traffic
+means wait, not pass. Every traffic change is read back to confirm it took effect. The
+cycle's reason always says where the rollout stands (traffic, step, when the check is due).
+Whenever a cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
+
+No invocation waits for a long-running platform operation: when the platform answers
+``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
+records what it waits for (``in_progress``) and the reconciler's next tick repeats the same
+call, which checks on it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers.cycles import deployment_name_for, move, note, publish
-from shared.errors import AlreadyExists, PermanentError, TransientError
+from handlers import cleanup
+from handlers.cycles import deployment_name_for, move, note, publish, schedule_cleanup
+from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import ModelRegistered
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
@@ -20,6 +30,33 @@ if TYPE_CHECKING:
     from shared.policy import Health
 
 CYCLE_TAG = "autopilot_cycle"
+WAIT_RECHECK_MIN_S = 5.0  # "not enough traffic yet" is looked at again no sooner than this
+
+
+def traffic_text(traffic: dict[str, int]) -> str:
+    """``{'m-v2': 90, 'm-v1': 10}`` as ``m-v2 90%, m-v1 10%`` (largest share first)."""
+    if not traffic:
+        return "no traffic"
+    ordered = sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {percent}%" for name, percent in ordered)
+
+
+def _clock(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def _check_due(cycle: Cycle, due: datetime) -> datetime:
+    """Record when the rollout must be looked at next (``_wake`` asks for it once saved)."""
+    assert cycle.rollout is not None
+    cycle.rollout["next_check_at"] = due.isoformat()
+    return due
+
+
+def _wake(cycle: Cycle, svc: Services) -> None:
+    """After the cycle is saved: ask for a reconcile when its next check is due."""
+    due = (cycle.rollout or {}).get("next_check_at")
+    if svc.wakeups is not None and due:
+        svc.wakeups.at(datetime.fromisoformat(due), f"rollout of cycle {cycle.id}")
 
 
 def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
@@ -50,10 +87,34 @@ def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
 
 def _set_and_confirm(svc: Services, endpoint: str, traffic: dict[str, int]) -> None:
     svc.platform.set_traffic(endpoint, traffic)
-    actual = {k: v for k, v in svc.platform.get_traffic(endpoint).items() if v}
-    wanted = {k: v for k, v in traffic.items() if v}
+    # Deployment names compare case-insensitively, as Azure does (the SDK lower-cases them).
+    actual = {k.lower(): v for k, v in svc.platform.get_traffic(endpoint).items() if v}
+    wanted = {k.lower(): v for k, v in traffic.items() if v}
     if actual != wanted:
-        raise TransientError(f"endpoint {endpoint}: traffic is {actual}, expected {wanted}")
+        raise TransientError(
+            f"endpoint {endpoint}: traffic is {traffic_text(actual)}, "
+            f"expected {traffic_text(wanted)}"
+        )
+
+
+def _wait_for_platform(
+    cycle: Cycle, svc: Services, what: str, exc: InProgress, caused_by: str
+) -> None:
+    """Record that ``what`` runs on in the platform; the reconciler's next tick checks it."""
+    ro = cycle.rollout
+    assert ro is not None
+    first = ro.get("in_progress") != what
+    ro["in_progress"] = what
+    svc.store.save_cycle(cycle)
+    if first:  # audited once, not on every tick it is still running
+        note(
+            svc,
+            AuditKind.ACTION,
+            f"{what} in progress; the reconciler checks it on its next tick",
+            cycle,
+            reason=str(exc),
+            caused_by=caused_by,
+        )
 
 
 def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused_by: str) -> bool:
@@ -64,9 +125,17 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
     assert ro is not None and spec is not None
     try:
         _set_and_confirm(svc, ro["endpoint"], traffic)
+    except InProgress as exc:  # not a failed attempt: the change is still being applied
+        _wait_for_platform(cycle, svc, f"traffic change to {traffic}", exc, caused_by)
+        return False
     except TransientError as exc:
         ro["traffic_failures"] = ro.get("traffic_failures", 0) + 1
         if ro["traffic_failures"] < spec.traffic_attempts:
+            cycle.reason = (
+                f"traffic change to {traffic_text(traffic)} on {ro['endpoint']} not confirmed "
+                f"(attempt {ro['traffic_failures']}/{spec.traffic_attempts}); "
+                "retrying at the next reconcile"
+            )
             svc.store.save_cycle(cycle)
             note(
                 svc,
@@ -87,6 +156,7 @@ def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused
         )
         return False
     ro["traffic_failures"] = 0
+    ro.pop("in_progress", None)
     return True
 
 
@@ -121,6 +191,10 @@ def fail_rollout(
     except TransientError as exc:
         ro["restore_attempts"] = ro.get("restore_attempts", 0) + 1
         ro.update(phase="restoring", failed_because=reason, failed_evidence=evidence or {})
+        cycle.reason = (
+            f"failing safe: restoring {previous} to 100% not confirmed yet "
+            f"(attempt {ro['restore_attempts']}); {reason}"
+        )
         svc.store.save_cycle(cycle)
         note(
             svc,
@@ -144,6 +218,7 @@ def fail_rollout(
         kind=AuditKind.ERROR,
         evidence=evidence,
     )
+    cleanup.run(cycle, svc, caused_by)
 
 
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
@@ -203,6 +278,9 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
         )
     except AlreadyExists:
         pass  # created before a crash or by a concurrent worker: the name is deterministic
+    except InProgress as exc:  # still provisioning (or a same-named one still being deleted)
+        _wait_for_platform(cycle, svc, f"deployment {ro['deployment']}", exc, caused_by)
+        return
     except PermanentError as exc:
         move(
             svc,
@@ -212,6 +290,7 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
             caused_by=caused_by,
             kind=AuditKind.ERROR,
         )
+        cleanup.run(cycle, svc, caused_by)  # a half-made deployment is billed too
         return
     publish(
         svc,
@@ -221,7 +300,12 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
     )
     shadow = svc.policy.models[cycle.model].rollout.shadow  # type: ignore[union-attr]
     if shadow is not None and ro.get("previous"):
-        svc.platform.set_mirror(ro["endpoint"], {ro["deployment"]: shadow.percent})
+        try:
+            svc.platform.set_mirror(ro["endpoint"], {ro["deployment"]: shadow.percent})
+        except InProgress as exc:
+            _wait_for_platform(cycle, svc, f"mirroring to {ro['deployment']}", exc, caused_by)
+            return
+        ro.pop("in_progress", None)
         now = svc.now()
         ro.update(phase="shadow", step_started_at=now.isoformat(), percent=0)
         ro["steps"].append(
@@ -232,7 +316,13 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 "traffic": {ro["previous"]: 100},
             }
         )
+        due = _check_due(cycle, now + timedelta(seconds=shadow.bake))
+        cycle.reason = (
+            f"shadow: {ro['previous']} serves 100% on {ro['endpoint']}, {shadow.percent}% "
+            f"mirrored to {ro['deployment']}; health check due {_clock(due)}"
+        )
         svc.store.save_cycle(cycle)
+        _wake(cycle, svc)
         note(
             svc,
             AuditKind.ACTION,
@@ -273,11 +363,19 @@ def _enter_step(
     cycle.rollout["percent"] = percent
     cycle.rollout["step_started_at"] = now.isoformat()
     cycle.rollout["steps"].append({"percent": percent, "at": now.isoformat(), "traffic": traffic})
+    where = f"{traffic_text(traffic)} on {spec.endpoint} (step {index + 1}/{len(steps)})"
+    if cycle.rollout.get("previous"):
+        due = _check_due(cycle, now + timedelta(seconds=spec.bake))
+        cycle.reason = f"canary: {where}; health check due {_clock(due)}"
+    else:
+        cycle.rollout.pop("next_check_at", None)
+        cycle.reason = f"first deployment: {where}"
     svc.store.save_cycle(cycle)
+    _wake(cycle, svc)
     note(
         svc,
         kind,
-        f"traffic {traffic} on {spec.endpoint} (step {index + 1}/{len(steps)})",
+        f"traffic {where}",
         cycle,
         evidence={"traffic": traffic},
         caused_by=caused_by,
@@ -341,11 +439,15 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
             cycle, svc, ro["failed_because"], caused_by, evidence=ro.get("failed_evidence")
         )
         return
+    if ro.get("rolling_back"):  # a rollback whose traffic change was still running
+        roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
+        return
     if ro.get("phase") not in ("shadow", "canary"):
-        if ro.get("traffic_failures") or _stale(cycle, svc):
+        if ro.get("traffic_failures") or ro.get("in_progress") or _stale(cycle, svc):
             resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
         return
-    if ro.get("phase") == "canary" and ro.get("traffic_failures"):
+    pending_change = ro.get("in_progress") and isinstance(ro.get("pending_step"), int)
+    if (ro.get("phase") == "canary" and ro.get("traffic_failures")) or pending_change:
         # retry the change that was not confirmed (not the step before it, which would reset
         # the attempt count and step back and forth for ever)
         pending = ro.get("pending_step")
@@ -379,7 +481,8 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         )
         return
     if verdict == "wait":
-        if now - started > timedelta(seconds=bake + spec.max_wait):
+        deadline = started + timedelta(seconds=bake + spec.max_wait)
+        if now > deadline:
             roll_back(
                 cycle,
                 svc,
@@ -387,6 +490,18 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 caused_by,
                 evidence=evidence,
             )
+            return
+        checks = ro["checks"]
+        if len(checks) > 1 and checks[-2].get("verdict") == "wait":
+            del checks[-2]  # keep the latest of a run of waits: they are rechecked often
+        recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
+        due = _check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
+        cycle.reason = (
+            f"{phase}: waiting for traffic ({why}); next health check {_clock(due)}, "
+            f"rolled back if still too little after {_clock(deadline)}"
+        )
+        svc.store.save_cycle(cycle)
+        _wake(cycle, svc)
         return
     svc.store.save_cycle(cycle)
     note(
@@ -427,6 +542,9 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
     ro["phase"] = "watch" if watching else "done"
     ro["promoted_at"] = now.isoformat()
     ro["watch_until"] = (now + timedelta(seconds=spec.watch)).isoformat() if watching else None
+    ro.pop("next_check_at", None)
+    if watching:
+        _check_due(cycle, now + timedelta(seconds=spec.watch))
     move(
         svc,
         cycle,
@@ -436,6 +554,8 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         kind=AuditKind.ACTION,
         evidence={"watch_until": ro["watch_until"], "kept_warm": ro.get("previous")},
     )
+    _wake(cycle, svc)  # the watch period ends then
+    cleanup.run(cycle, svc, caused_by)  # without a watch period the previous one goes now
 
 
 def watching(svc: Services, model: str | None = None) -> list[Cycle]:
@@ -452,6 +572,9 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     spec = svc.policy.models[cycle.model].rollout
     ro = cycle.rollout
     assert spec is not None and ro is not None
+    if ro.get("rolling_back"):  # a rollback whose traffic change was still running
+        roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
+        return
     now = svc.now()
     promoted = datetime.fromisoformat(ro["promoted_at"])
     new = svc.metrics.deployment_health(ro["endpoint"], ro["deployment"], promoted, now)
@@ -468,20 +591,18 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     if now < datetime.fromisoformat(ro["watch_until"]):
         return
     ro["phase"] = "done"
+    schedule_cleanup(cycle)
+    ro.pop("next_check_at", None)
     svc.store.save_cycle(cycle)
-    try:
-        svc.platform.delete_deployment(ro["endpoint"], ro["previous"])
-        removed = f"previous deployment {ro['previous']} removed"
-    except (TransientError, PermanentError) as exc:
-        removed = f"removing previous deployment {ro['previous']} failed: {exc}"
     note(
         svc,
         AuditKind.ACTION,
-        f"watch period over; {removed}",
+        f"watch period over; deleting previous deployment {ro.get('previous')}",
         cycle,
         reason=why,
         caused_by=caused_by,
     )
+    cleanup.run(cycle, svc, caused_by)
 
 
 def roll_back(
@@ -495,14 +616,22 @@ def roll_back(
 ) -> None:
     """Return every request to the previous deployment in one step, then close the cycle.
 
-    After promotion (watch period) the previous champion is restored too.
+    After promotion (watch period) the previous champion is restored too. If the traffic
+    change is still running, the cycle records the rollback and the reconciler finishes it.
     """
     ro = cycle.rollout or {}
     previous = ro.get("previous")
-    if ro.get("phase") == "shadow":
-        svc.platform.set_mirror(ro["endpoint"], {})
-    if previous:
-        _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
+    try:
+        if ro.get("phase") == "shadow":
+            svc.platform.set_mirror(ro["endpoint"], {})
+        if previous:
+            _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
+    except InProgress as exc:
+        ro["rolling_back"] = {"reason": reason, "evidence": evidence or {}, "actor": actor}
+        _wait_for_platform(cycle, svc, f"rollback to {previous}", exc, caused_by)
+        return
+    ro.pop("rolling_back", None)
+    ro.pop("in_progress", None)
     if cycle.state is CycleState.PROMOTED and ro.get("previous_champion"):
         svc.platform.set_champion(cycle.model, ro["previous_champion"])
     ro["phase"] = "rolled_back"
@@ -512,10 +641,11 @@ def roll_back(
         CycleState.ROLLED_BACK,
         f"rolled back: {reason}",
         caused_by=caused_by,
-        kind=AuditKind.ACTION,
+        kind=AuditKind.DECISION,  # the model's latest decision (the console shows it)
         evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
         actor=actor,
     )
+    cleanup.run(cycle, svc, caused_by, actor)
 
 
 def _stale(cycle: Cycle, svc: Services) -> bool:

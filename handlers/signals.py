@@ -135,7 +135,7 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         state=CycleState.TRIGGERED,
         created_at=now,
         updated_at=now,
-        trigger=evidence,
+        trigger=svc.redactor.json(evidence),  # alert text may quote a secret
         caused_by=msg.event_key,
     )
     try:

@@ -36,6 +36,7 @@ def _job_request(cycle: Cycle, svc: Services) -> JobRequest:
             "autopilot_trigger": str(cycle.trigger.get("signal", ""))[:256],
         },
         timeout_s=spec.training.timeout,
+        environment=dict(spec.training.environment),
     )
 
 
@@ -248,7 +249,7 @@ def evaluate(cycle: Cycle, svc: Services, caused_by: str) -> None:
             kind=AuditKind.ERROR,
         )
         return
-    cycle.decision = decision.to_json()
+    cycle.decision = svc.redactor.json(decision.to_json())  # the job wrote its inputs
     cycle.champion_version = decision.champion_version
     evidence = {"gate": cycle.decision, "n": document.get("n")}
     publish(

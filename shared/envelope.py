@@ -8,6 +8,9 @@ malformed batch is refused whole and nothing is partially applied.
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,15 @@ from shared.errors import BadEvent
 
 MAX_BATCH_EVENTS = 5000
 MAX_FIELD_CHARS = 2048
+MAX_DEPTH = 64  # objects and arrays nested inside each other, the outermost counting 1
+MAX_INT_DIGITS = 400  # longer integers are beyond any float (and near Python's 4,300 limit)
+
+# A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into decoded text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Only a number literal like these can overflow a float: an exponent of 3+ digits, 309+ digits.
+_BIG_NUMBER = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{309}")
+_FLOAT_MAX_INT = int(sys.float_info.max)
 
 _EVENTGRID_REQUIRED = ("id", "eventType", "subject", "data")
 _CLOUDEVENTS_REQUIRED = ("id", "source", "type", "specversion")
@@ -31,8 +43,115 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class _Unusable:
+    """Stands in for a number that cannot be kept, until its JSON path is known."""
+
+    problem: str
+
+
+def _parse_float(text: str) -> Any:
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    return _Unusable(f"number {_excerpt(text)} is beyond the range of a float")
+
+
+def _parse_int(text: str) -> Any:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        return _Unusable(f"integer of {digits} digits is beyond the range of a float")
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        return _Unusable(f"integer {_excerpt(text)} is beyond the range of a float")
+    return value
+
+
+def _excerpt(text: str, limit: int = 24) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def json_path(parts: list[str | int]) -> str:
+    """``$.data.essentials["odd key"][0]``: where in a document a value sits."""
+    if len(parts) > 16:  # a path through 64 levels says no more than its two ends
+        return f"{json_path(parts[:8])}...{json_path(parts[-4:])[1:]}"
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _NAME.fullmatch(part):
+            out.append(f".{part}")
+        else:  # ensure_ascii: control characters and surrogates stay visible and harmless
+            out.append(f"[{json.dumps(_excerpt(part, 40))}]")
+    return "".join(out)
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_json(value: Any, *, what: str = "body", max_depth: int = MAX_DEPTH) -> None:
+    """Refuse what could be read but not written back or stored, naming its JSON path.
+
+    Nesting deeper than ``max_depth``, numbers beyond a float (``1e400``, 400-digit integers),
+    non-numbers (NaN) and strings holding a lone UTF-16 surrogate (``"\\ud800"``: valid JSON,
+    but not storable as UTF-8). Iterative: a deep document cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, (), 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth >= max_depth:
+                raise BadEvent(
+                    f"{what}: {json_path([*path])} is nested deeper than {max_depth} levels"
+                )
+            for key, child in item.items():
+                if not isinstance(key, str) or _has_lone_surrogate(key):
+                    raise BadEvent(
+                        f"{what}: {json_path([*path])} has a key with a lone surrogate "
+                        "(not valid Unicode, cannot be stored)"
+                    )
+                stack.append((child, (*path, key), depth + 1))
+        elif isinstance(item, list):
+            if depth >= max_depth:
+                raise BadEvent(
+                    f"{what}: {json_path([*path])} is nested deeper than {max_depth} levels"
+                )
+            stack.extend((child, (*path, i), depth + 1) for i, child in enumerate(item))
+        elif isinstance(item, str):
+            if _has_lone_surrogate(item):
+                raise BadEvent(
+                    f"{what}: {json_path([*path])} holds a lone surrogate "
+                    "(not valid Unicode, cannot be stored)"
+                )
+        elif isinstance(item, _Unusable):
+            raise BadEvent(f"{what}: {json_path([*path])}: {item.problem}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            where = json_path([*path])
+            if math.isnan(item):
+                raise BadEvent(f"{what}: {where} is NaN")
+            raise BadEvent(f"{what}: {where}: number beyond the range of a float")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            try:
+                float(item)
+            except OverflowError:
+                raise BadEvent(
+                    f"{what}: {json_path([*path])} is an integer beyond the range of a float"
+                ) from None
+
+
 def load_json(body: bytes, *, what: str = "body") -> Any:
-    """Decode a JSON request body strictly: UTF-8, no duplicate keys, no NaN."""
+    """Decode a JSON request body strictly, into what can also be written back and stored.
+
+    UTF-8, no duplicate keys, no NaN/Infinity, numbers finite as a float, nesting at most
+    ``MAX_DEPTH`` deep, no lone surrogates. Raises BadEvent naming the JSON path at fault.
+    """
     if not body or not body.strip():
         raise BadEvent(f"{what} is empty; expected JSON")
     try:
@@ -43,16 +162,61 @@ def load_json(body: bytes, *, what: str = "body") -> Any:
     def _no_constants(name: str) -> Any:
         raise BadEvent(f"{what} contains {name}, which is not valid JSON")
 
+    def _decode(**hooks: Any) -> Any:
+        try:
+            return json.loads(
+                text,
+                object_pairs_hook=_reject_duplicate_keys,
+                parse_constant=_no_constants,
+                **hooks,
+            )
+        except RecursionError as exc:
+            raise BadEvent(f"{what} is nested deeper than {MAX_DEPTH} levels") from exc
+        except json.JSONDecodeError as exc:
+            raise BadEvent(
+                f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
+
     try:
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_no_constants
-        )
-    except RecursionError as exc:
-        raise BadEvent(f"{what} is nested too deeply") from exc
-    except json.JSONDecodeError as exc:
-        raise BadEvent(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+        value = _decode()  # in C; checked below, with a pass in Python only when needed
+    except BadEvent:
+        raise
+    except ValueError as exc:  # an integer past int()'s 4,300 digits: decode again to name it
+        check_json(_decode(parse_float=_parse_float, parse_int=_parse_int), what=what)
+        raise BadEvent(f"{what}: {exc}") from exc
+    strings = _SURROGATE_ESCAPE.search(text) is not None
+    numbers = _BIG_NUMBER.search(text) is not None
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    if (strings or numbers or deep) and _suspect(value, strings=strings, numbers=numbers):
+        check_json(value, what=what)
+    return value
+
+
+def _suspect(value: Any, *, strings: bool, numbers: bool) -> bool:
+    """Whether ``check_json`` would refuse ``value``: a fast pass that tracks no paths."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is dict or kind is list:
+            if depth >= MAX_DEPTH:
+                return True
+            if kind is dict:
+                if strings and any(_has_lone_surrogate(k) for k in item):
+                    return True
+                children = item.values()
+            else:
+                children = item
+            stack.extend((child, depth + 1) for child in children)
+        elif kind is str:
+            if strings and _has_lone_surrogate(item):
+                return True
+        elif kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is int and numbers and not -_FLOAT_MAX_INT <= item <= _FLOAT_MAX_INT:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +259,22 @@ def _text(event: dict[str, Any], key: str, index: int, *, required: bool) -> str
         )
     if len(value) > MAX_FIELD_CHARS:
         raise BadEvent(f"event [{index}]: field {key!r} is longer than {MAX_FIELD_CHARS} chars")
+    if _has_lone_surrogate(value):
+        raise BadEvent(
+            f"event [{index}]: field {key!r} holds a lone surrogate (not valid Unicode, "
+            "cannot be stored)"
+        )
     return value
+
+
+def check_envelope(envelope: Envelope) -> None:
+    """What ``load_json`` refuses, for an event parsed elsewhere (the Functions worker)."""
+    for key in ("id", "source", "type", "subject", "time"):
+        if _has_lone_surrogate(getattr(envelope, key)):
+            raise BadEvent(
+                f"event field {key!r} holds a lone surrogate (not valid Unicode, cannot be stored)"
+            )
+    check_json(envelope.data, what="event data")
 
 
 def envelope_from_dict(event: Any, index: int = 0) -> Envelope:

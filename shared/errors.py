@@ -2,6 +2,8 @@
 
 - ``TransientError``: retry may fix it (throttling, timeouts, 5xx). Triggers answer 5xx so
   Event Grid redelivers.
+- ``InProgress`` (a ``TransientError``): the platform accepted the operation and is still
+  working on it; call again later (same arguments) to check, never wait for it.
 - ``PermanentError``: retrying will not help; audit it and answer 2xx so it is not
   redelivered forever.
 - ``BadEvent``: the payload itself is malformed; answer 4xx naming the problem.
@@ -26,6 +28,15 @@ class TransientError(AutopilotError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InProgress(TransientError):
+    """A long-running operation was started (or is running) and has not finished yet.
+
+    Repeating the same call later is how to check on it: it returns once the operation
+    succeeded, raises ``InProgress`` again while it runs, and raises ``PermanentError`` if it
+    failed. Callers record that they are waiting and let the reconciler's next tick look.
+    """
 
 
 class PermanentError(AutopilotError):

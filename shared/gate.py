@@ -51,6 +51,17 @@ class GateDecision:
         return data
 
 
+def change_words(gain: float, unit: str = "") -> str:
+    """A signed gain in words, so its direction cannot be misread: ``better by 0.012``,
+    ``worse by 0.1511``, ``unchanged``; ``unit`` (e.g. ``relative``) qualifies the amount."""
+    qualifier = f" ({unit})" if unit and unit != "absolute" else ""
+    if gain > 0:
+        return f"better by {gain:.4g}{qualifier}"
+    if gain < 0:
+        return f"worse by {-gain:.4g}{qualifier}"
+    return "unchanged"
+
+
 def _metrics(doc: dict[str, Any], side: str) -> dict[str, float] | None:
     block = doc.get(side)
     if block is None:
@@ -147,8 +158,9 @@ def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
                 observed,
                 gate.min_improvement,
                 passed,
-                f"{gate.primary_metric} {old:.4g} -> {new:.4g} ({gate.direction}); {unit} "
-                f"improvement {observed:+.4g}, must be > 0 and >= {gate.min_improvement:g}",
+                f"{gate.primary_metric} {old:.4g} -> {new:.4g} ({gate.direction}): "
+                f"{change_words(observed, unit)}; must be better by at least "
+                f"{gate.min_improvement:g}{'' if unit == 'absolute' else ' (' + unit + ')'}",
             )
         )
         for guard in gate.guardrails:
@@ -163,8 +175,8 @@ def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
                     regression,
                     guard.tolerance,
                     regression <= guard.tolerance,
-                    f"{guard.metric} {g_old:.4g} -> {g_new:.4g}; regression {regression:+.4g} "
-                    f"may not exceed {guard.tolerance:g}",
+                    f"{guard.metric} {g_old:.4g} -> {g_new:.4g}: {change_words(-regression)}; "
+                    f"may be worse by at most {guard.tolerance:g}",
                 )
             )
 
@@ -310,8 +322,8 @@ def _per_example_rules(
                     -gain,
                     check.tolerance,
                     -gain <= check.tolerance,
-                    f"{check.column}={value} (n={size}): {metric_name} gain {gain:+.4g}; "
-                    f"regression may not exceed {check.tolerance:g}",
+                    f"{check.column}={value} (n={size}): {metric_name} {change_words(gain)}; "
+                    f"may be worse by at most {check.tolerance:g}",
                 )
             )
     return rules

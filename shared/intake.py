@@ -21,13 +21,13 @@ from shared.messages import (
     ModelRegistered,
     SignalResolved,
 )
+from shared.run_status import azure_run_status
 
 if TYPE_CHECKING:
     from shared.policy import Policy
 
 AML = "Microsoft.MachineLearningServices."
 MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"
-TERMINAL_RUN_STATUSES = {"completed": "Completed", "failed": "Failed", "canceled": "Canceled"}
 MAX_TEXT = 4096
 
 
@@ -124,12 +124,13 @@ def normalise_azureml(envelope: Envelope, policy: Policy) -> Message:
         if kind == "RunCompleted":
             status = "Completed"
         else:
-            raw_status = (data.text("runStatus", required=True) or "").lower()
-            if raw_status not in TERMINAL_RUN_STATUSES:
+            raw_status = data.text("runStatus", required=True) or ""
+            known = azure_run_status(raw_status)
+            if known is None or not known.is_terminal:
                 return EventIgnored(
-                    envelope.type, f"run status {raw_status!r} is not terminal", key
+                    envelope.type, f"run status {raw_status.lower()!r} is not terminal", key
                 )
-            status = TERMINAL_RUN_STATUSES[raw_status]
+            status = known.value
         return JobStatusChanged(run_id, status, tags, key, experiment)
 
     if kind == "DatasetDriftDetected":

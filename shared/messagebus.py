@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.budget import invocation_budget
 from shared.errors import ConcurrencyError
 from shared.messages import Command, Event, Message
 from shared.model import AuditEntry, AuditKind, AuditRecord
@@ -25,7 +26,9 @@ from shared.ports import (
     Metrics,
     MLPlatform,
     StateStore,
+    Wakeups,
 )
+from shared.redact import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -62,15 +65,21 @@ class Services:
     publisher: EventPublisher
     policy: Policy
     logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
+    wakeups: Wakeups | None = None  # one-shot reconcile at a due time (local host only)
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    # masks configured secrets in text that is stored (audit records, cycle reasons)
+    redactor: Redactor = NO_SECRETS
 
     def now(self) -> datetime:
         return self.clock.now()
 
     def record(self, kind: AuditKind, summary: str, **fields: Any) -> AuditRecord:
-        return self.audit.append(AuditEntry(kind=kind, summary=summary, **fields))
+        """Append to the audit log; every text in the record is scrubbed of secrets first."""
+        scrub = self.redactor
+        clean = {name: scrub.json(value) for name, value in fields.items()}
+        return self.audit.append(AuditEntry(kind=kind, summary=scrub.text(summary), **clean))
 
 
 Handler = Callable[[Any, Services], None]
@@ -96,7 +105,12 @@ class MessageBus:
 
         A handler that lost an optimistic-concurrency race is re-run: handlers read the
         cycle's state first, so the re-run sees what the winner did and acts accordingly.
+        All of it shares one invocation budget for waits on the cloud (``shared.budget``).
         """
+        with invocation_budget():
+            self._handle(message)
+
+    def _handle(self, message: Message) -> None:
         if isinstance(message, Command):
             handler = self.command_handlers.get(type(message))
             if handler is None:

@@ -90,6 +90,22 @@ class Cycle:
     def is_active(self) -> bool:
         return self.state.is_active
 
+    @property
+    def candidate(self) -> str:
+        """The candidate model in words: its registered version once there is one, else the
+        job that trains it and why it has no version (yet)."""
+        if self.candidate_version:
+            return f"v{self.candidate_version}"
+        if not self.job_name:
+            return "none yet (no training job)"
+        tail = {
+            CycleState.RETRAINING: "being trained",
+            CycleState.EVALUATING: "being evaluated",
+            CycleState.AWAITING_APPROVAL: "gets its version when approved",
+            CycleState.REJECTED: "not registered: rejected",
+        }.get(self.state, "not registered")
+        return f"model of job {self.job_name} ({tail})"
+
     def transition(self, new_state: CycleState, at: datetime, reason: str) -> None:
         if new_state not in ALLOWED_TRANSITIONS[self.state]:
             raise InvalidTransition(
@@ -113,6 +129,11 @@ class Cycle:
             for t in self.history
         ]
         return data
+
+    def to_view(self) -> JSON:
+        """``to_json`` plus what readers want spelled out (``candidate`` in words); for API
+        answers, never stored (a store reading it back would refuse the unknown field)."""
+        return {**self.to_json(), "candidate": self.candidate}
 
     @classmethod
     def from_json(cls, data: JSON) -> Cycle:
@@ -172,7 +193,9 @@ class AuditRecord:
     hash: str
 
     def to_json(self) -> JSON:
-        data = dataclasses.asdict(self)
+        """A JSON-ready view; ``evidence`` is shared, not copied (``asdict`` deep-copies it,
+        recursively: a deeply nested evidence raised RecursionError)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["time"] = self.time.isoformat()
         data["kind"] = self.kind.value
         return data
@@ -210,6 +233,8 @@ class JobRequest:
     inputs: JSON = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 3600.0
+    # training.environment: name -> value, or None = passed through from the service's env
+    environment: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

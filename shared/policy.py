@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,10 +24,14 @@ from pydantic import (
 )
 
 from shared.errors import PolicyError
+from shared.policy_source import format_errors, read_yaml
+from shared.settings import app_path
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+_INPUT_PLACEHOLDER = re.compile(r"\{inputs\.([^}]*)\}")
+BUILT_IN_INPUTS = ("model_name", "champion_version")  # set per job by handlers.training
 
 
 def parse_duration(value: Any) -> float:
@@ -81,18 +84,82 @@ class Confirmation(_Strict):
     query: str | None = Field(default=None, min_length=1, max_length=10_000)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENV_VALUE_CHARS = 32_768
+
+
+def _parse_environment(value: Any) -> dict[str, str | None]:
+    """``training.environment``: a mapping NAME -> value (a value-less NAME is passed through
+    from the service's environment), or a list of NAMEs that are all passed through."""
+    if value is None:
+        return {}
+    if isinstance(value, list | tuple):
+        items: list[tuple[Any, Any]] = [(name, None) for name in value]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    else:
+        raise ValueError("give a mapping NAME: value, or a list of NAMEs to pass through")
+    result: dict[str, str | None] = {}
+    for name, raw in items:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a variable name (letters, digits, '_')")
+        if name.upper().startswith("AUTOPILOT_"):
+            raise ValueError(
+                f"{name}: AUTOPILOT_* names are the service's settings or set by the platform"
+            )
+        if name in result:
+            raise ValueError(f"{name} is given twice")
+        if raw is None:
+            result[name] = None
+            continue
+        if isinstance(raw, bool):
+            text = "true" if raw else "false"
+        elif isinstance(raw, str | int | float):
+            text = str(raw)
+        else:
+            raise ValueError(f"{name}: the value must be a string or a number")
+        if "\0" in text or len(text) > MAX_ENV_VALUE_CHARS:
+            raise ValueError(f"{name}: the value has a NUL or is over {MAX_ENV_VALUE_CHARS} chars")
+        result[name] = text
+    return result
+
+
+JobEnvironment = Annotated[dict[str, str | None], BeforeValidator(_parse_environment)]
+
+
 class Training(_Strict):
     experiment: Name
     command: tuple[str, ...] = ()  # embedded platform: argv, no shell; placeholders allowed
-    job_file: str | None = None  # Azure ML: command or pipeline job YAML
+    job_file: str | None = None  # Azure ML: command or pipeline job YAML (see _app_relative)
     inputs: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # embedded platform: the job's variables beyond the allow-listed basics (PATH, HOME, ...)
+    environment: JobEnvironment = Field(default_factory=dict)
     timeout: Duration = 3600.0
     accept_foreign_jobs: bool = False
+
+    @field_validator("job_file")
+    @classmethod
+    def _app_relative(cls, value: str | None) -> str | None:
+        """A relative job_file is taken from the app root, as the policy path is."""
+        return str(app_path(value)) if value else value
 
     @model_validator(mode="after")
     def _needs_something_to_run(self) -> Training:
         if not self.command and not self.job_file:
             raise ValueError("give 'command' (embedded platform) or 'job_file' (Azure ML) or both")
+        return self
+
+    @model_validator(mode="after")
+    def _placeholders_name_inputs(self) -> Training:
+        known = {*self.inputs, *BUILT_IN_INPUTS}
+        for item in self.command:
+            for name in _INPUT_PLACEHOLDER.findall(item):
+                if name not in known:
+                    raise ValueError(
+                        f"command uses {{inputs.{name}}} but 'inputs' has no {name!r} "
+                        f"(inputs: {', '.join(sorted(self.inputs)) or 'none'}; "
+                        f"built in: {', '.join(BUILT_IN_INPUTS)})"
+                    )
         return self
 
 
@@ -199,7 +266,7 @@ class Defaults(_Strict):
 class PolicyFile(_Strict):
     version: Literal[1] = 1
     defaults: Defaults = Defaults()
-    models: dict[Name, ModelPolicy]
+    models: dict[Name, ModelPolicy] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _each_binding_names_one_model(self) -> PolicyFile:
@@ -316,38 +383,15 @@ class Policy:
         ]
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        where = ""
-        if len(loc) >= 2 and loc[0] == "models":
-            where = f"model {loc[1]!r}: "
-            loc = loc[2:]
-        field = ".".join(loc) or "(top level)"
-        lines.append(f"{source}: {where}field {field!r}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def parse_policy(data: Any, source: str = "<policy>") -> Policy:
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: the policy must be a mapping with a 'models' key")
     try:
         return Policy(PolicyFile.model_validate(data), source)
     except ValidationError as exc:
-        raise PolicyError(_format_errors(source, exc)) from exc
+        raise PolicyError(format_errors(source, data, exc, PolicyFile)) from exc
 
 
 def load_policy(path: str | Path) -> Policy:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise PolicyError(f"{path}: policy file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read policy file: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_policy(data, str(path))
+    return parse_policy(read_yaml(path), str(path))

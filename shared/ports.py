@@ -111,7 +111,12 @@ class AuditLog(Protocol):
 
 
 class MLPlatform(Protocol):
-    """Training jobs, model registry and online endpoints (Azure ML or the embedded platform)."""
+    """Training jobs, model registry and online endpoints (Azure ML or the embedded platform).
+
+    Deployments, traffic, mirroring and deletions may take the platform minutes. A platform
+    may start such an operation and raise ``InProgress`` (a ``TransientError``) instead of
+    waiting; repeating the same call later checks on it (and never starts it twice).
+    """
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         """Submit a job under ``request.name``. Raises AlreadyExists if that name is taken."""
@@ -134,7 +139,11 @@ class MLPlatform(Protocol):
         ...
 
     def create_deployment(self, endpoint: str, deployment: str, model: str, version: str) -> None:
-        """Create ``deployment`` serving ``model:version`` at 0% traffic. Raises AlreadyExists."""
+        """Create ``deployment`` serving ``model:version`` at 0% traffic.
+
+        Raises AlreadyExists once it exists and is ready, ``InProgress`` while it (or the
+        deletion of a same-named one) is still running.
+        """
         ...
 
     def get_traffic(self, endpoint: str) -> dict[str, int]: ...
@@ -144,7 +153,11 @@ class MLPlatform(Protocol):
         """Mirror (shadow) a percentage of live traffic to deployments; {} switches it off."""
         ...
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Begin deleting ``deployment`` without waiting for it: True once it is gone (a
+        missing one counts), False while the platform is still deleting it. Idempotent: call
+        again until True. Refused (PermanentError) while it takes live traffic."""
+        ...
 
 
 class Metrics(Protocol):
@@ -167,3 +180,13 @@ class EventPublisher(Protocol):
     """Our own lifecycle events, for others to subscribe to."""
 
     def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None: ...
+
+
+class Wakeups(Protocol):
+    """Ask for a reconcile at a given time (a rollout step's bake ends then).
+
+    The local host schedules a one-shot run of its reconcile timer; on Azure there is none
+    and the step is checked at the reconcile timer's next tick after ``at``.
+    """
+
+    def at(self, when: datetime, why: str) -> None: ...

@@ -8,8 +8,10 @@ server's Retry-After, backs off exponentially with jitter otherwise, keeps the w
 inside the policy's total budget, and translates the final failure into our errors.
 
 Adapters switch the SDKs' own retries off (``retry_total=0``) so that retries never nest.
-Tests call ``set_testing(True)``: waits become zero but attempts are still counted, and the
-budget is charged as if the waits had happened.
+Inside an invocation (:func:`shared.budget.invocation_budget`), every call's waits also come out
+of the invocation's shared budget, so retries across all calls of one invocation stay within
+about 20 s (Event Grid gives a webhook ~30 s). Tests call ``set_testing(True)``: waits become
+zero but attempts are still counted, and both budgets are charged as if the waits had happened.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,14 +35,23 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.errors import AlreadyExists, AutopilotError, NotFound, PermanentError, TransientError
+from shared import budget as budgets
+from shared.errors import (
+    AlreadyExists,
+    AutopilotError,
+    InProgress,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+from shared.redact import NO_SECRETS
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The Azure Functions default timeout is 5 minutes; no policy may spend more than this.
-MAX_TOTAL_S = 240.0
+# No policy may spend more than one invocation's whole budget (Event Grid waits ~30 s).
+MAX_TOTAL_S = budgets.INVOCATION_BUDGET_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +90,13 @@ class RetryPolicy:
 
 
 # Reads (GET, list, query): cheap and safe to repeat.
-READ = RetryPolicy(attempts=5, initial_s=0.5, max_interval_s=8.0, total_s=30.0)
+READ = RetryPolicy(attempts=4, initial_s=0.5, max_interval_s=4.0, total_s=8.0)
 # Writes that are idempotent by construction (PUT of the same body, tag updates, publish of
 # an event with a fixed id).
-WRITE_IDEMPOTENT = RetryPolicy(attempts=4, initial_s=1.0, max_interval_s=15.0, total_s=60.0)
-# Long-running operations (PUT/DELETE then poll): fewer, longer-spaced attempts.
-LRO_POLL = RetryPolicy(attempts=3, initial_s=2.0, max_interval_s=20.0, total_s=120.0, jitter=0.3)
+WRITE_IDEMPOTENT = RetryPolicy(attempts=3, initial_s=1.0, max_interval_s=5.0, total_s=10.0)
+# Starting a long-running operation (the PUT/DELETE only: nobody waits here for it to end; the
+# adapter waits what is left of the invocation's budget, then the reconciler checks it).
+LRO_POLL = RetryPolicy(attempts=3, initial_s=1.0, max_interval_s=5.0, total_s=10.0, jitter=0.3)
 # Calls that must not be repeated blindly (job submit, auto-versioned model create): one try,
 # errors still translated. Idempotency comes from a check before the call instead.
 ONCE = RetryPolicy(attempts=1, initial_s=0.0, max_interval_s=0.0, total_s=1.0, jitter=0.0)
@@ -138,7 +149,9 @@ def _is_retryable_status(status: int) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a retry may fix ``exc``."""
+    """Whether a retry may fix ``exc`` (an operation still in progress is not retried here)."""
+    if isinstance(exc, InProgress):
+        return False
     if isinstance(exc, TransientError):
         return True
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
@@ -185,12 +198,9 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-_SECRET = re.compile(r"(?i)((?:sig|key|code|token|secret|password)=)[^&\s'\"]+")
-
-
 def redact(text: str) -> str:
     """Drop secret-looking query values (SAS signatures, keys) from a message."""
-    return _SECRET.sub(r"\1***", text)
+    return NO_SECRETS.text(text)  # the one scrubber: shared.redact
 
 
 def describe(exc: BaseException) -> str:
@@ -235,7 +245,7 @@ def translate(exc: BaseException, what: str) -> Exception:
 
 
 class _Budget:
-    """Time spent so far; in testing mode the (skipped) waits are charged too."""
+    """Time one call spent so far; in testing mode the (skipped) waits are charged too."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
@@ -244,6 +254,11 @@ class _Budget:
     def elapsed(self) -> float:
         real = time.monotonic() - self.start
         return real + self.waited if _testing else real
+
+
+def _left(policy: RetryPolicy, budget: _Budget) -> float:
+    """Seconds left for waits: the policy's own total and the invocation's, whichever is less."""
+    return budgets.remaining(max(0.0, policy.total_s - budget.elapsed()))
 
 
 def call_with_retry(
@@ -259,7 +274,7 @@ def call_with_retry(
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        remaining = max(0.0, policy.total_s - budget.elapsed())
+        remaining = _left(policy, budget)
         hint = retry_after_s(exc) if exc is not None else None
         if hint is not None:
             # The server said when; if that does not fit in the budget, give up now and let
@@ -281,6 +296,9 @@ def call_with_retry(
         exc = state.outcome.exception() if state.outcome else None
         seconds = state.upcoming_sleep
         budget.waited += seconds
+        invocation = budgets.current()
+        if _testing and invocation is not None:
+            invocation.charge(seconds)
         log.warning(
             "retrying %s after %s (attempt %d/%d, waiting %.1fs)",
             what,

@@ -16,6 +16,22 @@ DEFAULT_RECONCILE_SCHEDULE = "0 */1 * * * *"
 MIN_DELIVERY_RETENTION_S = 48 * 3600.0
 
 
+def app_path(path: str | Path) -> Path:
+    """A file the app reads (policy, job YAML, deployment template), wherever we were started.
+
+    Absolute paths are used as given. Relative ones are taken from the app root (the folder of
+    function_app.py): the Functions host does not promise to start the worker there. A relative
+    path found only from the working directory (a local run elsewhere) is taken from there.
+    """
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    from_root = APP_ROOT / path
+    if not from_root.exists() and path.exists():
+        return path.resolve()
+    return from_root
+
+
 def parse_keys(raw: str) -> dict[str, str]:
     """``name=key,name2=key2`` -> {name: key}. Errors name the setting, never echo a key."""
     keys: dict[str, str] = {}
@@ -158,15 +174,10 @@ class AppSettings:
         )
 
     def require_policy(self) -> Path:
-        """The policy path; a relative path not found from here is taken from the app root
-        (the folder of function_app.py), where the Functions host may not start us."""
+        """The policy path, relative ones resolved by :func:`app_path`."""
         if self.policy_path is None:
             raise SettingsError("AUTOPILOT_POLICY is not set: give the path of the policy file")
-        if not self.policy_path.is_absolute() and not self.policy_path.exists():
-            from_root = APP_ROOT / self.policy_path
-            if from_root.exists():
-                return from_root
-        return self.policy_path
+        return app_path(self.policy_path)
 
 
 def _checked_azure(platform: str, store: str, env: Mapping[str, str]) -> AzureSettings:

@@ -6,6 +6,7 @@ so importing ``function_app`` stays cheap (cold start).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import SettingsError
 from shared.messagebus import Services, Settings
 from shared.ports import AuditLog, EventPublisher, LogQueries, Metrics, MLPlatform, StateStore
-from shared.settings import AppSettings
+from shared.redact import Redactor
+from shared.settings import AppSettings, app_path
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -30,6 +32,7 @@ def embedded_platform(
     data_dir: Path,
     webhook: tuple[str, str] | None = None,
     chaos: str = "",
+    redactor: Redactor | None = None,
 ) -> tuple[MLPlatform, Metrics]:
     """The embedded ML platform and its metrics; events go to ``webhook`` (url, key) if given.
 
@@ -42,7 +45,9 @@ def embedded_platform(
     sink: Any = WebhookEventSink(webhook[0], webhook[1]) if webhook else None
     if sink is not None and chaos:
         sink = chaos_sink(sink, chaos)
-    platform = LocalMLPlatform(data_dir / "platform", event_sink=sink, create_endpoints=True)
+    platform = LocalMLPlatform(
+        data_dir / "platform", event_sink=sink, create_endpoints=True, redactor=redactor
+    )
     return platform, LocalMetrics(data_dir / "platform")
 
 
@@ -82,7 +87,9 @@ def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:
         az.subscription_id,
         az.resource_group,
         az.workspace,
-        deployment_template=az.deployment_template or None,
+        deployment_template=str(app_path(az.deployment_template))
+        if az.deployment_template
+        else None,
     )
     metrics = AzureMonitorMetrics(
         az.endpoint_resource_ids,
@@ -143,16 +150,19 @@ def build_services(
     platform: MLPlatform | None = None,
     metrics: Metrics | None = None,
     publisher: EventPublisher | None = None,
+    redactor: Redactor | None = None,
 ) -> Services:
-    """Every adapter from settings; arguments given replace the corresponding adapter."""
+    """Every adapter from settings; arguments given replace the corresponding adapter.
+    ``redactor`` (default: the secrets of this process's environment) scrubs stored text."""
     from shared.policy import load_policy
 
     policy = load_policy(settings.require_policy())
+    redactor = redactor or Redactor.from_env(os.environ, settings.keys.values())
     if platform is None or metrics is None:
         if settings.platform == "azure":
             chosen, chosen_metrics = azure_adapters(settings)
         else:
-            chosen, chosen_metrics = embedded_platform(settings.data_dir)
+            chosen, chosen_metrics = embedded_platform(settings.data_dir, redactor=redactor)
         platform = platform or chosen
         metrics = metrics or chosen_metrics
     logs = build_logs(settings, policy)
@@ -169,13 +179,15 @@ def build_services(
             stale_after_s=settings.stale_after_s,
             delivery_retention_s=settings.delivery_retention_s,
         ),
+        redactor=redactor,
     )
 
 
 def runtime_from_settings(env: Mapping[str, str] | None = None) -> Runtime:
+    env = os.environ if env is None else env
     settings = AppSettings.from_env(env)
     if not settings.keys:
         raise SettingsError(
             "AUTOPILOT_FUNCTION_KEYS is empty: set name=key pairs (the name is the audit actor)"
         )
-    return Runtime(build_services(settings), settings.keys)
+    return Runtime(build_services(settings, redactor=Redactor.from_env(env)), settings.keys)

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import AlreadyExists, ConcurrencyError, NotFound, PermanentError
+from shared.errors import (
+    AlreadyExists,
+    ConcurrencyError,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
 from shared.messagebus import Services, Settings
 from shared.model import (
     AuditEntry,
@@ -210,6 +216,8 @@ class FakePlatform:
     traffic_changes: list[tuple[str, dict[str, int]]] = field(default_factory=list)
     mirrors: dict[str, dict[str, int]] = field(default_factory=dict)
     ignore_traffic_changes: bool = False
+    delete_failures: int = 0  # how many delete calls fail transiently first
+    fail_creates: bool = False
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         if request.name in self.jobs:
@@ -236,7 +244,10 @@ class FakePlatform:
         for m, v, j in self.registered:
             if m == model and j == job_name:
                 return v
-        version = str(sum(1 for m, _, _ in self.registered if m == model) + 1)
+        # versions count up from the highest the registry holds, the champion's included
+        held = [int(v) for m, v, _ in self.registered if m == model and v.isdigit()]
+        champion = self.champions.get(model, "")
+        version = str(max([*held, int(champion) if champion.isdigit() else 0]) + 1)
         self.registered.append((model, version, job_name))
         return version
 
@@ -252,6 +263,8 @@ class FakePlatform:
             raise AlreadyExists(deployment)
         deps[deployment] = version
         self.traffic.setdefault(endpoint, {})[deployment] = 0
+        if self.fail_creates:  # like Azure: the deployment exists, in state Failed
+            raise PermanentError(f"deployment {deployment} failed to provision")
 
     def get_traffic(self, endpoint: str) -> dict[str, int]:
         return dict(self.traffic.get(endpoint, {}))
@@ -270,9 +283,15 @@ class FakePlatform:
             raise PermanentError(f"unknown deployments {sorted(unknown)}")
         self.mirrors[endpoint] = dict(mirror)
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        if self.delete_failures:
+            self.delete_failures -= 1
+            raise TransientError(f"deleting {deployment}: service unavailable")
+        if self.traffic.get(endpoint, {}).get(deployment):
+            raise PermanentError(f"deployment {deployment} takes traffic")
         self.deployments.get(endpoint, {}).pop(deployment, None)
         self.traffic.get(endpoint, {}).pop(deployment, None)
+        return True
 
 
 @dataclass
@@ -286,6 +305,16 @@ class FakeMetrics:
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample:
         return self.samples.get(deployment, self.default)
+
+
+@dataclass
+class FakeWakeups:
+    """Reconciles asked for, in the order asked: (when, why)."""
+
+    asked: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def at(self, when: datetime, why: str) -> None:
+        self.asked.append((when, why))
 
 
 @dataclass
@@ -354,11 +383,13 @@ class World:
     metrics: FakeMetrics
     publisher: FakePublisher
     clock: FakeClock
+    wakeups: FakeWakeups = field(default_factory=FakeWakeups)
 
 
 def make_world(policy: Policy | None = None) -> World:
     store, audit, platform = FakeStore(), FakeAudit(), FakePlatform()
     metrics, publisher, clock = FakeMetrics(), FakePublisher(), FakeClock()
+    wakeups = FakeWakeups()
     services = Services(
         store=store,
         audit=audit,
@@ -368,5 +399,6 @@ def make_world(policy: Policy | None = None) -> World:
         policy=policy or make_policy(),
         clock=clock,
         settings=Settings(),
+        wakeups=wakeups,
     )
-    return World(services, store, audit, platform, metrics, publisher, clock)
+    return World(services, store, audit, platform, metrics, publisher, clock, wakeups)

@@ -4,8 +4,9 @@ train.py stays platform-neutral (the embedded platform runs it as it is). Inside
 job three things need glue, which this wrapper adds without changing train.py:
 
 - the job declares a ``model`` output (type ``mlflow_model``) that the autopilot registers as
-  ``azureml://jobs/<job>/outputs/model``; train.py logs its model to the MLflow run only, so the
-  wrapper copies the run's logged model (the folder holding ``MLmodel``) into that output;
+  ``azureml://jobs/<job>/outputs/model/paths/`` (the output's root); train.py logs its model
+  to the MLflow run only, so the wrapper copies the run's logged model (the folder holding
+  ``MLmodel``) into that output;
 - in a job, MLflow is already bound to the job's own run (``MLFLOW_RUN_ID``) and experiment;
   ``mlflow.set_experiment()`` with any other name makes ``mlflow.start_run()`` refuse to resume
   that run, so the wrapper passes the job's experiment name to train.py (``--experiment``);

@@ -86,7 +86,11 @@ def load_recent(data_dir: Path, window: int) -> dict[str, list[str]]:
     """The last ``window`` rows of the CSV files in ``data_dir`` (name order), as columns."""
     files = sorted(data_dir.glob("*.csv"))
     if not files:
-        raise SystemExit(f"no CSV files in {data_dir}")
+        raise SystemExit(
+            f"no CSV files in {data_dir} (the policy's training.inputs.data_dir). Create the "
+            "example data from the repository root with: .venv/bin/python "
+            f"examples/model/generate_data.py --out-dir {data_dir} --rows 3000 --seed 1"
+        )
     rows: list[dict[str, str]] = []
     for path in files:
         with path.open(newline="", encoding="utf-8") as handle:

@@ -64,7 +64,9 @@
     return el;
   }
   function h(tag, attrs, ...children) {
-    return fill(setAttrs(document.createElement(tag), attrs), children);
+    const el = fill(setAttrs(document.createElement(tag), attrs), children);
+    // every table scrolls sideways in its own box: a narrow window cuts no column off
+    return tag === "table" ? fill(setAttrs(document.createElement("div"), { class: "table-scroll" }), [el]) : el;
   }
   function s(tag, attrs, ...children) {
     return fill(setAttrs(document.createElementNS(SVG_NS, tag), attrs), children);
@@ -111,6 +113,26 @@
     if (!isFinite(v)) return v > 0 ? "∞" : "−∞";
     if (Number.isInteger(v) && Math.abs(v) >= 1) return v.toLocaleString("en-US");
     return String(Number(v.toPrecision(4)));
+  }
+  // a signed gain in words (the gate stores gains; guardrails and slices store regressions)
+  function gainWords(gain) {
+    if (typeof gain !== "number") return fmtNum(gain);
+    if (gain > 0) return "better by " + fmtNum(gain);
+    if (gain < 0) return "worse by " + fmtNum(-gain);
+    return "unchanged";
+  }
+  function observedText(r) {
+    if (r.rule === "improvement") return gainWords(r.observed);
+    if (r.rule === "guardrail" || r.rule === "slice") return gainWords(-r.observed);
+    return fmtNum(r.observed);
+  }
+  function thresholdText(r) {
+    if (r.rule === "improvement") return "better by ≥ " + fmtNum(r.threshold);
+    if (r.rule === "guardrail" || r.rule === "slice") return "worse by ≤ " + fmtNum(r.threshold);
+    return fmtNum(r.threshold);
+  }
+  function candidateText(c) {
+    return c.candidate_version ? "v" + c.candidate_version : c.candidate || "none yet";
   }
   function pct(v) {
     return v === null || v === undefined ? "—" : (v * 100).toFixed(2) + "%";
@@ -402,8 +424,8 @@
                 { "data-rule": r.rule, "data-passed": String(r.passed) },
                 h("td", { class: "nowrap" }, r.rule),
                 h("td", null, r.metric || "—"),
-                h("td", { class: "num" }, fmtNum(r.observed)),
-                h("td", { class: "num" }, fmtNum(r.threshold)),
+                h("td", { class: "num", "data-field": "observed" }, observedText(r)),
+                h("td", { class: "num", "data-field": "threshold" }, thresholdText(r)),
                 h("td", null, passBadge(r.passed)),
                 h("td", { class: "detail" }, r.detail)
               )
@@ -428,13 +450,14 @@
       "div",
       { class: "approval-help" },
       h("p", null, "The console is read-only. Decide with the CLI or the API; the decision, its reason and the key's name are recorded in the audit log."),
-      h("div", { class: "cmd" }, "autopilot approve " + shown + ' --reason "why it is safe to ship"\nautopilot deny    ' + shown + ' --reason "why not"'),
+      h("div", { class: "cmd", "data-cmd": "approve" }, ".venv/bin/autopilot approve " + shown + ' --reason "why it is safe to ship" --url ' + location.origin),
+      h("div", { class: "cmd", "data-cmd": "deny" }, ".venv/bin/autopilot deny " + shown + ' --reason "why not" --url ' + location.origin),
       h(
         "div",
         { class: "cmd" },
         "curl -X POST " + url + '/approve \\\n  -H "x-functions-key: $AUTOPILOT_KEY" -H "Content-Type: application/json" \\\n  -d \'{"reason": "why it is safe to ship"}\'     # or /deny'
       ),
-      h("p", { class: "muted small" }, "Locally add --data-dir to the CLI command. A cycle not decided within the policy's gate.approval_timeout is rejected by the reconciler.")
+      h("p", { class: "muted small" }, "The CLI takes the key from --key, $AUTOPILOT_KEY or the data dir's function_keys.json. A cycle not decided within the policy's gate.approval_timeout is rejected by the reconciler.")
     );
   }
 
@@ -487,14 +510,14 @@
           );
         });
         const recent = cycles.cycles.slice(0, 25).map((c) =>
-          h(
+          c.unrenderable ? unrenderableRow({ "data-cycle": c.id }, "cycle " + c.id, c.unrenderable, 9) : h(
             "tr",
             { "data-cycle": c.id },
             h("td", { class: "nowrap" }, cycleLink(c.id)),
             h("td", { class: "nowrap" }, c.model),
             h("td", null, stateBadge(c.state), c.dry_run ? h("span", { class: "badge warn" }, "dry run") : null),
             h("td", null, (c.trigger && (c.trigger.source || c.trigger.kind)) || "—"),
-            h("td", { class: "num" }, c.candidate_version ? "v" + c.candidate_version : "—"),
+            h("td", { class: "num", title: c.candidate || "" }, c.candidate_version ? "v" + c.candidate_version : "—"),
             h("td", { class: "num" }, c.champion_version ? "v" + c.champion_version : "—"),
             h("td", null, timeEl(c.created_at)),
             h("td", null, timeEl(c.updated_at)),
@@ -537,6 +560,13 @@
       render(data) {
         const c = data.cycle;
         const audit = data.audit || [];
+        if (c.unrenderable) {
+          return [
+            h("h1", null, "Cycle ", h("span", { class: "mono" }, c.id)),
+            h("div", { class: "banner bad", id: "unrenderable" }, "This cycle cannot be shown: it " + c.unrenderable + " (stored before the service refused such input)."),
+            auditTrail(c.id, audit),
+          ];
+        }
         const out = [
           h("h1", null, "Cycle ", h("span", { class: "mono" }, c.id), stateBadge(c.state), c.dry_run ? h("span", { class: "badge warn" }, "dry run") : null, rawLink("cycles/" + c.id, "raw JSON")),
         ];
@@ -553,16 +583,27 @@
           )
         );
         out.push(rolloutCard(c));
-        out.push(
-          h(
+        out.push(auditTrail(c.id, audit));
+        return out;
+      },
+    };
+  }
+
+  // A record the service could not write as JSON: its seq or id and why, in place of it.
+  function unrenderableRow(attrs, what, why, columns) {
+    return h("tr", Object.assign({ class: "unrenderable" }, attrs), h("td", { colspan: columns, class: "detail" }, h("span", { class: "badge bad" }, "unrenderable"), " " + what + " " + why));
+  }
+
+  function auditTrail(cycleId, audit) {
+    return h(
             "div",
             { class: "card" },
-            h("h2", null, "Audit trail ", h("span", { class: "muted small" }, audit.length + (audit.length === 1 ? " record — " : " records — "), h("a", { href: "#/audit?cycle=" + encodeURIComponent(c.id) }, "open in the audit log"))),
+            h("h2", null, "Audit trail ", h("span", { class: "muted small" }, audit.length + (audit.length === 1 ? " record — " : " records — "), h("a", { href: "#/audit?cycle=" + encodeURIComponent(cycleId) }, "open in the audit log"))),
             h(
               "ol",
               { class: "timeline" },
               audit.map((r) =>
-                h(
+                r.unrenderable ? h("li", { class: "unrenderable", "data-seq": r.seq }, h("span", { class: "badge bad" }, "unrenderable"), " #" + r.seq + " " + r.unrenderable) : h(
                   "li",
                   { class: "k-" + r.kind, "data-seq": r.seq },
                   h("span", { class: "when", title: r.time }, fmtTime(r.time)),
@@ -576,11 +617,7 @@
                 )
               )
             )
-          )
-        );
-        return out;
-      },
-    };
+          );
   }
 
   function summaryCard(c) {
@@ -591,7 +628,7 @@
       ["trigger", [trigger.source || "—", trigger.signal ? " · " + trigger.signal : "", c.coalesced ? " · " + c.coalesced + " more signals coalesced" : ""]],
       ["caused by", h("span", { class: "mono small" }, c.caused_by || "—")],
       ["training job", c.job_name ? [h("span", { class: "mono", "data-field": "job" }, c.job_name), c.job_submitted_at ? h("span", { class: "muted small" }, " submitted " + fmtTime(c.job_submitted_at, true)) : null] : "—"],
-      ["candidate version", c.candidate_version ? h("strong", { "data-field": "candidate" }, c.model + " v" + c.candidate_version) : "—"],
+      ["candidate", c.candidate_version ? h("strong", { "data-field": "candidate" }, c.model + " v" + c.candidate_version) : h("span", { "data-field": "candidate" }, candidateText(c))],
       ["champion at start", c.champion_version ? "v" + c.champion_version : "none"],
       ["created", timeEl(c.created_at, true)],
       ["updated", timeEl(c.updated_at, true)],
@@ -794,7 +831,7 @@
                 null,
                 rows.length
                   ? rows.map((r) =>
-                      h(
+                      r.unrenderable ? unrenderableRow({ "data-seq": r.seq }, "record #" + r.seq, r.unrenderable, 8) : h(
                         "tr",
                         { "data-seq": r.seq, "data-cycle": r.cycle || "", "data-kind": r.kind },
                         h("td", { class: "num" }, String(r.seq)),
@@ -832,7 +869,8 @@
           return h(
             "div",
             { class: "card approval", "data-cycle": c.id },
-            h("h2", null, c.model, " v" + (c.candidate_version || "?"), h("span", { class: "muted" }, " replacing " + (c.champion_version ? "v" + c.champion_version : "no champion")), " — ", cycleLink(c.id)),
+            h("h2", null, c.model, " — ", cycleLink(c.id)),
+            h("p", { class: "candidate" }, "candidate: ", h("strong", { "data-field": "candidate" }, candidateText(c)), h("span", { class: "muted" }, ", replacing " + (c.champion_version ? "v" + c.champion_version : "no champion"))),
             h("p", { class: "small muted" }, "waiting since " + fmtTime(since, true) + " (" + ago(since) + ")" + (expires ? "; rejected automatically at " + fmtTime(expires, true) + " if nobody decides" : "")),
             c.decision ? gateSection(c.decision) : h("p", { class: "empty" }, "no gate evidence recorded"),
             h("h3", null, "Decide"),
@@ -938,7 +976,8 @@
       if (mine !== current) return;
       const status = e instanceof ApiError ? e.status : 0;
       if (status === 401) {
-        mine.slot.replaceChildren(h("div", { class: "banner bad" }, "The function key was not accepted (401). Open the console again as /api/console?code=YOUR_KEY."));
+        sessionStorage.removeItem(KEY_NAME);
+        mine.slot.replaceChildren(h("div", { class: "banner bad", id: "key-refused" }, "Wrong key: the function key was not accepted (401). ", h("a", { href: BASE + "console" }, "Enter another key")));
         setLive("down", "key rejected");
       } else if (status === 404) {
         mine.slot.replaceChildren(h("div", { class: "banner warn" }, "Not found: " + e.message));

@@ -17,15 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared import budget as budgets
 from shared import retry as retries
 from shared.errors import (
     AlreadyExists,
+    InProgress,
     NotFound,
     PermanentError,
     SettingsError,
     TransientError,
 )
 from shared.model import JobInfo, JobRequest, JobStatus
+from shared.run_status import azure_run_status
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -42,35 +45,24 @@ CHAMPION_TAG = "autopilot_champion"
 EVALUATION_OUTPUT = "evaluation"
 EVALUATION_FILE = "evaluation.json"
 
-_STATUS = {
-    "NotStarted": JobStatus.QUEUED,
-    "Queued": JobStatus.QUEUED,
-    "Preparing": JobStatus.QUEUED,
-    "Provisioning": JobStatus.QUEUED,
-    "Starting": JobStatus.QUEUED,
-    "Scheduled": JobStatus.QUEUED,
-    "Paused": JobStatus.QUEUED,
-    "Running": JobStatus.RUNNING,
-    "Finalizing": JobStatus.RUNNING,
-    "CancelRequested": JobStatus.RUNNING,
-    "Completed": JobStatus.COMPLETED,
-    "Failed": JobStatus.FAILED,
-    "NotResponding": JobStatus.FAILED,
-    "Canceled": JobStatus.CANCELED,
-}
-
 _LITERAL_INPUT_TYPES = frozenset({"string", "number", "integer", "boolean"})
 _DATASTORE_URI = re.compile(r"^azureml://(?:.*/)?datastores/(?P<ds>[^/]+)/paths/(?P<path>.*)$")
 _ASSET_REF = re.compile(r"^azureml:(?P<name>[^:/]+):(?P<version>[^:/]+)$")
 _ARM_MODEL_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.I)
-_PROVISIONING = frozenset({"Creating", "Updating", "Scaling"})
+# Provisioning states (ARM ``provisioningState``) of deployments and endpoints.
+_READY = "Succeeded"
+_FAILED = frozenset({"Failed", "Canceled"})
+_ENDPOINT_BUSY = frozenset({"Creating", "Updating"})
+# Waiting on an operation this long is pointless for the reconciler's next tick to check.
+IN_PROGRESS_RETRY_AFTER_S = 30.0
+TESTING_REAL_WAIT_S = 2.0
 
 
 def job_status(azure_status: object) -> JobStatus:
     """Our status for an Azure ML job status; unknown non-terminal ones count as queued."""
     if azure_status is None:
         return JobStatus.QUEUED
-    status = _STATUS.get(_text(azure_status))
+    status = azure_run_status(_text(azure_status))
     if status is None:
         log.warning("unknown Azure ML job status %r, treating it as queued", azure_status)
         return JobStatus.QUEUED
@@ -88,6 +80,12 @@ def parse_model_ref(ref: str | None) -> tuple[str, str] | None:
         return None
     match = _ASSET_REF.match(ref) or _ARM_MODEL_ID.search(ref)
     return (match["name"], match["version"]) if match else None
+
+
+def job_output_uri(job_name: str, output: str, path: str = "") -> str:
+    """The documented URI of a file or folder in a job's named output (azure-ai-ml's
+    ``JOB_URI_FORMAT``); an empty ``path`` is the output's root, where the MLflow model is."""
+    return f"azureml://jobs/{job_name}/outputs/{output}/paths/{path}"
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -118,7 +116,7 @@ class AzureMLPlatform:
         model_type: str = "mlflow_model",
         model_output: str = "model",
         evaluation_datastore: str | None = "workspaceblobstore",
-        lro_timeout_s: float = 180.0,
+        lro_wait_s: float = 10.0,
     ) -> None:
         for name, value in (
             ("subscription_id", subscription_id),
@@ -141,8 +139,13 @@ class AzureMLPlatform:
         self._model_type = model_type
         self._model_output = model_output
         self._evaluation_datastore = evaluation_datastore
-        self._lro_timeout_s = lro_timeout_s
+        self._lro_wait_s = lro_wait_s
         self._client: MLClient | None = None
+
+    @property
+    def deployment_template(self) -> str | None:
+        """The managed online deployment YAML every new deployment starts from, if any."""
+        return self._deployment_template
 
     # -- plumbing --
 
@@ -187,14 +190,32 @@ class AzureMLPlatform:
         except MlException as exc:
             raise PermanentError(f"{what}: {_ml_message(exc)}") from exc
 
-    def _lro(self, poller: Any, what: str) -> Any:
-        """Wait for a long-running operation, at most ``lro_timeout_s``."""
-        poller.wait(timeout=self._lro_timeout_s)
-        if not poller.done():
-            raise TransientError(
-                f"{what}: still in progress after {self._lro_timeout_s:.0f}s", retry_after=30.0
-            )
-        return poller.result()
+    def _await(self, poller: Any, what: str) -> Any:
+        """Wait a little for a started long-running operation; raise ``InProgress`` if it runs on.
+
+        The wait is ``lro_wait_s`` or what is left of the invocation's budget, whichever is
+        less; the operation goes on in Azure either way and a repeated call checks on it. In
+        testing mode at most ``TESTING_REAL_WAIT_S`` is really waited (a fake service finishes
+        in milliseconds) and the rest is charged to the budget.
+        """
+        wait_s = budgets.remaining(self._lro_wait_s)
+        real_s = min(wait_s, TESTING_REAL_WAIT_S) if retries.is_testing() else wait_s
+        try:
+            poller.wait(timeout=real_s)  # raises the operation's error if it failed
+            if not poller.done():
+                invocation = budgets.current()
+                if invocation is not None and real_s < wait_s:
+                    invocation.charge(wait_s - real_s)
+                raise InProgress(
+                    f"{what}: still in progress after {wait_s:.0f}s; it goes on in Azure",
+                    retry_after=IN_PROGRESS_RETRY_AFTER_S,
+                )
+            return poller.result()
+        except Exception as exc:
+            error = retries.translate(exc, what)
+            if error is exc:
+                raise
+            raise error from exc
 
     # -- jobs --
 
@@ -382,7 +403,7 @@ class AzureMLPlatform:
 
         entity = Model(
             name=model,
-            path=f"azureml://jobs/{job_name}/outputs/{self._model_output}",
+            path=job_output_uri(job_name, self._model_output),
             type=self._model_type,
             tags={**tags, JOB_TAG: job_name},
             description=f"Registered by autopilot from job {job_name}",
@@ -464,9 +485,43 @@ class AzureMLPlatform:
     # -- endpoints and deployments --
 
     def create_deployment(self, endpoint: str, deployment: str, model: str, version: str) -> None:
+        """Start creating the deployment and return once it is ready, or raise ``InProgress``.
+
+        A repeated call checks on it: ``AlreadyExists`` once it succeeded, ``InProgress`` while
+        it (or a deletion of a same-named deployment) runs, ``PermanentError`` if it failed.
+        """
         what = f"create deployment {endpoint}/{deployment}"
+        existing = self._deployment(endpoint, deployment)
+        if existing is not None:
+            state = _text(getattr(existing, "provisioning_state", ""))
+            if state == _READY:
+                raise AlreadyExists(f"deployment {endpoint}/{deployment} already exists")
+            if state in _FAILED:
+                raise PermanentError(f"{what}: a deployment of that name exists in state {state}")
+            if state == "Deleting":
+                raise InProgress(
+                    f"{what}: a deployment of that name is still being deleted; it is created "
+                    "once that is done",
+                    retry_after=IN_PROGRESS_RETRY_AFTER_S,
+                )
+            # Creating, Updating, Scaling (or a state this code does not know): not ready yet.
+            raise InProgress(
+                f"{what}: deployment is still {state or 'provisioning'}",
+                retry_after=IN_PROGRESS_RETRY_AFTER_S,
+            )
+        entity = self._deployment_entity(endpoint, deployment, model, version)
+        # Not retried: a second PUT while the first is provisioning conflicts; the caller's
+        # next attempt sees the deployment and decides from its state.
+        poller = self._call(
+            retries.ONCE, what, self.ml.online_deployments.begin_create_or_update, entity
+        )
+        self._await(poller, what)
+        log.info("created deployment %s/%s serving %s:%s", endpoint, deployment, model, version)
+
+    def _deployment(self, endpoint: str, deployment: str) -> Any:
+        """The deployment entity, or None if there is none of that name."""
         try:
-            existing = self._call(
+            return self._call(
                 self._retry.read,
                 f"get deployment {endpoint}/{deployment}",
                 self.ml.online_deployments.get,
@@ -474,24 +529,7 @@ class AzureMLPlatform:
                 endpoint_name=endpoint,
             )
         except NotFound:
-            existing = None
-        if existing is not None:
-            state = _text(getattr(existing, "provisioning_state", ""))
-            if state in _PROVISIONING:
-                raise TransientError(f"{what}: deployment is still {state}", retry_after=30.0)
-            if state in ("Failed", "Canceled"):
-                raise PermanentError(f"{what}: a deployment of that name exists in state {state}")
-            raise AlreadyExists(f"deployment {endpoint}/{deployment} already exists")
-        entity = self._deployment_entity(endpoint, deployment, model, version)
-
-        def create() -> None:
-            poller = self.ml.online_deployments.begin_create_or_update(entity)
-            self._lro(poller, what)
-
-        # Not retried: a second PUT while the first is provisioning conflicts; the caller's
-        # next attempt sees the deployment and decides from its state.
-        self._call(retries.ONCE, what, create)
-        log.info("created deployment %s/%s serving %s:%s", endpoint, deployment, model, version)
+            return None
 
     def _deployment_entity(
         self, endpoint: str, deployment: str, model: str, version: str
@@ -523,23 +561,29 @@ class AzureMLPlatform:
             tags=tags,
         )
 
-    def get_traffic(self, endpoint: str) -> dict[str, int]:
-        ep = self._call(
+    def _endpoint(self, endpoint: str) -> Any:
+        return self._call(
             self._retry.read, f"get endpoint {endpoint}", self.ml.online_endpoints.get, endpoint
         )
-        return {str(k): int(v) for k, v in (ep.traffic or {}).items()}
+
+    def get_traffic(self, endpoint: str) -> dict[str, int]:
+        """Traffic per deployment, keyed by the deployment's name as azure-ai-ml spells it.
+
+        The SDK lower-cases deployment names (``Deployment.__init__``) and the traffic keys it
+        sends (``begin_create_or_update``), while an endpoint set up by other means may hold
+        ``Blue: 100``; ``get`` then adds the listed deployment at 0% as ``blue``. The keys are
+        merged here under the lower-case name, the one every later call sends and reads back.
+        """
+        return _by_deployment(self._endpoint(endpoint).traffic)
 
     def _mirror(self, endpoint: str) -> dict[str, int]:
-        ep = self._call(
-            self._retry.read, f"get endpoint {endpoint}", self.ml.online_endpoints.get, endpoint
-        )
-        return {str(k): int(v) for k, v in (ep.mirror_traffic or {}).items()}
+        return _by_deployment(self._endpoint(endpoint).mirror_traffic)
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None:
         _check_shares(traffic, total=100, what=f"traffic for {endpoint}")
         self._update_endpoint(endpoint, "traffic", traffic)
         after = self.get_traffic(endpoint)
-        if _nonzero(after) != _nonzero(traffic):
+        if _nonzero(after) != _nonzero(traffic):  # deployment names compare case-insensitively
             raise TransientError(
                 f"endpoint {endpoint}: traffic is {_nonzero(after)} after setting "
                 f"{_nonzero(traffic)}",
@@ -563,36 +607,67 @@ class AzureMLPlatform:
         log.info("endpoint %s mirror traffic set to %s", endpoint, _nonzero(mirror))
 
     def _update_endpoint(self, endpoint: str, field: str, shares: dict[str, int]) -> None:
+        """Start the endpoint update unless it is already so; ``InProgress`` while it runs."""
         what = f"update {field} of endpoint {endpoint}"
-
-        def update() -> None:
-            ep = self.ml.online_endpoints.get(endpoint)
-            setattr(ep, field, {k: int(v) for k, v in shares.items()})
-            self._lro(self.ml.online_endpoints.begin_create_or_update(ep), what)
-
+        ep = self._endpoint(endpoint)
+        state = _text(getattr(ep, "provisioning_state", ""))
+        if state in _ENDPOINT_BUSY:  # ours from an earlier tick, or someone else's
+            raise InProgress(
+                f"{what}: endpoint is {state}; checking again later",
+                retry_after=IN_PROGRESS_RETRY_AFTER_S,
+            )
+        if state == "Deleting":
+            raise PermanentError(f"{what}: the endpoint is being deleted")
+        if _nonzero(_by_deployment(getattr(ep, field))) == _nonzero(shares):
+            return  # already so (an update from an earlier tick took effect): nothing to start
+        setattr(ep, field, {k: int(v) for k, v in shares.items()})
         # A PUT of the same endpoint with the same shares is idempotent.
         try:
-            self._call(self._retry.lro, what, update)
+            poller = self._call(
+                self._retry.lro, what, self.ml.online_endpoints.begin_create_or_update, ep
+            )
         except AlreadyExists as exc:  # 409: another operation on the endpoint is running
             raise TransientError(f"{what}: endpoint is busy ({exc})", retry_after=30.0) from exc
+        self._await(poller, what)
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Begin deleting a deployment and return without waiting for Azure (that takes
+        minutes): True once it is gone, False while Azure is deleting it. Idempotent: a
+        missing deployment is done, one already ``Deleting`` is not asked again."""
         what = f"delete deployment {endpoint}/{deployment}"
-
-        def delete() -> None:
-            poller = self.ml.online_deployments.begin_delete(
-                name=deployment, endpoint_name=endpoint
-            )
-            self._lro(poller, what)
-
         try:
-            self._call(self._retry.lro, what, delete)
+            existing = self._call(
+                self._retry.read,
+                f"get deployment {endpoint}/{deployment}",
+                self.ml.online_deployments.get,
+                name=deployment,
+                endpoint_name=endpoint,
+            )
+        except NotFound:
+            log.info("deployment %s/%s is gone", endpoint, deployment)
+            return True
+        if _text(getattr(existing, "provisioning_state", "")) == "Deleting":
+            return False
+        try:
+            # The DELETE is sent here; the SDK's poller follows it in the background.
+            poller = self._call(
+                self._retry.write,
+                what,
+                self.ml.online_deployments.begin_delete,
+                name=deployment,
+                endpoint_name=endpoint,
+            )
         except NotFound:
             log.info("deployment %s/%s was already gone", endpoint, deployment)
-            return
+            return True
         except AlreadyExists as exc:  # 409: the deployment is busy (e.g. still updating)
             raise TransientError(f"{what}: deployment is busy ({exc})", retry_after=30.0) from exc
+        if not poller.done():
+            log.info("deletion of deployment %s/%s begun", endpoint, deployment)
+            return False
+        self._call(retries.ONCE, what, poller.result)  # finished at once: surface a failure
         log.info("deleted deployment %s/%s", endpoint, deployment)
+        return True
 
 
 def _ml_message(exc: Exception) -> str:
@@ -608,7 +683,17 @@ def _is_champion(version: Any) -> bool:
 
 
 def _nonzero(shares: dict[str, int]) -> dict[str, int]:
-    return {k: int(v) for k, v in sorted(shares.items()) if int(v)}
+    """The non-zero shares, keyed by lower-cased deployment name (Azure compares names so)."""
+    return {k.lower(): int(v) for k, v in sorted(shares.items()) if int(v)}
+
+
+def _by_deployment(shares: dict[str, Any] | None) -> dict[str, int]:
+    """Shares per deployment under the SDK's name for it (lower case), spellings merged."""
+    merged: dict[str, int] = {}
+    for key, value in (shares or {}).items():
+        name = str(key).lower()
+        merged[name] = merged.get(name, 0) + int(value)
+    return merged
 
 
 def _check_shares(shares: dict[str, int], *, total: int, what: str) -> None:

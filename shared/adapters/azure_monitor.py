@@ -273,7 +273,7 @@ class LogAnalyticsQueries:
         start, end = _window(start, end)
         query = (
             f"{TRAFFIC_TABLE}\n"
-            f'| where EndpointName == "{endpoint}" and DeploymentName == "{deployment}"\n'
+            f'| where EndpointName == "{endpoint}" and DeploymentName =~ "{deployment}"\n'
             "| summarize requests = count(), "
             "errors = countif(ResponseCode >= 500 or ModelStatusCode >= 500), "
             "p95 = percentile(TotalDurationMs, 95)"

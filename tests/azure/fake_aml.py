@@ -23,6 +23,8 @@ PROVIDER = "Microsoft.MachineLearningServices"
 # azure-core reads retry-after-ms before Retry-After and ignores a zero delay, so the fake
 # asks for a 10 ms poll interval instead of the SDK's default 5 s.
 FAST_POLL = {"retry-after-ms": "10"}
+# A held operation is polled by the SDK's background thread until released: not too often.
+HELD_POLL = {"retry-after-ms": "200"}
 STORAGE_KEY = base64.b64encode(b"fake-storage-account-key-0123456789").decode()
 
 
@@ -35,6 +37,8 @@ class AsyncOp:
     error: dict[str, str] | None = None
     seen: int = 0
     on_done: Any = None
+    held: bool = False  # InProgress however often it is polled, until finish_operations()
+    deletion: bool = False  # a deployment deletion: also held while ``hold_deletes`` is set
 
 
 @dataclass
@@ -55,11 +59,15 @@ class FakeAzureML:
     # How many InProgress polls a deployment create / delete reports before finishing.
     create_polls: int = 2
     delete_polls: int = 1
+    # True: deletions stay InProgress (as on Azure, for minutes) until release_deletes().
+    hold_deletes: bool = False
     create_outcome: str = "Succeeded"
     endpoint_polls: int = 1
     # False: endpoint updates "succeed" but the traffic stays as it was (eventual consistency).
     apply_endpoint_updates: bool = True
     page_size: int = 0  # >0: model version lists are paged with nextLink
+    # True: operations started from now on stay InProgress until finish_operations().
+    hold_operations: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -146,7 +154,7 @@ class FakeAzureML:
                 "isArchived": False,
                 "flavors": {},
                 "modelType": "mlflow_model",
-                "modelUri": f"azureml://jobs/job-{version}/outputs/model",
+                "modelUri": f"azureml://jobs/job-{version}/outputs/model/paths/",
             },
             "systemData": _system_data(),
         }
@@ -375,9 +383,17 @@ class FakeAzureML:
         items = [b for (ep, _), b in sorted(self.deployments.items()) if ep == endpoint]
         return Reply(200, {"value": items})
 
+    def _deployment_key(self, endpoint: str, name: str) -> tuple[str, str]:
+        """ARM resource names are case-insensitive: the stored key that names this one."""
+        wanted = (endpoint.lower(), name.lower())
+        return next(
+            (k for k in self.deployments if (k[0].lower(), k[1].lower()) == wanted),
+            (endpoint, name),
+        )
+
     def _get_deployment(self, rec: Recorded) -> Reply:
         endpoint, name = _segment(rec, -3), _segment(rec, -1)
-        body = self.deployments.get((endpoint, name))
+        body = self.deployments.get(self._deployment_key(endpoint, name))
         return Reply(200, body) if body else _not_found("Online deployment", name)
 
     def _put_deployment(self, rec: Recorded) -> Reply:
@@ -406,7 +422,7 @@ class FakeAzureML:
         )
 
     def _delete_deployment(self, rec: Recorded) -> Reply:
-        endpoint, name = _segment(rec, -3), _segment(rec, -1)
+        endpoint, name = self._deployment_key(_segment(rec, -3), _segment(rec, -1))
         if (endpoint, name) not in self.deployments:
             return Reply(204)
         self.deployments[(endpoint, name)]["properties"]["provisioningState"] = "Deleting"
@@ -414,6 +430,7 @@ class FakeAzureML:
             self.delete_polls,
             on_done=lambda state: self.deployments.pop((endpoint, name), None),
         )
+        self.operations[op_id].deletion = True
         result_url = (
             f"{ARM}{self.location_path}/mfeOperationResults/{op_id}?api-version={rec.api_version}"
         )
@@ -428,13 +445,41 @@ class FakeAzureML:
             },
         )
 
+    def release_deletes(self) -> None:
+        """Finish every held deletion now (the deployments are gone)."""
+        self.hold_deletes = False
+        for op in self.operations.values():
+            if op.deletion and op.on_done is not None:
+                op.seen = op.polls + 1
+                op.on_done(op.final)
+                op.on_done = None
+
     def _new_operation(self, polls: int, final: str = "Succeeded", on_done: Any = None) -> str:
         op_id = f"odidp:{_GUID}:{next(self._ids):012d}"
         error = None
         if final == "Failed":
             error = {"code": "ResourceNotReady", "message": "User container has crashed."}
-        self.operations[op_id] = AsyncOp(polls=polls, final=final, error=error, on_done=on_done)
+        self.operations[op_id] = AsyncOp(
+            polls=polls, final=final, error=error, on_done=on_done, held=self.hold_operations
+        )
         return op_id
+
+    def running_operations(self) -> int:
+        return sum(1 for op in self.operations.values() if self._held(op))
+
+    def finish_operations(self) -> None:
+        """Azure finishes every held operation now (the state changes before the next poll)."""
+        self.hold_operations = False
+        for op in list(self.operations.values()):
+            if op.held:
+                op.held = False
+                op.seen = op.polls + 1
+                if op.on_done is not None:
+                    op.on_done(op.final)
+                    op.on_done = None
+
+    def _held(self, op: AsyncOp) -> bool:
+        return op.held or (op.deletion and self.hold_deletes)
 
     def _status_url(self, op_id: str, api_version: str | None) -> str:
         return f"{ARM}{self.location_path}/mfeOperationsStatus/{op_id}?api-version={api_version}"
@@ -443,6 +488,8 @@ class FakeAzureML:
         op = self.operations.get(op_id)
         if op is None:
             return None
+        if self._held(op):
+            return op
         op.seen += 1
         if op.seen > op.polls and op.on_done is not None:
             op.on_done(op.final)
@@ -454,6 +501,8 @@ class FakeAzureML:
         op = self._advance(op_id)
         if op is None:
             return _not_found("Operation", op_id)
+        if self._held(op):
+            return Reply(200, {"id": rec.path, "name": op_id, "status": "InProgress"}, HELD_POLL)
         status = "InProgress" if op.seen <= op.polls else op.final
         body: dict[str, Any] = {
             "id": rec.path,
@@ -471,6 +520,8 @@ class FakeAzureML:
         op = self._advance(_segment(rec, -1))
         if op is None:
             return _not_found("Operation", _segment(rec, -1))
+        if self._held(op):
+            return Reply(202, None, {"Location": rec.url, **HELD_POLL})
         if op.seen <= op.polls:
             return Reply(202, None, {"Location": rec.url, **FAST_POLL})
         return Reply(200)

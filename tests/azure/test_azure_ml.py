@@ -7,18 +7,29 @@ state the fake service ends up holding.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.ai.ml._utils._storage_utils import AzureMLDatastorePathUri
+from azure.ai.ml.constants._common import JOB_URI_FORMAT, JOB_URI_REGEX_FORMAT
+from azure.ai.ml.exceptions import ValidationException
 
-from shared.adapters.azure_ml import AzureMLPlatform, job_status, parse_model_ref
-from shared.errors import AlreadyExists, NotFound, PermanentError, TransientError
-from shared.model import JobRequest, JobStatus
+from handlers import rollout
+from shared.adapters.azure_ml import AzureMLPlatform, job_output_uri, job_status, parse_model_ref
+from shared.bootstrap import bootstrap
+from shared.budget import INVOCATION_BUDGET_S, invocation_budget
+from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
+from shared.messages import Reconcile
+from shared.model import Cycle, CycleState, JobRequest, JobStatus
 from shared.ports import MLPlatform
 from shared.retry import RetryPolicies, RetryPolicy
+from shared.run_status import AZURE_RUN_STATUS
 from tests.azure.fake_aml import FakeAzureML
 from tests.azure.fake_arm import Drop, FakeAzure, FakeCredential, Reply, arm_error
+from tests.fakes import T0, make_world
 
 # azure-ai-ml's schemas trip marshmallow 4 deprecation warnings on every load.
 pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
@@ -94,8 +105,10 @@ request_settings:
 
 
 @pytest.fixture
-def aml(fake: FakeAzure) -> FakeAzureML:
-    return FakeAzureML(fake)
+def aml(fake: FakeAzure) -> Iterator[FakeAzureML]:
+    aml = FakeAzureML(fake)
+    yield aml
+    aml.finish_operations()  # the SDK's background pollers of held operations end
 
 
 @pytest.fixture
@@ -106,7 +119,6 @@ def platform(aml: FakeAzureML, fake: FakeAzure, credential: FakeCredential) -> A
         aml.workspace,
         credential=credential,
         transport=fake.transport(),
-        lro_timeout_s=20.0,
     )
 
 
@@ -284,6 +296,20 @@ def test_get_job_maps_azure_statuses(
     assert bool(info.error) == (ours in (JobStatus.FAILED, JobStatus.CANCELED))
 
 
+def test_our_run_statuses_cover_the_sdk_ones() -> None:
+    """Every status azure-ai-ml knows is in our table; its terminal ones end a cycle, except
+    Paused (a user may resume it; the policy's job timeout bounds it)."""
+    from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
+
+    assert set(RunHistoryConstants.ALL_STATUSES) <= set(AZURE_RUN_STATUS)
+    ending = {s for s in RunHistoryConstants.TERMINAL_STATUSES if AZURE_RUN_STATUS[s].is_terminal}
+    assert ending == set(RunHistoryConstants.TERMINAL_STATUSES) - {"Paused"}
+    assert AZURE_RUN_STATUS["NotResponding"] is JobStatus.FAILED
+    assert not any(
+        AZURE_RUN_STATUS[s].is_terminal for s in RunHistoryConstants.IN_PROGRESS_STATUSES
+    )
+
+
 def test_job_status_of_unknown_strings_is_not_terminal() -> None:
     assert job_status("SomethingNew") is JobStatus.QUEUED
     assert job_status(None) is JobStatus.QUEUED
@@ -418,10 +444,22 @@ def test_register_model_creates_the_next_version_from_the_job_output(
     assert put.path == f"{aml.ws_path}/models/churn/versions/3"
     assert put.api_version == MODEL_API
     sent = put.json()["properties"]
-    assert sent["modelUri"] == "azureml://jobs/j-3/outputs/model"
+    # the documented job-output form, built with azure-ai-ml's own format (output root: "")
+    assert sent["modelUri"] == JOB_URI_FORMAT.format("j-3", "model", "")
+    assert sent["modelUri"] == "azureml://jobs/j-3/outputs/model/paths/"
     assert sent["modelType"] == "mlflow_model"
     assert sent["tags"] == {"autopilot_cycle": "c3", "autopilot_job": "j-3"}
     assert aml.models["churn"]["3"]["properties"]["tags"]["autopilot_job"] == "j-3"
+
+
+def test_job_output_uri_is_the_form_the_sdk_parses_as_a_job_output() -> None:
+    """azure-ai-ml's own parser reads our URI as job j-3's output 'model'; it refuses the
+    short form without ``/paths/`` that was sent before."""
+    parsed = AzureMLDatastorePathUri(job_output_uri("j-3", "model", "MLmodel"))
+    assert (parsed.uri_type, parsed.datastore, parsed.path) == ("Job", "j-3", "model")
+    assert re.fullmatch(JOB_URI_REGEX_FORMAT, job_output_uri("j-3", "model", "sub/dir/"))
+    with pytest.raises(ValidationException):
+        AzureMLDatastorePathUri("azureml://jobs/j-3/outputs/model")
 
 
 def test_register_model_is_idempotent_per_job(
@@ -697,37 +735,110 @@ def test_set_mirror_traffic(platform: AzureMLPlatform, aml: FakeAzureML, fake: F
         platform.set_mirror("churn-ep", {"green": 60})
 
 
-def test_delete_deployment_polls_until_gone(
+def test_delete_deployment_begins_the_delete_without_waiting_for_it(
     platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
 ) -> None:
     aml.add_endpoint("churn-ep", {"blue": 100})
     aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
     aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
-    aml.delete_polls = 2
+    aml.hold_deletes = True  # on Azure a deletion takes minutes
 
-    platform.delete_deployment("churn-ep", "green")
+    assert platform.delete_deployment("churn-ep", "green") is False  # begun, not waited for
 
     (delete,) = fake.calls("DELETE")
+    assert delete.method == "DELETE"
+    assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
     assert delete.api_version == DEPLOYMENT_API
-    assert delete.path.endswith("/onlineEndpoints/churn-ep/deployments/green")
-    assert ("churn-ep", "green") not in aml.deployments
-    assert ("churn-ep", "blue") in aml.deployments
+    assert aml.deployments[("churn-ep", "green")]["properties"]["provisioningState"] == "Deleting"
+    # asked again while Azure is still deleting it: not deleted twice
+    assert platform.delete_deployment("churn-ep", "green") is False
+    assert len(fake.calls("DELETE")) == 1
+    aml.release_deletes()
+    assert platform.delete_deployment("churn-ep", "green") is True  # gone: done
+    assert len(fake.calls("DELETE")) == 1
+    assert sorted(aml.deployments) == [("churn-ep", "blue")]
 
 
-def test_delete_missing_deployment_is_fine(platform: AzureMLPlatform, aml: FakeAzureML) -> None:
-    aml.add_endpoint("churn-ep", {"blue": 100})
-    platform.delete_deployment("churn-ep", "green")
-
-
-def test_delete_deployment_404_is_fine(
+def test_delete_missing_deployment_is_done_without_a_delete(
     platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
 ) -> None:
-    fake.add(
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    assert platform.delete_deployment("churn-ep", "green") is True
+    assert fake.calls("DELETE") == []
+
+
+def test_delete_deployment_404_counts_as_done(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    fake.add(  # gone between the read and the DELETE
         "DELETE",
         f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green",
         arm_error(404, "NotFound", "Deployment green was not found."),
     )
-    platform.delete_deployment("churn-ep", "green")
+    assert platform.delete_deployment("churn-ep", "green") is True
+    (delete,) = fake.calls("DELETE")
+    assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
+    assert delete.api_version == DEPLOYMENT_API
+
+
+def test_delete_deployment_that_is_busy_is_transient(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"), state="Updating")
+    fake.add(
+        "DELETE",
+        f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green",
+        arm_error(409, "Conflict", "Deployment green is being updated."),
+    )
+    with pytest.raises(TransientError, match="busy"):
+        platform.delete_deployment("churn-ep", "green")
+    assert ("churn-ep", "green") in aml.deployments
+
+
+def test_cleanup_on_azure_begins_the_delete_and_the_next_tick_confirms_it(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    """A canary rolled back through the real SDK: the closing does not wait for Azure to
+    delete the candidate; the next reconcile tick sees it gone and audits the deletion."""
+    aml.add_endpoint("churn-ep", {"blue": 90, "green": 10})
+    aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    aml.add_model_version("churn", "1", {"autopilot_champion": "true"})
+    aml.add_model_version("churn", "2", {})
+    world = make_world()
+    world.services.platform = platform
+    ro = {"endpoint": "churn-ep", "deployment": "green", "previous": "blue", "phase": "canary"}
+    cycle = Cycle("churn-c1", "churn", CycleState.ROLLING_OUT, T0, T0, rollout=ro)
+    assert world.store.create_cycle(cycle) is None
+    aml.hold_deletes = True  # Azure takes minutes to delete a deployment
+
+    rollout.roll_back(cycle, world.services, "canary breach", "test")
+
+    cycle = world.store.must("churn-c1")
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert aml.endpoints["churn-ep"]["properties"]["traffic"] == {"blue": 100}
+    assert cycle.rollout is not None and cycle.rollout["cleanup"] == ["green"]
+    (delete,) = fake.calls("DELETE")
+    assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
+    assert delete.api_version == DEPLOYMENT_API
+    assert world.audit.summaries("action")[-1] == (
+        "deletion of deployment green begun on churn-ep; the reconciler confirms it"
+    )
+
+    bootstrap(world.services).handle(Reconcile())  # still deleting: nothing changes
+    assert len(fake.calls("DELETE")) == 1
+    aml.release_deletes()
+    bootstrap(world.services).handle(Reconcile())
+
+    cycle = world.store.must("churn-c1")
+    assert cycle.rollout is not None and cycle.rollout["cleanup"] == []
+    assert sorted(aml.deployments) == [("churn-ep", "blue")]
+    deleted = [r for r in world.audit.records if r.summary.startswith("deployment green deleted")]
+    assert [r.evidence["deployment"] for r in deleted] == ["green"]
+    assert len(fake.calls("DELETE")) == 1
 
 
 def test_client_is_built_lazily(aml: FakeAzureML, fake: FakeAzure) -> None:
@@ -761,3 +872,134 @@ def test_set_traffic_while_the_endpoint_is_busy_is_transient(
     with pytest.raises(TransientError, match="busy"):
         platform.set_traffic("churn-ep", {"blue": 50, "green": 50})
     assert len(fake.calls("PUT")) == 1  # a conflict is not retried in a loop
+
+
+# -- long-running operations are started, not waited for (Event Grid answers within ~30 s) --
+
+
+def test_create_deployment_returns_while_azure_provisions_and_a_later_call_checks(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.hold_operations = True  # provisioning takes longer than any invocation may wait
+
+    with invocation_budget() as budget, pytest.raises(InProgress, match="still in progress"):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert budget.spent() <= INVOCATION_BUDGET_S
+    state = aml.deployments[("churn-ep", "churn-v5")]["properties"]["provisioningState"]
+    assert state == "Creating"
+
+    # the reconciler's next tick repeats the call: it checks, it does not PUT again
+    with pytest.raises(InProgress, match="still Creating"):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert len(fake.calls("PUT", "/deployments/")) == 1
+
+    aml.finish_operations()
+    with pytest.raises(AlreadyExists):  # ready: the caller carries on
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert len(fake.calls("PUT", "/deployments/")) == 1
+
+
+def test_create_deployment_while_a_same_named_one_is_being_deleted_waits(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    """A dying deployment of the same name is not 'already exists' (traffic would go to it)."""
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "churn-v5", aml.model_id("churn", "5"), state="Deleting")
+
+    with pytest.raises(InProgress, match="being deleted"):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    assert fake.calls("PUT") == []
+
+    del aml.deployments[("churn-ep", "churn-v5")]  # the deletion finished
+    platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+    (put,) = fake.calls("PUT", "/deployments/")
+    assert put.json()["properties"]["model"] == aml.model_id("churn", "5")
+    state = aml.deployments[("churn-ep", "churn-v5")]["properties"]["provisioningState"]
+    assert state == "Succeeded"
+
+
+@pytest.mark.parametrize("state", ["Updating", "Scaling", "SomethingNew"])
+def test_create_deployment_in_any_state_but_succeeded_is_not_ready(
+    platform: AzureMLPlatform, aml: FakeAzureML, state: str
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "churn-v5", aml.model_id("churn", "5"), state=state)
+    with pytest.raises(InProgress, match=state):
+        platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+
+
+def test_set_traffic_returns_while_the_endpoint_updates_and_a_later_call_checks(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    aml.hold_operations = True
+
+    with invocation_budget() as budget, pytest.raises(InProgress):
+        platform.set_traffic("churn-ep", {"blue": 90, "green": 10})
+    assert budget.spent() <= INVOCATION_BUDGET_S
+    with pytest.raises(InProgress, match="Updating"):  # still running: no second PUT
+        platform.set_traffic("churn-ep", {"blue": 90, "green": 10})
+    assert len(fake.calls("PUT", "/onlineEndpoints/churn-ep$")) == 1
+
+    aml.finish_operations()
+    platform.set_traffic("churn-ep", {"blue": 90, "green": 10})  # took effect: read back
+    assert len(fake.calls("PUT", "/onlineEndpoints/churn-ep$")) == 1
+    assert platform.get_traffic("churn-ep") == {"blue": 90, "green": 10}
+
+
+def test_delete_deployment_returns_while_azure_deletes_and_a_later_call_checks(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.add_deployment("churn-ep", "blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "green", aml.model_id("churn", "2"))
+    aml.hold_operations = True
+
+    with invocation_budget() as budget:
+        assert platform.delete_deployment("churn-ep", "green") is False  # begun, not waited for
+    assert budget.spent() <= INVOCATION_BUDGET_S
+    assert platform.delete_deployment("churn-ep", "green") is False  # still being deleted
+    assert len(fake.calls("DELETE")) == 1
+
+    aml.finish_operations()
+    assert platform.delete_deployment("churn-ep", "green") is True
+    assert ("churn-ep", "green") not in aml.deployments
+    assert len(fake.calls("DELETE")) == 1
+
+
+def test_waits_on_operations_share_the_invocation_budget(
+    platform: AzureMLPlatform, aml: FakeAzureML
+) -> None:
+    """Once an invocation's budget is spent, a started operation is not waited for at all."""
+    aml.add_endpoint("churn-ep", {"blue": 100})
+    aml.hold_operations = True
+    with invocation_budget() as budget:
+        budget.charge(INVOCATION_BUDGET_S)  # spent on earlier calls of this invocation
+        with pytest.raises(InProgress, match="after 0s"):
+            platform.create_deployment("churn-ep", "churn-v5", "churn", "5")
+        assert budget.spent() < INVOCATION_BUDGET_S + 1.0
+
+
+# -- deployment names in traffic: Azure compares them case-insensitively --
+
+
+def test_traffic_of_a_deployment_named_in_capitals_reads_back(
+    platform: AzureMLPlatform, aml: FakeAzureML, fake: FakeAzure
+) -> None:
+    aml.add_endpoint("churn-ep", {"Blue": 100})  # set up outside the SDK, which keeps case
+    aml.add_deployment("churn-ep", "Blue", aml.model_id("churn", "1"))
+    aml.add_deployment("churn-ep", "churn-v5", aml.model_id("churn", "5"))
+    # one entry per deployment, under the name the SDK uses for it (it lists "Blue" as "blue")
+    assert platform.get_traffic("churn-ep") == {"blue": 100, "churn-v5": 0}
+
+    platform.set_traffic("churn-ep", {"Blue": 90, "churn-v5": 10})  # no "did not take effect"
+
+    (put,) = fake.calls("PUT", "/onlineEndpoints/churn-ep$")
+    assert put.json()["properties"]["traffic"] == {"blue": 90, "churn-v5": 10}  # SDK lower-cases
+    assert platform.get_traffic("churn-ep") == {"blue": 90, "churn-v5": 10}
+    platform.set_traffic("churn-ep", {"blue": 90, "churn-v5": 10})  # already so: no new PUT
+    assert len(fake.calls("PUT", "/onlineEndpoints/churn-ep$")) == 1
+    assert platform.champion_version("churn", "churn-ep") == "1"

@@ -309,7 +309,9 @@ def test_deployment_health_from_the_traffic_log(logs: LogAnalyticsQueries, fake:
     assert health == HealthSample(requests=400, errors=6, latency_p95_ms=212.5)
     query = fake.calls("POST", host=LA_HOST)[0].json()["query"]
     assert query.startswith("AmlOnlineEndpointTrafficLog\n")
-    assert 'EndpointName == "churn-ep" and DeploymentName == "green"' in query
+    # The adapter reports deployment names lower-cased (as azure-ai-ml does): compare =~ so a
+    # deployment named "Green" on Azure still finds its rows.
+    assert 'EndpointName == "churn-ep" and DeploymentName =~ "green"' in query
     assert "ResponseCode >= 500 or ModelStatusCode >= 500" in query
     assert "percentile(TotalDurationMs, 95)" in query
 

@@ -14,6 +14,7 @@ import pytest
 from shared.adapters.eventgrid_publisher import EventGridCloudEventPublisher
 from shared.errors import PermanentError, SettingsError, TransientError
 from shared.ports import EventPublisher
+from shared.retry import WRITE_IDEMPOTENT
 from tests.azure.fake_arm import Drop, FakeAzure, FakeCredential, Reply
 
 TOPIC_HOST = "autopilot-events.westeurope-1.eventgrid.azure.net"
@@ -98,7 +99,7 @@ def test_publish_throttled_until_the_budget_ends_is_transient(
     with pytest.raises(TransientError) as caught:
         publisher.publish("Autopilot.RolledBack", "models/churn", {})
     assert caught.value.retry_after == 2.0
-    assert len(fake.calls("POST")) == 4  # WRITE_IDEMPOTENT attempts
+    assert len(fake.calls("POST")) == WRITE_IDEMPOTENT.attempts
 
 
 def test_publish_rejected_is_permanent(fake: FakeAzure) -> None:

@@ -18,10 +18,11 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import HttpRequest
 
 from shared import retry
-from shared.errors import AlreadyExists, NotFound, PermanentError, TransientError
+from shared.budget import INVOCATION_BUDGET_S, invocation_budget
+from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
 from shared.retry import RetryPolicy, call_with_retry
 
-FAST = RetryPolicy(attempts=4, initial_s=1.0, max_interval_s=8.0, total_s=60.0, jitter=0.0)
+FAST = RetryPolicy(attempts=4, initial_s=1.0, max_interval_s=8.0, total_s=20.0, jitter=0.0)
 
 
 class _Response:
@@ -136,14 +137,14 @@ def test_attempts_are_bounded() -> None:
 
 
 def test_exponential_backoff_capped_by_max_interval(caplog: pytest.LogCaptureFixture) -> None:
-    policy = RetryPolicy(attempts=6, initial_s=1.0, max_interval_s=5.0, total_s=100.0, jitter=0.0)
+    policy = RetryPolicy(attempts=6, initial_s=1.0, max_interval_s=5.0, total_s=20.0, jitter=0.0)
     with caplog.at_level(logging.WARNING, logger="shared.retry"), pytest.raises(TransientError):
         call_with_retry(policy, Flaky(*([http_error(500)] * 10)), what="op")
     assert waits(caplog) == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
 def test_jitter_stays_within_its_fraction(caplog: pytest.LogCaptureFixture) -> None:
-    policy = RetryPolicy(attempts=2, initial_s=2.0, max_interval_s=10.0, total_s=60.0, jitter=0.5)
+    policy = RetryPolicy(attempts=2, initial_s=2.0, max_interval_s=10.0, total_s=20.0, jitter=0.5)
     with caplog.at_level(logging.WARNING, logger="shared.retry"):
         for _ in range(20):
             call_with_retry(policy, Flaky(http_error(500)), what="op")
@@ -189,13 +190,33 @@ def test_retry_after_that_does_not_fit_the_budget_gives_up_at_once() -> None:
 
 
 def test_total_time_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    policy = RetryPolicy(attempts=50, initial_s=4.0, max_interval_s=10.0, total_s=30.0, jitter=0.0)
+    policy = RetryPolicy(attempts=50, initial_s=4.0, max_interval_s=10.0, total_s=20.0, jitter=0.0)
     always = Flaky(*([http_error(503)] * 60))
     with caplog.at_level(logging.WARNING, logger="shared.retry"), pytest.raises(TransientError):
         call_with_retry(policy, always, what="op")
     assert sum(waits(caplog)) <= policy.total_s
-    assert waits(caplog) == [4.0, 8.0, 10.0, 8.0]  # the last wait is cut to what is left
-    assert always.calls == 5
+    assert waits(caplog) == [4.0, 8.0, 8.0]  # the last wait is cut to what is left
+    assert always.calls == 4
+
+
+def test_retries_of_one_invocation_share_its_budget(caplog: pytest.LogCaptureFixture) -> None:
+    """Each call alone may wait its policy's total; all calls of one invocation together wait
+    at most the invocation's budget (Event Grid gives a webhook ~30 s to answer)."""
+    with caplog.at_level(logging.WARNING, logger="shared.retry"), invocation_budget() as spent:
+        for _ in range(5):  # 5 calls x 8 s of READ waits each would be 40 s
+            with pytest.raises(TransientError):
+                call_with_retry(retry.READ, Flaky(*([http_error(503)] * 10)), what="op")
+    # the log shows each wait rounded to 0.1 s: allow that rounding, no more
+    assert sum(waits(caplog)) <= INVOCATION_BUDGET_S + 0.05 * len(waits(caplog))
+    assert spent.spent() <= INVOCATION_BUDGET_S + 1.0  # + the real time the test took
+    assert sum(waits(caplog)) > retry.READ.total_s  # more than one call did wait
+
+
+def test_an_operation_in_progress_is_not_retried_here() -> None:
+    fn = Flaky(InProgress("deployment still Creating"))
+    with pytest.raises(InProgress):
+        call_with_retry(FAST, fn, what="op")
+    assert fn.calls == 1
 
 
 def test_retry_log_names_the_call_never_the_url(caplog: pytest.LogCaptureFixture) -> None:
@@ -242,12 +263,13 @@ def test_arguments_are_passed_through() -> None:
         {"max_interval_s": 0.5},
         {"total_s": 0.0},
         {"total_s": 600.0},
+        {"total_s": 21.0},  # more than one invocation's budget
         {"jitter": 1.5},
     ],
 )
 def test_policy_validation(kwargs: dict[str, Any]) -> None:
     values: dict[str, Any] = {
-        "attempts": 3, "initial_s": 1.0, "max_interval_s": 4.0, "total_s": 30.0, "jitter": 0.1,
+        "attempts": 3, "initial_s": 1.0, "max_interval_s": 4.0, "total_s": 20.0, "jitter": 0.1,
     }  # fmt: skip
     with pytest.raises(ValueError):
         RetryPolicy(**{**values, **kwargs})
@@ -255,7 +277,7 @@ def test_policy_validation(kwargs: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("policy", [retry.READ, retry.WRITE_IDEMPOTENT, retry.LRO_POLL, retry.ONCE])
 def test_named_policies_fit_in_the_function_timeout(policy: RetryPolicy) -> None:
-    assert policy.total_s <= 240.0
+    assert policy.total_s <= INVOCATION_BUDGET_S
     worst = sum(policy.backoff_s(n) * (1 + policy.jitter) for n in range(1, policy.attempts))
     assert min(worst, policy.total_s) < 300.0
 

@@ -46,11 +46,35 @@ def test_every_console_route_is_a_get_that_needs_a_function_key(
         binding = registered[name].get_bindings()[0].get_dict_repr()
         assert binding["route"] == route
         assert [str(getattr(m, "value", m)) for m in binding["methods"]] == ["GET"]
-        assert str(getattr(binding["authLevel"], "value", binding["authLevel"])) == "function"
+        level = str(getattr(binding["authLevel"], "value", binding["authLevel"]))
+        # the page checks the key itself (a browser gets a key prompt); the JSON routes via host
+        assert level == ("anonymous" if name == "console_page" else "function")
         for key in (None, "wrong-key-0123456789"):
             resp = call(registered, name, get(route, key))
             assert resp.status_code == 401, name
             assert b"wrong-key" not in (resp.get_body() or b"")
+
+
+def test_the_page_without_a_valid_key_is_a_key_prompt_that_says_when_the_key_was_wrong(
+    registered: dict[str, Any], world: World
+) -> None:
+    world.store.create_cycle(
+        Cycle(
+            "secret-cycle-id", "credit", CycleState.TRIGGERED, datetime.now(UTC), datetime.now(UTC)
+        )
+    )
+    missing = call(registered, "console_page", get("console", None))
+    wrong = call(registered, "console_page", get("console", "wrong-key-0123456789"))
+    for resp in (missing, wrong):
+        assert resp.status_code == 401
+        assert resp.mimetype == "text/html"
+        body = (resp.get_body() or b"").decode()
+        assert '<form method="get" action="console" id="key-prompt">' in body
+        assert 'name="code"' in body
+        assert "secret-cycle-id" not in body and "credit" not in body  # no data without a key
+        assert "form-action 'self'" in resp.headers["Content-Security-Policy"]
+    assert "Wrong key" not in (missing.get_body() or b"").decode()
+    assert "Wrong key: that function key was not accepted" in (wrong.get_body() or b"").decode()
 
 
 def test_the_page_carries_its_assets_inline_under_a_strict_csp(

@@ -60,7 +60,8 @@ def test_improve_promotes_the_retrained_model(improve_demo: Path) -> None:
     cycle = result["cycle"]
     assert result["state"] == "PROMOTED"
     assert result["champion"] == "2"
-    assert result["traffic"] == {"credit-risk-v2": 100, "credit-risk-v1": 0}
+    # no watch period in this demo: v1 is deleted at promotion, leaving only what serves
+    assert result["traffic"] == {"credit-risk-v2": 100}
     assert_once_each(audit, cycle, registered=True, rolled_out=True)
     chain = [r["summary"] for r in audit if r["cycle"] == cycle and r["kind"] != "ignored"]
     order = [
@@ -97,7 +98,7 @@ def test_unhealthy_canary_rolls_back_and_the_champion_keeps_full_traffic(tmp_pat
     cycle = result["cycle"]
     assert result["state"] == "ROLLED_BACK"
     assert result["champion"] == "1"
-    assert result["traffic"]["credit-risk-v1"] == 100
+    assert result["traffic"] == {"credit-risk-v1": 100}  # the rolled-back v2 is deleted
     assert_once_each(audit, cycle, registered=True, rolled_out=True)
     rollback = of_cycle(audit, cycle, "-> ROLLED_BACK")[0]
     assert "error rate" in rollback["reason"]
@@ -112,7 +113,7 @@ def test_alert_after_promotion_rolls_back_to_the_warm_previous_deployment(
     cycle = result["cycle"]
     assert result["state"] == "ROLLED_BACK"
     assert result["champion"] == "1"  # the previous champion is restored
-    assert result["traffic"]["credit-risk-v1"] == 100
+    assert result["traffic"] == {"credit-risk-v1": 100}  # the rolled-back v2 is deleted
     assert_once_each(audit, cycle, registered=True, rolled_out=True)
     promoted = of_cycle(audit, cycle, "-> PROMOTED")
     rolled_back = of_cycle(audit, cycle, "PROMOTED -> ROLLED_BACK")

@@ -254,8 +254,8 @@ def test_platform_drives_endpoints_over_http(tmp_path: Path) -> None:
         with pytest.raises(PermanentError):  # still takes traffic
             platform.delete_deployment("ep", "green")
         platform.set_traffic("ep", {"blue": 100})
-        platform.delete_deployment("ep", "green")
-        platform.delete_deployment("ep", "green")  # already gone: nothing to do
+        assert platform.delete_deployment("ep", "green") is True
+        assert platform.delete_deployment("ep", "green") is True  # already gone: done
         assert platform.get_traffic("ep") == {"blue": 100}
         with pytest.raises(NotFound):
             platform.get_traffic("other")

@@ -237,3 +237,82 @@ def test_orphaned_job_is_reported_failed(tmp_path: Path, platform: LocalMLPlatfo
     info = platform.get_job("job-orphan")
     assert info.status is JobStatus.FAILED
     assert "exited before it ended" in info.error
+
+
+SERVICE_SECRETS = {
+    "AUTOPILOT_FUNCTION_KEYS": "ops=fk-0123456789abcdefghijklmnop",
+    "AUTOPILOT_TABLE_CONNECTION_STRING": (
+        "DefaultEndpointsProtocol=https;AccountName=acct;"
+        "AccountKey=QWNjb3VudEtleVNlY3JldA+/0123456789abcdef==;EndpointSuffix=core.windows.net"
+    ),
+    "AZURE_CLIENT_SECRET": "client-secret-value-42",
+}
+DUMP_ENV = (
+    "import json, os, sys, pathlib; "
+    "(pathlib.Path(sys.argv[1]) / 'env.json').write_text(json.dumps(dict(os.environ)))"
+)
+
+
+def test_a_job_gets_the_allow_listed_environment_and_what_the_policy_declares(
+    platform: LocalMLPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in SERVICE_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATA_LAKE_TOKEN", "passed-through-token-1")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("UNRELATED_SETTING", "not for jobs")
+    job = JobRequest(
+        name="job-env-allow",
+        model="demo",
+        experiment="jobs-test",
+        command=(PY, "-c", DUMP_ENV, "{outputs}"),
+        environment={"OMP_NUM_THREADS": "2", "DATA_LAKE_TOKEN": None, "NOT_SET_ANYWHERE": None},
+    )
+    platform.submit_job(job)
+    assert finished(platform, "job-env-allow").status is JobStatus.COMPLETED
+    env = json.loads((platform.job_dir("job-env-allow") / "outputs" / "env.json").read_text())
+    for name in (*SERVICE_SECRETS, "UNRELATED_SETTING", "NOT_SET_ANYWHERE"):
+        assert name not in env
+    for value in SERVICE_SECRETS.values():
+        assert value not in json.dumps(env)
+    assert env["PATH"] and env["LC_ALL"] == "C.UTF-8" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["OMP_NUM_THREADS"] == "2"  # declared with a value
+    assert env["DATA_LAKE_TOKEN"] == "passed-through-token-1"  # declared: passed through
+    assert env["MLFLOW_TRACKING_URI"] == platform.tracking_uri
+    assert env["AUTOPILOT_JOB_NAME"] == "job-env-allow"
+    # the record keeps the names passed through, never their values
+    record = (platform.job_dir("job-env-allow") / "job.json").read_text()
+    assert "passed-through-token-1" not in record and "DATA_LAKE_TOKEN" in record
+
+
+def test_a_failing_jobs_error_text_is_scrubbed_of_every_configured_secret(tmp_path: Path) -> None:
+    from embedded.jobs import JobRunner
+    from shared.redact import Redactor
+
+    env = {**SERVICE_SECRETS, "DATA_LAKE_TOKEN": "passed-through-token-1"}
+    runner = JobRunner(
+        tmp_path / "jobs",
+        python=sys.executable,
+        code_dir=ROOT,
+        env={},
+        redactor=Redactor.from_env(env),
+    )
+    account_key = "QWNjb3VudEtleVNlY3JldA+/0123456789abcdef=="
+    echoed = [
+        "fk-0123456789abcdefghijklmnop",
+        SERVICE_SECRETS["AUTOPILOT_TABLE_CONNECTION_STRING"],
+        account_key,
+        "client-secret-value-42",
+        "passed-through-token-1",
+        "QWNjb3VudEtleVNlY3JldA%2B%2F0123456789abcdef%3D%3D",  # percent-encoded
+        "https://acct.blob.core.windows.net/c?sv=2024&sig=unconfigured-sas-signature",
+    ]
+    code = f"import sys; sys.stderr.write('\\n'.join({echoed!r})); sys.exit(3)"
+    runner.submit(JobRequest(name="job-leaky", model="m", experiment="e", command=(PY, "-c", code)))
+    assert wait_until(lambda: runner.get("job-leaky").job_status.is_terminal)
+    error = runner.get("job-leaky").error
+    assert error.startswith("exit code 3:") and "***" in error
+    for secret in [*echoed[:5], "0123456789abcdef%3D", "unconfigured-sas-signature"]:
+        assert secret not in error
+    assert "acct.blob.core.windows.net" in error  # what is not secret stays readable
+    runner.close()

@@ -9,10 +9,12 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
+from functions import runtime
 from shared.model import CycleState, JobStatus
+from shared.wiring import Runtime
 from tests import payloads
 from tests.conftest import KEYS
-from tests.fakes import World
+from tests.fakes import World, make_policy, make_world
 
 
 def call(registered: dict[str, Any], name: str, **kwargs: Any) -> Any:
@@ -61,6 +63,8 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
         if k["type"] == "httpTrigger"
     }
     assert http_routes.pop("health") == "anonymous"
+    # the console page checks the key itself, to answer a browser with a key prompt (401)
+    assert http_routes.pop("console") == "anonymous"
     assert set(http_routes.values()) == {"function"}
     assert set(http_routes) == {
         "alerts",
@@ -71,7 +75,6 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
         "cycles/{id}/deny",
         "models/{model}/retrain",
         "models/{model}/rollback",
-        "console",
         "models",
         "audit/verify",
     }
@@ -80,8 +83,22 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
 def test_alert_trigger_starts_a_cycle(registered: dict[str, Any], world: World) -> None:
     resp = call(registered, "receive_alert", req=http("POST", "alerts", payloads.alert()))
     assert resp.status_code == 200
-    assert body_of(resp) == {"result": "processed"}
+    assert body_of(resp) == {"result": "processed", "model": "credit", "as": "drift signal"}
     assert world.store.list_cycles()[0].state is CycleState.RETRAINING
+
+
+def test_an_alert_bound_to_no_model_is_answered_as_ignored_and_why(
+    registered: dict[str, Any], world: World
+) -> None:
+    body = payloads.alert("nobody-binds-this")
+    resp = call(registered, "receive_alert", req=http("POST", "alerts", body))
+    assert resp.status_code == 200
+    assert body_of(resp) == {
+        "result": "ignored",
+        "reason": "no binding for alert rule 'nobody-binds-this': no model in the policy lists "
+        "it under signals.drift_alerts or signals.health_alerts",
+    }
+    assert world.store.list_cycles() == []
 
 
 def test_alert_trigger_refuses_bad_input_with_4xx(registered: dict[str, Any], world: World) -> None:
@@ -252,3 +269,47 @@ def test_audit_limit_must_be_a_plain_integer(registered: dict[str, Any], world: 
         assert resp.status_code == 400, bad
     ok = call(registered, "list_audit", req=http("GET", "audit", params={"limit": "5"}))
     assert ok.status_code == 200
+
+
+def test_retrain_answers_what_each_request_did(registered: dict[str, Any], world: World) -> None:
+    """Each request is a new intent: started, or coalesced into the active cycle; a retry with
+    the same Idempotency-Key is the same intent."""
+
+    def retrain(headers: dict[str, str] | None = None) -> dict[str, Any]:
+        req = http(
+            "POST", "models/credit/retrain", {"reason": "r"}, route_params={"model": "credit"}
+        )
+        for name, value in (headers or {}).items():
+            req = func.HttpRequest(
+                req.method,
+                req.url,
+                headers={**dict(req.headers), name: value},
+                params=dict(req.params),
+                route_params=dict(req.route_params),
+                body=req.get_body(),
+            )
+        resp = call(registered, "retrain_model", req=req)
+        assert resp.status_code == 200
+        return dict(body_of(resp))
+
+    first = retrain({"Idempotency-Key": "k-1"})
+    assert first["outcome"] == "started" and first["cycle"]["state"] == "RETRAINING"
+    second = retrain()
+    assert second["outcome"] == "coalesced" and second["cycle"]["id"] == first["cycle"]["id"]
+    again = retrain({"Idempotency-Key": "k-1"})
+    assert again["outcome"] == "already handled" and again["cycle"]["id"] == first["cycle"]["id"]
+    assert len(world.store.list_cycles()) == 1
+
+
+def test_retrain_in_observe_mode_starts_nothing_and_says_so(registered: dict[str, Any]) -> None:
+    observe = make_world(make_policy(mode="observe"))
+    runtime.use(Runtime(observe.services, dict(KEYS)))
+    try:
+        req = http(
+            "POST", "models/credit/retrain", {"reason": "r"}, route_params={"model": "credit"}
+        )
+        resp = call(registered, "retrain_model", req=req)
+    finally:
+        runtime.use(None)
+    assert body_of(resp) == {"outcome": "not started", "cycle": None}
+    assert observe.store.list_cycles() == []

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -567,6 +568,27 @@ def test_trigger_timer_and_the_admin_route_run_a_timer_once(served: Served) -> N
         served.host.trigger_timer("hello")
     served.state.tick_error = True
     assert served.host.trigger_timer("tick") is False  # logged, never raised
+
+
+def test_wake_runs_a_timer_once_at_the_time_asked_between_its_scheduled_runs() -> None:
+    state = State()
+    host = start(state, run_timers=True, schedule=NEVER)  # the schedule alone never fires
+    try:
+        asked = time.monotonic()
+        soon = datetime.now(UTC) + timedelta(seconds=0.4)
+        host.wake("tick", soon)
+        host.wake("tick", soon)  # runs due together collapse into one
+        host.wake("tick", soon + timedelta(seconds=0.3))
+        assert wait_for(lambda: len(state.ticks) >= 1)
+        first = time.monotonic() - asked
+        assert wait_for(lambda: len(state.ticks) >= 2)
+        time.sleep(0.3)
+    finally:
+        host.stop()
+    assert 0.3 <= first < 1.2, first  # at the time asked, not at once nor at the schedule's
+    assert state.ticks == [False, False]
+    with pytest.raises(LookupError):
+        host.wake("hello", soon)
 
 
 def test_run_on_startup_is_honoured() -> None:

@@ -137,14 +137,15 @@ def test_a_crash_at_any_point_then_redelivery_acts_exactly_once(point: str) -> N
     assert cycle.state is CycleState.PROMOTED
     assert len(platform.submitted) == 1
     assert len(platform.registered) == 1
-    # one deployment created; the previous one removed after the watch period
-    assert platform.deployments["credit-ep"] == {"credit-v1": "1"}
-    assert platform.traffic["credit-ep"] == {"credit-v1": 100}
-    assert platform.champions["credit"] == "1" and cycle.candidate_version == "1"
+    # one deployment created (v2: blue serves v1); the previous one deleted after the watch
+    assert platform.deployments["credit-ep"] == {"credit-v2": "2"}
+    assert platform.traffic["credit-ep"] == {"credit-v2": 100}
+    assert platform.champions["credit"] == "2" and cycle.candidate_version == "2"
     trail = [r.summary for r in world.audit.records if r.cycle == cycle.id]
     assert trail[0] == "retraining cycle started"
     assert sum(s.endswith("-> PROMOTED") for s in trail) == 1
-    assert trail[-1].startswith("watch period over")
+    assert trail[-2].startswith("watch period over")
+    assert trail[-1] == "deployment blue deleted from credit-ep"
 
 
 def test_thirty_percent_transient_faults_on_every_call_still_complete_every_cycle() -> None:
@@ -226,7 +227,9 @@ def test_permanent_failures_are_audited_and_acknowledged_not_retried_forever() -
     outcome = send_event(bus, payloads.run_event(cycle.job_name, "Completed"))
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.REGISTERED  # registration done before the failure
-    registered = payloads.model_registered("credit", "1", {"autopilot_cycle": cycle.id})
+    registered = payloads.model_registered(
+        "credit", str(cycle.candidate_version), {"autopilot_cycle": cycle.id}
+    )
     assert send_event(bus, registered) == "failed"  # acknowledged: no 24 h of redeliveries
     assert outcome == "processed"
     errors = [r for r in world.audit.records if r.kind == "error"]

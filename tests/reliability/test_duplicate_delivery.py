@@ -98,8 +98,8 @@ class DirectoryPlatform:
     def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> None:
         pass
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None:
-        pass
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        return True
 
 
 def policy_data() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cold_start, drift, intake, scaling
+from benchmarks import cold_start, concurrency, drift, intake, scaling
 from benchmarks.__main__ import main
 from benchmarks.common import markdown_table, percentile
 from benchmarks.report import render
@@ -81,6 +81,15 @@ def test_drift_on_tiny_data(with_evidently: bool) -> None:
         assert result["ratio_per_check"] > 0
     else:
         assert "skipped" in result["evidently"]
+
+
+def test_concurrency_burst_on_a_few_connections() -> None:
+    result = concurrency.run(connections=20)
+    assert result["connections"] == 20 and sum(result["outcomes"].values()) == 20
+    assert result["outcomes"].get("200") == 20 and result["latency_s"]["max"] > 0
+    from benchmarks.report import concurrency_table
+
+    assert "| 20 " in concurrency_table(result)
 
 
 def test_scaling_and_plot(tmp_path: Path) -> None:

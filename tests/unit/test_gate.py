@@ -182,3 +182,52 @@ def test_auc_matches_a_reference_implementation() -> None:
     u = mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
     positives = labels.sum()
     assert metric("auc", labels, scores) == pytest.approx(u / (positives * (500 - positives)))
+
+
+@pytest.mark.parametrize(
+    ("challenger", "metric", "expected"),
+    [
+        (  # accuracy rose by 0.1511: once "regression -0.1511 may not exceed 0.02"
+            {"auc": 0.85, "accuracy": 0.9511, "log_loss": 0.44},
+            "accuracy",
+            "accuracy 0.8 -> 0.9511: better by 0.1511; may be worse by at most 0.02",
+        ),
+        (
+            {"auc": 0.85, "accuracy": 0.75, "log_loss": 0.44},
+            "accuracy",
+            "accuracy 0.8 -> 0.75: worse by 0.05; may be worse by at most 0.02",
+        ),
+        (  # minimised: a higher log loss is worse
+            {"auc": 0.85, "accuracy": 0.80, "log_loss": 0.55},
+            "log_loss",
+            "log_loss 0.45 -> 0.55: worse by 0.1; may be worse by at most 0.05",
+        ),
+        (
+            {"auc": 0.85, "accuracy": 0.80, "log_loss": 0.45},
+            "log_loss",
+            "log_loss 0.45 -> 0.45: unchanged; may be worse by at most 0.05",
+        ),
+    ],
+    ids=["better", "worse", "minimised-worse", "unchanged"],
+)
+def test_guardrail_wording_says_better_or_worse_never_a_signed_regression(
+    challenger: dict[str, float], metric: str, expected: str
+) -> None:
+    decision = decide(evaluation(challenger, CHAMP, n=1000), GATE)
+    [rule] = [r for r in decision.rules if r.rule == "guardrail" and r.metric == metric]
+    assert rule.detail == expected
+    assert "regression" not in rule.detail and "-0." not in rule.detail
+
+
+@pytest.mark.parametrize(
+    ("auc", "expected"),
+    [
+        (0.83, "auc 0.8 -> 0.83 (maximize): better by 0.03; must be better by at least 0.01"),
+        (0.78, "auc 0.8 -> 0.78 (maximize): worse by 0.02; must be better by at least 0.01"),
+    ],
+)
+def test_improvement_wording_says_better_or_worse(auc: float, expected: str) -> None:
+    challenger = {"auc": auc, "accuracy": 0.80, "log_loss": 0.44}
+    decision = decide(evaluation(challenger, CHAMP, n=1000), GATE)
+    [rule] = [r for r in decision.rules if r.rule == "improvement"]
+    assert rule.detail == expected

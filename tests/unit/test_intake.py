@@ -53,14 +53,23 @@ def test_cloudevents_and_event_grid_schema_give_the_same_message() -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("Completed", "Completed"), ("failed", "Failed"), ("Canceled", "Canceled")],
+    [
+        ("Completed", "Completed"),
+        ("failed", "Failed"),
+        ("Canceled", "Canceled"),
+        # azure-ai-ml lists NotResponding among its terminal run statuses (no heartbeat)
+        ("NotResponding", "Failed"),
+        ("notresponding", "Failed"),
+    ],
 )
 def test_terminal_run_statuses(status: str, expected: str) -> None:
     message = normalise(payloads.run_event("r", status))
     assert isinstance(message, JobStatusChanged) and message.status == expected
 
 
-@pytest.mark.parametrize("status", ["Running", "Finalizing", "Queued"])
+@pytest.mark.parametrize(
+    "status", ["Running", "Finalizing", "Queued", "CancelRequested", "Paused", "Unknown"]
+)
 def test_non_terminal_statuses_are_ignored(status: str) -> None:
     assert isinstance(normalise(payloads.run_event("r", status)), EventIgnored)
 

@@ -191,7 +191,7 @@ def test_completed_job_with_a_better_challenger_is_registered_with_lineage() -> 
     with_live_deployment(world)
     cycle = complete_job(world)
     assert cycle.state is CycleState.REGISTERED
-    assert world.platform.registered == [("credit", "1", cycle.job_name)]
+    assert world.platform.registered == [("credit", "2", cycle.job_name)]  # v1 is live
     assert cycle.decision["passed"] is True
     rules = {r["rule"]: r for r in cycle.decision["rules"]}
     assert rules["improvement"]["observed"] == pytest.approx(0.06)
@@ -307,7 +307,8 @@ def test_canary_breach_at_any_step_rolls_back_in_one_step(breach_at_step: int) -
     world.metrics.samples[new] = HealthSample(500, 100, 40.0)
     cycle = tick(world)
     assert cycle.state is CycleState.ROLLED_BACK
-    assert world.platform.traffic["credit-ep"] == {"blue": 100, new: 0}
+    assert world.platform.traffic["credit-ep"] == {"blue": 100}  # the candidate is deleted
+    assert world.platform.deployments["credit-ep"] == {"blue": "1"}
     assert "error rate" in cycle.reason
 
 
@@ -510,7 +511,7 @@ def test_failing_safe_keeps_retrying_the_restore_until_the_endpoint_is_back() ->
     world.platform.ignore_traffic_changes = False  # the outage ends
     cycle = tick(world, 60)
     assert cycle.state is CycleState.FAILED
-    assert world.platform.traffic["credit-ep"] == {"blue": 100, new: 0}
+    assert world.platform.traffic["credit-ep"] == {"blue": 100}  # the candidate is deleted
     assert cycle.reason == (
         "traffic change did not take effect after 3 attempts; failed safe (blue at 100%)"
     )
@@ -518,3 +519,34 @@ def test_failing_safe_keeps_retrying_the_restore_until_the_endpoint_is_back() ->
         sum(s.startswith("failing safe: restoring blue") for s in world.audit.summaries("error"))
         == 2
     )
+
+
+# --- the candidate in words (console, API, `cycles show` and the demo print it) -----------------
+
+
+def test_a_candidate_without_a_version_is_named_by_its_job_and_why() -> None:
+    from autopilot.cli import describe_cycle
+
+    waiting = complete_job(make_world(make_policy(gate__approval_required=True)))
+    assert waiting.state is CycleState.AWAITING_APPROVAL
+    assert waiting.candidate == f"model of job {waiting.job_name} (gets its version when approved)"
+    assert waiting.to_view()["candidate"] == waiting.candidate
+    assert "candidate" not in waiting.to_json()  # derived: shown, never stored
+
+    world = make_world()
+    rejected = complete_job(world, WORSE)
+    assert rejected.state is CycleState.REJECTED
+    shown = describe_cycle(rejected, world.audit.query(cycle=rejected.id))
+    assert f"candidate: model of job {rejected.job_name} (not registered: rejected)" in shown
+    assert "v-" not in shown and "v?" not in shown
+
+    registered = complete_job(make_world())
+    assert registered.candidate == f"v{registered.candidate_version}"
+    assert type(registered).from_json(registered.to_json()) == registered
+
+
+def test_the_demo_prints_request_counts_as_text() -> None:
+    from autopilot.demo import _counts
+
+    assert _counts({"m-v2": 118, "m-v1": 732}) == "m-v1 732, m-v2 118"
+    assert _counts({}) == "none"

@@ -22,7 +22,7 @@ def test_example_policy_is_valid() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"gate": {}}, "model 'credit': field 'gate.primary_metric': Field required"),
+        ({"gate": {}}, "model 'credit': field 'gate.primary_metric': is required but missing"),
         ({"rollout": {"endpoint": "ep", "steps": [50, 10, 100]}}, "steps must strictly increase"),
         ({"rollout": {"endpoint": "ep", "steps": [10, 50]}}, "last step must be 100"),
         ({"cooldown": "soon"}, "field 'cooldown'"),
@@ -31,7 +31,16 @@ def test_example_policy_is_valid() -> None:
             {"gate": {"primary_metric": "auc", "floors": [{"metric": "auc"}]}},
             "needs 'min' or 'max'",
         ),
-        ({"unknown_field": 1}, "field 'unknown_field': Extra inputs are not permitted"),
+        ({"unknown_field": 1}, "field 'unknown_field': is not a known field (valid here: mode,"),
+        ({"cooldwn": "1h"}, "field 'cooldwn': is not a known field; did you mean 'cooldown'?"),
+        (
+            {"gate": {"primary_metric": "auc", "min_improvment": 0.1}},
+            "field 'gate.min_improvment': is not a known field; did you mean 'min_improvement'?",
+        ),
+        (
+            {"training": {"experiment": "x", "command": ["{python}", "t.py", "{inputs.dat}"]}},
+            "field 'training': command uses {inputs.dat} but 'inputs' has no 'dat'",
+        ),
     ],
 )
 def test_invalid_policies_name_model_and_field(patch: dict[str, Any], message: str) -> None:
@@ -54,8 +63,54 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
         load_policy(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [unclosed\n")
-    with pytest.raises(PolicyError, match="not valid YAML"):
+    with pytest.raises(PolicyError, match="not valid YAML") as info:
         load_policy(bad)
+    assert str(info.value).startswith(f"{bad}:2: not valid YAML")
+    assert "<unicode string>" not in str(info.value)
+
+
+EXAMPLE = (ROOT / "examples" / "policy.yaml").read_text()
+
+
+def test_schema_errors_point_at_the_line_of_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(EXAMPLE.replace("    cooldown: 2m\n", "    cooldwn: 2m\n"))
+    line = EXAMPLE.splitlines().index("    cooldown: 2m") + 1
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == (
+        f"{path}:{line}: model 'credit-risk': field 'cooldwn': is not a known field; "
+        "did you mean 'cooldown'?"
+    )
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(EXAMPLE.replace("    cooldown: 2m\n", "    cooldown: 2m\n    cooldown: 1h\n"))
+    first = EXAMPLE.splitlines().index("    cooldown: 2m") + 1
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value).startswith(f"{path}:{first + 1}: not valid YAML: found duplicate key")
+    assert f"'cooldown' (first on line {first})" in str(info.value)
+
+
+def test_a_policy_without_models_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nmodels: {}\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == (
+        f"{path}:2: field 'models': names no model; add at least one under 'models'"
+    )
+
+
+def test_built_in_inputs_need_no_declaration() -> None:
+    spec = {**POLICY["models"]["credit"]}
+    spec["training"] = {
+        "experiment": "x",
+        "command": ["{python}", "t.py", "{inputs.model_name}", "{inputs.champion_version}"],
+    }
+    assert parse_policy({"models": {"credit": spec}}, "p").models["credit"]
 
 
 @pytest.mark.parametrize(
@@ -121,3 +176,38 @@ def test_a_policy_of_2000_models_binds_its_last_model() -> None:
     policy = parse_policy({"models": models}, "many")
     assert policy.bind_monitor(["threshold breached: mon-1999 / psi"]) == Binding("m1999", "drift")
     assert policy.bind_alert("r-1999", "") == Binding("m1999", "drift")
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"OMP_NUM_THREADS": 2, "HTTPS_PROXY": None, "DEBUG": True}, None),
+        (["HTTPS_PROXY", "NO_PROXY"], None),
+        ({"AUTOPILOT_FUNCTION_KEYS": None}, "AUTOPILOT_* names are the service's settings"),
+        (["autopilot_table_connection_string"], "AUTOPILOT_* names"),
+        ({"1BAD": "x"}, "is not a variable name"),
+        ({"A=B": "x"}, "is not a variable name"),
+        ({"A": {"nested": 1}}, "must be a string or a number"),
+        ({"A": "x\0y"}, "has a NUL"),
+        (["A", "A"], "A is given twice"),
+        ("A", "give a mapping NAME: value, or a list of NAMEs"),
+    ],
+)
+def test_training_environment_is_validated(environment: Any, expected: str | None) -> None:
+    spec = POLICY["models"]["credit"]
+    data = {
+        "models": {"credit": {**spec, "training": {**spec["training"], "environment": environment}}}
+    }
+    if expected is None:
+        declared = parse_policy(data).models["credit"].training.environment
+        names = environment if isinstance(environment, list) else list(environment)
+        assert list(declared) == names
+        assert all(v is None or isinstance(v, str) for v in declared.values())
+        if isinstance(environment, dict):
+            assert declared.get("OMP_NUM_THREADS") == "2" and declared.get("DEBUG") == "true"
+            assert declared["HTTPS_PROXY"] is None  # passed through from the service
+        return
+    with pytest.raises(PolicyError) as info:
+        parse_policy(data, "policy.yaml")
+    assert "model 'credit': field 'training.environment'" in str(info.value)
+    assert expected in str(info.value)

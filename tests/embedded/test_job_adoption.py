@@ -78,7 +78,8 @@ def test_a_running_job_is_adopted_and_its_outcome_recorded(tmp_path: Path) -> No
     assert wait_until(lambda: jobs.load("adopt-me").job_status.is_terminal, 10)
     done = jobs.get("adopt-me")
     assert (done.job_status, done.exit_code) == (JobStatus.COMPLETED, 0)
-    assert [r.status for r in seen] == ["Completed"]  # the event the cycle waits for
+    # the event the cycle waits for (reported just after job.json is written)
+    assert wait_until(lambda: [r.status for r in seen] == ["Completed"], 10), seen
 
 
 def test_a_job_that_ended_while_unwatched_keeps_its_exit_code(tmp_path: Path) -> None:

@@ -1,0 +1,236 @@
+"""Estimated performance as a trigger (reconcile timer) and as a rollout guard, on fakes."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared.messages import Reconcile
+from shared.model import Cycle, CycleState
+from tests.fakes import T0, World, make_policy, make_world
+from tests.unit.test_lifecycle import HEALTHY, bus_of, registered_and_rolling
+
+ESTIMATE = {"metric": "auc", "max_drop": 0.05, "window": "1h", "min_rows": 300}
+
+
+def truth(x: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-(1.5 * x - 0.3)))
+
+
+def reference(seed: int = 1, n: int = 4000) -> dict[str, list[float]]:
+    """Labels and the (miscalibrated, monotone) scores of a model on held-out rows."""
+    rng = np.random.default_rng(seed)
+    p = truth(rng.normal(0, 1, n))
+    return {"label": (rng.random(n) < p).astype(int).tolist(), "scores": (p**2).tolist()}
+
+
+def healthy_scores(n: int, seed: int = 2) -> list[float]:
+    return [float(s) for s in truth(np.random.default_rng(seed).normal(0.3, 1, n)) ** 2]
+
+
+def degraded_scores(n: int, seed: int = 3) -> list[float]:
+    """Traffic moved into the region where the model cannot separate the classes."""
+    return [float(s) for s in truth(np.random.default_rng(seed).normal(0.2, 0.15, n)) ** 2]
+
+
+def world_with_champion_reference(**estimate: Any) -> World:
+    world = make_world(make_policy(signals__estimated_performance={**ESTIMATE, **estimate}))
+    world.platform.champions["credit"] = "1"
+    ref = reference()
+    world.platform.evaluations["job-old"] = {
+        "champion": {"version": "1"},
+        "examples": {"label": ref["label"], "champion_score": ref["scores"]},
+    }
+    old = Cycle("credit-old", "credit", CycleState.REJECTED, T0, T0, job_name="job-old")
+    world.store.cycles[old.id] = old.to_json()
+    return world
+
+
+def tick(world: World, seconds: float = 60) -> None:
+    world.clock.advance(seconds)
+    bus_of(world).handle(Reconcile())
+
+
+def started(world: World) -> list[Cycle]:
+    return [c for c in world.store.list_cycles("credit") if c.id != "credit-old"]
+
+
+def test_a_breach_starts_a_cycle_whose_trigger_names_the_estimate() -> None:
+    world = world_with_champion_reference()
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    tick(world)
+    [cycle] = started(world)
+    assert cycle.state is CycleState.RETRAINING
+    trigger = cycle.trigger
+    assert trigger["source"] == "estimated_performance"
+    assert trigger["metric"] == "auc"
+    low, high = trigger["interval"]
+    assert low <= trigger["estimate"] <= high
+    assert trigger["reference"] - trigger["estimate"] > 0.05
+    assert trigger["rows"] == 1000
+    summaries = world.audit.summaries()
+    assert "retraining cycle started" in summaries
+
+
+def test_too_few_rows_do_nothing() -> None:
+    world = world_with_champion_reference(min_rows=2000)
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    tick(world)
+    assert started(world) == []
+
+
+def test_a_healthy_estimate_does_nothing() -> None:
+    world = world_with_champion_reference()
+    world.scored.add("credit-ep", "blue", world.clock.now(), healthy_scores(1000))
+    tick(world)
+    assert started(world) == []
+
+
+def test_rows_older_than_the_window_are_not_estimated() -> None:
+    world = world_with_champion_reference(window="10m")
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    tick(world, 11 * 60)
+    assert started(world) == []
+
+
+def test_an_absolute_threshold_breaches_too() -> None:
+    world = world_with_champion_reference(max_drop=None, threshold=0.99)
+    world.scored.add("credit-ep", "blue", world.clock.now(), healthy_scores(1000))
+    tick(world)
+    [cycle] = started(world)
+    assert "< threshold 0.99" in cycle.trigger["why"]
+
+
+def test_checks_run_once_per_interval_and_a_breach_confirms_like_any_signal() -> None:
+    world = world_with_champion_reference(check_every="10m")
+    world.services.policy = make_policy(
+        signals__estimated_performance={**ESTIMATE, "check_every": "10m"},
+        confirm={"signals": 2, "within": "1h"},
+    )
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    world.clock.advance(-world.clock.now().timestamp() % 600 + 1)  # start of an interval
+    tick(world, 1)
+    tick(world, 60)  # same interval: not checked again
+    assert started(world) == []
+    waiting = [s for s in world.audit.summaries() if "awaiting confirmation" in s]
+    assert waiting == ["drift signal awaiting confirmation (1/2)"]
+    tick(world, 600)  # next interval: second signal confirms
+    assert len(started(world)) == 1
+
+
+def test_observe_mode_records_what_the_estimate_would_have_done() -> None:
+    world = world_with_champion_reference()
+    world.services.policy = make_policy(signals__estimated_performance=ESTIMATE, mode="observe")
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    tick(world)
+    assert started(world) == []
+    assert "dry run: would start a retraining cycle" in world.audit.summaries()
+
+
+# -- the guard --------------------------------------------------------------------------
+
+
+def canary(**estimate: Any) -> tuple[World, Any]:
+    world = make_world(make_policy(signals__estimated_performance={**ESTIMATE, **estimate}))
+    cycle = registered_and_rolling(world)
+    ref = reference()
+    assert cycle.job_name
+    world.platform.evaluations[cycle.job_name]["examples"] = {
+        "label": ref["label"],
+        "challenger_score": ref["scores"],
+        "champion_score": ref["scores"],
+    }
+    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    return world, cycle
+
+
+def rollout_of(cycle: Cycle) -> dict[str, Any]:
+    assert cycle.rollout is not None
+    return cycle.rollout
+
+
+def serve(world: World, cycle: Any, new: list[float], live: list[float]) -> None:
+    at = world.clock.now() + timedelta(seconds=1)
+    world.scored.add("credit-ep", cycle.rollout["deployment"], at, new)
+    world.scored.add("credit-ep", "blue", at, live)
+
+
+def test_the_guard_passes_a_healthy_canary() -> None:
+    world, cycle = canary()
+    serve(world, cycle, healthy_scores(800, seed=4), healthy_scores(800, seed=5))
+    tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert rollout_of(cycle)["percent"] == 50
+    check = rollout_of(cycle)["checks"][-1]
+    assert check["verdict"] == "pass"
+    assert check["estimated_performance"]["new"]["rows"] == 800
+
+
+def test_the_guard_fails_a_worse_canary_with_the_estimate_as_evidence() -> None:
+    world, cycle = canary()
+    serve(world, cycle, degraded_scores(800), healthy_scores(800))
+    tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "estimated auc" in cycle.reason and "under live" in cycle.reason
+    check = rollout_of(cycle)["checks"][-1]
+    perf = check["estimated_performance"]
+    assert perf["live"]["value"] - perf["new"]["value"] > perf["tolerance"]
+
+
+def test_the_guard_does_nothing_with_too_few_rows() -> None:
+    world, cycle = canary(min_rows=1000)
+    serve(world, cycle, degraded_scores(800), healthy_scores(800))
+    tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert rollout_of(cycle)["checks"][-1]["estimated_performance"] is None
+
+
+def test_the_guard_does_not_hide_a_health_breach() -> None:
+    world, cycle = canary()
+    serve(world, cycle, healthy_scores(800, seed=4), healthy_scores(800, seed=5))
+    from shared.model import HealthSample
+
+    world.metrics.samples[rollout_of(cycle)["deployment"]] = HealthSample(500, 100, 40.0)
+    tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "error rate" in cycle.reason
+
+
+def test_the_guard_fails_a_worse_model_during_the_watch_period() -> None:
+    world, cycle = canary()
+    for _ in range(3):
+        serve(world, cycle, healthy_scores(800, seed=4), healthy_scores(800, seed=5))
+        tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.PROMOTED
+    serve(world, cycle, degraded_scores(800), [])
+    tick(world, 400)  # live's window: the 400s before promotion, when blue took traffic
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "estimated performance" in cycle.reason
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"metric": "auc"}, "give 'threshold' (absolute) or 'max_drop'"),
+        ({"metric": "rocauc", "max_drop": 0.1}, "metric"),
+        ({"max_drop": 0.1, "min_row": 10}, "did you mean 'min_rows'"),
+        ({"max_drop": 0.1, "window": "soon"}, "invalid duration"),
+        ({"max_drop": 1.5}, "less than or equal to 1"),
+    ],
+)
+def test_policy_validate_explains_each_field(block: dict[str, Any], message: str) -> None:
+    from shared.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=re.escape(message)) as info:
+        make_policy(signals__estimated_performance=block)
+    assert "estimated_performance" in str(info.value)

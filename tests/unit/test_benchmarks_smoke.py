@@ -119,3 +119,16 @@ def test_command_prints_tables_and_writes_json(
     printed = capsys.readouterr().out
     assert "## Scaling" in printed and "| batch size |" in printed
     assert render(document) in printed
+
+
+def test_estimation_on_tiny_data(tmp_path: Path) -> None:
+    from benchmarks import estimation
+
+    out = tmp_path / "results.json"
+    assert main(["estimation", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["estimation"]
+    assert result["accuracy"]["windows"] == 10
+    assert 0 <= result["accuracy"]["mae"]["auc"] < 0.05
+    assert result["speed"]["rows"] == 50_000 and result["speed"]["ours_s"]["median"] > 0
+    assert "## Performance estimation (CBPE)" in render(json.loads(out.read_text()))
+    assert estimation.THRESHOLD == 0.25

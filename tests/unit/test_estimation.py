@@ -95,3 +95,13 @@ def test_unusable_reference_is_refused_with_a_reason(
 ) -> None:
     with pytest.raises(EstimationError, match=message):
         fit_isotonic(scores, labels)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_expected_auc_with_certain_labels_is_the_realised_auc_ties_included(seed: int) -> None:
+    from shared.estimation import expected_auc
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(500), 1)  # many ties
+    labels = (rng.random(500) < scores).astype(float)
+    assert expected_auc(scores, labels) == pytest.approx(realised(scores, labels)["auc"], abs=1e-12)

@@ -4,8 +4,9 @@ The collector writes to the workspace blob datastore (``workspaceblobstore``) un
 ``modelDataCollector/{endpoint}/{deployment}/{collection}/{yyyy}/{MM}/{dd}/{HH}/{instance}.jsonl``
 (hourly rolling, the default). Each line is one logged call: a CloudEvents-shaped object whose
 ``time`` is when it was logged and whose ``data`` is the list of rows (a DataFrame's records).
-The scores come from the ``model_outputs`` collection: per row, a number, a one-field record, a
-record's ``score_field``, or ``[p0, p1]`` (the last is the positive class).
+The scores come from the ``model_outputs`` collection: per row, a probability, a one-field
+record, a record's ``score_field``, or ``[p0, p1]`` (the last is the positive class). Integers
+are class labels, not scores, and are skipped.
 
 The blob contents are data written by the scoring script: a line that is not such an object, or
 a row without a finite score in [0, 1], is skipped and counted in the log, never trusted.
@@ -46,7 +47,7 @@ def score_of(row: Any, score_field: str) -> float | None:
             return None
     if isinstance(value, list) and len(value) == 2:
         value = value[1]
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not isinstance(value, float):  # an int (or bool) is a class label, not a score
         return None
     score = float(value)
     return score if math.isfinite(score) and 0.0 <= score <= 1.0 else None

@@ -86,7 +86,16 @@ def test_a_missing_endpoint_has_no_scores(container: Any) -> None:
 
 @pytest.mark.parametrize(
     ("row", "score"),
-    [(0.25, 0.25), ({"score": 0.5}, 0.5), ({"prob": 0.1}, 0.1), ([0.8, 0.2], 0.2), (1.5, None)],
+    [
+        (0.25, 0.25),
+        ({"score": 0.5}, 0.5),
+        ({"prob": 0.1}, 0.1),
+        ([0.8, 0.2], 0.2),
+        (1.5, None),
+        (1, None),  # a class label
+        (True, None),
+        ({"score": 0.5, "label": 1}, 0.5),
+    ],
 )
 def test_score_of_reads_the_documented_row_shapes(row: Any, score: float | None) -> None:
     assert score_of(row, "score") == score

@@ -234,3 +234,43 @@ def test_policy_validate_explains_each_field(block: dict[str, Any], message: str
     with pytest.raises(PolicyError, match=re.escape(message)) as info:
         make_policy(signals__estimated_performance=block)
     assert "estimated_performance" in str(info.value)
+
+
+def test_policy_validate_names_the_file_line_of_a_bad_field(tmp_path: Any) -> None:
+    from shared.errors import PolicyError
+    from shared.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "models:\n"
+        "  credit:\n"
+        "    signals:\n"
+        "      estimated_performance:\n"
+        "        metric: auc\n"
+        "        max_drop: 0.05\n"
+        "        check_evry: 10m\n"
+        "    training: {experiment: e, command: [python, train.py]}\n"
+        "    gate: {primary_metric: auc}\n"
+        "    rollout: {endpoint: credit-ep}\n"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert f"{path}:7" in message and "did you mean 'check_every'" in message
+
+
+def test_the_service_reads_the_local_log_offline_and_demands_the_collector_on_azure(
+    tmp_path: Any,
+) -> None:
+    from embedded.metrics import LocalScoredLog
+    from shared.errors import SettingsError
+    from shared.settings import AppSettings
+    from shared.wiring import build_scored
+
+    policy = make_policy(signals__estimated_performance=ESTIMATE)
+    local = AppSettings(data_dir=tmp_path, policy_path=None)
+    assert isinstance(build_scored(local, policy), LocalScoredLog)
+    azure = AppSettings(data_dir=tmp_path, policy_path=None, platform="azure")
+    with pytest.raises(SettingsError, match="AUTOPILOT_COLLECTOR_CONTAINER_URL"):
+        build_scored(azure, policy)
+    assert build_scored(azure, make_policy()) is None

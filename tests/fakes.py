@@ -322,6 +322,8 @@ class FakeScoredLog:
     """Scores served per (endpoint, deployment), each with its time, as the test adds them."""
 
     rows: dict[tuple[str, str], list[tuple[datetime, float]]] = field(default_factory=dict)
+    failures: int = 0  # how many reads fail transiently first
+    reads: int = 0
 
     def add(self, endpoint: str, deployment: str, at: datetime, scores: Any) -> None:
         self.rows.setdefault((endpoint, deployment), []).extend((at, float(s)) for s in scores)
@@ -329,6 +331,10 @@ class FakeScoredLog:
     def scores(
         self, endpoint: str, deployment: str | None, start: datetime, end: datetime, limit: int
     ) -> list[float]:
+        self.reads += 1
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("blob storage unavailable")
         found = [
             (at, score)
             for (ep, dep), items in self.rows.items()

@@ -274,3 +274,34 @@ def test_the_service_reads_the_local_log_offline_and_demands_the_collector_on_az
     with pytest.raises(SettingsError, match="AUTOPILOT_COLLECTOR_CONTAINER_URL"):
         build_scored(azure, policy)
     assert build_scored(azure, make_policy()) is None
+
+
+def test_an_outage_of_the_scored_log_is_retried_within_the_same_interval() -> None:
+    world = world_with_champion_reference(check_every="10m")
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    world.scored.failures = 1
+    tick(world, 1)
+    assert started(world) == []
+    tick(world, 1)  # same interval: the failed check did not use it up
+    assert len(started(world)) == 1
+    reads = world.scored.reads
+    tick(world, 1)
+    assert world.scored.reads == reads  # checked once this interval
+
+
+def test_without_a_champion_evaluation_to_calibrate_on_nothing_happens() -> None:
+    world = make_world(make_policy(signals__estimated_performance=ESTIMATE))
+    world.platform.champions["credit"] = "1"
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    tick(world)
+    assert world.store.list_cycles() == []
+
+
+def test_the_guard_stands_aside_when_the_evaluation_has_no_per_example_scores() -> None:
+    world, cycle = canary()
+    world.platform.evaluations[cycle.job_name].pop("examples")
+    serve(world, cycle, degraded_scores(800), healthy_scores(800))
+    tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLING_OUT  # health alone passed it
+    assert rollout_of(cycle)["checks"][-1]["estimated_performance"] is None

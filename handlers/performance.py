@@ -18,15 +18,17 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import NotFound, PermanentError, TransientError
-from shared.estimation import Calibrator, EstimationError, estimate, fit_isotonic, realised
 from shared.messagebus import Services
 from shared.messages import DriftSignalled
 from shared.model import Cycle, CycleState
-from shared.policy import EstimatedPerformance
 from shared.ports import Claim
+
+if TYPE_CHECKING:  # numpy and pydantic stay out of the function app's import (cold start)
+    from shared.estimation import Calibrator
+    from shared.policy import EstimatedPerformance
 
 log = logging.getLogger(__name__)
 SOURCE = "estimated_performance"
@@ -43,6 +45,8 @@ class Reference:
 def _reference(
     examples: dict[str, Any], score_key: str, spec: EstimatedPerformance, job: str
 ) -> Reference | None:
+    from shared.estimation import EstimationError, fit_isotonic, realised
+
     labels, scores = examples.get("label"), examples.get(score_key)
     if not isinstance(labels, list) or not isinstance(scores, list) or not labels:
         return None
@@ -146,6 +150,8 @@ def _breach(
     if ref is None:
         log.info("%s: no champion evaluation with per-example scores to calibrate", model)
         return None
+    from shared.estimation import estimate
+
     result = estimate(ref.calibrator, scores, threshold=spec.decision_threshold)
     value = result.metric(spec.metric).value
     reasons = []
@@ -217,6 +223,8 @@ def guard(
             "skip",
             f"{len(new_scores)}/{len(live_scores)} scored rows (new/live) < {est.min_rows}",
         )
+    from shared.estimation import estimate
+
     metric = est.metric
     mine = estimate(new_ref.calibrator, new_scores, threshold=est.decision_threshold)
     theirs = estimate(live_ref.calibrator, live_scores, threshold=est.decision_threshold)

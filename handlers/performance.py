@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # numpy and pydantic stay out of the function app's import (c
 log = logging.getLogger(__name__)
 SOURCE = "estimated_performance"
 MAX_ROWS = 1_000_000  # newest rows read per window
+MIN_LABELLED = 30  # labelled rows needed for a realised value
+MAX_CYCLES_SEARCHED = 20  # newest cycles searched for the champion's evaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ def champion_reference(svc: Services, model: str, spec: EstimatedPerformance) ->
     if champion is None:
         return None
     cycles = sorted(svc.store.list_cycles(model), key=lambda c: c.updated_at, reverse=True)
-    for cycle in cycles:
+    for cycle in cycles[:MAX_CYCLES_SEARCHED]:  # each look is an artifact read on Azure
         if not cycle.job_name:
             continue
         found = _evaluation(svc, cycle.job_name)
@@ -154,6 +156,7 @@ def _breach(
 
     result = estimate(ref.calibrator, scores, threshold=spec.decision_threshold)
     value = result.metric(spec.metric).value
+    truth = _realised(svc, model, spec, start, now, value, result.metric(spec.metric))
     reasons = []
     if spec.threshold is not None and value < spec.threshold:
         reasons.append(f"estimated {spec.metric} {value:.4f} < threshold {spec.threshold:g}")
@@ -177,8 +180,60 @@ def _breach(
         "window": [start.isoformat(), now.isoformat()],
         "why": "; ".join(reasons),
         "estimation": result.evidence(),
+        "realised": truth,
     }
     return DriftSignalled(model, SOURCE, f"estimated {spec.metric}", check_key, evidence)
+
+
+def _realised(
+    svc: Services,
+    model: str,
+    spec: EstimatedPerformance,
+    start: datetime,
+    end: datetime,
+    estimated: float,
+    interval: Any,
+) -> dict[str, Any] | None:
+    """With a ``ground_truth`` source: the metric realised on the window's labelled rows,
+    audited next to the estimate (so users can see how far to trust it)."""
+    if not spec.ground_truth:
+        return None
+    from pathlib import Path
+
+    from shared.estimation import EstimationError, realised
+    from shared.ground_truth import read_window
+
+    try:
+        labelled = read_window(Path(spec.ground_truth), start, end)
+    except OSError as exc:
+        log.warning("%s: ground truth %s unreadable: %s", model, spec.ground_truth, exc)
+        return None
+    if len(labelled.labels) < MIN_LABELLED or len(set(labelled.labels)) < 2:
+        return {"rows": len(labelled.labels), "value": None}
+    try:
+        value = realised(labelled.scores, labelled.labels, spec.decision_threshold)[spec.metric]
+    except EstimationError:
+        return None
+    truth = {
+        "rows": len(labelled.labels),
+        "value": round(value, 6),
+        "estimate": round(estimated, 6),
+        "interval": [round(interval.low, 6), round(interval.high, 6)],
+        "error": round(estimated - value, 6),
+        "covered": bool(interval.low <= value <= interval.high),
+    }
+    from handlers.cycles import note
+    from shared.model import AuditKind
+
+    note(
+        svc,
+        AuditKind.DECISION,
+        f"estimated {spec.metric} {estimated:.4f} vs realised {value:.4f}",
+        model=model,
+        reason=f"{len(labelled.labels)} labelled rows from {spec.ground_truth}",
+        evidence={"metric": spec.metric, "window": [start.isoformat(), end.isoformat()], **truth},
+    )
+    return truth
 
 
 Verdict = Literal["ok", "breach", "skip"]

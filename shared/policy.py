@@ -81,6 +81,13 @@ class EstimatedPerformance(_Strict):
     check_every: Duration = 600.0
     decision_threshold: float = Field(default=0.5, gt=0, lt=1)  # score >= this predicts 1
     guard_tolerance: float | None = Field(default=0.02, ge=0, le=1)  # None: no guard
+    # labels that arrived later (CSV/JSONL with time, score, label): realised vs estimated
+    ground_truth: str | None = Field(default=None, min_length=1)
+
+    @field_validator("ground_truth")
+    @classmethod
+    def _app_relative(cls, value: str | None) -> str | None:
+        return str(app_path(value)) if value else value
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> EstimatedPerformance:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -305,3 +306,60 @@ def test_the_guard_stands_aside_when_the_evaluation_has_no_per_example_scores() 
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLING_OUT  # health alone passed it
     assert rollout_of(cycle)["checks"][-1]["estimated_performance"] is None
+
+
+# -- ground truth -----------------------------------------------------------------------
+
+
+def labelled_degraded(n: int, seed: int = 3) -> tuple[list[float], list[int]]:
+    """Degraded traffic with the labels that arrive later (same concept as the reference)."""
+    rng = np.random.default_rng(seed)
+    p = truth(rng.normal(0.2, 0.15, n))
+    return [float(s) for s in p**2], [int(y) for y in rng.random(n) < p]
+
+
+def test_ground_truth_puts_the_realised_value_next_to_the_estimate(tmp_path: Any) -> None:
+    path = tmp_path / "labels.csv"
+    world = world_with_champion_reference(ground_truth=str(path))
+    scores, labels = labelled_degraded(1000)
+    at = world.clock.now()
+    world.scored.add("credit-ep", "blue", at, scores)
+    lines = ["time,score,label"] + [
+        f"{at.isoformat()},{s},{y}" for s, y in zip(scores, labels, strict=True)
+    ]
+    lines += ["not-a-time,0.5,1", f"{at.isoformat()},0.5,7"]  # skipped, not trusted
+    path.write_text("\n".join(lines) + "\n")
+    tick(world)
+    [cycle] = started(world)
+    realised_now = cycle.trigger["realised"]
+    assert realised_now["rows"] == 1000
+    assert realised_now["estimate"] == cycle.trigger["estimate"]
+    assert abs(realised_now["error"]) < 0.05  # calibration holds: the estimate is close
+    notes = [r for r in world.audit.records if r.summary.startswith("estimated auc")]
+    assert len(notes) == 1 and "vs realised" in notes[0].summary
+    assert notes[0].evidence["value"] == realised_now["value"]
+
+
+def test_ground_truth_is_recorded_on_healthy_checks_too(tmp_path: Any) -> None:
+    path = tmp_path / "labels.jsonl"
+    world = world_with_champion_reference(ground_truth=str(path))
+    scores = healthy_scores(1000)
+    at = world.clock.now()
+    world.scored.add("credit-ep", "blue", at, scores)
+    rng = np.random.default_rng(9)
+    rows = [
+        {"time": at.timestamp(), "score": s, "label": int(rng.random() < s**0.5)} for s in scores
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    tick(world)
+    assert started(world) == []
+    [note_] = [r for r in world.audit.records if r.summary.startswith("estimated auc")]
+    assert note_.evidence["rows"] == 1000 and isinstance(note_.evidence["covered"], bool)
+
+
+def test_a_missing_ground_truth_file_does_not_stop_the_trigger(tmp_path: Any) -> None:
+    world = world_with_champion_reference(ground_truth=str(tmp_path / "none.csv"))
+    world.scored.add("credit-ep", "blue", world.clock.now(), degraded_scores(1000))
+    tick(world)
+    [cycle] = started(world)
+    assert cycle.trigger["realised"] is None

@@ -512,10 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenario",
-        choices=["improve", "worse", "unhealthy", "alert"],
+        choices=["improve", "worse", "unhealthy", "alert", "silent"],
         default="improve",
         help="improve: promoted; worse: the gate rejects; unhealthy: canary rolled back; "
-        "alert: health alert after promotion rolls back (default: improve)",
+        "alert: health alert after promotion rolls back; silent: no drift, the label-free "
+        "performance estimate starts the cycle, promoted (default: improve)",
     )
     p.add_argument(
         "--resume", action="store_true", help="keep the data folder's state (default: fresh)"

@@ -28,8 +28,9 @@ from autopilot.serve import LocalService, post_json, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "credit-risk"
-SCENARIOS = ("improve", "worse", "unhealthy", "alert")
+SCENARIOS = ("improve", "worse", "unhealthy", "alert", "silent")
 EXPECTED = {
+    "silent": "PROMOTED",
     "improve": "PROMOTED",
     "worse": "REJECTED",
     "unhealthy": "ROLLED_BACK",
@@ -81,12 +82,24 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
     watch = "5m" if scenario == "alert" else "0s"
     spec["rollout"].update(bake="8s", max_wait="60s", watch=watch)
     spec["rollout"]["health"].update(min_requests=30)
+    if scenario == "silent":  # the label-free estimate, not drift, is what notices
+        spec["training"]["command"].append("--serve-probabilities")
+        spec["signals"]["estimated_performance"] = {
+            "metric": "auc",
+            "max_drop": 0.03,
+            "window": "15s",
+            "min_rows": 1000,
+            "check_every": "3s",
+            "guard_tolerance": 0.03,
+        }
     path = data_dir / "demo-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path
 
 
-def generate(data_dir: Path, *, seed: int, shift: bool, rows: int = 3000) -> Path:
+def generate(
+    data_dir: Path, *, seed: int, shift: bool, rows: int = 3000, silent: bool = False
+) -> Path:
     args = [
         sys.executable,
         str(ROOT / "examples" / "model" / "generate_data.py"),
@@ -97,7 +110,9 @@ def generate(data_dir: Path, *, seed: int, shift: bool, rows: int = 3000) -> Pat
         "--seed",
         str(seed),
     ]
-    subprocess.run([*args, "--shift"] if shift else args, check=True, capture_output=True)
+    if shift or silent:
+        args.append("--shift" if shift else "--silent")
+    subprocess.run(args, check=True, capture_output=True)
     return max((data_dir / "data").glob("*.csv"))
 
 
@@ -237,9 +252,17 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
             _make_training_worse(policy)
         before = {c["id"] for c in progress.cycles()}
         shutil.rmtree(data_dir / "platform" / "drift", ignore_errors=True)  # a fresh alert rule
-        shifted = generate(data_dir, seed=2, shift=True)
+        silent = scenario == "silent"
+        shifted = generate(data_dir, seed=2, shift=not silent, silent=silent)
         traffic.rows = read_rows(shifted)
-        say("4. the world changes: new data batch with a covariate shift and a concept change")
+        if silent:
+            say(
+                "4. the world changes silently: every feature keeps its distribution, but the "
+                "risk factors now cancel out (the scores bunch up where the model is unsure) and "
+                "the concept changes"
+            )
+        else:
+            say("4. the world changes: new data batch with a covariate shift and a concept change")
 
         monitor = DriftMonitor(
             data_dir / "platform",
@@ -252,11 +275,22 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
             min_samples=1000,
         )
         threading.Thread(target=monitor.run, args=(1.0, monitor_stop), daemon=True).start()
-        progress.wait_for(lambda: monitor.firing, 60, "the drift alert")
-        say("5. drift monitor fired an Azure Monitor alert; the rule fires twice more:")
-        for _ in range(2):
-            _refire(service)
-        cycle = _new_cycle(progress, before)
+        if silent:
+            say("5. the drift monitor watches the same traffic; the service estimates AUC from")
+            say("   the scores alone every 3 s (no labels) and compares it with v1's evaluation:")
+            cycle = _new_cycle(progress, before, timeout=90)
+            trigger = _trigger(progress, cycle)
+            say(
+                f"   cycle started by {trigger.get('source')}: estimated {trigger.get('metric')} "
+                f"{trigger.get('estimate')} {trigger.get('interval')} vs reference "
+                f"{trigger.get('reference')}; drift alert fired: {monitor.firing}"
+            )
+        else:
+            progress.wait_for(lambda: monitor.firing, 60, "the drift alert")
+            say("5. drift monitor fired an Azure Monitor alert; the rule fires twice more:")
+            for _ in range(2):
+                _refire(service)
+            cycle = _new_cycle(progress, before)
         progress.wait_for(
             lambda: _state(progress, cycle) not in ("TRIGGERED",),
             30,
@@ -277,6 +311,9 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
                 lambda: _state(progress, cycle) == "ROLLED_BACK", 30, "the alert-driven rollback"
             )
         final = _state(progress, cycle)
+        started_by = _trigger(progress, cycle).get("source")
+        if silent and started_by != "estimated_performance":
+            final = f"{final} (started by {started_by}, not the estimate)"
         expectation = f"expected {EXPECTED[scenario]}" if fresh else "resumed world"
         say("")
         _print_cycle(data_dir, cycle)
@@ -289,6 +326,7 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
             "scenario": scenario,
             "cycle": cycle,
             "state": final,
+            "started_by": started_by,
             "expected": EXPECTED[scenario],
             "champion": platform.champion_version(MODEL, MODEL),
             "traffic": platform.get_traffic(MODEL),
@@ -415,14 +453,21 @@ def _fire_health_alert(service: LocalService) -> None:
     )
 
 
-def _new_cycle(progress: Progress, before: set[str]) -> str:
-    deadline = time.monotonic() + 30
+def _new_cycle(progress: Progress, before: set[str], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        progress.show_new()
         new = [c for c in progress.cycles() if c["id"] not in before]
         if new:
             return str(new[-1]["id"])
         time.sleep(0.3)
-    raise DemoFailed("the drift alert started no cycle")
+    raise DemoFailed("no signal started a cycle")
+
+
+def _trigger(progress: Progress, cycle: str) -> dict[str, Any]:
+    """The evidence that started ``cycle`` (its signal's source and what it measured)."""
+    trigger = progress.api(f"/api/cycles/{cycle}")["cycle"].get("trigger")
+    return trigger if isinstance(trigger, dict) else {}
 
 
 def _state(progress: Progress, cycle: str) -> str:

@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks                      # everything, full size (~10-15 min)
     .venv/bin/python -m benchmarks --quick              # tiny inputs (~1 min)
     .venv/bin/python -m benchmarks intake drift         # a subset
+    .venv/bin/python -m benchmarks estimation           # CBPE: error, coverage, 1M-row speed
     .venv/bin/python -m benchmarks intake --profile benchmarks/profiles   # + pyinstrument
 
 Every baseline runs in the same invocation as what it is compared with.
@@ -20,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cold_start, concurrency, drift, intake, scaling
+from benchmarks import cold_start, concurrency, drift, estimation, intake, scaling
 from benchmarks.common import ROOT, machine_notes, single_core
 from benchmarks.report import render
 
-NAMES = ("cold_start", "intake", "concurrency", "drift", "scaling")
+NAMES = ("cold_start", "intake", "concurrency", "drift", "estimation", "scaling")
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "benchmark-scaling.png"
 
@@ -95,6 +96,11 @@ def run(names: list[str], *, quick: bool) -> dict[str, Any]:
                 )
             else:
                 results[name] = drift.run()
+        elif name == "estimation":
+            if quick:
+                results[name] = estimation.run(windows_count=10, speed_rows=50_000, repeats=1)
+            else:
+                results[name] = estimation.run()
         elif name == "scaling":
             results[name] = scaling.run(scaling.QUICK if quick else scaling.Grid())
         print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)

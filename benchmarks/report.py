@@ -250,6 +250,46 @@ def concurrency_table(r: dict[str, Any]) -> str:
     return markdown_table(head, rows) + "\n\n" + note
 
 
+def estimation_table(r: dict[str, Any]) -> str:
+    """CBPE against realised performance, its interval's coverage, and speed (vs NannyML)."""
+    acc = r["accuracy"]
+    rows = [
+        [
+            name,
+            f"{acc['mae'][name]:.4f}",
+            f"{acc['max_abs_error'][name]:.4f}",
+            f"{acc['coverage_95'][name]:.0%}",
+            f"{acc['mean_interval_width'][name]:.4f}",
+            "{:.3f}-{:.3f}".format(*acc["realised_range"][name]),
+        ]
+        for name in ("accuracy", "auc")
+    ]
+    head = ["metric", "MAE", "max error", "95% interval coverage", "mean width", "realised range"]
+    parts = [
+        f"{acc['windows']} shifted windows of {acc['rows_per_window']:,} rows, reference "
+        f"{r['reference_rows']:,} rows; calibration: {r['calibration']}; "
+        f"interval: {r['interval']}.",
+        markdown_table(head, rows),
+    ]
+    speed = r["speed"]
+    nanny = r.get("nannyml", {})
+    line = (
+        f"Estimating {speed['rows']:,} rows: {speed['ours_s']['median']:.3f} s (median, one core)"
+    )
+    if "skipped" in nanny:
+        line += f"; NannyML: {nanny['skipped']}."
+    else:
+        line += (
+            f"; NannyML {nanny['version']} CBPE: {nanny['speed_s']['median']:.3f} s "
+            f"({nanny['speedup']:.1f}x ours). Agreement on the same windows (max / mean "
+            f"absolute difference): accuracy {nanny['max_abs_difference']['accuracy']:.4f} / "
+            f"{nanny['mean_abs_difference']['accuracy']:.4f}, AUC "
+            f"{nanny['max_abs_difference']['auc']:.4f} / {nanny['mean_abs_difference']['auc']:.4f}."
+        )
+    parts.append(line)
+    return "\n\n".join(parts)
+
+
 def _ns(v: dict[str, float]) -> str:
     return f"{v['per_value_s'] * 1e9:.0f} ns"
 
@@ -269,6 +309,7 @@ def render(results: dict[str, Any]) -> str:
         "intake": ("Intake", intake_table),
         "concurrency": ("Concurrent connections", concurrency_table),
         "drift": ("Drift computation", drift_table),
+        "estimation": ("Performance estimation (CBPE)", estimation_table),
         "scaling": ("Scaling", scaling_table),
     }
     for key, (title, fn) in titles.items():

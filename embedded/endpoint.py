@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from embedded.files import read_json, write_json_atomic
-from embedded.telemetry import InputRecord, RequestRecord, TelemetryStore
+from embedded.telemetry import InputRecord, RequestRecord, ScoreRecord, TelemetryStore
 from shared.errors import AlreadyExists, AutopilotError, NotFound, PermanentError
 
 log = logging.getLogger("embedded.endpoint")
@@ -229,6 +229,7 @@ class EndpointServer:
         self._buffer_lock = threading.Lock()
         self._requests: list[RequestRecord] = []
         self._inputs: list[InputRecord] = []
+        self._scores: list[ScoreRecord] = []
         self._flush_interval_s = flush_interval_s
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -354,7 +355,13 @@ class EndpointServer:
 
     # -- telemetry ------------------------------------------------------------------------
 
-    def _record(self, request: RequestRecord, rows: list[dict[str, Any]] | None = None) -> None:
+    def _record(
+        self,
+        request: RequestRecord,
+        rows: list[dict[str, Any]] | None = None,
+        predictions: Any = None,
+    ) -> None:
+        scores = _scores(request, predictions) if rows else []
         with self._buffer_lock:
             self._requests.append(request)
             if rows:
@@ -362,15 +369,17 @@ class EndpointServer:
                     InputRecord(request.endpoint, request.deployment, request.ts, row)
                     for row in rows
                 )
+                self._scores.extend(scores)
 
     def flush(self) -> None:
-        """Write buffered request and input records to the telemetry store now."""
+        """Write buffered request, input and score records to the telemetry store now."""
         with self._buffer_lock:
             requests, self._requests = self._requests, []
             inputs, self._inputs = self._inputs, []
-        if requests or inputs:
+            scores, self._scores = self._scores, []
+        if requests or inputs or scores:
             try:
-                self._telemetry.append(requests, inputs)
+                self._telemetry.append(requests, inputs, scores)
             except Exception:
                 log.exception("endpoint %s: could not write telemetry", self.name)
 
@@ -486,7 +495,9 @@ class EndpointServer:
         record = RequestRecord(
             self.name, deployment.name, time.time(), status, latency_ms, mirrored
         )
-        self._record(record, rows if status == 200 and not mirrored else None)
+        live = status == 200 and not mirrored
+        predictions = body.get("predictions") if live and isinstance(body, dict) else None
+        self._record(record, rows if live else None, predictions)
         return status, body
 
     def score(self, payload: Any, pinned: str | None = None) -> tuple[int, Any]:
@@ -520,6 +531,21 @@ class EndpointServer:
             with contextlib.suppress(RuntimeError):  # pool shut down while stopping
                 self._mirror_pool.submit(self._score_on, shadow, rows, True)
         return status, body
+
+
+def _scores(request: RequestRecord, predictions: Any) -> list[ScoreRecord]:
+    """Positive-class scores of a live response's predictions (probabilities only: class
+    labels and other shapes give none)."""
+    from shared.adapters.collector_blob import score_of
+
+    if not isinstance(predictions, list):
+        return []
+    found = (score_of(p, "score") for p in predictions)
+    return [
+        ScoreRecord(request.endpoint, request.deployment, request.ts, s)
+        for s in found
+        if s is not None
+    ]
 
 
 class _Server(ThreadingHTTPServer):

@@ -39,3 +39,15 @@ class LocalMetrics:
     ) -> list[MinuteStats]:
         """Request count, error count and latency p50/p95/p99 per minute."""
         return self.store.per_minute(endpoint, deployment, epoch(start), epoch(end))
+
+
+class LocalScoredLog:
+    """``ScoredLog`` over the scores the embedded endpoints recorded for live rows."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.store = TelemetryStore(telemetry_path(data_dir.resolve()))
+
+    def scores(
+        self, endpoint: str, deployment: str | None, start: datetime, end: datetime, limit: int
+    ) -> list[float]:
+        return self.store.scores(endpoint, deployment, epoch(start), epoch(end), limit)

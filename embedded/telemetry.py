@@ -4,6 +4,8 @@
   HTTP status, latency. Per-minute counts and latency percentiles are queries over it, and so
   is any exact window a rollout health check asks for.
 - ``inputs``: the rows the endpoint scored (live traffic only), for the drift monitor.
+- ``scores``: the positive-class score each live row got (when the model returns
+  probabilities), for label-free performance estimation.
 
 Only the standard library is imported here: the metrics adapter runs inside the service.
 """
@@ -36,6 +38,13 @@ CREATE TABLE IF NOT EXISTS inputs (
     row TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inputs_by_endpoint ON inputs (endpoint, ts);
+CREATE TABLE IF NOT EXISTS scores (
+    endpoint TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    ts REAL NOT NULL,
+    score REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scores_by_endpoint ON scores (endpoint, ts);
 """
 
 
@@ -55,6 +64,14 @@ class InputRecord:
     deployment: str
     ts: float
     row: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRecord:
+    endpoint: str
+    deployment: str
+    ts: float
+    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +130,13 @@ class TelemetryStore:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def append(self, requests: Sequence[RequestRecord], inputs: Sequence[InputRecord] = ()) -> None:
-        if not requests and not inputs:
+    def append(
+        self,
+        requests: Sequence[RequestRecord],
+        inputs: Sequence[InputRecord] = (),
+        scores: Sequence[ScoreRecord] = (),
+    ) -> None:
+        if not requests and not inputs and not scores:
             return
         with self._connect() as conn:
             conn.executemany(
@@ -127,6 +149,10 @@ class TelemetryStore:
             conn.executemany(
                 "INSERT INTO inputs VALUES (?, ?, ?, ?)",
                 [(i.endpoint, i.deployment, i.ts, json.dumps(i.row, default=str)) for i in inputs],
+            )
+            conn.executemany(
+                "INSERT INTO scores VALUES (?, ?, ?, ?)",
+                [(s.endpoint, s.deployment, s.ts, s.score) for s in scores],
             )
 
     def window(self, endpoint: str, deployment: str, start: float, end: float) -> WindowStats:
@@ -199,6 +225,23 @@ class TelemetryStore:
             rows = conn.execute(query, params).fetchall()
         return [json.loads(row) for (row,) in reversed(rows)]
 
+    def scores(
+        self, endpoint: str, deployment: str | None, start: float, end: float, limit: int
+    ) -> list[float]:
+        """Scores of live rows with ``start <= ts < end``, oldest first (the newest ``limit``)."""
+        if not self.exists():
+            return []
+        query = "SELECT score FROM scores WHERE endpoint = ? AND ts >= ? AND ts < ?"
+        params: list[Any] = [endpoint, start, end]
+        if deployment is not None:
+            query += " AND deployment = ?"
+            params.append(deployment)
+        query += " ORDER BY ts DESC, rowid DESC LIMIT ?"
+        params.append(int(limit))
+        with self._connect() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [float(score) for (score,) in reversed(rows)]
+
     def prune(self, before: float) -> None:
         """Forget records older than ``before`` (epoch seconds)."""
         if not self.exists():
@@ -206,3 +249,4 @@ class TelemetryStore:
         with self._connect() as conn:
             conn.execute("DELETE FROM requests WHERE ts < ?", (before,))
             conn.execute("DELETE FROM inputs WHERE ts < ?", (before,))
+            conn.execute("DELETE FROM scores WHERE ts < ?", (before,))

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from handlers import cleanup, rollout, training
+from handlers import cleanup, performance, rollout, signals, training
 from handlers.cycles import move
 from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
 from shared.messagebus import Services
@@ -33,7 +33,17 @@ def reconcile(cmd: Reconcile, svc: Services) -> None:
         _guarded(rollout.watch, cycle, svc, cmd.event_key)
     for cycle in cleanup.pending(svc):  # leftover deployments of closed cycles
         _guarded(cleanup.run, cycle, svc, cmd.event_key)
+    _estimate(svc)
     _purge_deliveries(svc)
+
+
+def _estimate(svc: Services) -> None:
+    """Due estimated-performance checks; a breach takes the drift signal's path."""
+    for signal in performance.check_all(svc):
+        try:
+            signals.on_drift_signal(signal, svc)
+        except (TransientError, ConcurrencyError) as exc:  # the next interval checks again
+            log.warning("estimated-performance signal for %s deferred: %s", signal.model, exc)
 
 
 def _purge_deliveries(svc: Services) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import cleanup
+from handlers import cleanup, performance
 from handlers.cycles import deployment_name_for, move, note, publish, schedule_cleanup
 from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
@@ -462,12 +462,18 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     old = _health(svc, spec.endpoint, ro.get("previous"), started, now)
     assert new is not None
     verdict, why = _verdict(new, old, spec.health)
+    perf = performance.guard(
+        svc, cycle, (ro["deployment"], started, now), (ro.get("previous"), started, now)
+    )
+    if verdict != "breach" and perf.verdict == "breach":  # with the health judge, not instead
+        verdict, why = "breach", perf.why
     evidence: dict[str, Any] = {
         "window": [started.isoformat(), now.isoformat()],
         "percent": ro.get("percent"),
         "new": _sample(new),
         "live": _sample(old) if old else None,
         "verdict": verdict,
+        "estimated_performance": perf.evidence or None,
     }
     ro.setdefault("checks", []).append({"at": now.isoformat(), **evidence, "why": why})
     phase = "shadow" if ro["phase"] == "shadow" else f"canary at {ro.get('percent')}%"
@@ -579,13 +585,23 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     promoted = datetime.fromisoformat(ro["promoted_at"])
     new = svc.metrics.deployment_health(ro["endpoint"], ro["deployment"], promoted, now)
     verdict, why = _verdict(new, None, spec.health)
+    before = promoted - (now - promoted)  # live's own traffic: as long a window before promotion
+    perf = performance.guard(
+        svc, cycle, (ro["deployment"], promoted, now), (ro.get("previous"), before, promoted)
+    )
+    if verdict != "breach" and perf.verdict == "breach":
+        verdict, why = "breach", f"estimated performance: {perf.why}"
     if verdict == "breach":
         roll_back(
             cycle,
             svc,
             f"health breach during the watch period: {why}",
             caused_by,
-            evidence={"new": _sample(new), "window": [ro["promoted_at"], now.isoformat()]},
+            evidence={
+                "new": _sample(new),
+                "window": [ro["promoted_at"], now.isoformat()],
+                "estimated_performance": perf.evidence or None,
+            },
         )
         return
     if now < datetime.fromisoformat(ro["watch_until"]):

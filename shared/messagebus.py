@@ -25,6 +25,7 @@ from shared.ports import (
     LogQueries,
     Metrics,
     MLPlatform,
+    ScoredLog,
     StateStore,
     Wakeups,
 )
@@ -66,6 +67,7 @@ class Services:
     policy: Policy
     logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
     wakeups: Wakeups | None = None  # one-shot reconcile at a due time (local host only)
+    scored: ScoredLog | None = None  # scores served to live traffic, for estimated_performance
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)

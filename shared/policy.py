@@ -64,11 +64,46 @@ class MonitorBinding(_Strict):
     signals: tuple[str, ...] = ()  # empty = any signal of this monitor
 
 
+class EstimatedPerformance(_Strict):
+    """Label-free performance estimate (CBPE, ``shared.estimation``) on the scored-input log.
+
+    A trigger: every ``check_every``, the last ``window`` of live traffic is estimated; below
+    ``threshold``, or more than ``max_drop`` under the reference (the champion's evaluation),
+    it is a drift signal. A guard: during canary steps and the watch period, a new deployment
+    whose estimate is more than ``guard_tolerance`` under live's fails the step.
+    """
+
+    metric: Literal["auc", "accuracy", "f1"] = "auc"
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    max_drop: float | None = Field(default=None, ge=0, le=1)
+    window: Duration = 3600.0
+    min_rows: int = Field(default=500, ge=30, le=10_000_000)
+    check_every: Duration = 600.0
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1)  # score >= this predicts 1
+    guard_tolerance: float | None = Field(default=0.02, ge=0, le=1)  # None: no guard
+    # labels that arrived later (CSV/JSONL with time, score, label): realised vs estimated
+    ground_truth: str | None = Field(default=None, min_length=1)
+
+    @field_validator("ground_truth")
+    @classmethod
+    def _app_relative(cls, value: str | None) -> str | None:
+        return str(app_path(value)) if value else value
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> EstimatedPerformance:
+        if self.threshold is None and self.max_drop is None:
+            raise ValueError("give 'threshold' (absolute) or 'max_drop' (under the reference)")
+        if self.window <= 0 or self.check_every <= 0:
+            raise ValueError("'window' and 'check_every' must be longer than 0s")
+        return self
+
+
 class Signals(_Strict):
     drift_alerts: tuple[str, ...] = ()  # Azure Monitor alert rule names or ids -> drift signal
     health_alerts: tuple[str, ...] = ()  # alert rule names or ids -> endpoint health signal
     monitors: tuple[MonitorBinding, ...] = ()
     datadrift: tuple[str, ...] = ()  # v1 DataDrift monitor names
+    estimated_performance: EstimatedPerformance | None = None
 
 
 class Confirmation(_Strict):

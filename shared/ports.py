@@ -190,3 +190,14 @@ class Wakeups(Protocol):
     """
 
     def at(self, when: datetime, why: str) -> None: ...
+
+
+class ScoredLog(Protocol):
+    """The scores deployments gave to live traffic (the scored-input log), for estimation."""
+
+    def scores(
+        self, endpoint: str, deployment: str | None, start: datetime, end: datetime, limit: int
+    ) -> list[float]:
+        """Positive-class scores of live (not mirrored) rows with ``start <= time < end``,
+        the newest ``limit`` of them; ``deployment`` None means every deployment."""
+        ...

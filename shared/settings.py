@@ -69,6 +69,8 @@ class AzureSettings:
     table_endpoint: str = ""
     table_connection_string: str = field(default="", repr=False)
     events_topic_endpoint: str = ""
+    # the workspace blob datastore's container, where Azure ML's data collector writes
+    collector_container_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AzureSettings:
@@ -103,6 +105,7 @@ class AzureSettings:
             table_endpoint=get("AUTOPILOT_TABLE_ENDPOINT"),
             table_connection_string=get("AUTOPILOT_TABLE_CONNECTION_STRING"),
             events_topic_endpoint=get("AUTOPILOT_EVENTS_TOPIC_ENDPOINT"),
+            collector_container_url=get("AUTOPILOT_COLLECTOR_CONTAINER_URL"),
         )
 
     def require(self, *names: str) -> None:

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import SettingsError
 from shared.messagebus import Services, Settings
-from shared.ports import AuditLog, EventPublisher, LogQueries, Metrics, MLPlatform, StateStore
+from shared.ports import (
+    AuditLog,
+    EventPublisher,
+    LogQueries,
+    Metrics,
+    MLPlatform,
+    ScoredLog,
+    StateStore,
+)
 from shared.redact import Redactor
 from shared.settings import AppSettings, app_path
 
@@ -134,6 +142,33 @@ def build_logs(settings: AppSettings, policy: Policy) -> LogQueries | None:
     return None
 
 
+def build_scored(settings: AppSettings, policy: Policy) -> ScoredLog | None:
+    """The scored-input log that ``estimated_performance`` reads: Azure ML's data collector
+    output in the workspace blob datastore when its container is set, else (embedded platform)
+    what the local endpoints recorded."""
+    url = settings.azure.collector_container_url
+    if url:
+        from azure.identity import DefaultAzureCredential
+        from azure.storage.blob import ContainerClient
+
+        from shared.adapters.collector_blob import CollectorScoredLog
+
+        container = ContainerClient.from_container_url(url, credential=DefaultAzureCredential())
+        return CollectorScoredLog(container)
+    if settings.platform != "azure":
+        from embedded.metrics import LocalScoredLog
+
+        return LocalScoredLog(settings.data_dir / "platform")
+    asking = [n for n, s in policy.spec.models.items() if s.signals.estimated_performance]
+    if asking:
+        raise SettingsError(
+            f"model(s) {', '.join(asking)} estimate performance from collected model outputs "
+            "(signals.estimated_performance): set AUTOPILOT_COLLECTOR_CONTAINER_URL to the "
+            "workspace blob datastore's container URL"
+        )
+    return None
+
+
 def build_publisher(settings: AppSettings) -> EventPublisher:
     if settings.azure.events_topic_endpoint:
         from shared.adapters.eventgrid_publisher import EventGridCloudEventPublisher
@@ -175,6 +210,7 @@ def build_services(
         publisher=publisher or build_publisher(settings),
         policy=policy,
         logs=logs,
+        scored=build_scored(settings, policy),
         settings=Settings(
             stale_after_s=settings.stale_after_s,
             delivery_retention_s=settings.delivery_retention_s,

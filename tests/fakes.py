@@ -318,6 +318,35 @@ class FakeWakeups:
 
 
 @dataclass
+class FakeScoredLog:
+    """Scores served per (endpoint, deployment), each with its time, as the test adds them."""
+
+    rows: dict[tuple[str, str], list[tuple[datetime, float]]] = field(default_factory=dict)
+    failures: int = 0  # how many reads fail transiently first
+    reads: int = 0
+
+    def add(self, endpoint: str, deployment: str, at: datetime, scores: Any) -> None:
+        self.rows.setdefault((endpoint, deployment), []).extend((at, float(s)) for s in scores)
+
+    def scores(
+        self, endpoint: str, deployment: str | None, start: datetime, end: datetime, limit: int
+    ) -> list[float]:
+        self.reads += 1
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("blob storage unavailable")
+        found = [
+            (at, score)
+            for (ep, dep), items in self.rows.items()
+            if ep == endpoint and deployment in (None, dep)
+            for at, score in items
+            if start <= at < end
+        ]
+        found.sort(key=lambda item: item[0])
+        return [score for _, score in found[-limit:]]
+
+
+@dataclass
 class FakePublisher:
     published: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -384,12 +413,13 @@ class World:
     publisher: FakePublisher
     clock: FakeClock
     wakeups: FakeWakeups = field(default_factory=FakeWakeups)
+    scored: FakeScoredLog = field(default_factory=FakeScoredLog)
 
 
 def make_world(policy: Policy | None = None) -> World:
     store, audit, platform = FakeStore(), FakeAudit(), FakePlatform()
     metrics, publisher, clock = FakeMetrics(), FakePublisher(), FakeClock()
-    wakeups = FakeWakeups()
+    wakeups, scored = FakeWakeups(), FakeScoredLog()
     services = Services(
         store=store,
         audit=audit,
@@ -400,5 +430,6 @@ def make_world(policy: Policy | None = None) -> World:
         clock=clock,
         settings=Settings(),
         wakeups=wakeups,
+        scored=scored,
     )
-    return World(services, store, audit, platform, metrics, publisher, clock, wakeups)
+    return World(services, store, audit, platform, metrics, publisher, clock, wakeups, scored)

@@ -32,8 +32,15 @@ CHANNELS = ("branch", "online", "partner")
 Columns = dict[str, np.ndarray[Any, Any]]
 
 
-def generate(rows: int, seed: int, *, shift: bool = False) -> Columns:
-    """Feature columns and the label for ``rows`` applicants, the same for the same seed."""
+def generate(rows: int, seed: int, *, shift: bool = False, silent: bool = False) -> Columns:
+    """Feature columns and the label for ``rows`` applicants, the same for the same seed.
+
+    ``silent``: every feature keeps its distribution (no data drift), but the risk factors are
+    re-paired to cancel (high debt with few late payments, high utilisation with high income),
+    so the model's scores bunch up where it cannot separate the classes, and the concept
+    changes as with ``shift`` (what makes retraining worthwhile; no score-based estimate can
+    see that part).
+    """
     rng = np.random.default_rng(seed)
     if shift:
         income = rng.lognormal(np.log(38.0), 0.5, rows)
@@ -49,10 +56,17 @@ def generate(rows: int, seed: int, *, shift: bool = False) -> Columns:
     age = np.clip(rng.normal(42.0, 12.0, rows), 18.0, 85.0)
     late_payments = rng.poisson(0.6, rows).astype(float)
     tenure_years = rng.gamma(2.0, 2.5, rows)
+    if silent and not shift:
+        order = np.argsort(debt_ratio)
+        debt_ratio, age, tenure_years = debt_ratio[order], age[order], tenure_years[order]
+        region, channel = region[order], channel[order]
+        late_payments = np.sort(late_payments)[::-1]
+        utilization = np.sort(utilization)[::-1]
+        income = np.sort(income)[::-1]
 
     region_effect = {"north": 0.0, "south": 0.3, "east": -0.2, "west": 0.1}
     channel_effect = {"branch": -0.3, "online": 0.3, "partner": 0.0}
-    if shift:  # the concept changes too: new fraud pattern online, east and utilisation
+    if shift or silent:  # the concept changes too: new fraud pattern online, east, utilisation
         region_effect = {"north": 0.0, "south": -0.4, "east": 1.0, "west": 0.2}
         channel_effect = {"branch": 0.4, "online": -0.9, "partner": 0.6}
     logit = (
@@ -65,7 +79,7 @@ def generate(rows: int, seed: int, *, shift: bool = False) -> Columns:
         + np.array([region_effect[r] for r in region])
         + np.array([channel_effect[c] for c in channel])
     )
-    if shift:
+    if shift or silent:
         logit += 3.5 * np.maximum(utilization - 0.6, 0.0) * 4.0 - 1.5 * (utilization < 0.35)
         logit -= 0.4 * late_payments
     else:
@@ -115,14 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shift", action="store_true", help="covariate shift + concept change")
+    parser.add_argument(
+        "--silent",
+        action="store_true",
+        help="same per-feature distributions, risk factors re-paired to cancel, concept change",
+    )
     parser.add_argument("--name", help="file name without .csv (default: the next batch-NNNN)")
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be at least 1")
     name = args.name or next_batch_name(args.out_dir)
     path = args.out_dir / f"{name}.csv"
-    write_csv(path, generate(args.rows, args.seed, shift=args.shift))
-    print(f"wrote {args.rows} rows{' (shifted)' if args.shift else ''} to {path}")
+    if args.shift and args.silent:
+        parser.error("--shift and --silent are different scenarios; give one")
+    write_csv(path, generate(args.rows, args.seed, shift=args.shift, silent=args.silent))
+    kind = " (shifted)" if args.shift else " (silent shift)" if args.silent else ""
+    print(f"wrote {args.rows} rows{kind} to {path}")
     return 0
 
 

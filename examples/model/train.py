@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="compare with this registered version (default: the registry alias 'champion')",
     )
     parser.add_argument("--no-champion", action="store_true", help="do not compare")
+    parser.add_argument(
+        "--serve-probabilities",
+        action="store_true",
+        help="the served model answers [p0, p1] per row instead of a class label (what "
+        "label-free performance estimation reads from the scored-input log)",
+    )
     args = parser.parse_args(argv)
     if args.data_dir is None:
         parser.error("--data-dir is required (or set AUTOPILOT_INPUT_DATA_DIR)")
@@ -150,7 +156,8 @@ def metrics(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> dict[
 def positive_scores(model: Any, x: Any) -> np.ndarray[Any, Any]:
     if hasattr(model, "predict_proba"):
         return np.asarray(model.predict_proba(x))[:, 1].astype(float)
-    return np.asarray(model.predict(x), dtype=float).reshape(-1)  # pyfunc: labels as scores
+    predicted = np.asarray(model.predict(x), dtype=float)  # pyfunc: labels or [p0, p1] rows
+    return predicted[:, 1] if predicted.ndim == 2 else predicted.reshape(-1)
 
 
 def load_champion(name: str, version: str | None) -> tuple[str, Any] | None:
@@ -262,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         mlflow.log_metrics(challenger_metrics)
+        serve = "predict_proba" if args.serve_probabilities else "predict"
         mlflow.sklearn.log_model(
             pipeline,
-            signature=infer_signature(x_test.head(20), pipeline.predict(x_test.head(20))),
+            signature=infer_signature(x_test.head(20), getattr(pipeline, serve)(x_test.head(20))),
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            pyfunc_predict_fn=serve,
             **log_model_options(mlflow.sklearn.log_model, args.algorithm),
         )
         args.outputs.mkdir(parents=True, exist_ok=True)

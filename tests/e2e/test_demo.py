@@ -120,3 +120,18 @@ def test_alert_after_promotion_rolls_back_to_the_warm_previous_deployment(
     assert len(promoted) == 1 and len(rolled_back) == 1
     assert "watch period" in rolled_back[0]["reason"]
     assert result["client"]["dropped"] == 0
+
+
+def test_silent_degradation_is_noticed_by_the_estimate_not_by_drift(tmp_path: Path) -> None:
+    """No feature drifts; the label-free estimate starts the cycle; the retrained model wins."""
+    result, audit = run_demo(tmp_path, "silent")
+    cycle = result["cycle"]
+    assert result["state"] == "PROMOTED" and result["started_by"] == "estimated_performance"
+    assert result["champion"] == "2"
+    started = of_cycle(audit, cycle, "retraining cycle started")[0]["evidence"]
+    assert started["source"] == "estimated_performance"
+    assert started["reference"] - started["estimate"] > 0.03  # the policy's max_drop
+    low, high = started["interval"]
+    assert low <= started["estimate"] <= high
+    sources = {r["evidence"].get("source") for r in audit if r["cycle"] == cycle and r["evidence"]}
+    assert "alert" not in sources  # the drift monitor never fired

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         started = time.monotonic()
         platform.submit_job(_job("train-2", after))
         platform.submit_job(_job("train-worse", before, "--quality", "worse"))
-        _wait(platform, "train-2", "train-worse")
+        platform.submit_job(_job("train-proba", before, "--serve-probabilities"))
+        _wait(platform, "train-2", "train-worse", "train-proba")
         story.notes["parallel_s"] = time.monotonic() - started
         story.retrained = platform.register_model(MODEL, "train-2", {"autopilot_cycle": "cycle-2"})
         yield story
@@ -201,3 +203,29 @@ def test_deployments_serve_registered_models(story: Story) -> None:
     # rows the model cannot take are the client's fault (400), not the deployment's (5xx)
     status, body, _ = call(url, "/score", {"rows": [{"income": 1.0}]})
     assert status == 400 and "bad input" in body["error"]
+
+
+def test_a_model_serving_probabilities_fills_the_scored_input_log(story: Story) -> None:
+    """``--serve-probabilities``: the endpoint answers [p0, p1] and records p1 per live row."""
+    from embedded.metrics import LocalScoredLog
+
+    platform = story.platform
+    version = platform.register_model(MODEL, "train-proba", {"autopilot_cycle": "cycle-p"})
+    url = platform.ensure_endpoint(MODEL)
+    platform.create_deployment(MODEL, "proba", MODEL, version)
+    gen = load_example("generate_data")
+    rows = gen.to_rows(gen.generate(5, seed=12))
+    since = datetime.now(UTC)
+    status, body, _ = call(
+        url, "/score", {"rows": rows}, headers={"azureml-model-deployment": "proba"}
+    )
+    assert status == 200, body
+    pairs = body["predictions"]
+    assert len(pairs) == 5 and all(len(p) == 2 and abs(sum(p) - 1) < 1e-9 for p in pairs)
+    log = LocalScoredLog(platform.data_dir)
+    deadline = time.monotonic() + 10
+    scores: list[float] = []
+    while time.monotonic() < deadline and len(scores) < 5:  # the endpoint flushes every 0.5 s
+        time.sleep(0.2)
+        scores = log.scores(MODEL, "proba", since - timedelta(seconds=1), datetime.now(UTC), 100)
+    assert scores == [p[1] for p in pairs]

@@ -1,4 +1,4 @@
-"""Azurite, the Azure Storage emulator, for integration tests: the Table service only.
+"""Azurite, the Azure Storage emulator, for integration tests: the Table and Blob services.
 
 On first use the pinned ``azurite`` npm package is installed into ``.azurite/`` at the
 repository root (``AUTOPILOT_AZURITE_DIR`` overrides; the folder ignores itself in git). The
@@ -8,7 +8,8 @@ wrapper's), bound to 127.0.0.1 on a free port, in memory, with telemetry off. Wi
 
 Use the session fixtures ``azurite`` (the connection string) and ``azurite_server`` (import both
 into a test module, or list this module in the root conftest's ``pytest_plugins`` so every
-module shares one server), or :func:`running_azurite` directly.
+module shares one server), or :func:`running_azurite` directly. ``azurite_blob`` is the
+connection string of a Blob service started the same way (its own process and port).
 """
 
 from __future__ import annotations
@@ -126,26 +127,28 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def connection_string(port: int) -> str:
+def connection_string(port: int, service: str = "table") -> str:
+    endpoint = "BlobEndpoint" if service == "blob" else "TableEndpoint"
     return (
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-        f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+        f"{endpoint}=http://127.0.0.1:{port}/{ACCOUNT};"
     )
 
 
 @dataclass
 class AzuriteServer:
-    """A running Azurite Table service."""
+    """A running Azurite Table (or Blob) service."""
 
     process: subprocess.Popen[bytes]
     port: int
     workdir: Path
     command: list[str]
     version: str = AZURITE_VERSION
+    service: str = "table"
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self.port)
+        return connection_string(self.port, self.service)
 
     def log(self) -> str:
         try:
@@ -164,10 +167,13 @@ class AzuriteServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_azurite(folder: Path | None = None) -> AzuriteServer:
-    """Install if needed, start the Table service on a free loopback port, wait until ready."""
+def start_azurite(folder: Path | None = None, service: str = "table") -> AzuriteServer:
+    """Install if needed, start the Table (or Blob) service on a free loopback port, wait until
+    ready."""
+    if service not in ("table", "blob"):
+        raise ValueError(f"unknown Azurite service {service!r}")
     node = _tool("node")
-    script = install(folder)
+    script = install(folder).parents[1] / service / "main.js"
     problem = ""
     for _ in range(3):  # a free port can be taken between our probe and the server's bind
         port = _free_port()
@@ -176,9 +182,9 @@ def start_azurite(folder: Path | None = None) -> AzuriteServer:
         command = [
             node,
             str(script),
-            "--tableHost",
+            f"--{service}Host",
             "127.0.0.1",
-            "--tablePort",
+            f"--{service}Port",
             str(port),
             "--inMemoryPersistence",
             "--disableTelemetry",
@@ -187,7 +193,7 @@ def start_azurite(folder: Path | None = None) -> AzuriteServer:
         ]
         process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        server = AzuriteServer(process, port, workdir, command)
+        server = AzuriteServer(process, port, workdir, command, service=service)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and process.poll() is None:
             if _accepts(port):
@@ -228,3 +234,16 @@ def azurite_server() -> Iterator[AzuriteServer]:
 def azurite(azurite_server: AzuriteServer) -> str:
     """The connection string of the session's Azurite Table service."""
     return azurite_server.connection_string
+
+
+@pytest.fixture(scope="session")
+def azurite_blob() -> Iterator[str]:
+    """The connection string of an Azurite Blob service for the session; fails without Node."""
+    try:
+        server = start_azurite(service="blob")
+    except AzuriteUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.connection_string
+    finally:
+        server.stop()

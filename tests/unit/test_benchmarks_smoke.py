@@ -119,3 +119,28 @@ def test_command_prints_tables_and_writes_json(
     printed = capsys.readouterr().out
     assert "## Scaling" in printed and "| batch size |" in printed
     assert render(document) in printed
+
+
+def test_estimation_on_tiny_data(tmp_path: Path) -> None:
+    from benchmarks import estimation
+
+    out = tmp_path / "results.json"
+    assert main(["estimation", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["estimation"]
+    assert result["accuracy"]["windows"] == 10
+    assert 0 <= result["accuracy"]["mae"]["auc"] < 0.05
+    assert result["speed"]["rows"] == 50_000 and result["speed"]["ours_s"]["median"] > 0
+    assert "## Performance estimation (CBPE)" in render(json.loads(out.read_text()))
+    assert estimation.THRESHOLD == 0.25
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nannyml") is None, reason="nannyml is a benchmark-only dependency"
+)
+def test_estimation_agrees_with_nannyml_where_defined_alike() -> None:
+    from benchmarks import estimation
+
+    result = estimation.run(windows_count=3, window_rows=2000, speed_rows=20_000, repeats=1)
+    nanny = result["nannyml"]
+    assert max(nanny["max_abs_difference"].values()) < 0.01
+    assert nanny["speed_s"]["median"] > 0

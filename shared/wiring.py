@@ -91,10 +91,14 @@ def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:
         if az.deployment_template
         else None,
     )
+    from shared.adapters.azure_monitor import LogAnalyticsQueries
+
     metrics = AzureMonitorMetrics(
         az.endpoint_resource_ids,
         endpoint_url=az.metrics_endpoint or None,
         region=az.metrics_region or None,
+        # per-request rows for rollout.analysis: sequential (the endpoints' traffic log)
+        logs=LogAnalyticsQueries(az.log_workspace_id) if az.log_workspace_id else None,
     )
     return platform, metrics
 

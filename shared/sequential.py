@@ -87,7 +87,10 @@ def _log_mixture(s: float, v: float, rho: float) -> float:
     """Log of the one-sided (half-normal) mixture martingale at sum ``s``, information ``v``."""
     w = v + rho
     return (
-        math.log(2.0) + 0.5 * math.log(rho / w) + s * s / (2.0 * w) + math.log(_phi(s / math.sqrt(w)))
+        math.log(2.0)
+        + 0.5 * math.log(rho / w)
+        + s * s / (2.0 * w)
+        + math.log(_phi(s / math.sqrt(w)))
     )
 
 

@@ -82,7 +82,9 @@ def test_slower_new_deployment_is_rolled_back_on_latency() -> None:
     rng = random.Random(3)
     live = [rng.lognormvariate(4.0, 0.5) for _ in range(3000)]
     new = [1.6 * rng.lognormvariate(4.0, 0.5) for _ in range(3000)]
-    verdict = judge(RequestSample(3000, 0, tuple(new)), RequestSample(3000, 0, tuple(live)), Settings())
+    verdict = judge(
+        RequestSample(3000, 0, tuple(new)), RequestSample(3000, 0, tuple(live)), Settings()
+    )
     assert verdict.decision == "rollback"
     assert verdict.latency is not None and verdict.latency.lower > 0
     assert "slower than live's p95" in verdict.why

@@ -81,6 +81,15 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
     watch = "5m" if scenario == "alert" else "0s"
     spec["rollout"].update(bake="8s", max_wait="60s", watch=watch)
     spec["rollout"]["health"].update(min_requests=30)
+    # the sequential judge at demo traffic (~2 requests/s on a 10% canary): wider tolerances
+    spec["rollout"]["sequential"] = {
+        **spec["rollout"].get("sequential", {}),
+        "tolerance": 0.05,
+        "delta": 0.1,
+        "latency_tolerance": 0.15,
+        "check_every": "2s",
+        "max_bake": "60s",
+    }
     path = data_dir / "demo-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

@@ -24,9 +24,13 @@ from shared.sequential import Bound, RequestSample, Settings, judge
 
 
 def settings_of(spec: Rollout) -> Settings:
+    """The judge's settings for one step: alpha is split over the judged steps (shadow and
+    each canary step), so P(roll back | as good as live) <= alpha for the whole rollout;
+    beta is not (passing a harmful candidate needs every step to pass it)."""
     seq = spec.sequential
+    steps = len(spec.steps) + (1 if spec.shadow is not None else 0)
     return Settings(
-        alpha=seq.alpha,
+        alpha=seq.alpha / steps,
         beta=seq.beta,
         tolerance=seq.tolerance,
         delta=seq.delta,

@@ -38,6 +38,26 @@ def test_example_policy_is_valid() -> None:
             "field 'gate.min_improvment': is not a known field; did you mean 'min_improvement'?",
         ),
         (
+            {"rollout": {"endpoint": "ep", "analysis": "sequentail"}},
+            "field 'rollout.analysis'",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"tolerance": 0.02, "delta": 0.01}}},
+            "delta (0.01) must be at least tolerance (0.02)",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"alpah": 0.01}}},
+            "field 'rollout.sequential.alpah': is not a known field; did you mean 'alpha'?",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"alpha": 0.7}}},
+            "field 'rollout.sequential.alpha'",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"on_max_bake": "wait"}}},
+            "field 'rollout.sequential.on_max_bake'",
+        ),
+        (
             {"training": {"experiment": "x", "command": ["{python}", "t.py", "{inputs.dat}"]}},
             "field 'training': command uses {inputs.dat} but 'inputs' has no 'dat'",
         ),

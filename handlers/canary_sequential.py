@@ -78,6 +78,7 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
     step = ro.get("step", -1)
     entry = {
         "at": now.isoformat(),
+        "window": [started.isoformat(), now.isoformat()],
         "analysis": "sequential",
         "step": step,
         "percent": ro.get("percent"),
@@ -89,6 +90,7 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
         "live_p95_ms": verdict.live_p95_ms,
         "why": verdict.why,
     }
+    ro["sequential_tolerance"] = seq.tolerance  # the console draws it against the band
     checks = ro.setdefault("checks", [])
     checks.append(entry)
     looks = [c for c in checks if c.get("analysis") == "sequential" and c.get("step") == step]

@@ -250,7 +250,11 @@ def test_cycle_page_shows_gate_table_traffic_chart_and_trail(
     trail = page.locator("ol.timeline li")
     assert trail.count() == len(api(served, f"/api/cycles/{demo_cycle}")["audit"])
     assert "retraining cycle started" in trail.first.inner_text()
-    assert "PROMOTED" in trail.last.inner_text()
+    texts = trail.all_inner_texts()
+    promoted = max(i for i, t in enumerate(texts) if "PROMOTED" in t)
+    # the sequential judge promotes at its first look at 100%, while v1 may still drain: its
+    # deletion can finish at a later tick, after the promotion
+    assert all("deleted" in t for t in texts[promoted + 1 :]), texts[promoted:]
     console.shot("cycle")
 
 

@@ -231,3 +231,19 @@ def test_training_environment_is_validated(environment: Any, expected: str | Non
         parse_policy(data, "policy.yaml")
     assert "model 'credit': field 'training.environment'" in str(info.value)
     assert expected in str(info.value)
+
+
+def test_sequential_rollout_errors_point_at_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    typo = EXAMPLE.replace("        check_every: 5s", "        chek_every: 5s")
+    path.write_text(typo)
+    line = typo.splitlines().index(next(x for x in typo.splitlines() if "chek_every" in x)) + 1
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == (
+        f"{path}:{line}: model 'credit-risk': field 'rollout.sequential.chek_every': is not a "
+        "known field; did you mean 'check_every'?"
+    )
+    path.write_text(EXAMPLE.replace("        delta: 0.10 ", "        delta: 0.01 "))
+    with pytest.raises(PolicyError, match=r"delta \(0.01\) must be at least tolerance \(0.05\)"):
+        load_policy(path)

@@ -22,6 +22,8 @@ from shared.model import AuditKind, Cycle
 from shared.policy import Rollout
 from shared.sequential import Bound, RequestSample, Settings, judge
 
+MAX_LOOKS_PER_STEP = 60  # kept in the cycle (and the decision's evidence): thinned beyond
+
 
 def settings_of(spec: Rollout) -> Settings:
     """The judge's settings for one step: alpha is split over the judged steps (shadow and
@@ -94,6 +96,10 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
     checks = ro.setdefault("checks", [])
     checks.append(entry)
     looks = [c for c in checks if c.get("analysis") == "sequential" and c.get("step") == step]
+    if len(looks) > MAX_LOOKS_PER_STEP:  # a long hold: keep the first, the last, every other
+        dropped = looks[1:-1:2]
+        checks[:] = [c for c in checks if not any(c is d for d in dropped)]
+        looks = [c for c in looks if not any(c is d for d in dropped)]
     evidence: dict[str, Any] = {
         "analysis": "sequential",
         "window": [started.isoformat(), now.isoformat()],

@@ -115,6 +115,11 @@ def test_hold_at_max_bake_keeps_the_traffic_and_keeps_looking() -> None:
     assert "held past max_bake" in cycle.reason
     held = [d for d in decisions(world, cycle.id) if "held at max_bake" in d.summary]
     assert len(held) == 1  # audited once, not at every look
+    for _ in range(70):  # a long hold keeps the cycle's record of looks bounded
+        cycle = serve_and_look(world, cycle, new=(1, 0, 50.0), live=(9, 0, 50.0))
+    looks = [c for c in cycle.rollout["checks"] if c.get("step") == 0]
+    assert len(looks) <= 60 and looks[0]["new_requests"] == 3
+    assert cycle.state is CycleState.ROLLING_OUT
     # enough traffic later still decides (the sequence is valid however long it looks)
     cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
     cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))

@@ -26,11 +26,11 @@ MAX_LOOKS_PER_STEP = 60  # kept in the cycle (and the decision's evidence): thin
 
 
 def settings_of(spec: Rollout) -> Settings:
-    """The judge's settings for one step: alpha is split over the judged steps (shadow and
-    each canary step), so P(roll back | as good as live) <= alpha for the whole rollout;
-    beta is not (passing a harmful candidate needs every step to pass it)."""
+    """The judge's settings for one step: alpha is split over the judged stages (shadow, each
+    canary step, the watch period), so P(roll back | as good as live) <= alpha for the whole
+    rollout; beta is not (passing a harmful candidate needs every step to pass it)."""
     seq = spec.sequential
-    steps = len(spec.steps) + (1 if spec.shadow is not None else 0)
+    steps = len(spec.steps) + (spec.shadow is not None) + (spec.watch > 0)
     return Settings(
         alpha=seq.alpha / steps,
         beta=seq.beta,
@@ -172,3 +172,40 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
     )
     svc.store.save_cycle(cycle)
     rollout._wake(cycle, svc)
+
+
+def watch_look(
+    cycle: Cycle, svc: Services, promoted: datetime, now: datetime, caused_by: str
+) -> bool:
+    """During the watch period: the new deployment since promotion against the previous one's
+    last window with traffic (kept warm, it serves none now). True if it rolled back."""
+    spec = svc.policy.models[cycle.model].rollout
+    ro = cycle.rollout
+    assert spec is not None and ro is not None
+    steps = ro.get("steps") or []
+    if not ro.get("previous") or len(steps) < 2:
+        return False
+    start, end = datetime.fromisoformat(steps[-2]["at"]), datetime.fromisoformat(steps[-1]["at"])
+    new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], promoted, now)
+    live = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], start, end)
+    verdict = judge(new, live, settings_of(spec))
+    if verdict.decision != "rollback":
+        return False
+    evidence = {
+        "analysis": "sequential",
+        "window": [promoted.isoformat(), now.isoformat()],
+        "baseline": (
+            f"{ro['previous']} is kept warm and serves no traffic: compared with its last "
+            f"window with traffic ({start.isoformat()} to {end.isoformat()})"
+        ),
+        "tolerance": spec.sequential.tolerance,
+        "new_requests": verdict.new_requests,
+        "live_requests": verdict.live_requests,
+        "errors": _bound(verdict.errors),
+        "latency": _bound(verdict.latency),
+        "sentence": verdict.why,
+    }
+    rollout.roll_back(
+        cycle, svc, f"during the watch period: {verdict.why}", caused_by, evidence=evidence
+    )
+    return True

@@ -597,6 +597,11 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
             evidence={"new": _sample(new), "window": [ro["promoted_at"], now.isoformat()]},
         )
         return
+    if spec.analysis == "sequential":
+        from handlers import canary_sequential  # it calls back into this module
+
+        if canary_sequential.watch_look(cycle, svc, promoted, now, caused_by):
+            return
     if now < datetime.fromisoformat(ro["watch_until"]):
         return
     ro["phase"] = "done"

@@ -153,3 +153,38 @@ def _seconds(s: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=s)
+
+
+def test_the_watch_rolls_back_on_harm_against_the_previous_deployments_last_window() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(30):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        live = (0, 0, 50.0) if cycle.rollout["percent"] == 100 else (400, 0, 50.0)
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "watch"
+    # after promotion the new deployment fails 10% of requests; the previous one, kept warm,
+    # serves nothing, so its last window with traffic is the baseline
+    for _ in range(5):
+        if cycle.state is not CycleState.PROMOTED:
+            break
+        cycle = serve_and_look(world, cycle, new=(300, 30, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert world.platform.traffic["credit-ep"]["blue"] == 100
+    assert "during the watch period: rolled back after" in cycle.reason
+    rolled = [r for r in world.audit.records if r.cycle == cycle.id and "ROLLED_BACK" in r.summary]
+    assert "kept warm and serves no traffic" in rolled[-1].evidence["baseline"]
+
+
+def test_a_healthy_watch_runs_its_course() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(30):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        live = (0, 0, 50.0) if cycle.rollout["percent"] == 100 else (400, 0, 50.0)
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
+    for _ in range(25):  # 12.5 minutes past the 10-minute watch
+        cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "done"

@@ -12,8 +12,8 @@ Three judges see the same streams:
   rate above 5%, more than +2 pp over live, or p95 above 2x live's rolls back;
 - ``fixed_mw``: a Kayenta-style fixed-horizon test at the bake: one-sided Mann-Whitney U on
   latencies and a one-sided two-proportion z-test on errors, each at 5%;
-- ``sequential``: ``shared.sequential`` looking every 10 s (alpha 0.05 split over the three
-  steps of a rollout, beta 0.05, tolerance 2 pp = today's allowed increase, delta 3 pp,
+- ``sequential``: ``shared.sequential`` looking every 10 s (alpha 0.05 split over the four
+  stages of a rollout: three steps and the watch period; beta 0.05, tolerance 2 pp = today's allowed increase, delta 3 pp,
   latency tolerance 5 pp), failing safe at a 30-minute ``max_bake``.
 
 For speed the sequential judge's latency side sees, per request, whether it is slower than
@@ -36,7 +36,7 @@ LOOK_S = 10.0
 BAKE_S = 300.0
 MAX_BAKE_S = 1800.0
 SIGMA = 0.5
-STEPS = 3
+STEPS = 4  # alpha is split over the stages of a rollout: three canary steps and the watch
 ALPHA, BETA, TOLERANCE, DELTA, LATENCY_TOLERANCE = 0.05, 0.05, 0.02, 0.03, 0.05
 STEP_ALPHA = ALPHA / STEPS
 

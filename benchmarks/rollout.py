@@ -13,8 +13,9 @@ Three judges see the same streams:
 - ``fixed_mw``: a Kayenta-style fixed-horizon test at the bake: one-sided Mann-Whitney U on
   latencies and a one-sided two-proportion z-test on errors, each at 5%;
 - ``sequential``: ``shared.sequential`` looking every 10 s (alpha 0.05 split over the four
-  stages of a rollout: three steps and the watch period; beta 0.05, tolerance 2 pp = today's allowed increase, delta 3 pp,
-  latency tolerance 5 pp), failing safe at a 30-minute ``max_bake``.
+  stages of a rollout: three steps and the watch period; beta 0.05, tolerance 2 pp = today's
+  allowed increase, delta 3 pp, latency tolerance 5 pp), failing safe at a 30-minute
+  ``max_bake``.
 
 For speed the sequential judge's latency side sees, per request, whether it is slower than
 live's true p95 (live's sample p95 over thousands of requests is close to it); its bound

@@ -72,6 +72,9 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
     ro = cycle.rollout
     assert spec is not None and ro is not None
     seq = spec.sequential
+    due = ro.get("next_check_at")
+    if due and now < datetime.fromisoformat(due):
+        return  # a reconcile between looks (another event): the next look is already asked for
     settings = settings_of(spec)
     new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], started, now)
     live, baseline_note = _live_requests(svc, ro, started, now)
@@ -165,9 +168,9 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
         )
     if len(looks) > 1 and looks[-2]["new_requests"] == verdict.new_requests:
         checks.remove(looks[-2])  # a look without new traffic adds nothing to the band
-    due = rollout._check_due(cycle, now + timedelta(seconds=seq.check_every))
+    next_look = rollout._check_due(cycle, now + timedelta(seconds=seq.check_every))
     held = " (held past max_bake)" if now >= deadline else ""
-    cycle.reason = f"{phase}{held}: {verdict.why}; next look {rollout._clock(due)}" + (
+    cycle.reason = f"{phase}{held}: {verdict.why}; next look {rollout._clock(next_look)}" + (
         "" if now >= deadline else f", decision by {rollout._clock(deadline)} at the latest"
     )
     svc.store.save_cycle(cycle)

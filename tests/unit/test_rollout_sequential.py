@@ -188,3 +188,14 @@ def test_a_healthy_watch_runs_its_course() -> None:
     for _ in range(25):  # 12.5 minutes past the 10-minute watch
         cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(0, 0, 50.0))
     assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "done"
+
+
+def test_a_reconcile_between_looks_does_not_look_again() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0))
+    looks = len(cycle.rollout["checks"])
+    cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=5)
+    assert len(cycle.rollout["checks"]) == looks  # 5 s after a look: the next is due at 30 s
+    cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=25)
+    assert len(cycle.rollout["checks"]) == looks + 1

@@ -92,6 +92,15 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
             "check_every": "3s",
             "guard_tolerance": 0.03,
         }
+    # the sequential judge at demo traffic (~2 requests/s on a 10% canary): wider tolerances
+    spec["rollout"]["sequential"] = {
+        **spec["rollout"].get("sequential", {}),
+        "tolerance": 0.05,
+        "delta": 0.1,
+        "latency_tolerance": 0.15,
+        "check_every": "2s",
+        "max_bake": "60s",
+    }
     path = data_dir / "demo-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

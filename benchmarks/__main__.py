@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cold_start, concurrency, drift, estimation, intake, scaling
+from benchmarks import cold_start, concurrency, drift, estimation, intake, rollout, scaling
 from benchmarks.common import ROOT, machine_notes, single_core
 from benchmarks.report import render
 
-NAMES = ("cold_start", "intake", "concurrency", "drift", "estimation", "scaling")
+NAMES = ("cold_start", "intake", "concurrency", "drift", "estimation", "scaling", "rollout")
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "benchmark-scaling.png"
 
@@ -103,6 +103,8 @@ def run(names: list[str], *, quick: bool) -> dict[str, Any]:
                 results[name] = estimation.run()
         elif name == "scaling":
             results[name] = scaling.run(scaling.QUICK if quick else scaling.Grid())
+        elif name == "rollout":
+            results[name] = rollout.run(rollouts=200 if quick else 2000)
         print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return results
 

@@ -294,6 +294,32 @@ def _ns(v: dict[str, float]) -> str:
     return f"{v['per_value_s'] * 1e9:.0f} ns"
 
 
+def rollout_table(result: dict[str, Any]) -> str:
+    """Per scenario and judge: rollbacks, passes, time to decision, requests to the new one."""
+    lines = [
+        f"{result['rollouts_per_scenario']} simulated steps per scenario; "
+        f"settings {result['settings']}",
+        "",
+        "| scenario | judge | rolled back | passed | no decision by max_bake | "
+        "median / p90 decision (s) | requests to new (mean) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, judges in result["scenarios"].items():
+        for judge, row in judges.items():
+            lines.append(
+                f"| {scenario} | {judge} | {row['rollback_rate']:.1%} | {row['pass_rate']:.1%} "
+                f"| {row.get('no_decision_by_max_bake', 0.0):.1%} | "
+                f"{row['median_decision_s']:.0f} / {row['p90_decision_s']:.0f} | "
+                f"{row['requests_to_new_mean']:.0f} |"
+            )
+    lines.append("")
+    lines.append(
+        f"median time to decision on healthy steps, sequential over threshold: "
+        f"{result['median_decision_ratio']:.2f}"
+    )
+    return "\n".join(lines)
+
+
 def render(results: dict[str, Any]) -> str:
     """Every table of a results document, with the machine notes first."""
     machine = results["machine"]
@@ -311,6 +337,7 @@ def render(results: dict[str, Any]) -> str:
         "drift": ("Drift computation", drift_table),
         "estimation": ("Performance estimation (CBPE)", estimation_table),
         "scaling": ("Scaling", scaling_table),
+        "rollout": ("Canary judges", rollout_table),
     }
     for key, (title, fn) in titles.items():
         if key in results["results"]:

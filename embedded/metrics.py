@@ -12,6 +12,7 @@ from pathlib import Path
 from embedded.endpoint import telemetry_path
 from embedded.telemetry import MinuteStats, TelemetryStore
 from shared.model import HealthSample
+from shared.sequential import RequestSample
 
 
 def epoch(at: datetime) -> float:
@@ -33,6 +34,13 @@ class LocalMetrics:
         (live and mirrored requests alike: a shadow deployment's health is its mirrored load)."""
         stats = self.store.window(endpoint, deployment, epoch(start), epoch(end))
         return HealthSample(stats.requests, stats.errors, stats.percentile(95))
+
+    def deployment_requests(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> RequestSample:
+        """Every request in ``[start, end)`` as the endpoint recorded it (live and mirrored)."""
+        stats = self.store.window(endpoint, deployment, epoch(start), epoch(end))
+        return RequestSample(stats.requests, stats.errors, stats.latencies_ms)
 
     def per_minute(
         self, endpoint: str, deployment: str, start: datetime, end: datetime

@@ -316,7 +316,10 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
                 "traffic": {ro["previous"]: 100},
             }
         )
-        due = _check_due(cycle, now + timedelta(seconds=shadow.bake))
+        spec = svc.policy.models[cycle.model].rollout
+        assert spec is not None
+        first = spec.sequential.check_every if spec.analysis == "sequential" else shadow.bake
+        due = _check_due(cycle, now + timedelta(seconds=first))
         cycle.reason = (
             f"shadow: {ro['previous']} serves 100% on {ro['endpoint']}, {shadow.percent}% "
             f"mirrored to {ro['deployment']}; health check due {_clock(due)}"
@@ -365,7 +368,8 @@ def _enter_step(
     cycle.rollout["steps"].append({"percent": percent, "at": now.isoformat(), "traffic": traffic})
     where = f"{traffic_text(traffic)} on {spec.endpoint} (step {index + 1}/{len(steps)})"
     if cycle.rollout.get("previous"):
-        due = _check_due(cycle, now + timedelta(seconds=spec.bake))
+        first = spec.sequential.check_every if spec.analysis == "sequential" else spec.bake
+        due = _check_due(cycle, now + timedelta(seconds=first))
         cycle.reason = f"canary: {where}; health check due {_clock(due)}"
     else:
         cycle.rollout.pop("next_check_at", None)
@@ -456,6 +460,11 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     bake = spec.shadow.bake if ro["phase"] == "shadow" and spec.shadow else spec.bake
     now = svc.now()
     started = datetime.fromisoformat(ro["step_started_at"])
+    if spec.analysis == "sequential" and ro.get("previous"):
+        from handlers import canary_sequential  # it calls back into this module
+
+        canary_sequential.look(cycle, svc, started, now, caused_by)
+        return
     if now - started < timedelta(seconds=bake):
         return
     new = _health(svc, spec.endpoint, ro["deployment"], started, now)
@@ -604,6 +613,11 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
             },
         )
         return
+    if spec.analysis == "sequential":
+        from handlers import canary_sequential  # it calls back into this module
+
+        if canary_sequential.watch_look(cycle, svc, promoted, now, caused_by):
+            return
     if now < datetime.fromisoformat(ro["watch_until"]):
         return
     ro["phase"] = "done"

@@ -259,6 +259,31 @@ class Shadow(_Strict):
     bake: Duration = 300.0
 
 
+class Sequential(_Strict):
+    """``rollout.analysis: sequential``: anytime-valid judge of new against live (see
+    shared/sequential.py). Tolerances and delta are differences of proportions (0.01 = 1 pp)."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)  # P(roll back | new as good as live)
+    beta: float = Field(default=0.05, gt=0, lt=0.5)  # P(pass | new worse by delta)
+    tolerance: float = Field(default=0.01, gt=0, lt=1)  # error-rate increase allowed
+    delta: float = Field(default=0.03, gt=0, lt=1)  # error-rate harm that must not pass
+    latency_tolerance: float = Field(default=0.05, gt=0, lt=1)  # extra share above live's p95
+    max_bake: Duration = 1800.0  # per step; then on_max_bake
+    on_max_bake: Literal["hold", "fail"] = "fail"  # hold: keep looking; fail: roll back
+    check_every: Duration = 30.0  # how often a step is looked at
+
+    @model_validator(mode="after")
+    def _delta_at_least_tolerance(self) -> Sequential:
+        if self.delta < self.tolerance:
+            raise ValueError(
+                f"delta ({self.delta:g}) must be at least tolerance ({self.tolerance:g}): "
+                "a harm smaller than the tolerance is allowed to pass"
+            )
+        if self.check_every <= 0:
+            raise ValueError("check_every must be positive")
+        return self
+
+
 class Rollout(_Strict):
     endpoint: Name
     shadow: Shadow | None = None
@@ -268,6 +293,8 @@ class Rollout(_Strict):
     traffic_attempts: int = Field(default=3, ge=1, le=20)  # before failing safe
     max_wait: Duration = 3600.0  # per step, waiting for enough traffic, before failing safe
     health: Health = Health()
+    analysis: Literal["threshold", "sequential"] = "threshold"  # how a step is judged
+    sequential: Sequential = Sequential()
 
     @field_validator("steps")
     @classmethod

@@ -19,6 +19,7 @@ from shared.model import (
     JobRequest,
     VerifyResult,
 )
+from shared.sequential import RequestSample
 
 
 class Clock(Protocol):
@@ -166,6 +167,13 @@ class Metrics(Protocol):
     def deployment_health(
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample: ...
+
+    def deployment_requests(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> RequestSample:
+        """Every request of ``deployment`` in ``[start, end)``: error count and each latency
+        (what the sequential canary judge needs, ``rollout.analysis: sequential``)."""
+        ...
 
 
 class LogQueries(Protocol):

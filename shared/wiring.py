@@ -99,10 +99,14 @@ def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:
         if az.deployment_template
         else None,
     )
+    from shared.adapters.azure_monitor import LogAnalyticsQueries
+
     metrics = AzureMonitorMetrics(
         az.endpoint_resource_ids,
         endpoint_url=az.metrics_endpoint or None,
         region=az.metrics_region or None,
+        # per-request rows for rollout.analysis: sequential (the endpoints' traffic log)
+        logs=LogAnalyticsQueries(az.log_workspace_id) if az.log_workspace_id else None,
     )
     return platform, metrics
 
@@ -169,6 +173,24 @@ def build_scored(settings: AppSettings, policy: Policy) -> ScoredLog | None:
     return None
 
 
+def require_request_logs(settings: AppSettings, policy: Policy) -> None:
+    """On Azure the sequential canary judge reads per-request rows from Log Analytics:
+    refuse to start without the workspace rather than fail at the first canary look."""
+    if settings.platform != "azure" or settings.azure.log_workspace_id:
+        return
+    asking = [
+        name
+        for name, spec in policy.spec.models.items()
+        if spec.rollout is not None and spec.rollout.analysis == "sequential"
+    ]
+    if asking:
+        raise SettingsError(
+            f"model(s) {', '.join(asking)} judge canaries sequentially (rollout.analysis: "
+            "sequential), which reads AmlOnlineEndpointTrafficLog rows: set "
+            "AUTOPILOT_LOG_WORKSPACE_ID to the workspace the endpoints' traffic log goes to"
+        )
+
+
 def build_publisher(settings: AppSettings) -> EventPublisher:
     if settings.azure.events_topic_endpoint:
         from shared.adapters.eventgrid_publisher import EventGridCloudEventPublisher
@@ -192,6 +214,7 @@ def build_services(
     from shared.policy import load_policy
 
     policy = load_policy(settings.require_policy())
+    require_request_logs(settings, policy)
     redactor = redactor or Redactor.from_env(os.environ, settings.keys.values())
     if platform is None or metrics is None:
         if settings.platform == "azure":

@@ -29,6 +29,7 @@ from shared.model import (
 )
 from shared.policy import Policy, parse_policy
 from shared.ports import Claim
+from shared.sequential import RequestSample
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -301,10 +302,29 @@ class FakeMetrics:
     samples: dict[str, HealthSample] = field(default_factory=dict)
     default: HealthSample = field(default_factory=lambda: HealthSample(0, 0, None))
 
+    # per-request data for the sequential judge: (at, error, latency_ms) per deployment
+    requests: dict[str, list[tuple[datetime, bool, float]]] = field(default_factory=dict)
+
     def deployment_health(
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample:
         return self.samples.get(deployment, self.default)
+
+    def deployment_requests(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> RequestSample:
+        rows = [r for r in self.requests.get(deployment, []) if start <= r[0] < end]
+        return RequestSample(len(rows), sum(1 for r in rows if r[1]), tuple(r[2] for r in rows))
+
+    def serve(
+        self, deployment: str, start: datetime, seconds: float, count: int, errors: int, ms: float
+    ) -> None:
+        """Record ``count`` requests spread over ``seconds`` from ``start``; the first
+        ``errors`` of every ``count`` failed; latencies ``ms`` (slightly spread)."""
+        rows = self.requests.setdefault(deployment, [])
+        for i in range(count):
+            at = start + timedelta(seconds=seconds * i / count)
+            rows.append((at, i * errors // count != (i + 1) * errors // count, ms + (i % 20)))
 
 
 @dataclass

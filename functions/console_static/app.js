@@ -10,7 +10,7 @@
   const KINDS = ["event_received", "decision", "action", "error", "ignored", "rejected", "reconciled"];
   const CLOSED = new Set(["PROMOTED", "REJECTED", "ROLLED_BACK", "FAILED"]);
   const COLORS = ["#8ea4c8", "#2e9e62", "#c98a1a", "#8e5bc2"];
-  const VERDICT_COLORS = { pass: "#1b7f3b", wait: "#e8a200", breach: "#b42318" };
+  const VERDICT_COLORS = { pass: "#1b7f3b", wait: "#e8a200", breach: "#b42318", continue: "#e8a200", rollback: "#b42318" };
 
   // ---- the key -------------------------------------------------------------------------
   function initKey() {
@@ -403,6 +403,53 @@
     return svg;
   }
 
+  /** Sequential judge: per step, the error-rate difference's confidence band over requests
+   *  against the tolerance (pass once the band is below it, roll back once it is above 0). */
+  function bandCharts(ro, tolerance) {
+    const looks = (ro.checks || []).filter((c) => c.analysis === "sequential" && c.errors);
+    const byStep = new Map();
+    for (const c of looks) {
+      if (!byStep.has(c.step)) byStep.set(c.step, []);
+      byStep.get(c.step).push(c);
+    }
+    const charts = [];
+    for (const [step, items] of byStep) {
+      const W = 640, H = 200, m = { l: 56, r: 16, t: 24, b: 36 };
+      const xs = items.map((c) => c.new_requests);
+      const clip = (v) => Math.max(-0.1, Math.min(0.1, v));
+      const ys = items.flatMap((c) => [clip(c.errors.lower), clip(c.errors.upper)]).concat([0, tolerance || 0]);
+      const lo = Math.min(...ys), hi = Math.max(...ys);
+      const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
+      const x = (v) => m.l + ((v - x0) / (x1 - x0)) * (W - m.l - m.r);
+      const y = (v) => H - m.b - ((clip(v) - lo) / (hi - lo || 1)) * (H - m.t - m.b);
+      const pct0 = items[0].percent;
+      const svg = s("svg", {
+        class: "chart band",
+        viewBox: "0 0 " + W + " " + H,
+        role: "img",
+        "data-step": String(step),
+        "aria-label": "confidence band of the error-rate difference, " + (pct0 === 0 ? "shadow" : "canary at " + pct0 + "%"),
+      });
+      const upper = items.map((c) => x(c.new_requests) + "," + y(c.errors.upper));
+      const lower = items.slice().reverse().map((c) => x(c.new_requests) + "," + y(c.errors.lower));
+      svg.append(s("polygon", { points: upper.concat(lower).join(" "), fill: "#3b6fb6", "fill-opacity": 0.25, stroke: "#3b6fb6" }, s("title", null, "error-rate difference, new - live: anytime-valid band")));
+      svg.append(s("polyline", { points: items.map((c) => x(c.new_requests) + "," + y(c.errors.estimate)).join(" "), fill: "none", stroke: "#18202c" }));
+      svg.append(s("line", { class: "grid", x1: m.l, x2: W - m.r, y1: y(0), y2: y(0) }));
+      svg.append(s("text", { x: m.l - 6, y: y(0) + 4, "text-anchor": "end" }, "0"));
+      if (tolerance) {
+        svg.append(s("line", { x1: m.l, x2: W - m.r, y1: y(tolerance), y2: y(tolerance), stroke: VERDICT_COLORS.breach, "stroke-dasharray": "6 3" }));
+        svg.append(s("text", { x: m.l - 6, y: y(tolerance) + 4, "text-anchor": "end", fill: VERDICT_COLORS.breach }, "+" + fmtNum(tolerance * 100) + " pp"));
+      }
+      svg.append(s("line", { class: "axis", x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b }));
+      svg.append(s("text", { x: m.l, y: H - 10 }, x0 + " requests"));
+      svg.append(s("text", { x: W - m.r, y: H - 10, "text-anchor": "end" }, x1 + " requests to the new deployment"));
+      const last = items[items.length - 1];
+      svg.append(s("text", { x: m.l, y: 16 }, (pct0 === 0 ? "shadow" : "step at " + pct0 + "%") + ": " + last.verdict));
+      charts.push(svg);
+    }
+    return charts;
+  }
+
   // ---- shared pieces -------------------------------------------------------------------
   function gateTable(decision) {
     const rules = decision.rules || [];
@@ -685,6 +732,9 @@
       ),
       h("h3", null, "Traffic split over time"),
       trafficChart(c),
+      checks.some((k) => k.analysis === "sequential")
+        ? [h("h3", null, "Error-rate difference (new − live): confidence band per step against the tolerance"), bandCharts(ro, ro.sequential_tolerance)]
+        : null,
       h("h3", null, "Health checks (one per step, after its bake time)"),
       h(
         "table",
@@ -700,9 +750,9 @@
                   { "data-verdict": k.verdict },
                   h("td", null, timeEl(k.at)),
                   h("td", { class: "num" }, k.percent === null || k.percent === undefined ? "—" : k.percent === 0 ? "shadow" : k.percent + "%"),
-                  h("td", null, h("span", { class: "badge " + (k.verdict === "pass" ? "ok" : k.verdict === "breach" ? "bad" : "warn") }, k.verdict)),
-                  h("td", { class: "nowrap small" }, sample(k.new)),
-                  h("td", { class: "nowrap small" }, sample(k.live)),
+                  h("td", null, h("span", { class: "badge " + (k.verdict === "pass" ? "ok" : k.verdict === "breach" || k.verdict === "rollback" ? "bad" : "warn") }, k.verdict)),
+                  h("td", { class: "nowrap small" }, k.new ? sample(k.new) : k.new_requests !== undefined ? k.new_requests + " req" : "—"),
+                  h("td", { class: "nowrap small" }, k.live ? sample(k.live) : k.live_requests !== undefined ? k.live_requests + " req" : "—"),
                   h("td", { class: "detail" }, k.why)
                 )
               )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from shared import retry as retries
 from shared.errors import PermanentError, SettingsError, TransientError
 from shared.model import HealthSample
+from shared.sequential import RequestSample
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -40,6 +41,7 @@ LATENCY_P95_METRIC = "RequestLatency_P95"
 DEPLOYMENT_DIMENSION = "deployment"
 STATUS_CLASS_DIMENSION = "statusCodeClass"
 TRAFFIC_TABLE = "AmlOnlineEndpointTrafficLog"
+MAX_REQUEST_ROWS = 200_000
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -64,7 +66,9 @@ class AzureMonitorMetrics:
 
     ``endpoint_resource_ids`` maps an endpoint name to its ARM resource id. ``endpoint_url``
     is the regional metrics endpoint, ``https://<region>.metrics.monitor.azure.com``, which
-    must be the endpoints' region (give ``region`` to build it).
+    must be the endpoints' region (give ``region`` to build it). Per-request data (the
+    sequential canary judge) comes from ``logs``, the workspace the endpoints' traffic log
+    (``AmlOnlineEndpointTrafficLog``) is sent to; platform metrics have no per-request rows.
     """
 
     def __init__(
@@ -78,7 +82,9 @@ class AzureMonitorMetrics:
         retry: retries.RetryPolicy = retries.READ,
         error_classes: Sequence[str] = ("5xx",),
         granularity: timedelta = timedelta(minutes=1),
+        logs: LogAnalyticsQueries | None = None,
     ) -> None:
+        self.logs = logs
         if not endpoint_url:
             if not region:
                 raise SettingsError("Azure Monitor metrics need endpoint_url or region")
@@ -152,6 +158,19 @@ class AzureMonitorMetrics:
         ]
         p95 = sum(values) / len(values) if values else None
         return HealthSample(requests=round(requests), errors=round(errors), latency_p95_ms=p95)
+
+    def deployment_requests(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> RequestSample:
+        """Per-request rows from the traffic log (Log Analytics); without a workspace this is
+        a settings error naming the setting, not a silent empty sample."""
+        if self.logs is None:
+            raise SettingsError(
+                "rollout.analysis: sequential needs per-request rows: set "
+                "AUTOPILOT_LOG_WORKSPACE_ID to the workspace that receives the endpoints' "
+                f"{TRAFFIC_TABLE} (diagnostic setting of the online endpoint)"
+            )
+        return self.logs.deployment_requests(endpoint, deployment, start, end)
 
     def _query(
         self,
@@ -288,6 +307,30 @@ class LogAnalyticsQueries:
             errors=int(row.get("errors") or 0),
             latency_p95_ms=float(p95) if requests and p95 is not None else None,
         )
+
+    def deployment_requests(
+        self, endpoint: str, deployment: str, start: datetime, end: datetime
+    ) -> RequestSample:
+        """Every request row of one deployment: error flag and ``TotalDurationMs``.
+
+        At most ``MAX_REQUEST_ROWS`` rows (the oldest first): the judge looks every few
+        seconds, well before a window holds that many.
+        """
+        endpoint = _checked_name("endpoint", endpoint)
+        deployment = _checked_name("deployment", deployment)
+        start, end = _window(start, end)
+        query = (
+            f"{TRAFFIC_TABLE}\n"
+            f'| where EndpointName == "{endpoint}" and DeploymentName =~ "{deployment}"\n'
+            "| project TimeGenerated, "
+            "error = toint(ResponseCode >= 500 or ModelStatusCode >= 500), "
+            "ms = todouble(TotalDurationMs)\n"
+            f"| order by TimeGenerated asc\n| take {MAX_REQUEST_ROWS}"
+        )
+        rows = self.rows(query, (start, end), what=f"request rows of {endpoint}/{deployment}")
+        latencies = tuple(float(r["ms"]) for r in rows if r.get("ms") is not None)
+        errors = sum(1 for r in rows if r.get("error"))
+        return RequestSample(len(rows), errors, latencies)
 
     def drift_persists(
         self,

@@ -17,6 +17,7 @@ from shared.adapters.azure_monitor import AzureMonitorMetrics, LogAnalyticsQueri
 from shared.errors import PermanentError, SettingsError, TransientError
 from shared.model import HealthSample
 from shared.ports import Metrics
+from shared.sequential import RequestSample
 from tests.azure.fake_arm import Drop, FakeAzure, FakeCredential, Recorded, Reply
 
 SUB = "00000000-1111-2222-3333-444444444444"
@@ -344,3 +345,39 @@ def test_drift_persists_over_consecutive_windows(
 def test_drift_needs_a_window(logs: LogAnalyticsQueries) -> None:
     with pytest.raises(PermanentError):
         logs.drift_persists("Drift | count", 0)
+
+
+def test_request_rows_from_the_traffic_log_for_the_sequential_judge(
+    fake: FakeAzure, credential: FakeCredential, logs: LogAnalyticsQueries
+) -> None:
+    """Per-request rows through the metrics port: the real LogsQueryClient over the wire."""
+    result = table(
+        [("TimeGenerated", "datetime"), ("error", "int"), ("ms", "real")],
+        [[(START + timedelta(seconds=i)).isoformat(), int(i == 2), 100.0 + i] for i in range(5)],
+    )
+    fake.add("POST", LA_PATH, Reply(200, result), host=LA_HOST)
+    port: Metrics = AzureMonitorMetrics(
+        {"churn-ep": ENDPOINT_ID}, region="westeurope", credential=credential, logs=logs
+    )
+
+    sample = port.deployment_requests("churn-ep", "Green", START, END)
+
+    assert sample == RequestSample(5, 1, (100.0, 101.0, 102.0, 103.0, 104.0))
+    call = fake.calls("POST", host=LA_HOST)[0].json()
+    assert call["query"].startswith("AmlOnlineEndpointTrafficLog\n")
+    assert 'EndpointName == "churn-ep" and DeploymentName =~ "Green"' in call["query"]
+    assert "ResponseCode >= 500 or ModelStatusCode >= 500" in call["query"]
+    assert call["timespan"].startswith("2026-01-01T12:00:00")
+
+
+def test_request_rows_without_a_workspace_name_the_setting(metrics: AzureMonitorMetrics) -> None:
+    with pytest.raises(SettingsError, match="AUTOPILOT_LOG_WORKSPACE_ID"):
+        metrics.deployment_requests("churn-ep", "green", START, END)
+
+
+def test_request_rows_refuse_a_name_that_could_change_the_query(
+    logs: LogAnalyticsQueries, fake: FakeAzure
+) -> None:
+    with pytest.raises(PermanentError):
+        logs.deployment_requests("churn-ep", 'green" or 1==1 //', START, END)
+    assert fake.calls("POST") == []

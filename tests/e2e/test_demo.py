@@ -101,7 +101,8 @@ def test_unhealthy_canary_rolls_back_and_the_champion_keeps_full_traffic(tmp_pat
     assert result["traffic"] == {"credit-risk-v1": 100}  # the rolled-back v2 is deleted
     assert_once_each(audit, cycle, registered=True, rolled_out=True)
     rollback = of_cycle(audit, cycle, "-> ROLLED_BACK")[0]
-    assert "error rate" in rollback["reason"]
+    # the demo's sequential judge: harm shown by the error-rate difference's confidence bound
+    assert "the error-rate difference is above" in rollback["reason"]
     # The injected faults answer 5xx; the rollback itself drops no request.
     assert result["client"]["dropped"] == 0
 

@@ -117,6 +117,11 @@ def test_mirror_copies_traffic_and_records_its_metrics(server: EndpointServer) -
     assert 100 - 35 <= green.requests <= 100 + 35
     assert green.errors == 0 and green.latency_p95_ms is not None
     assert metrics.deployment_health("ep", "blue", started, end).requests == 200
+    # the sequential judge's per-request view agrees with the health summary
+    rows_green = metrics.deployment_requests("ep", "green", started, end)
+    assert (rows_green.requests, rows_green.errors) == (green.requests, green.errors)
+    assert len(rows_green.latencies_ms) == green.requests
+    assert all(ms >= 0 for ms in rows_green.latencies_ms)
     minutes = metrics.per_minute("ep", "green", started - timedelta(minutes=1), end)
     assert sum(m.mirrored for m in minutes) == green.requests
     # only live traffic is logged for the drift monitor

@@ -144,3 +144,22 @@ def test_estimation_agrees_with_nannyml_where_defined_alike() -> None:
     nanny = result["nannyml"]
     assert max(nanny["max_abs_difference"].values()) < 0.01
     assert nanny["speed_s"]["median"] > 0
+
+
+def test_rollout_judges_on_a_few_simulated_steps() -> None:
+    from benchmarks import rollout
+
+    result = rollout.run(rollouts=40)
+    assert set(result["false_rollback_rate"]) == {"threshold", "fixed_mw", "sequential"}
+    assert set(result["missed_harm_rate"]) == {"errors +1 pp", "errors +3 pp", "p95 +20%"}
+    assert result["median_decision_ratio"] > 0
+    assert "| healthy | sequential |" in render(
+        {
+            "machine": {k: "" for k in ("cpu", "cpus", "cpus_allowed", "memory_gib")}
+            | {"load_avg_1_5_15": "", "python": "", "sqlite": "", "platform": ""},
+            "quick": True,
+            "started": "",
+            "duration_s": 0.0,
+            "results": {"rollout": result},
+        }
+    )

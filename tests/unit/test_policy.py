@@ -38,6 +38,26 @@ def test_example_policy_is_valid() -> None:
             "field 'gate.min_improvment': is not a known field; did you mean 'min_improvement'?",
         ),
         (
+            {"rollout": {"endpoint": "ep", "analysis": "sequentail"}},
+            "field 'rollout.analysis'",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"tolerance": 0.02, "delta": 0.01}}},
+            "delta (0.01) must be at least tolerance (0.02)",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"alpah": 0.01}}},
+            "field 'rollout.sequential.alpah': is not a known field; did you mean 'alpha'?",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"alpha": 0.7}}},
+            "field 'rollout.sequential.alpha'",
+        ),
+        (
+            {"rollout": {"endpoint": "ep", "sequential": {"on_max_bake": "wait"}}},
+            "field 'rollout.sequential.on_max_bake'",
+        ),
+        (
             {"training": {"experiment": "x", "command": ["{python}", "t.py", "{inputs.dat}"]}},
             "field 'training': command uses {inputs.dat} but 'inputs' has no 'dat'",
         ),
@@ -211,3 +231,19 @@ def test_training_environment_is_validated(environment: Any, expected: str | Non
         parse_policy(data, "policy.yaml")
     assert "model 'credit': field 'training.environment'" in str(info.value)
     assert expected in str(info.value)
+
+
+def test_sequential_rollout_errors_point_at_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    typo = EXAMPLE.replace("        check_every: 5s", "        chek_every: 5s")
+    path.write_text(typo)
+    line = typo.splitlines().index(next(x for x in typo.splitlines() if "chek_every" in x)) + 1
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == (
+        f"{path}:{line}: model 'credit-risk': field 'rollout.sequential.chek_every': is not a "
+        "known field; did you mean 'check_every'?"
+    )
+    path.write_text(EXAMPLE.replace("        delta: 0.10 ", "        delta: 0.01 "))
+    with pytest.raises(PolicyError, match=r"delta \(0.01\) must be at least tolerance \(0.05\)"):
+        load_policy(path)

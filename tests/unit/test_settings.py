@@ -88,3 +88,22 @@ def test_a_policy_confirming_with_a_log_query_needs_the_log_analytics_workspace(
     workspace = "11111111-2222-3333-4444-555555555555"
     logs = build_logs(AppSettings.from_env({"AUTOPILOT_LOG_WORKSPACE_ID": workspace}), asking)
     assert isinstance(logs, LogAnalyticsQueries) and logs.workspace_id == workspace
+
+
+def test_sequential_canaries_on_azure_need_the_log_analytics_workspace() -> None:
+    from dataclasses import replace
+
+    from shared.wiring import require_request_logs
+    from tests.fakes import make_policy
+
+    sequential = make_policy(rollout__analysis="sequential")
+    embedded = AppSettings.from_env({})
+    azure = replace(embedded, platform="azure")
+    with pytest.raises(SettingsError, match="credit judge canaries sequentially"):
+        require_request_logs(azure, sequential)
+    workspace = "11111111-2222-3333-4444-555555555555"
+    require_request_logs(
+        replace(azure, azure=replace(azure.azure, log_workspace_id=workspace)), sequential
+    )
+    require_request_logs(embedded, sequential)  # embedded: the endpoint's own request log
+    require_request_logs(azure, make_policy())  # the threshold judge needs no rows

@@ -1,0 +1,214 @@
+"""One look of the sequential canary judge (``rollout.analysis: sequential``) during a step.
+
+Called on every reconcile tick or wakeup while a shadow or canary step runs. It reads every
+request of the new and the live deployment since the step started, asks
+``shared.sequential.judge`` and acts: pass the step, roll back, or keep looking (a wakeup
+``check_every`` later). At ``max_bake`` without a decision it holds or fails safe, as the
+policy says. Each look's bounds are kept in the rollout's ``checks`` (the console plots them).
+
+At the 100% step live serves nothing; its requests from the step before stand in for it
+(its last window with traffic), and the evidence says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from handlers import rollout
+from handlers.cycles import note
+from shared.messagebus import Services
+from shared.model import AuditKind, Cycle
+from shared.policy import Rollout
+from shared.sequential import Bound, RequestSample, Settings, judge
+
+MAX_LOOKS_PER_STEP = 60  # kept in the cycle (and the decision's evidence): thinned beyond
+
+
+def settings_of(spec: Rollout) -> Settings:
+    """The judge's settings for one step: alpha is split over the judged stages (shadow, each
+    canary step, the watch period), so P(roll back | as good as live) <= alpha for the whole
+    rollout; beta is not (passing a harmful candidate needs every step to pass it)."""
+    seq = spec.sequential
+    steps = len(spec.steps) + (spec.shadow is not None) + (spec.watch > 0)
+    return Settings(
+        alpha=seq.alpha / steps,
+        beta=seq.beta,
+        tolerance=seq.tolerance,
+        delta=seq.delta,
+        latency_tolerance=seq.latency_tolerance,
+    )
+
+
+def _bound(bound: Bound | None) -> dict[str, float] | None:
+    if bound is None:
+        return None
+    return {
+        "estimate": round(bound.estimate, 6),
+        "lower": round(bound.lower, 6),
+        "upper": round(bound.upper, 6),
+    }
+
+
+def _live_requests(
+    svc: Services, ro: dict[str, Any], started: datetime, now: datetime
+) -> tuple[RequestSample, str | None]:
+    """Live's requests over the step; at 100% its window of the step before (and a note)."""
+    live = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], started, now)
+    steps = ro.get("steps") or []
+    if live.requests or len(steps) < 2:
+        return live, None
+    before = datetime.fromisoformat(steps[-2]["at"])
+    baseline = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], before, started)
+    return baseline, (
+        f"{ro['previous']} serves no traffic at this step: compared with its last window "
+        f"with traffic ({before.isoformat()} to {started.isoformat()})"
+    )
+
+
+def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_by: str) -> None:
+    """Judge the running step once and act on the decision."""
+    spec = svc.policy.models[cycle.model].rollout
+    ro = cycle.rollout
+    assert spec is not None and ro is not None
+    seq = spec.sequential
+    due = ro.get("next_check_at")
+    if due and now < datetime.fromisoformat(due):
+        return  # a reconcile between looks (another event): the next look is already asked for
+    settings = settings_of(spec)
+    new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], started, now)
+    live, baseline_note = _live_requests(svc, ro, started, now)
+    verdict = judge(new, live, settings)
+    phase = "shadow" if ro["phase"] == "shadow" else f"canary at {ro.get('percent')}%"
+    step = ro.get("step", -1)
+    entry = {
+        "at": now.isoformat(),
+        "window": [started.isoformat(), now.isoformat()],
+        "analysis": "sequential",
+        "step": step,
+        "percent": ro.get("percent"),
+        "verdict": verdict.decision,
+        "errors": _bound(verdict.errors),
+        "latency": _bound(verdict.latency),
+        "new_requests": verdict.new_requests,
+        "live_requests": verdict.live_requests,
+        "live_p95_ms": verdict.live_p95_ms,
+        "why": verdict.why,
+    }
+    ro["sequential_tolerance"] = seq.tolerance  # the console draws it against the band
+    checks = ro.setdefault("checks", [])
+    checks.append(entry)
+    looks = [c for c in checks if c.get("analysis") == "sequential" and c.get("step") == step]
+    if len(looks) > MAX_LOOKS_PER_STEP:  # a long hold: keep the first, the last, every other
+        dropped = looks[1:-1:2]
+        checks[:] = [c for c in checks if not any(c is d for d in dropped)]
+        looks = [c for c in looks if not any(c is d for d in dropped)]
+    evidence: dict[str, Any] = {
+        "analysis": "sequential",
+        "window": [started.isoformat(), now.isoformat()],
+        "percent": ro.get("percent"),
+        "alpha": seq.alpha,
+        "beta": seq.beta,
+        "tolerance": seq.tolerance,
+        "latency_tolerance": seq.latency_tolerance,
+        "new_requests": verdict.new_requests,
+        "live_requests": verdict.live_requests,
+        "bounds": [
+            {k: c[k] for k in ("at", "errors", "latency", "new_requests", "live_requests")}
+            for c in looks
+        ],
+        "verdict": verdict.decision,
+        "sentence": verdict.why,
+    }
+    if baseline_note:
+        evidence["baseline"] = baseline_note
+    if verdict.decision == "rollback":
+        rollout.roll_back(cycle, svc, f"{phase}: {verdict.why}", caused_by, evidence=evidence)
+        return
+    if verdict.decision == "pass":
+        svc.store.save_cycle(cycle)
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"{phase} healthy",
+            cycle,
+            reason=verdict.why,
+            evidence=evidence,
+            caused_by=caused_by,
+        )
+        if ro["phase"] == "shadow":
+            svc.platform.set_mirror(ro["endpoint"], {})
+            rollout._enter_step(cycle, svc, 0, caused_by)
+        elif ro.get("percent") == 100:
+            rollout._promote(cycle, svc, caused_by, verdict.why)
+        else:
+            rollout._enter_step(cycle, svc, ro["step"] + 1, caused_by)
+        return
+    deadline = started + timedelta(seconds=seq.max_bake)
+    if now >= deadline and seq.on_max_bake == "fail":
+        rollout.roll_back(
+            cycle,
+            svc,
+            f"{phase}: no decision within max_bake ({seq.max_bake:g}s), failing safe: "
+            f"{verdict.why}",
+            caused_by,
+            evidence=evidence,
+        )
+        return
+    if now >= deadline and ro.get("held") != step:
+        ro["held"] = step
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"{phase} held at max_bake: no decision yet; still looking",
+            cycle,
+            reason=verdict.why,
+            evidence=evidence,
+            caused_by=caused_by,
+        )
+    if len(looks) > 1 and looks[-2]["new_requests"] == verdict.new_requests:
+        checks.remove(looks[-2])  # a look without new traffic adds nothing to the band
+    next_look = rollout._check_due(cycle, now + timedelta(seconds=seq.check_every))
+    held = " (held past max_bake)" if now >= deadline else ""
+    cycle.reason = f"{phase}{held}: {verdict.why}; next look {rollout._clock(next_look)}" + (
+        "" if now >= deadline else f", decision by {rollout._clock(deadline)} at the latest"
+    )
+    svc.store.save_cycle(cycle)
+    rollout._wake(cycle, svc)
+
+
+def watch_look(
+    cycle: Cycle, svc: Services, promoted: datetime, now: datetime, caused_by: str
+) -> bool:
+    """During the watch period: the new deployment since promotion against the previous one's
+    last window with traffic (kept warm, it serves none now). True if it rolled back."""
+    spec = svc.policy.models[cycle.model].rollout
+    ro = cycle.rollout
+    assert spec is not None and ro is not None
+    steps = ro.get("steps") or []
+    if not ro.get("previous") or len(steps) < 2:
+        return False
+    start, end = datetime.fromisoformat(steps[-2]["at"]), datetime.fromisoformat(steps[-1]["at"])
+    new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], promoted, now)
+    live = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], start, end)
+    verdict = judge(new, live, settings_of(spec))
+    if verdict.decision != "rollback":
+        return False
+    evidence = {
+        "analysis": "sequential",
+        "window": [promoted.isoformat(), now.isoformat()],
+        "baseline": (
+            f"{ro['previous']} is kept warm and serves no traffic: compared with its last "
+            f"window with traffic ({start.isoformat()} to {end.isoformat()})"
+        ),
+        "tolerance": spec.sequential.tolerance,
+        "new_requests": verdict.new_requests,
+        "live_requests": verdict.live_requests,
+        "errors": _bound(verdict.errors),
+        "latency": _bound(verdict.latency),
+        "sentence": verdict.why,
+    }
+    rollout.roll_back(
+        cycle, svc, f"during the watch period: {verdict.why}", caused_by, evidence=evidence
+    )
+    return True

@@ -1,0 +1,201 @@
+"""The sequential canary judge in the rollout, over time with a fake clock and per-request data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.messages import Reconcile
+from shared.model import CycleState
+from tests.fakes import World, make_policy, make_world
+from tests.unit.test_lifecycle import bus_of, registered_and_rolling
+
+LOOK = 30.0  # check_every
+
+
+def sequential_world(**sequential: Any) -> World:
+    spec = {"check_every": "30s", "max_bake": "10m", **sequential}
+    return make_world(make_policy(rollout__analysis="sequential", rollout__sequential=spec))
+
+
+def serve_and_look(
+    world: World,
+    cycle: Any,
+    *,
+    new: tuple[int, int, float],
+    live: tuple[int, int, float],
+    seconds: float = LOOK,
+) -> Any:
+    """Both deployments serve (requests, errors, ms) for ``seconds``; then a reconcile."""
+    start = world.clock.now()
+    for deployment, (count, errors, ms) in ((cycle.rollout["deployment"], new), ("blue", live)):
+        world.metrics.serve(deployment, start, seconds, count, errors, ms)
+    world.clock.advance(seconds)
+    bus_of(world).handle(Reconcile())
+    return world.store.must(cycle.id)
+
+
+def decisions(world: World, cycle_id: str) -> list[Any]:
+    return [r for r in world.audit.records if r.cycle == cycle_id and r.kind == "decision"]
+
+
+def test_a_healthy_step_passes_early_with_the_sentence_and_the_band() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    assert cycle.rollout["percent"] == 10
+    assert world.wakeups.asked[-1][0] == world.clock.now() + _seconds(LOOK)
+    looks = 0
+    while cycle.rollout["percent"] == 10 and looks < 10:
+        cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
+        looks += 1
+    assert cycle.rollout["percent"] == 50
+    assert looks * LOOK < 300  # well before the 5m fixed bake
+    passed = decisions(world, cycle.id)[-1]
+    evidence = passed.evidence
+    assert evidence["analysis"] == "sequential" and evidence["tolerance"] == 0.01
+    assert passed.reason.startswith(f"passed after {evidence['new_requests']} requests: ")
+    assert "with 95% confidence at every look" in passed.reason
+    band = evidence["bounds"]
+    assert len(band) == looks
+    assert band[-1]["errors"]["upper"] < 0.01 < band[0]["errors"]["upper"]
+    assert [b["new_requests"] for b in band] == [300 * (i + 1) for i in range(looks)]
+
+
+def test_a_harmful_step_is_rolled_back_at_the_first_looks() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    new = cycle.rollout["deployment"]
+    cycle = serve_and_look(world, cycle, new=(300, 30, 50.0), live=(300, 3, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert world.platform.traffic["credit-ep"]["blue"] == 100
+    assert world.platform.traffic["credit-ep"].get(new, 0) == 0
+    assert "rolled back after 300 requests: the error-rate difference is above" in cycle.reason
+    assert cycle.rollout["checks"][-1]["errors"]["lower"] > 0
+
+
+def test_a_slower_step_is_rolled_back_on_latency() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(4):
+        cycle = serve_and_look(world, cycle, new=(300, 0, 90.0), live=(300, 0, 50.0))
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "slower than live's p95" in cycle.reason
+
+
+def test_too_little_traffic_keeps_looking_and_says_so() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["percent"] == 10
+    assert "no requests yet" in cycle.reason and "next look" in cycle.reason
+    assert world.wakeups.asked[-1][0] == world.clock.now() + _seconds(LOOK)
+    cycle = serve_and_look(world, cycle, new=(5, 0, 50.0), live=(45, 0, 50.0))
+    assert cycle.state is CycleState.ROLLING_OUT and "not decided yet" in cycle.reason
+
+
+def test_no_decision_by_max_bake_fails_safe_by_default() -> None:
+    world = sequential_world(max_bake="2m")
+    cycle = registered_and_rolling(world)
+    for _ in range(4):
+        cycle = serve_and_look(world, cycle, new=(3, 0, 50.0), live=(27, 0, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "no decision within max_bake (120s), failing safe" in cycle.reason
+    assert world.platform.traffic["credit-ep"]["blue"] == 100
+
+
+def test_hold_at_max_bake_keeps_the_traffic_and_keeps_looking() -> None:
+    world = sequential_world(max_bake="2m", on_max_bake="hold")
+    cycle = registered_and_rolling(world)
+    traffic = dict(world.platform.traffic["credit-ep"])
+    for _ in range(6):
+        cycle = serve_and_look(world, cycle, new=(3, 0, 50.0), live=(27, 0, 50.0))
+    assert cycle.state is CycleState.ROLLING_OUT
+    assert world.platform.traffic["credit-ep"] == traffic
+    assert "held past max_bake" in cycle.reason
+    held = [d for d in decisions(world, cycle.id) if "held at max_bake" in d.summary]
+    assert len(held) == 1  # audited once, not at every look
+    for _ in range(70):  # a long hold keeps the cycle's record of looks bounded
+        cycle = serve_and_look(world, cycle, new=(1, 0, 50.0), live=(9, 0, 50.0))
+    looks = [c for c in cycle.rollout["checks"] if c.get("step") == 0]
+    assert len(looks) <= 60 and looks[0]["new_requests"] == 3
+    assert cycle.state is CycleState.ROLLING_OUT
+    # enough traffic later still decides (the sequence is valid however long it looks)
+    cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
+    cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
+    assert cycle.rollout["percent"] == 50
+
+
+def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(20):
+        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout["percent"] == 100:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
+    assert cycle.rollout["percent"] == 100
+    for _ in range(10):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.PROMOTED
+    last = decisions(world, cycle.id)
+    full = [d for d in last if d.summary == "canary at 100% healthy"][-1]
+    assert "serves no traffic at this step" in full.evidence["baseline"]
+    assert full.evidence["live_requests"] > 0
+
+
+def test_threshold_stays_the_default() -> None:
+    assert make_policy().models["credit"].rollout.analysis == "threshold"  # type: ignore[union-attr]
+
+
+def _seconds(s: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=s)
+
+
+def test_the_watch_rolls_back_on_harm_against_the_previous_deployments_last_window() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(30):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        live = (0, 0, 50.0) if cycle.rollout["percent"] == 100 else (400, 0, 50.0)
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "watch"
+    # after promotion the new deployment fails 10% of requests; the previous one, kept warm,
+    # serves nothing, so its last window with traffic is the baseline
+    for _ in range(5):
+        if cycle.state is not CycleState.PROMOTED:
+            break
+        cycle = serve_and_look(world, cycle, new=(300, 30, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert world.platform.traffic["credit-ep"]["blue"] == 100
+    assert "during the watch period: rolled back after" in cycle.reason
+    rolled = [r for r in world.audit.records if r.cycle == cycle.id and "ROLLED_BACK" in r.summary]
+    assert "kept warm and serves no traffic" in rolled[-1].evidence["baseline"]
+
+
+def test_a_healthy_watch_runs_its_course() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(30):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        live = (0, 0, 50.0) if cycle.rollout["percent"] == 100 else (400, 0, 50.0)
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
+    for _ in range(25):  # 12.5 minutes past the 10-minute watch
+        cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "done"
+
+
+def test_a_reconcile_between_looks_does_not_look_again() -> None:
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0))
+    looks = len(cycle.rollout["checks"])
+    cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=5)
+    assert len(cycle.rollout["checks"]) == looks  # 5 s after a look: the next is due at 30 s
+    cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=25)
+    assert len(cycle.rollout["checks"]) == looks + 1

@@ -14,7 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.errors import AutopilotError, BadEvent, NotFound, PolicyError, SettingsError
+from shared.errors import (
+    AutopilotError,
+    BadEvent,
+    Conflict,
+    NotFound,
+    PolicyError,
+    SettingsError,
+)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_POLICY = Path("examples/policy.yaml")
@@ -386,7 +393,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else Path(".autopilot/demo")
     try:
         return run_demo(
-            scenario=args.scenario, data_dir=data_dir, fresh=not args.resume, port=args.port
+            scenario=args.scenario,
+            data_dir=data_dir,
+            fresh=not args.resume,
+            port=args.port,
+            show_cycle=lambda folder, cycle: main(
+                ["cycles", "show", cycle, "--data-dir", str(folder)]
+            ),
         )
     except DemoFailed as exc:
         print(f"autopilot demo: {exc}", file=sys.stderr)
@@ -639,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, PolicyError, SettingsError, BadEvent, NotFound, NoService) as exc:
+    except (UsageError, PolicyError, SettingsError, BadEvent, Conflict, NotFound, NoService) as exc:
         print(f"autopilot: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RequestFailed as exc:

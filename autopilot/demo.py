@@ -215,7 +215,14 @@ class Progress:
         return list(self.api(f"/api/cycles?model={MODEL}")["cycles"])
 
 
-def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0) -> int:
+def run_demo(
+    *,
+    scenario: str,
+    data_dir: Path,
+    fresh: bool = True,
+    port: int = 0,
+    show_cycle: Callable[[Path, str], object] | None = None,
+) -> int:
     if scenario not in SCENARIOS:
         raise DemoFailed(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     started = time.monotonic()
@@ -325,7 +332,8 @@ def run_demo(*, scenario: str, data_dir: Path, fresh: bool = True, port: int = 0
             final = f"{final} (started by {started_by}, not the estimate)"
         expectation = f"expected {EXPECTED[scenario]}" if fresh else "resumed world"
         say("")
-        _print_cycle(data_dir, cycle)
+        if show_cycle is not None:  # the CLI passes its ``cycles show`` (demo never imports cli)
+            show_cycle(data_dir, cycle)
         say(
             f"\nclient requests: {traffic.sent} sent, {traffic.failed} dropped, served by "
             f"{_counts(traffic.served_by)}, error answers by "
@@ -501,9 +509,3 @@ def _counts(counts: dict[str, int]) -> str:
     """``{'m-v1': 732, 'm-v2': 118}`` as ``m-v1 732, m-v2 118`` (most first)."""
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return ", ".join(f"{name} {count}" for name, count in ordered) or "none"
-
-
-def _print_cycle(data_dir: Path, cycle: str) -> None:
-    from autopilot.cli import main as cli
-
-    cli(["cycles", "show", cycle, "--data-dir", str(data_dir)])

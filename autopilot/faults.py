@@ -1,6 +1,6 @@
 """Fault injection: wrap the platform, metrics and store ports to break things on purpose.
 
-Usable in tests and by hand (wrap the adapters in ``shared.wiring`` output)::
+Usable in tests and by hand (wrap the adapters in ``composition.wiring`` output)::
 
     plan = FaultPlan(seed=1, transient_rate=0.3, crash_at={"platform.submit_job.after"})
     services.platform = FaultyPlatform(services.platform, plan)
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError, SettingsError, TransientError
 
 TRANSIENT_KINDS = ("429 Too Many Requests", "503 Service Unavailable", "connection reset")
 
@@ -171,3 +171,35 @@ class ChaosEventSink:
         close: Callable[..., Any] | None = getattr(self.inner, "close", None)
         if close:
             close(timeout)
+
+
+def chaos_sink(inner: Any, spec: str) -> Any:
+    """Wrap ``inner`` per AUTOPILOT_EMBEDDED_CHAOS, e.g. ``drop=RunCompleted;duplicate=0.3``."""
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, sep, value = part.partition("=")
+        if not sep or name not in ("drop", "drop_rate", "duplicate", "reorder", "delay", "seed"):
+            raise SettingsError(
+                f"AUTOPILOT_EMBEDDED_CHAOS: unknown or malformed option {part!r}; use "
+                "drop=TYPE+TYPE;drop_rate=0.1;duplicate=0.3;reorder=1;delay=2;seed=1"
+            )
+        options[name] = value
+    try:
+        return ChaosEventSink(
+            inner,
+            seed=int(options.get("seed", "0")),
+            drop_types=set(filter(None, options.get("drop", "").split("+"))),
+            drop_rate=float(options.get("drop_rate", "0")),
+            duplicate_rate=float(options.get("duplicate", "0")),
+            reorder=options.get("reorder", "0") in ("1", "true"),
+            delay_s=float(options.get("delay", "0")),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"AUTOPILOT_EMBEDDED_CHAOS: {exc}") from exc
+
+
+def chaos_wrapper(spec: str) -> Callable[[Any], Any] | None:
+    """A sink wrapper for ``embedded_platform`` from the chaos setting; None when it is empty."""
+    if not spec:
+        return None
+    return lambda inner: chaos_sink(inner, spec)

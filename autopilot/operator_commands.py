@@ -17,7 +17,7 @@ from typing import Any
 from autopilot.client import Target, call, find_target, require_target
 from autopilot.serve import eventgrid_path
 from shared.envelope import load_json
-from shared.errors import BadEvent, NotFound, PolicyError
+from shared.errors import BadEvent, Conflict, NotFound, PolicyError
 
 ROUTES = {
     "approve": ("cycle", "/api/cycles/{}/approve"),
@@ -87,11 +87,11 @@ def in_process(
     command: str, cycle_id: str, reason: str, actor: str, data_dir: Path, policy: Path
 ) -> dict[str, Any]:
     """approve/deny without a service: check everything first, then apply."""
-    from shared.bootstrap import bootstrap
+    from composition.bootstrap import bootstrap
+    from composition.wiring import build_services
     from shared.messages import Approve, Deny
     from shared.model import CycleState
     from shared.settings import AppSettings
-    from shared.wiring import build_services
 
     if not (data_dir / "state.db").is_file():
         raise NotFound(
@@ -111,7 +111,7 @@ def in_process(
             f"name; pass --policy with the policy its service runs (nothing was changed)"
         )
     if cycle.state is not CycleState.AWAITING_APPROVAL:
-        raise BadEvent(f"cycle {cycle_id} is {cycle.state.value}, not AWAITING_APPROVAL")
+        raise Conflict(f"cycle {cycle_id} is {cycle.state.value}, not AWAITING_APPROVAL")
     kind = Approve if command == "approve" else Deny
     bootstrap(services).handle(kind(cycle_id, actor, reason, f"cli:{actor}:{services.new_id()}"))
     after = services.store.get_cycle(cycle_id)

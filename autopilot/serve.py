@@ -82,7 +82,7 @@ def event_batch_validator(
 ) -> Callable[[bytes], list[dict[str, Any]]]:
     """Validate a whole delivery (envelopes and Azure ML data) before any event is applied."""
     from shared.envelope import envelope_from_dict, parse_delivery
-    from shared.intake import normalise_azureml
+    from shared.normalise import normalise_azureml
 
     def parse(body: bytes) -> list[dict[str, Any]]:
         events = parse_delivery(body)
@@ -162,13 +162,14 @@ def start_service(
     ``data_dir`` left (a short-lived in-process use, such as ``replay``, passes False).
     """
     import function_app
+    from autopilot.faults import chaos_wrapper
     from autopilot.host import LocalHost
+    from composition.wiring import Runtime, build_services, embedded_platform
     from functions import runtime
     from shared.model import AuditKind
     from shared.policy import load_policy
     from shared.redact import Redactor
     from shared.settings import AppSettings
-    from shared.wiring import Runtime, build_services, embedded_platform
 
     env = dict(os.environ if env is None else env)
     env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
@@ -190,7 +191,7 @@ def start_service(
         platform, metrics = embedded_platform(
             data_dir,
             webhook=(local_host.url + eventgrid_path(), next(iter(keys.values()))),
-            chaos=env.get("AUTOPILOT_EMBEDDED_CHAOS", ""),
+            wrap_sink=chaos_wrapper(env.get("AUTOPILOT_EMBEDDED_CHAOS", "")),
             redactor=redactor,
         )
         services = build_services(settings, platform=platform, metrics=metrics, redactor=redactor)

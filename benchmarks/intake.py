@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import pinned, process_cpu_seconds, summary
-from handlers.intake import deliver_azureml
+from composition.bootstrap import bootstrap
+from composition.delivery import deliver_azureml
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
-from shared.bootstrap import bootstrap
 from shared.envelope import envelope_from_dict, parse_delivery
-from shared.intake import normalise_azureml
 from shared.messagebus import Services
+from shared.normalise import normalise_azureml
 from shared.policy import Policy, parse_policy
 from shared.ports import AuditLog, StateStore
 from tests.fakes import FakeAudit, FakeMetrics, FakePlatform, FakePublisher, FakeStore

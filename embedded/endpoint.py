@@ -42,7 +42,13 @@ from urllib.parse import urlparse
 
 from embedded.files import read_json, write_json_atomic
 from embedded.telemetry import InputRecord, RequestRecord, ScoreRecord, TelemetryStore
-from shared.errors import AlreadyExists, AutopilotError, NotFound, PermanentError
+from shared.errors import (
+    AlreadyExists,
+    AutopilotError,
+    NotFound,
+    PayloadTooLarge,
+    PermanentError,
+)
 
 log = logging.getLogger("embedded.endpoint")
 
@@ -580,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
-            raise PayloadTooBig
+            raise PayloadTooLarge("body too large")
         raw = self.rfile.read(length) if length else b""
         return json.loads(raw) if raw else None
 
@@ -627,7 +633,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlparse(self.path).path.rstrip("/")
         try:
             body = self._body()
-        except PayloadTooBig:
+        except PayloadTooLarge:
             self._send(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
             self.close_connection = True
             return
@@ -692,10 +698,6 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return 200, {"name": updated.name, **updated.describe()}
         return 404, {"error": f"no route {method} {path}"}
-
-
-class PayloadTooBig(Exception):
-    pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,11 +7,10 @@ from typing import Any
 
 import azure.functions as func
 
+from composition.delivery import deliver_alert, reject
 from functions import runtime
 from functions.http import authenticated, json_body, respond
-from handlers.intake import deliver_alert, reject
 from shared.errors import BadEvent
-from shared.intake import parse_alert
 from shared.messages import (
     DriftSignalled,
     EventIgnored,
@@ -19,6 +18,7 @@ from shared.messages import (
     Message,
     SignalResolved,
 )
+from shared.normalise import parse_alert
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import azure.functions as func
 from functions import runtime
 from functions.http import authenticated, error, json_body, respond
 from handlers.cycles import cycle_id_for
-from shared.errors import BadEvent, NotFound
+from shared.errors import BadEvent, Conflict, NotFound
 from shared.json_out import Encoded, encode
 from shared.messages import Approve, Command, Deny, ManualRollback, RetrainRequested
 from shared.model import AuditRecord, Cycle
@@ -117,7 +117,7 @@ def _run(command: Command) -> tuple[int, str | None]:
         runtime.new_bus().handle(command)
     except NotFound as exc:
         return 404, str(exc)
-    except BadEvent as exc:
+    except Conflict as exc:
         return 409, str(exc)
     return 200, None
 

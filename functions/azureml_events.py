@@ -20,8 +20,8 @@ import logging
 
 import azure.functions as func
 
+from composition.delivery import deliver_azureml, reject
 from functions import runtime
-from handlers.intake import deliver_azureml, reject
 from shared.envelope import Envelope, envelope_from_dict, load_json
 from shared.errors import BadEvent
 

@@ -12,6 +12,7 @@ import azure.functions as func
 from functions import runtime
 from shared.errors import (
     BadEvent,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     PolicyError,
@@ -77,6 +78,8 @@ def authenticated(route: Route) -> Callable[[func.HttpRequest], func.HttpRespons
             return error(400, str(exc))
         except NotFound as exc:
             return error(404, str(exc))
+        except Conflict as exc:
+            return error(409, str(exc))
         except TransientError as exc:
             headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
             return error(503, f"temporarily unavailable: {exc}", headers)

@@ -1,6 +1,6 @@
 """Process-wide access to the wired services, built lazily on first use (not at import).
 
-Production builds the services from settings (``shared.wiring``). Tests and ``autopilot serve``
+Production builds the services from settings (``composition.wiring``). Tests and ``autopilot serve``
 inject their own with :func:`use`. Each invocation gets a fresh bus over the shared,
 thread-safe adapters.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from shared.bootstrap import bootstrap
+from composition.bootstrap import bootstrap
+from composition.wiring import Runtime
 from shared.messagebus import MessageBus
-from shared.wiring import Runtime
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
@@ -34,7 +34,7 @@ def current() -> Runtime:
             if _factory is not None:
                 _runtime = _factory()
             else:
-                from shared.wiring import runtime_from_settings
+                from composition.wiring import runtime_from_settings
 
                 _runtime = runtime_from_settings()
         return _runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from handlers.cycles import move
 from handlers.training import register_candidate
-from shared.errors import BadEvent, NotFound
+from shared.errors import Conflict, NotFound
 from shared.messagebus import Services
 from shared.messages import Approve, Deny
 from shared.model import AuditKind, Cycle, CycleState
@@ -15,7 +15,7 @@ def _pending(cycle_id: str, svc: Services) -> Cycle:
     if cycle is None:
         raise NotFound(f"no cycle {cycle_id!r}")
     if cycle.state is not CycleState.AWAITING_APPROVAL:
-        raise BadEvent(f"cycle {cycle_id} is {cycle.state.value}, not AWAITING_APPROVAL")
+        raise Conflict(f"cycle {cycle_id} is {cycle.state.value}, not AWAITING_APPROVAL")
     return cycle
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from shared.messagebus import Services, stable_suffix
@@ -11,12 +12,18 @@ from shared.model import AuditKind, Cycle, CycleState
 
 log = logging.getLogger(__name__)
 
+CYCLE_TAG = "autopilot_cycle"  # the job/model tag naming the cycle that produced it
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
 def slug(text: str, limit: int) -> str:
     """Lower-case letters, digits and hyphens only: safe as an Azure resource name part."""
     return _UNSAFE.sub("-", text.lower()).strip("-")[:limit].strip("-") or "x"
+
+
+def is_stale(cycle: Cycle, svc: Services) -> bool:
+    """No progress recorded for longer than the settings' stale_after_s."""
+    return svc.now() - cycle.updated_at > timedelta(seconds=svc.settings.stale_after_s)
 
 
 def job_name_for(cycle_id: str) -> str:

@@ -12,18 +12,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from handlers import cleanup, performance, rollout, signals, training
-from handlers.cycles import move
+from handlers.cycles import is_stale, move
 from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import Reconcile
 from shared.model import AuditKind, Cycle, CycleState
 
 log = logging.getLogger(__name__)
-R = AuditKind.RECONCILED
-
-
-def _stale(cycle: Cycle, svc: Services) -> bool:
-    return svc.now() - cycle.updated_at > timedelta(seconds=svc.settings.stale_after_s)
 
 
 def reconcile(cmd: Reconcile, svc: Services) -> None:
@@ -81,12 +76,19 @@ def _guarded(
 def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
     state = cycle.state
     if svc.policy.model(cycle.model) is None:
-        move(svc, cycle, CycleState.FAILED, "model removed from the policy", caused_by=key, kind=R)
-    elif state is CycleState.TRIGGERED and _stale(cycle, svc):
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            "model removed from the policy",
+            caused_by=key,
+            kind=AuditKind.RECONCILED,
+        )
+    elif state is CycleState.TRIGGERED and is_stale(cycle, svc):
         training.start_retraining(cycle, svc, key)
     elif state is CycleState.RETRAINING and cycle.job_name:
         _check_job(cycle, svc, key)
-    elif state is CycleState.EVALUATING and _stale(cycle, svc):
+    elif state is CycleState.EVALUATING and is_stale(cycle, svc):
         svc.store.save_cycle(cycle)  # claim it (version bump) before redoing the evaluation
         training.evaluate(cycle, svc, key)
     elif state is CycleState.AWAITING_APPROVAL:
@@ -98,7 +100,7 @@ def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
                 CycleState.REJECTED,
                 f"approval expired after {timeout:g}s",
                 caused_by=key,
-                kind=R,
+                kind=AuditKind.RECONCILED,
             )
     elif state is CycleState.REGISTERED:
         rollout.start_rollout(cycle, svc, key)
@@ -111,11 +113,11 @@ def _check_job(cycle: Cycle, svc: Services, key: str) -> None:
     try:
         info = svc.platform.get_job(cycle.job_name)
     except NotFound:
-        if _stale(cycle, svc):  # intent recorded, submission lost (crash): submit it now
+        if is_stale(cycle, svc):  # intent recorded, submission lost (crash): submit it now
             training.submit_job(cycle, svc, key)
         return
     if info.status.is_terminal:
-        training.finish_job(cycle, svc, info.status, key, kind=R)
+        training.finish_job(cycle, svc, info.status, key, kind=AuditKind.RECONCILED)
     elif training.job_overdue(cycle, svc):
         move(
             svc,
@@ -123,5 +125,5 @@ def _check_job(cycle: Cycle, svc: Services, key: str) -> None:
             CycleState.FAILED,
             f"job {cycle.job_name} still {info.status.value} past its timeout",
             caused_by=key,
-            kind=R,
+            kind=AuditKind.RECONCILED,
         )

@@ -20,7 +20,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import cleanup, performance
-from handlers.cycles import deployment_name_for, move, note, publish, schedule_cleanup
+from handlers.cycles import (
+    CYCLE_TAG,
+    deployment_name_for,
+    is_stale,
+    move,
+    note,
+    publish,
+    schedule_cleanup,
+)
 from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
 from shared.messages import ModelRegistered
@@ -29,7 +37,6 @@ from shared.model import AuditKind, Cycle, CycleState, HealthSample
 if TYPE_CHECKING:
     from shared.policy import Health
 
-CYCLE_TAG = "autopilot_cycle"
 WAIT_RECHECK_MIN_S = 5.0  # "not enough traffic yet" is looked at again no sooner than this
 
 
@@ -447,7 +454,7 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
         return
     if ro.get("phase") not in ("shadow", "canary"):
-        if ro.get("traffic_failures") or ro.get("in_progress") or _stale(cycle, svc):
+        if ro.get("traffic_failures") or ro.get("in_progress") or is_stale(cycle, svc):
             resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
         return
     pending_change = ro.get("in_progress") and isinstance(ro.get("pending_step"), int)
@@ -676,7 +683,3 @@ def roll_back(
         actor=actor,
     )
     cleanup.run(cycle, svc, caused_by, actor)
-
-
-def _stale(cycle: Cycle, svc: Services) -> bool:
-    return svc.now() - cycle.updated_at > timedelta(seconds=svc.settings.stale_after_s)

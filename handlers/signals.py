@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from handlers import rollout, training
 from handlers.cycles import cycle_id_for, note, publish
-from shared.errors import AlreadyExists, BadEvent, NotFound, PermanentError
+from shared.errors import AlreadyExists, Conflict, NotFound, PermanentError
 from shared.messagebus import Services
 from shared.messages import (
     DriftSignalled,
@@ -93,7 +94,7 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         )
         return
 
-    svc.store.add_signal(msg.model, msg.event_key, now)
+    svc.store.add_signal(msg.model, signal_key(msg.source, msg.signal, msg.event_key), now)
     confirm = spec.confirm
     needed = confirm.signals
     if not manual and (needed > 1 or confirm.query):
@@ -198,8 +199,19 @@ def _already_handled(svc: Services, msg: DriftSignalled, finished: Cycle) -> Non
     )
 
 
+def signal_scope(source: str, signal: str) -> str:
+    """The unambiguous key prefix of one source's signal (a JSON pair, so no name can fake it)."""
+    return json.dumps([source, signal])
+
+
+def signal_key(source: str, signal: str, event_key: str) -> str:
+    """A pending signal's key: its source and signal, then the event that raised it."""
+    return signal_scope(source, signal) + event_key
+
+
 def on_signal_resolved(msg: SignalResolved, svc: Services) -> None:
-    cleared = svc.store.clear_signals(msg.model)
+    """A Resolved alert clears the pending signals of that source and signal only."""
+    cleared = svc.store.clear_signals(msg.model, signal_scope(msg.source, msg.signal))
     note(
         svc,
         AuditKind.DECISION,
@@ -241,7 +253,7 @@ def manual_rollback(cmd: ManualRollback, svc: Services) -> None:
     candidates = [active] if active and active.state is CycleState.ROLLING_OUT else []
     candidates += rollout.watching(svc, cmd.model)
     if not candidates:
-        raise BadEvent(
+        raise Conflict(
             f"nothing to roll back for {cmd.model}: no rollout in progress and no promotion "
             "within its watch period (the previous deployment is removed after the watch)"
         )

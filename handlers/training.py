@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handlers.cycles import cycle_id_for, job_name_for, move, note, publish
+from handlers.cycles import CYCLE_TAG, cycle_id_for, job_name_for, move, note, publish
 from shared.errors import AlreadyExists, NotFound, PermanentError
 from shared.gate import decide
 from shared.messagebus import Services
 from shared.messages import JobStatusChanged
 from shared.model import AuditKind, Cycle, CycleState, JobRequest, JobStatus
-
-CYCLE_TAG = "autopilot_cycle"
 
 
 def _job_request(cycle: Cycle, svc: Services) -> JobRequest:

@@ -6,7 +6,8 @@
   working on it; call again later (same arguments) to check, never wait for it.
 - ``PermanentError``: retrying will not help; audit it and answer 2xx so it is not
   redelivered forever.
-- ``BadEvent``: the payload itself is malformed; answer 4xx naming the problem.
+- ``BadEvent``: the payload itself is malformed; answer 400 naming the problem.
+- ``Conflict``: the request is well formed but the state forbids it now; answer 409.
 - ``PolicyError``: the policy file is invalid; names file, model and field.
 - ``ConcurrencyError``: someone else changed the record first (stale version / ETag).
 - ``AlreadyExists``: a conditional create found the key taken (job names, deployments, locks).
@@ -57,6 +58,10 @@ class ConcurrencyError(AutopilotError):
 
 class BadEvent(AutopilotError):
     """An event or request payload is malformed. The message names the problem."""
+
+
+class Conflict(AutopilotError):
+    """A well-formed request that the current state forbids (HTTP 409). The message says why."""
 
 
 class PayloadTooLarge(BadEvent):

@@ -57,7 +57,7 @@ class Settings:
 
 @dataclass
 class Services:
-    """Everything a handler may touch. Built in one place: ``shared.bootstrap``."""
+    """Everything a handler may touch. Built by ``composition.wiring``."""
 
     store: StateStore
     audit: AuditLog

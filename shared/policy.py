@@ -439,11 +439,6 @@ class Policy:
     def bind_datadrift(self, name: str) -> Binding | None:
         return self._datadrift.get(name)
 
-    def models_on_endpoint(self, endpoint: str) -> list[str]:
-        return [
-            m for m, s in self.spec.models.items() if s.rollout and s.rollout.endpoint == endpoint
-        ]
-
 
 def parse_policy(data: Any, source: str = "<policy>") -> Policy:
     if not isinstance(data, dict):

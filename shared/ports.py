@@ -126,7 +126,7 @@ class MLPlatform(Protocol):
     def get_job(self, name: str) -> JobInfo: ...
 
     def get_evaluation(self, job_name: str) -> dict[str, Any]:
-        """The evaluation document the training job wrote (see shared.evaluation)."""
+        """The evaluation document the training job wrote (its schema: shared.gate)."""
         ...
 
     def register_model(self, model: str, job_name: str, tags: dict[str, str]) -> str:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from composition.wiring import Runtime
 from functions import runtime
-from shared.wiring import Runtime
 from tests.fakes import World, make_world
 
 KEYS = {"ops-team": "k-ops-0123456789abcdef", "alice": "k-alice-0123456789abcdef"}

@@ -421,21 +421,6 @@ class Tables:
             UpdateMode.REPLACE,
         )
 
-    def merge_existing(self, name: str, entity: Entity) -> bool:
-        """Merge properties into an existing entity; False when there is none."""
-        from azure.data.tables import UpdateMode
-
-        table = self.table(name)
-
-        def attempt() -> bool:
-            try:
-                table.update_entity(entity, mode=UpdateMode.MERGE)
-            except ResourceNotFoundError:
-                return False
-            return True
-
-        return self.call(self._retry.write, f"update {name}", attempt)
-
     def delete(self, name: str, pk: str, rk: str, etag: str | None = None) -> bool:
         """Delete (only while the ETag is ``etag``, when given). False when the ETag is stale;
         an entity that is already gone counts as deleted."""

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import load_job, load_online_deployment
 
+from composition.wiring import azure_adapters
 from shared.adapters.azure_ml import AzureMLPlatform
 from shared.policy import load_policy
 from shared.settings import APP_ROOT, AppSettings
-from shared.wiring import azure_adapters
 
 pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
 

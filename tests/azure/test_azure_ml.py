@@ -17,9 +17,9 @@ from azure.ai.ml._utils._storage_utils import AzureMLDatastorePathUri
 from azure.ai.ml.constants._common import JOB_URI_FORMAT, JOB_URI_REGEX_FORMAT
 from azure.ai.ml.exceptions import ValidationException
 
+from composition.bootstrap import bootstrap
 from handlers import rollout
 from shared.adapters.azure_ml import AzureMLPlatform, job_output_uri, job_status, parse_model_ref
-from shared.bootstrap import bootstrap
 from shared.budget import INVOCATION_BUDGET_S, invocation_budget
 from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
 from shared.messages import Reconcile

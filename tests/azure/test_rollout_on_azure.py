@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from handlers.intake import deliver_azureml
+from composition.bootstrap import bootstrap
+from composition.delivery import deliver_azureml
 from shared.adapters.azure_ml import AzureMLPlatform
-from shared.bootstrap import bootstrap
 from shared.budget import INVOCATION_BUDGET_S, invocation_budget
 from shared.envelope import envelope_from_dict
 from shared.messagebus import Services, Settings

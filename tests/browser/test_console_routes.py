@@ -14,10 +14,10 @@ from typing import Any
 
 import azure.functions as func
 
+from composition.wiring import Runtime
 from functions import runtime
 from shared.errors import TransientError
 from shared.model import AuditKind, Cycle, CycleState
-from shared.wiring import Runtime
 from tests.conftest import KEYS
 from tests.fakes import FakePlatform, World
 from tests.integration.serve_proc import ROOT

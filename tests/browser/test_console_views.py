@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from autopilot.host import LocalHost
+from composition.wiring import Runtime
 from functions import runtime
 from shared.messages import ManualRollback
 from shared.model import CycleState
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE
-from shared.wiring import Runtime
 from tests.browser import test_console  # skips this module too without Chromium/Playwright
 from tests.conftest import KEYS
 from tests.fakes import World, make_policy, make_world

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from composition.delivery import deliver_alert
 from embedded.endpoint import Predictor
 from embedded.platform import LocalMLPlatform
-from handlers.intake import deliver_alert
 from shared.errors import TransientError
 from shared.messages import Reconcile
 from shared.model import CycleState, HealthSample

@@ -24,8 +24,8 @@ from embedded.drift import (
 )
 from embedded.endpoint import telemetry_path
 from embedded.telemetry import InputRecord, TelemetryStore
-from shared.intake import parse_alert
 from shared.messages import DriftSignalled, SignalResolved
+from shared.normalise import parse_alert
 from shared.policy import load_policy
 from tests.embedded.conftest import Receiver, load_example
 

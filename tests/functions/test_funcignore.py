@@ -68,7 +68,7 @@ def test_the_code_the_functions_run_is_published() -> None:
     # A fresh interpreter, as the worker starts: this test session imports far more (tests,
     # benchmarks) than the function app does.
     probe = (
-        "import json, sys, function_app, shared.wiring; "
+        "import json, sys, function_app, composition.wiring; "
         "print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"
     )
     out = subprocess.run(
@@ -82,7 +82,7 @@ def test_the_code_the_functions_run_is_published() -> None:
         and not f.is_relative_to(ROOT / ".venv")
         and not f.is_relative_to(ROOT / "tests")
     }
-    assert {"function_app.py", "functions/azureml_events.py", "shared/wiring.py"} <= imported
+    assert {"function_app.py", "functions/azureml_events.py", "composition/wiring.py"} <= imported
     needed = imported | {"host.json", "requirements.txt", "functions/console_static"}
     assert sorted(p for p in needed if excluded(p)) == []
 

@@ -9,9 +9,9 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
+from composition.wiring import Runtime
 from functions import runtime
 from shared.model import CycleState, JobStatus
-from shared.wiring import Runtime
 from tests import payloads
 from tests.conftest import KEYS
 from tests.fakes import World, make_policy, make_world

@@ -524,8 +524,8 @@ def test_concurrent_appends_from_four_processes_keep_one_chain_on_azurite(
 def test_settings_select_the_table_backends(azurite: str) -> None:  # noqa: F811
     """AUTOPILOT_STORE=table with a connection string: the composition root builds both Table
     adapters, and they work against the account."""
+    from composition.wiring import build_store
     from shared.settings import AppSettings
-    from shared.wiring import build_store
 
     settings = AppSettings.from_env(
         {"AUTOPILOT_STORE": "table", "AUTOPILOT_TABLE_CONNECTION_STRING": azurite}

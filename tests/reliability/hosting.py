@@ -11,8 +11,8 @@ import pytest
 
 from autopilot.host import LocalHost
 from autopilot.serve import event_batch_validator
+from composition.wiring import Runtime
 from functions import alerts, api, azureml_events, console, reconcile, runtime
-from shared.wiring import Runtime
 from tests.conftest import KEYS
 from tests.fakes import World, make_world
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from autopilot.faults import Crash, FaultPlan, FaultyMetrics, FaultyPlatform, FaultyStore
-from handlers.intake import deliver_alert, deliver_azureml
-from shared.bootstrap import bootstrap
+from composition.bootstrap import bootstrap
+from composition.delivery import deliver_alert, deliver_azureml
 from shared.envelope import envelope_from_dict
 from shared.errors import TransientError
 from shared.messagebus import MessageBus

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from composition.bootstrap import bootstrap
+from composition.delivery import deliver_alert, deliver_azureml
 from handlers.cycles import cycle_id_for, deployment_name_for, job_name_for
-from handlers.intake import deliver_alert, deliver_azureml
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
 from shared.adapters.table_audit import TableAuditLog
 from shared.adapters.table_store import TableStateStore
-from shared.bootstrap import bootstrap
 from shared.envelope import envelope_from_dict
 from shared.errors import AlreadyExists, NotFound, TransientError
 from shared.messagebus import Services

@@ -279,8 +279,8 @@ def test_platform_text_is_scrubbed_where_it_enters_the_cycle_and_the_audit_log(h
     """Whatever adapter reports it (embedded, Azure ML), platform text is scrubbed on entry."""
     from dataclasses import asdict
 
-    from handlers.intake import deliver_alert, deliver_azureml
-    from shared.bootstrap import bootstrap
+    from composition.bootstrap import bootstrap
+    from composition.delivery import deliver_alert, deliver_azureml
     from shared.envelope import envelope_from_dict
     from shared.model import JobStatus
     from shared.redact import Redactor

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from handlers.intake import deliver_alert
+from composition.bootstrap import bootstrap
+from composition.delivery import deliver_alert
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
-from shared.bootstrap import bootstrap
 from shared.messagebus import MessageBus, Services
 from shared.policy import Policy, parse_policy
 from tests import payloads

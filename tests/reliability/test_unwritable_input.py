@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from autopilot import cli
+from composition.wiring import Runtime
 from functions import runtime
 from shared.envelope import MAX_DEPTH
 from shared.model import AuditEntry, AuditKind
-from shared.wiring import Runtime
 from tests import payloads
 from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
     azurite,

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from shared.envelope import envelope_from_dict, parse_delivery
 from shared.errors import BadEvent
-from shared.intake import normalise_azureml, parse_alert
 from shared.messages import (
     DriftSignalled,
     EventIgnored,
@@ -20,6 +19,7 @@ from shared.messages import (
     ModelRegistered,
     SignalResolved,
 )
+from shared.normalise import normalise_azureml, parse_alert
 from tests import payloads
 from tests.fakes import make_policy
 from tests.strategies import events, json_values

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from handlers.intake import deliver_alert, deliver_azureml
-from shared.bootstrap import bootstrap
+from composition.bootstrap import bootstrap
+from composition.delivery import deliver_alert, deliver_azureml
 from shared.envelope import envelope_from_dict
-from shared.errors import BadEvent, TransientError
+from shared.errors import BadEvent, Conflict, TransientError
 from shared.messagebus import MessageBus
 from shared.messages import Approve, Deny, Reconcile
 from shared.model import CycleState, HealthSample, JobInfo, JobStatus
@@ -140,6 +140,19 @@ def test_confirmation_waits_for_enough_signals_and_resolved_clears_them() -> Non
     assert only_cycle(world).state is CycleState.RETRAINING
 
 
+def test_a_resolved_alert_clears_only_its_own_source_pending_signals() -> None:
+    """A Resolved alert says its rule is quiet again; other sources' signals still count."""
+    world = make_world(make_policy(confirm={"signals": 3, "within": "10m"}))
+    bus = bus_of(world)
+    event(bus, payloads.monitor_breach(event_id="breach-1"))
+    event(bus, payloads.monitor_breach(event_id="breach-2"))
+    deliver_alert(bus, payloads.alert(condition="Resolved"))  # the alert rule never fired
+    assert world.store.list_cycles() == []
+    assert "signal resolved; 0 pending signal(s) cleared" in world.audit.summaries("decision")
+    deliver_alert(bus, payloads.alert())  # the third signal confirms: the monitor's two stayed
+    assert only_cycle(world).state is CycleState.RETRAINING
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -261,7 +274,7 @@ def test_deny_rejects_and_approval_expires() -> None:
 def test_approving_a_cycle_that_is_not_waiting_is_refused() -> None:
     world = make_world()
     cycle = start_cycle(world)
-    with pytest.raises(BadEvent, match="not AWAITING_APPROVAL"):
+    with pytest.raises(Conflict, match="not AWAITING_APPROVAL"):
         bus_of(world).handle(Approve(cycle.id, "alice", ""))
 
 

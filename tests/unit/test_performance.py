@@ -263,10 +263,10 @@ def test_policy_validate_names_the_file_line_of_a_bad_field(tmp_path: Any) -> No
 def test_the_service_reads_the_local_log_offline_and_demands_the_collector_on_azure(
     tmp_path: Any,
 ) -> None:
+    from composition.wiring import build_scored
     from embedded.metrics import LocalScoredLog
     from shared.errors import SettingsError
     from shared.settings import AppSettings
-    from shared.wiring import build_scored
 
     policy = make_policy(signals__estimated_performance=ESTIMATE)
     local = AppSettings(data_dir=tmp_path, policy_path=None)

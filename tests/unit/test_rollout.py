@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from autopilot.host_schedule import parse_schedule
+from composition.delivery import deliver_alert
 from handlers import cleanup
 from handlers.cycles import move
-from handlers.intake import deliver_alert
 from handlers.rollout import traffic_text
-from shared.errors import BadEvent
+from shared.errors import Conflict
 from shared.messages import ManualRollback, Reconcile
 from shared.model import Cycle, CycleState, HealthSample
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE
@@ -109,7 +109,7 @@ def test_manual_rollback_is_instant_and_audited_with_the_actor() -> None:
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLED_BACK
     assert world.audit.records[-1].actor == "carol"
-    with pytest.raises(BadEvent, match="nothing to roll back"):
+    with pytest.raises(Conflict, match="nothing to roll back"):
         bus_of(world).handle(ManualRollback("credit", "carol", "again"))
 
 

@@ -77,8 +77,8 @@ def test_missing_policy_setting_is_named() -> None:
 
 
 def test_a_policy_confirming_with_a_log_query_needs_the_log_analytics_workspace() -> None:
+    from composition.wiring import build_logs
     from shared.adapters.azure_monitor import LogAnalyticsQueries
-    from shared.wiring import build_logs
     from tests.fakes import make_policy
 
     asking = make_policy(confirm={"signals": 2, "query": "AmlComputeJobEvent | count"})
@@ -93,7 +93,7 @@ def test_a_policy_confirming_with_a_log_query_needs_the_log_analytics_workspace(
 def test_sequential_canaries_on_azure_need_the_log_analytics_workspace() -> None:
     from dataclasses import replace
 
-    from shared.wiring import require_request_logs
+    from composition.wiring import require_request_logs
     from tests.fakes import make_policy
 
     sequential = make_policy(rollout__analysis="sequential")

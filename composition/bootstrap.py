@@ -1,4 +1,4 @@
-"""The composition root: the one place that picks adapters and wires the bus."""
+"""The bus over the wired services and the handler maps (part of ``composition``)."""
 
 from __future__ import annotations
 

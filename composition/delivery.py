@@ -11,10 +11,10 @@ from typing import Any
 from shared.budget import invocation_budget
 from shared.envelope import Envelope
 from shared.errors import BadEvent, PermanentError, TransientError
-from shared.intake import normalise_azureml, parse_alert
 from shared.messagebus import MessageBus
 from shared.messages import EventIgnored, Message
 from shared.model import AuditKind
+from shared.normalise import normalise_azureml, parse_alert
 from shared.ports import Claim
 
 IN_PROGRESS_RETRY_AFTER_S = 30.0

@@ -1,4 +1,4 @@
-"""Build the runtime (services + keys) from settings: the only place adapters are chosen.
+"""Build the runtime (services + keys) from settings: where adapters are chosen.
 
 Heavy SDKs and the embedded platform are imported here, inside functions, when first used,
 so importing ``function_app`` stays cheap (cold start).
@@ -7,7 +7,7 @@ so importing ``function_app`` stays cheap (cold start).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,50 +39,23 @@ class Runtime:
 def embedded_platform(
     data_dir: Path,
     webhook: tuple[str, str] | None = None,
-    chaos: str = "",
+    wrap_sink: Callable[[Any], Any] | None = None,
     redactor: Redactor | None = None,
 ) -> tuple[MLPlatform, Metrics]:
     """The embedded ML platform and its metrics; events go to ``webhook`` (url, key) if given.
 
-    ``chaos`` (setting AUTOPILOT_EMBEDDED_CHAOS) makes the event emitter misbehave like a bad
-    day of Event Grid, e.g. ``drop=RunCompleted+RunStatusChanged;duplicate=0.3;reorder=1``.
+    ``wrap_sink`` wraps the event emitter (``autopilot serve`` puts its chaos sink there).
     """
     from embedded.metrics import LocalMetrics
     from embedded.platform import LocalMLPlatform, WebhookEventSink
 
     sink: Any = WebhookEventSink(webhook[0], webhook[1]) if webhook else None
-    if sink is not None and chaos:
-        sink = chaos_sink(sink, chaos)
+    if sink is not None and wrap_sink is not None:
+        sink = wrap_sink(sink)
     platform = LocalMLPlatform(
         data_dir / "platform", event_sink=sink, create_endpoints=True, redactor=redactor
     )
     return platform, LocalMetrics(data_dir / "platform")
-
-
-def chaos_sink(inner: Any, spec: str) -> Any:
-    from autopilot.faults import ChaosEventSink
-
-    options: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        name, sep, value = part.partition("=")
-        if not sep or name not in ("drop", "drop_rate", "duplicate", "reorder", "delay", "seed"):
-            raise SettingsError(
-                f"AUTOPILOT_EMBEDDED_CHAOS: unknown or malformed option {part!r}; use "
-                "drop=TYPE+TYPE;drop_rate=0.1;duplicate=0.3;reorder=1;delay=2;seed=1"
-            )
-        options[name] = value
-    try:
-        return ChaosEventSink(
-            inner,
-            seed=int(options.get("seed", "0")),
-            drop_types=set(filter(None, options.get("drop", "").split("+"))),
-            drop_rate=float(options.get("drop_rate", "0")),
-            duplicate_rate=float(options.get("duplicate", "0")),
-            reorder=options.get("reorder", "0") in ("1", "true"),
-            delay_s=float(options.get("delay", "0")),
-        )
-    except ValueError as exc:
-        raise SettingsError(f"AUTOPILOT_EMBEDDED_CHAOS: {exc}") from exc
 
 
 def azure_adapters(settings: AppSettings) -> tuple[MLPlatform, Metrics]:

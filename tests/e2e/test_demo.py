@@ -29,6 +29,7 @@ def run_demo(tmp_path: Path, scenario: str) -> tuple[dict[str, Any], list[dict[s
     done = cli("demo", "--scenario", scenario, "--data-dir", str(data))
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "\naudit trail:" in done.stdout  # the CLI's ``cycles show`` of the demo's cycle
     return demo_outcome(data)
 
 

@@ -106,7 +106,7 @@ def _short(text: str | None, limit: int = 60) -> str:
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
     from shared.policy import load_policy
-    from shared.policy_source import environment_problems
+    from shared.policy_check import environment_problems
 
     policy = load_policy(args.file)
     problems = environment_problems(Path(args.file), os.environ, Path.cwd())

@@ -136,8 +136,6 @@ def test_no_two_modules_import_each_other_at_import_time() -> None:
 KNOWN_LAZY_CYCLES = {
     # a handler calling a handler: goes when follow-up work runs through the bus (issue 15.3)
     frozenset({"handlers.rollout", "handlers.canary_sequential"}),
-    # environment_problems parses the policy; policy reads its source through this module
-    frozenset({"shared.policy", "shared.policy_source"}),
 }
 
 

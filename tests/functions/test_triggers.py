@@ -199,6 +199,13 @@ def test_approve_records_the_key_name_as_actor(registered: dict[str, Any], world
         req=http("POST", "d", {"reason": "no"}, route_params={"id": cycle.id}),
     )
     assert again.status_code == 409
+    malformed = call(
+        registered,
+        "deny_cycle",
+        req=http("POST", "d", {"reason": 7}, route_params={"id": cycle.id}),
+    )
+    assert malformed.status_code == 400  # a malformed request is 400 even on a settled cycle
+    assert "reason" in body_of(malformed)["error"]
 
 
 def test_timer_trigger_reconciles(registered: dict[str, Any], world: World) -> None:

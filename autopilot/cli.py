@@ -468,7 +468,17 @@ class _Parser(argparse.ArgumentParser):
                 for name in action.choices
             ]
             message = f"choose a command: {', '.join(choices)} (see {self.prog} --help)"
-        super().error(message)
+        elif "--help" not in message:
+            message = f"{message} (see {self.prog} --help)"
+        # One line, as every other CLI error (argparse would print the usage block first).
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    """A whole number of 1 or more (``--limit 0`` or ``-1`` would silently list nothing)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return int(text)
 
 
 def _command(sub: Any, name: str, help_text: str, example_key: str, **kw: Any) -> Any:
@@ -553,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a duration back from now (15m, 2h, 1d) or an ISO 8601 time with zone "
         "(default: no limit)",
     )
-    p.add_argument("--limit", type=int, help="at most this many records (default: all)")
+    p.add_argument(
+        "--limit", type=_positive_int, help="at most this many records, 1 or more (default: all)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_audit_list)
     p = _command(audit, "show", "one audit record in full, as JSON", "audit show", parents=[common])

@@ -566,6 +566,17 @@ class LocalHost:
             message = "aeg-event-type must be Notification or SubscriptionValidation"
             self._reject(name, message)
             return json_reply(400, {"error": message})
+        content_type = request.headers.get("content-type", "").strip().lower()
+        if "ce-specversion" in request.headers and not content_type.startswith(
+            "application/cloudevents"
+        ):  # the body would be the event's data alone; refuse it as such, not as "not an array"
+            message = (
+                "binary-mode CloudEvents (ce-* headers, the body is the data) are not accepted; "
+                "send structured mode (Content-Type: application/cloudevents+json or "
+                "application/cloudevents-batch+json), as Event Grid does"
+            )
+            self._reject(name, message)
+            return json_reply(400, {"error": message})
         return NeedsBody(
             lambda body: self._deliver(function, body, handshake=kind == "subscriptionvalidation"),
             refused=lambda message: self._reject(name, message),

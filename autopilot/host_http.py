@@ -34,6 +34,8 @@ _MAX_CHUNK_LINE = 1024
 _MAX_TRAILERS = 64
 _LINGER_SECONDS = 2.0
 LISTEN_BACKLOG = 2048  # connections the kernel queues before the accept loop takes them
+# http.server's answers to a request line it cannot serve, as the client errors they are.
+_PROTOCOL_STATUS = {501: 405, 505: 400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +267,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors found before dispatch (request line, version, method, header size)
+        as a JSON 4xx: an unknown method (501) or HTTP version (505) is the sender's input,
+        not a fault a retry could fix, so it gets 405 / 400 rather than a 5xx."""
+        status = _PROTOCOL_STATUS.get(code, code)
+        text = _CODE.sub(r"\1***", message or self.responses.get(code, ("error",))[0])
+        self.log_error("code %d, message %s", status, text)
+        body = json.dumps({"error": text}).encode()
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # what http.server assumes of a line it
+            self.request_version = "HTTP/1.0"  # cannot parse: answer with a status line
+        self.send_response(status)
+        self.send_header("Content-Type", JSON)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # _handle logs each request once, without its query string

@@ -1,0 +1,126 @@
+"""What an outside acceptance probe of the service found, each kept as a regression test.
+
+The probe drove ``autopilot serve`` over HTTP with the public samples, real sender SDKs and
+hostile requests, and ran the CLI as its help and the README print it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cloudevents.v1.conversion import to_binary, to_structured
+from cloudevents.v1.http import CloudEvent
+
+from functions import runtime
+from tests.reliability.hosting import KEY, WEBHOOK, Hosted, host_on
+
+ROOT = Path(__file__).resolve().parents[2]
+BREACH = json.loads((ROOT / "examples/payloads/cloudevents-monitor-breach.json").read_text())[0]
+
+
+@pytest.fixture
+def hosted(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hosted]:
+    hosted = host_on("fakes", tmp_path, request)
+    yield hosted
+    hosted.host.stop()
+    runtime.use(None)
+
+
+def exchange(address: tuple[str, int], request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read until the server closes: (status, headers, body)."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "named"),
+    [
+        ("TRACE /api/health HTTP/1.1", 405, "TRACE"),
+        ("FOO /api/health HTTP/1.1", 405, "FOO"),
+        ("get /api/health HTTP/1.1", 405, "get"),  # methods are case-sensitive
+        ("GET /api/health HTTP/2.0", 400, "2.0"),
+        ("GET /api/health HTTP/9.9", 400, "9.9"),
+    ],
+)
+def test_an_unknown_method_or_http_version_gets_a_json_4xx_not_a_5xx(
+    hosted: Hosted, request_line: str, status: int, named: str
+) -> None:
+    """http.server answers these 501 / 505 with an HTML page: a 5xx for the sender's input."""
+    address = hosted.host.start("127.0.0.1", 0)
+    got, headers, body = exchange(address, f"{request_line}\r\nHost: x\r\n\r\n".encode())
+    assert got == status
+    assert headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert named in error
+
+
+def test_a_protocol_error_never_echoes_a_key_from_the_request_line(hosted: Hosted) -> None:
+    address = hosted.host.start("127.0.0.1", 0)
+    got, _, body = exchange(address, f"GET /api/cycles?code={KEY} HTTP/7.0\r\n\r\n".encode())
+    assert got == 400
+    assert KEY not in body.decode()
+
+
+def test_binary_mode_cloudevents_get_a_400_that_says_to_send_structured_mode(
+    hosted: Hosted,
+) -> None:
+    """The cloudevents SDK's binary mode: attributes in ce-* headers, the body only the data."""
+    event = CloudEvent({k: BREACH[k] for k in ("type", "source", "subject", "id")}, BREACH["data"])
+    headers, body = to_binary(event)
+    status, answer = hosted.call("POST", WEBHOOK, body, dict(headers))
+    assert status == 400
+    error = json.loads(answer)["error"]
+    assert "binary-mode CloudEvents" in error and "structured mode" in error
+    assert hosted.world.audit.records == []  # nothing of it was applied
+
+    headers, body = to_structured(event)  # the same event in structured mode is accepted
+    status, _ = hosted.call("POST", WEBHOOK, body, dict(headers))
+    assert status == 200
+    assert [r.summary for r in hosted.world.audit.records if r.kind.value == "ignored"] == [
+        f"{BREACH['type']} ignored"  # handled: the test policy binds no such monitor
+    ]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autopilot.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["retrain", "credit-risk"], "the following arguments are required: --reason"),
+        (["audit", "list", "--limit", "0"], "argument --limit"),
+        (["audit", "list", "--limit", "-1"], "argument --limit"),
+        (["audit", "show", "abc"], "argument seq"),
+        (["demo", "--scenario", "nope"], "argument --scenario"),
+        (["serve", "--port", "abc"], "argument --port"),
+        (["nosuch"], "invalid choice"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(args: list[str], named: str, tmp_path: Path) -> None:
+    """argparse prints its usage block first; the README promises errors are one line."""
+    result = cli(*args, *(["--data-dir", str(tmp_path)] if args[0] == "audit" else []))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0] and "--help" in lines[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import typing
 from collections.abc import Sequence
@@ -237,10 +238,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         anchored_text = f"; anchor {args.anchor[0]} matches" if args.anchor else ""
         print(f"audit chain intact: {result.records} records verified{anchored_text}")
         if head:
+            anchor = f"{head['seq']}:{head['hash']}"
+            again = f"{AP} audit verify --data-dir {shlex.quote(str(data_dir))} --anchor {anchor}"
             print(
-                f"head: {head['seq']}:{head['hash']}\n"
-                "  (keep it somewhere else; `autopilot audit verify --anchor` with it later shows"
-                " whether records were cut off or rewritten since)"
+                f"head: {anchor}\n"
+                "  (keep it somewhere else; later, this command shows whether records were cut"
+                f" off or rewritten since:\n  {again})"
             )
     elif first_bad is None:
         print(f"AUDIT LOG EMPTIED: {problem}")

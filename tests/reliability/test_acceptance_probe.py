@@ -7,6 +7,7 @@ hostile requests, and ran the CLI as its help and the README print it.
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -124,3 +125,33 @@ def test_bad_usage_is_one_line_and_exit_2(args: list[str], named: str, tmp_path:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert named in lines[0] and "--help" in lines[0]
+
+
+def test_the_command_audit_verify_prints_to_keep_runs_as_written(tmp_path: Path) -> None:
+    """It printed "`autopilot audit verify --anchor` with it": not on PATH, no anchor, no dir."""
+    from shared.adapters.sqlite_audit import SqliteAuditLog
+    from shared.model import AuditEntry, AuditKind
+
+    data_dir = tmp_path / "my data"
+    data_dir.mkdir()
+    log = SqliteAuditLog(data_dir / "audit.db")
+    for n in range(3):
+        log.append(AuditEntry(AuditKind.DECISION, f"decision {n}"))
+    first = cli("audit", "verify", "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    printed = first.stdout.splitlines()[-1].strip().removesuffix(")")
+    assert printed.startswith(".venv/bin/autopilot audit verify ")
+
+    again = subprocess.run(
+        shlex.split(printed), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "anchor 3:" in again.stdout and "matches" in again.stdout
+
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "audit.db") as db:
+        db.execute("DELETE FROM audit WHERE seq = 3")  # cut off the end: only the anchor sees it
+    cut = subprocess.run(shlex.split(printed), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert cut.returncode == 1
+    assert "anchored record 3 is gone" in cut.stdout

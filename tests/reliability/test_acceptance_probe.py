@@ -155,3 +155,48 @@ def test_the_command_audit_verify_prints_to_keep_runs_as_written(tmp_path: Path)
     cut = subprocess.run(shlex.split(printed), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert cut.returncode == 1
     assert "anchored record 3 is gone" in cut.stdout
+
+
+@pytest.fixture
+def refusing_endpoint(tmp_path: Path) -> Iterator[Path]:
+    """A scoring endpoint that refuses every body (as the embedded one refuses bad JSON),
+    recorded where examples/score.py looks for it; yields the data dir."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            body = b'{"error": "body is not valid JSON"}'
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    Thread(target=server.serve_forever, daemon=True).start()
+    endpoints = tmp_path / "platform" / "endpoints"
+    endpoints.mkdir(parents=True)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    (endpoints / "credit-risk.json").write_text(json.dumps({"url": url}))
+    yield tmp_path
+    server.shutdown()
+    server.server_close()
+
+
+def test_score_example_says_when_the_endpoint_refuses_and_exits_1(refusing_endpoint: Path) -> None:
+    """It printed nothing and exited 0 when its one request failed."""
+    score = [sys.executable, "examples/score.py", "--data-dir", str(refusing_endpoint)]
+    one = subprocess.run(score, cwd=ROOT, capture_output=True, text=True)
+    assert one.returncode == 1
+    assert "HTTP 400" in one.stderr and "body is not valid JSON" in one.stderr
+    many = subprocess.run(
+        [*score, "--requests", "2", "--interval", "0"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert many.returncode == 1 and "HTTP 400" in many.stdout
+    for bad in (["--requests", "0"], ["--body", "/nonexistent/body.json"]):
+        refused = subprocess.run([*score, *bad], cwd=ROOT, capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr

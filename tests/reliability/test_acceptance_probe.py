@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cloudevents.v1.conversion import to_binary, to_structured
@@ -200,3 +201,40 @@ def test_score_example_says_when_the_endpoint_refuses_and_exits_1(refusing_endpo
     for bad in (["--requests", "0"], ["--body", "/nonexistent/body.json"]):
         refused = subprocess.run([*score, *bad], cwd=ROOT, capture_output=True, text=True)
         assert refused.returncode == 2 and refused.stderr
+
+
+def test_a_resolved_health_alert_keeps_pending_drift_signals(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A Resolved health alert cleared the model's pending drift signals (and answered
+    "resolved: pending drift signals cleared"), so a drift confirmation in progress was lost."""
+    from dataclasses import replace
+
+    from tests import payloads
+    from tests.fakes import make_policy
+
+    world_policy = make_policy(confirm={"signals": 2, "within": "1h"})
+    hosted = host_on("fakes", tmp_path, request)
+    hosted.world.services = replace(hosted.world.services, policy=world_policy)
+    hosted.runtime = replace(hosted.runtime, services=hosted.world.services)
+    try:
+
+        def send(rule: str, condition: str = "Fired") -> Any:
+            body = json.dumps(payloads.alert(rule, condition)).encode()
+            status, answer = hosted.call("POST", "/api/alerts", body)
+            assert status == 200, answer
+            return json.loads(answer)
+
+        assert send("credit-drift")["as"] == "drift signal"
+        assert hosted.world.store.active_cycle("credit") is None  # 1 of 2 signals
+        assert send("credit-endpoint-errors")["as"] == "health alert"
+        resolved = send("credit-endpoint-errors", "Resolved")
+        assert (
+            resolved["result"] == "ignored" and "pending drift signals kept" in resolved["reason"]
+        )
+        assert send("credit-drift")["as"] == "drift signal"
+        assert hosted.world.store.active_cycle("credit") is not None  # 2 of 2: retraining
+
+        assert send("credit-drift", "Resolved")["as"].startswith("resolved")  # drift: cleared
+    finally:
+        runtime.use(None)

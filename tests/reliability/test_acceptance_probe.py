@@ -238,3 +238,12 @@ def test_a_resolved_health_alert_keeps_pending_drift_signals(
         assert send("credit-drift", "Resolved")["as"].startswith("resolved")  # drift: cleared
     finally:
         runtime.use(None)
+
+
+def test_policy_validate_of_a_deeply_nested_yaml_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """PyYAML recursed until RecursionError: a 40-line traceback and exit 1."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("models: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = cli("policy", "validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"autopilot: {path}: not valid YAML: nested too deeply to read\n"

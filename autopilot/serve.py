@@ -204,15 +204,18 @@ def start_service(
                 AuditKind.REJECTED, f"{function}: delivery rejected", reason=message
             )
 
+    try:  # bad timer schedules and time zones (settings) are refused here, before binding
+        local_host = LocalHost(
+            function_app.app,
+            keys=keys,
+            on_reject=on_reject,
+            settings=env,
+            parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
+            run_timers=run_timers,
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
     runtime.use(make_runtime)
-    local_host = LocalHost(
-        function_app.app,
-        keys=keys,
-        on_reject=on_reject,
-        settings=env,
-        parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
-        run_timers=run_timers,
-    )
     try:
         local_host.start(host, port)
     except OSError as exc:

@@ -247,3 +247,36 @@ def test_policy_validate_of_a_deeply_nested_yaml_is_one_line_and_exit_2(tmp_path
     result = cli("policy", "validate", str(path))
     assert result.returncode == 2
     assert result.stderr == f"autopilot: {path}: not valid YAML: nested too deeply to read\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "data_dir", "named"),
+    [
+        ({}, "a-file", "is a file, not a folder"),
+        ({}, "a-file/sub", "is a file, not a folder"),
+        ({"AUTOPILOT_RECONCILE_SCHEDULE": "nonsense"}, "data", "NCRONTAB 'nonsense'"),
+        ({"WEBSITE_TIME_ZONE": "Mars/Base"}, "data", "WEBSITE_TIME_ZONE 'Mars/Base'"),
+    ],
+)
+def test_serve_refuses_a_bad_data_dir_or_setting_in_one_line_before_binding(
+    tmp_path: Path, setting: dict[str, str], data_dir: str, named: str
+) -> None:
+    """Each was a traceback and exit 1 (a data dir that is a file: after binding the port)."""
+    serve = [sys.executable, "-m", "autopilot.cli", "serve", "--port", "0", "--policy"]
+    serve.append("examples/policy.yaml")
+    import os
+
+    (tmp_path / "a-file").write_text("not a folder")
+    result = subprocess.run(
+        [*serve, "--data-dir", str(tmp_path / data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AUTOPILOT_FUNCTION_KEYS": "", **setting},
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("autopilot: ") and named in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written

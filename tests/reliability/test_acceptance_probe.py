@@ -256,6 +256,8 @@ def test_policy_validate_of_a_deeply_nested_yaml_is_one_line_and_exit_2(tmp_path
         ({}, "a-file/sub", "is a file, not a folder"),
         ({"AUTOPILOT_RECONCILE_SCHEDULE": "nonsense"}, "data", "NCRONTAB 'nonsense'"),
         ({"WEBSITE_TIME_ZONE": "Mars/Base"}, "data", "WEBSITE_TIME_ZONE 'Mars/Base'"),
+        ({"HOST": "::1"}, "data", "check --host"),  # it said "choose another --port"
+        ({"HOST": "256.1.1.1"}, "data", "check --host"),
     ],
 )
 def test_serve_refuses_a_bad_data_dir_or_setting_in_one_line_before_binding(
@@ -267,8 +269,16 @@ def test_serve_refuses_a_bad_data_dir_or_setting_in_one_line_before_binding(
     import os
 
     (tmp_path / "a-file").write_text("not a folder")
+    setting = dict(setting)
+    host = setting.pop("HOST", "127.0.0.1")
     result = subprocess.run(
-        [*serve, "--data-dir", str(tmp_path / data_dir)],
+        [
+            *serve,
+            "--data-dir",
+            str(tmp_path / data_dir),
+            "--host",
+            host,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

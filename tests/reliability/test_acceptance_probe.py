@@ -20,6 +20,7 @@ from cloudevents.v1.conversion import to_binary, to_structured
 from cloudevents.v1.http import CloudEvent
 
 from functions import runtime
+from tests.functions.test_worker_indexing import fresh_import  # noqa: F401 - fixture
 from tests.reliability.hosting import KEY, WEBHOOK, Hosted, host_on
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,3 +291,56 @@ def test_serve_refuses_a_bad_data_dir_or_setting_in_one_line_before_binding(
     (line,) = result.stderr.splitlines()
     assert line.startswith("autopilot: ") and named in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written
+
+
+SAMPLE_OUTCOMES = {  # public sample (as Azure sends it) -> what the example policy makes of it
+    "eventgrid_schema_DatasetDriftDetected.json": "ignored",  # its monitor is bound to no model
+    "eventgrid_schema_ModelDeployed.json": "ignored",
+    "eventgrid_schema_ModelRegistered.json": "ignored",  # registered elsewhere
+    "eventgrid_schema_RunCompleted.json": "ignored",  # not one of our jobs
+    "eventgrid_schema_RunStatusChanged.json": "ignored",
+    "cloudevents-monitor-breach.json": "action",  # bound monitor: a training job starts
+    "eventgrid-datadrift-v1.json": "action",
+    "eventgrid-monitor-breach.json": "action",
+}
+
+
+@pytest.mark.usefixtures("fresh_import")
+@pytest.mark.parametrize("name", sorted(SAMPLE_OUTCOMES))
+def test_each_sample_handed_over_as_the_worker_hands_it_has_its_outcome(name: str) -> None:
+    """Through the Functions worker library itself: its index of function_app, its decoding
+    of the JSON the host sends for the event (``str`` parameter), the function it registered."""
+    from azure_functions_runtime.bindings import meta
+
+    from shared.policy import load_policy
+    from shared.wiring import Runtime
+    from tests.conftest import KEYS
+    from tests.fakes import make_world
+    from tests.functions import worker_protos as protos
+    from tests.functions.test_worker_indexing import index_as_the_worker_does
+    from tests.payloads import SAMPLES
+
+    if name.startswith("eventgrid_"):
+        path = SAMPLES / "eventgrid" / name
+    else:
+        path = ROOT / "examples" / "payloads" / name
+    _, registry = index_as_the_worker_does()
+    info = next(f for f in registry._functions.values() if f.name == "azureml_events")
+    ((arg, binding),) = info.input_types.items()
+    world = make_world(load_policy(ROOT / "examples/policy.yaml"))
+    runtime.use(Runtime(world.services, dict(KEYS)))
+    try:
+        (event,) = json.loads(path.read_text())
+        value = meta.from_incoming_proto(
+            binding.binding_name,
+            protos.ParameterBinding(arg, protos.TypedData(json=json.dumps(event))),
+            pytype=binding.pytype,
+            trigger_metadata={},
+            function_name=info.name,
+        )
+        assert info.func(**{arg: value}) is None
+    finally:
+        runtime.use(None)
+    last = world.audit.records[-1]
+    assert last.kind.value == SAMPLE_OUTCOMES[name], last.summary
+    assert bool(world.platform.jobs) == (SAMPLE_OUTCOMES[name] == "action")

@@ -344,3 +344,24 @@ def test_each_sample_handed_over_as_the_worker_hands_it_has_its_outcome(name: st
     last = world.audit.records[-1]
     assert last.kind.value == SAMPLE_OUTCOMES[name], last.summary
     assert bool(world.platform.jobs) == (SAMPLE_OUTCOMES[name] == "action")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1/?code=SECRET-KEY-123",
+        "http://operator:SECRET-KEY-123@127.0.0.1:1",
+        "http://127.0.0.1:1/#code=SECRET-KEY-123",
+        "ftp://127.0.0.1:1/?code=SECRET-KEY-123",
+    ],
+)
+def test_a_url_carrying_a_key_is_refused_without_echoing_it(url: str, tmp_path: Path) -> None:
+    """It echoed the URL, key and all, in 'cannot reach the service at ...' (CLI output
+    often ends up in CI logs), and appended API paths after the query string."""
+    for command in (["retrain", "credit-risk"], ["rollback", "credit-risk"]):
+        result = cli(*command, "--reason", "x", "--url", url, "--key", "k")
+        assert result.returncode == 2
+        assert "SECRET-KEY-123" not in result.stdout + result.stderr
+        assert result.stderr.startswith("autopilot: --url must be")
+    replay = cli("replay", "examples/payloads/alert-drift-fired.json", "--url", url, "--key", "k")
+    assert replay.returncode == 2 and "SECRET-KEY-123" not in replay.stdout + replay.stderr

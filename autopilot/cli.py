@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import typing
@@ -644,7 +645,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a terminal acts on (escape sequences, carriage return, bidi overrides, ...), except the
+# line breaks and tabs our own output is made of.
+_TERMINAL_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ud800-\udfff]"
+)
+
+
+class _TerminalSafe:
+    """A text stream for people: outside text printed through it (event subjects, alert
+    names, reasons in tables and sentences) cannot clear the screen, set the title or
+    overwrite a line. Each such character is written as ``\\uXXXX``, which inside a JSON
+    string (``--json``) is the same character, so JSON output stays valid and equal."""
+
+    def __init__(self, stream: typing.TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> typing.Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    saved = sys.stdout, sys.stderr
+    sys.stdout = typing.cast(typing.TextIO, _TerminalSafe(sys.stdout))
+    sys.stderr = typing.cast(typing.TextIO, _TerminalSafe(sys.stderr))
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from autopilot.client import NoService
     from autopilot.operator_commands import RequestFailed
     from shared import log_escape

@@ -365,3 +365,29 @@ def test_a_url_carrying_a_key_is_refused_without_echoing_it(url: str, tmp_path: 
         assert result.stderr.startswith("autopilot: --url must be")
     replay = cli("replay", "examples/payloads/alert-drift-fired.json", "--url", url, "--key", "k")
     assert replay.returncode == 2 and "SECRET-KEY-123" not in replay.stdout + replay.stderr
+
+
+def test_outside_text_in_cli_output_cannot_act_on_the_terminal(tmp_path: Path) -> None:
+    """An event subject with ESC [2J (clear screen), an OSC title and a carriage return was
+    printed raw by `audit list`: whoever can deliver an event could rewrite an operator's
+    screen. Escaped for people; --json still carries the exact text."""
+    from shared.adapters.sqlite_audit import SqliteAuditLog
+    from shared.model import AuditEntry, AuditKind
+
+    hostile = "models/x:1\x1b[2J\x1b]0;PWNED\x07\rFAKE LINE\u202eRTL"
+    log = SqliteAuditLog(tmp_path / "audit.db")
+    log.append(AuditEntry(AuditKind.EVENT_RECEIVED, f"ModelRegistered {hostile}", reason=hostile))
+    shown = subprocess.run(
+        [sys.executable, "-m", "autopilot.cli", "audit", "list", "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for raw in (b"\x1b", b"\x07", b"\r", "\u202e".encode()):
+        assert raw not in shown.stdout
+    assert b"models/x:1\\u001b[2J" in shown.stdout
+    as_json = cli("audit", "list", "--json", "--data-dir", str(tmp_path))
+    records = json.loads(as_json.stdout)
+    records = records if isinstance(records, list) else records["records"]
+    assert records[0]["summary"] == f"ModelRegistered {hostile}"

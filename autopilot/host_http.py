@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -314,6 +315,16 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone before its answer was written is routine: one line, not socketserver's
+        traceback on stderr (15 lines per connection, unescaped, which any client could
+        repeat to flood the log). Anything else goes through our (escaped) log."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.info("client %s went away: %s", client_address[0], type(error).__name__)
+            return
+        log.exception("connection from %s failed", client_address[0])
 
     def track(self, connection: socket.socket, *, add: bool) -> None:
         with self._connections_lock:

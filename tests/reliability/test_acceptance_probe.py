@@ -392,3 +392,23 @@ def test_outside_text_in_cli_output_cannot_act_on_the_terminal(tmp_path: Path) -
     records = json.loads(as_json.stdout)
     records = records if isinstance(records, list) else records["records"]
     assert records[0]["summary"] == f"ModelRegistered {hostile}"
+
+
+def test_a_client_that_goes_away_before_its_answer_leaves_no_traceback(
+    hosted: Hosted, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """300 clients that sent half a request and closed left 300 socketserver tracebacks
+    (BrokenPipeError, 15 lines each, unescaped) on the service's stderr."""
+    import time
+
+    address = hosted.host.start("127.0.0.1", 0)
+    idle = [socket.create_connection(address) for _ in range(30)]
+    for sock in idle:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+    for sock in idle:
+        sock.close()
+    time.sleep(1.0)  # the handlers answer into closed sockets
+    got, _, body = exchange(address, b"GET /api/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert (got, json.loads(body)) == (200, {"status": "ok"})
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out

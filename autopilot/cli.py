@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import sys
 import typing
 from collections.abc import Sequence
@@ -244,10 +246,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         anchored_text = f"; anchor {args.anchor[0]} matches" if args.anchor else ""
         print(f"audit chain intact: {result.records} records verified{anchored_text}")
         if head:
+            anchor = f"{head['seq']}:{head['hash']}"
+            again = f"{AP} audit verify --data-dir {shlex.quote(str(data_dir))} --anchor {anchor}"
             print(
-                f"head: {head['seq']}:{head['hash']}\n"
-                "  (keep it somewhere else; `autopilot audit verify --anchor` with it later shows"
-                " whether records were cut off or rewritten since)"
+                f"head: {anchor}\n"
+                "  (keep it somewhere else; later, this command shows whether records were cut"
+                f" off or rewritten since:\n  {again})"
             )
     elif first_bad is None:
         print(f"AUDIT LOG EMPTIED: {problem}")
@@ -481,7 +485,17 @@ class _Parser(argparse.ArgumentParser):
                 for name in action.choices
             ]
             message = f"choose a command: {', '.join(choices)} (see {self.prog} --help)"
-        super().error(message)
+        elif "--help" not in message:
+            message = f"{message} (see {self.prog} --help)"
+        # One line, as every other CLI error (argparse would print the usage block first).
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    """A whole number of 1 or more (``--limit 0`` or ``-1`` would silently list nothing)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return int(text)
 
 
 def _command(sub: Any, name: str, help_text: str, example_key: str, **kw: Any) -> Any:
@@ -567,7 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a duration back from now (15m, 2h, 1d) or an ISO 8601 time with zone "
         "(default: no limit)",
     )
-    p.add_argument("--limit", type=int, help="at most this many records (default: all)")
+    p.add_argument(
+        "--limit", type=_positive_int, help="at most this many records, 1 or more (default: all)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_audit_list)
     p = _command(audit, "show", "one audit record in full, as JSON", "audit show", parents=[common])
@@ -643,7 +659,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a terminal acts on (escape sequences, carriage return, bidi overrides, ...), except the
+# line breaks and tabs our own output is made of.
+_TERMINAL_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ud800-\udfff]"
+)
+
+
+class _TerminalSafe:
+    """A text stream for people: outside text printed through it (event subjects, alert
+    names, reasons in tables and sentences) cannot clear the screen, set the title or
+    overwrite a line. Each such character is written as ``\\uXXXX``, which inside a JSON
+    string (``--json``) is the same character, so JSON output stays valid and equal."""
+
+    def __init__(self, stream: typing.TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> typing.Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    saved = sys.stdout, sys.stderr
+    sys.stdout = typing.cast(typing.TextIO, _TerminalSafe(sys.stdout))
+    sys.stderr = typing.cast(typing.TextIO, _TerminalSafe(sys.stderr))
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from autopilot.client import NoService
     from autopilot.operator_commands import RequestFailed
     from shared import log_escape

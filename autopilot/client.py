@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from autopilot.serve import KEY_FILE, SERVE_MARKER
 from shared.errors import BadEvent
@@ -99,6 +101,24 @@ def require_target(data_dir: Path, url: str | None, key: str | None, command: st
     return target
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a message: user info and query values masked (they may carry keys)."""
+    url = re.sub(r"#.*", "#***", re.sub(r"//[^/?#]*@", "//***@", url), flags=re.DOTALL)
+    return re.sub(r"([?&][^=&#]*=)[^&#]*", r"\1***", url)
+
+
+def check_url(url: str) -> None:
+    """A service base URL (``http://127.0.0.1:7071``), or BadEvent; the key goes in --key."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadEvent(f"--url must be an http(s) URL, got {shown_url(url)!r}")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise BadEvent(
+            f"--url must be the service's base URL, e.g. http://127.0.0.1:7071, without "
+            f"user:password@, ?query or #fragment (pass the key with --key), got {shown_url(url)!r}"
+        )
+
+
 def call(
     target: Target,
     method: str,
@@ -108,8 +128,7 @@ def call(
     raw_body: bytes | None = None,
 ) -> tuple[int, Any]:
     """One request to the service: (status, parsed JSON body or None)."""
-    if not target.url.startswith(("http://", "https://")):
-        raise BadEvent(f"--url must be an http(s) URL, got {target.url!r}")
+    check_url(target.url)
     data = raw_body if raw_body is not None else None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         target.url + path,
@@ -127,7 +146,9 @@ def call(
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
     except urllib.error.URLError as exc:
-        raise NoService(f"cannot reach the service at {target.url}: {exc.reason}") from exc
+        raise NoService(
+            f"cannot reach the service at {shown_url(target.url)}: {exc.reason}"
+        ) from exc
     try:
         return status, json.loads(raw) if raw.strip() else None
     except ValueError:

@@ -566,12 +566,17 @@ class LocalHost:
             message = "aeg-event-type must be Notification or SubscriptionValidation"
             self._reject(name, message)
             return json_reply(400, {"error": message})
+        binary = "ce-specversion" in request.headers  # CloudEvents binary mode (ce-* headers)
         return NeedsBody(
-            lambda body: self._deliver(function, body, handshake=kind == "subscriptionvalidation"),
+            lambda body: self._deliver(
+                function, body, handshake=kind == "subscriptionvalidation", binary=binary
+            ),
             refused=lambda message: self._reject(name, message),
         )
 
-    def _deliver(self, function: _Function, body: bytes, *, handshake: bool) -> Reply:
+    def _deliver(
+        self, function: _Function, body: bytes, *, handshake: bool, binary: bool = False
+    ) -> Reply:
         name = function.name
         try:
             events = self._parse(body)
@@ -580,6 +585,12 @@ class LocalHost:
             return _transient(str(exc), exc.retry_after)
         except self._bad_input as exc:
             message = str(exc) or type(exc).__name__
+            if binary and not isinstance(exc, PayloadTooLarge):  # the body was the data alone
+                message = (
+                    "binary-mode CloudEvents (ce-* headers, the body is the data) are not "
+                    "accepted; send structured mode (Content-Type: application/cloudevents+json "
+                    f"or application/cloudevents-batch+json), as Event Grid does ({message})"
+                )
             self._reject(name, message)
             return json_reply(413 if isinstance(exc, PayloadTooLarge) else 400, {"error": message})
         except Exception:

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ _MAX_CHUNK_LINE = 1024
 _MAX_TRAILERS = 64
 _LINGER_SECONDS = 2.0
 LISTEN_BACKLOG = 2048  # connections the kernel queues before the accept loop takes them
+# http.server's answers to a request line it cannot serve, as the client errors they are.
+_PROTOCOL_STATUS = {501: 405, 505: 400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors found before dispatch (request line, version, method, header size)
+        as a JSON 4xx: an unknown method (501) or HTTP version (505) is the sender's input,
+        not a fault a retry could fix, so it gets 405 / 400 rather than a 5xx."""
+        status = _PROTOCOL_STATUS.get(code, code)
+        text = _CODE.sub(r"\1***", message or self.responses.get(code, ("error",))[0])
+        self.log_error("code %d, message %s", status, text)
+        body = json.dumps({"error": text}).encode()
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # what http.server assumes of a line it
+            self.request_version = "HTTP/1.0"  # cannot parse: answer with a status line
+        self.send_response(status)
+        self.send_header("Content-Type", JSON)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # _handle logs each request once, without its query string
 
@@ -293,6 +315,16 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone before its answer was written is routine: one line, not socketserver's
+        traceback on stderr (15 lines per connection, unescaped, which any client could
+        repeat to flood the log). Anything else goes through our (escaped) log."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.info("client %s went away: %s", client_address[0], type(error).__name__)
+            return
+        log.exception("connection from %s failed", client_address[0])
 
     def track(self, connection: socket.socket, *, add: bool) -> None:
         with self._connections_lock:

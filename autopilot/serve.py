@@ -7,6 +7,7 @@ Grid webhook, so the offline loop goes through the same intake code as Azure.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -205,23 +206,29 @@ def start_service(
                 AuditKind.REJECTED, f"{function}: delivery rejected", reason=message
             )
 
+    try:  # bad timer schedules and time zones (settings) are refused here, before binding
+        local_host = LocalHost(
+            function_app.app,
+            keys=keys,
+            on_reject=on_reject,
+            settings=env,
+            parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
+            run_timers=run_timers,
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
     runtime.use(make_runtime)
-    local_host = LocalHost(
-        function_app.app,
-        keys=keys,
-        on_reject=on_reject,
-        settings=env,
-        parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
-        run_timers=run_timers,
-    )
     try:
         local_host.start(host, port)
     except OSError as exc:
         runtime.use(None)
         reason = exc.strerror or str(exc)
-        raise SettingsError(
-            f"cannot listen on {host}:{port}: {reason}; choose another --port (0 picks a free one)"
-        ) from exc
+        advice = (
+            "choose another --port (0 picks a free one)"
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+            else "check --host: an IPv4 address or name of this machine, e.g. 127.0.0.1"
+        )
+        raise SettingsError(f"cannot listen on {host}:{port}: {reason}; {advice}") from exc
     try:
         if generated:
             store_new_keys(data_dir, keys)

@@ -76,6 +76,12 @@ def earlier_activity(data_dir: Path) -> str | None:
 def check_state_files(data_dir: Path) -> None:
     """Refuse (``SettingsError``) a state or audit file that is damaged, or an empty audit
     log where the state store shows that records existed; absent files are created later."""
+    existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise SettingsError(
+            f"data dir {data_dir}: {existing} is a file, not a folder; pass --data-dir a folder "
+            "(created if missing)"
+        )
     for name, what in ((STATE_DB, "state store"), (AUDIT_DB, "audit log")):
         path = data_dir / name
         if not path.exists():

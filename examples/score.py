@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         "--body", default=str(HERE / "payloads" / "score-request.json"), help="request body file"
     )
     args = parser.parse_args(argv)
+    if args.requests < 1 or not args.interval >= 0:
+        parser.error("--requests must be 1 or more and --interval 0 or more")
     state = Path(args.data_dir) / "platform" / "endpoints" / f"{args.endpoint}.json"
     try:
         url = json.loads(state.read_text())["url"]
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    body = Path(args.body).read_bytes()
+    try:
+        body = Path(args.body).read_bytes()
+    except OSError as exc:
+        print(f"cannot read --body {args.body}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     served: Counter[str] = Counter()
     for n in range(args.requests):
         request = urllib.request.Request(
@@ -53,8 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             served[answer["deployment"]] += 1
             if args.requests == 1:
                 print(f"POST {url}/score -> {json.dumps(answer)}")
+        except urllib.error.HTTPError as exc:  # the endpoint's answer says what was wrong
+            problem = f"error: HTTP {exc.code} {exc.read().decode('utf-8', 'replace')[:300]}"
+            served[problem] += 1
+            if args.requests == 1:
+                print(f"POST {url}/score -> {problem}", file=sys.stderr)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             served[f"error: {exc}"] += 1
+            if args.requests == 1:
+                print(f"POST {url}/score -> error: {exc}", file=sys.stderr)
         if args.requests > 1 and (n + 1) % 100 == 0:
             print(f"{n + 1} sent: " + ", ".join(f"{k} {v}" for k, v in served.items()), flush=True)
         if n + 1 < args.requests:
@@ -64,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             f"POST {url}/score x{args.requests}: "
             + ", ".join(f"{k} {v}" for k, v in served.items())
         )
-    return 0
+    failed = sum(v for k, v in served.items() if k.startswith("error: "))
+    return 1 if failed == args.requests else 0  # exit 1 only when no request was served
 
 
 if __name__ == "__main__":

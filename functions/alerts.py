@@ -56,6 +56,12 @@ _MEANINGS = {
 
 def alert_answer(outcome: str, message: Message) -> dict[str, str]:
     """What happened to the alert, in words: ignored (and why), or which model it signalled."""
+    if isinstance(message, EventIgnored) and message.model is not None:  # bound, nothing to do
+        return {
+            "result": "ignored" if outcome == "processed" else outcome,
+            "model": message.model,
+            "reason": message.reason,
+        }
     if isinstance(message, EventIgnored):
         rule = message.evidence.get("rule", "")
         return {

@@ -215,6 +215,16 @@ def parse_alert(payload: Any, policy: Policy) -> Message:
             key,
             evidence=evidence,
         )
+    if condition == "Resolved" and binding.kind == "health":
+        # Pending signals are drift signals: an endpoint's health recovering says nothing
+        # about drift, and a rollback it caused is never undone.
+        return EventIgnored(
+            f"alert.{condition}",
+            f"health alert rule {rule!r} resolved: nothing to undo, pending drift signals kept",
+            key,
+            model=binding.model,
+            evidence=evidence,
+        )
     if condition == "Resolved":
         return SignalResolved(binding.model, "alert", rule, key, evidence=evidence)
     if binding.kind == "health":

@@ -60,6 +60,8 @@ def read_yaml(path: Path) -> Any:
         raise PolicyError(f"{path}: policy file not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from exc
+    except RecursionError:  # PyYAML's parser recurses per level: [[[[... exhausts the stack
+        raise PolicyError(f"{path}: not valid YAML: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -313,8 +313,8 @@ def test_each_sample_handed_over_as_the_worker_hands_it_has_its_outcome(name: st
     of the JSON the host sends for the event (``str`` parameter), the function it registered."""
     from azure_functions_runtime.bindings import meta
 
+    from composition.wiring import Runtime
     from shared.policy import load_policy
-    from shared.wiring import Runtime
     from tests.conftest import KEYS
     from tests.fakes import make_world
     from tests.functions import worker_protos as protos

@@ -7,11 +7,13 @@ port is held. ``audit verify`` fails (exit 1) on an audit log that lost its reco
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,10 +99,19 @@ def checkpoint(path: Path) -> None:
     """Fold the WAL into the main file, so damaging the file damages the data."""
     import sqlite3
 
-    connection = sqlite3.connect(path)
-    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    connection.execute("PRAGMA journal_mode=DELETE")
-    connection.close()
+    gc.collect()  # connections the fill helpers' objects may still hold
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for _ in range(50):  # leaving WAL needs every other connection gone: wait for it
+            try:
+                connection.execute("PRAGMA journal_mode=DELETE")
+                break
+            except sqlite3.OperationalError:
+                time.sleep(0.1)
+        # (if still in WAL mode, the checkpoint already folded every record into the file)
+    finally:
+        connection.close()
 
 
 def damage(path: Path, how: str) -> None:

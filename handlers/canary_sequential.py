@@ -7,7 +7,10 @@ request of the new and the live deployment since the step started, asks
 policy says. Each look's bounds are kept in the rollout's ``checks`` (the console plots them).
 
 At the 100% step live serves nothing; its requests from the step before stand in for it
-(its last window with traffic), and the evidence says so.
+(its last window with traffic), and the evidence says so. Such a window from another time is
+compared on errors only: its latencies measure that moment's load on the machine as much as
+the deployment (a healthy model was seen rolled back for the slow requests of a loaded
+machine), so latency is judged only against live traffic of the same moments.
 """
 
 from __future__ import annotations
@@ -60,10 +63,15 @@ def _live_requests(
         return live, None
     before = datetime.fromisoformat(steps[-2]["at"])
     baseline = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], before, started)
-    return baseline, (
+    return errors_only(baseline), (
         f"{ro['previous']} serves no traffic at this step: compared with its last window "
-        f"with traffic ({before.isoformat()} to {started.isoformat()})"
+        f"with traffic ({before.isoformat()} to {started.isoformat()}), on errors only"
     )
+
+
+def errors_only(sample: RequestSample) -> RequestSample:
+    """A window from another time, without its latencies (they were another moment's load)."""
+    return RequestSample(sample.requests, sample.errors, ())
 
 
 def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_by: str) -> None:
@@ -190,7 +198,7 @@ def watch_look(
         return False
     start, end = datetime.fromisoformat(steps[-2]["at"]), datetime.fromisoformat(steps[-1]["at"])
     new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], promoted, now)
-    live = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], start, end)
+    live = errors_only(svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], start, end))
     verdict = judge(new, live, settings_of(spec))
     if verdict.decision != "rollback":
         return False
@@ -199,7 +207,7 @@ def watch_look(
         "window": [promoted.isoformat(), now.isoformat()],
         "baseline": (
             f"{ro['previous']} is kept warm and serves no traffic: compared with its last "
-            f"window with traffic ({start.isoformat()} to {end.isoformat()})"
+            f"window with traffic ({start.isoformat()} to {end.isoformat()}), on errors only"
         ),
         "tolerance": spec.sequential.tolerance,
         "new_requests": verdict.new_requests,

@@ -199,3 +199,37 @@ def test_a_reconcile_between_looks_does_not_look_again() -> None:
     assert len(cycle.rollout["checks"]) == looks  # 5 s after a look: the next is due at 30 s
     cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=25)
     assert len(cycle.rollout["checks"]) == looks + 1
+
+
+def full_step(world: World) -> Any:
+    cycle = registered_and_rolling(world)
+    for _ in range(20):
+        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout["percent"] == 100:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
+    assert cycle.rollout["percent"] == 100
+    return cycle
+
+
+def test_at_the_full_step_latency_is_not_judged_against_another_moment() -> None:
+    """Live's last window is from another time: its latencies were that moment's load on the
+    machine, so a slower full step (a loaded machine, say) passes on errors alone."""
+    world = sequential_world()
+    cycle = full_step(world)
+    for _ in range(10):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 0, 200.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.PROMOTED
+    full = [d for d in decisions(world, cycle.id) if d.summary == "canary at 100% healthy"][-1]
+    assert "on errors only" in full.evidence["baseline"]
+
+
+def test_at_the_full_step_errors_are_still_judged_against_lives_last_window() -> None:
+    world = sequential_world()
+    cycle = full_step(world)
+    for _ in range(10):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 80, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK

@@ -446,15 +446,8 @@ class AzureMLPlatform:
         if not serving:
             return None
         _, deployment = max(serving, key=lambda item: (item[0], item[1]))
-        try:
-            dep = self._call(
-                self._retry.read,
-                f"get deployment {endpoint}/{deployment}",
-                self.ml.online_deployments.get,
-                name=deployment,
-                endpoint_name=endpoint,
-            )
-        except NotFound:
+        dep = self._deployment(endpoint, deployment)
+        if dep is None:
             return None
         return parse_model_ref(getattr(dep, "model", None))
 
@@ -635,15 +628,8 @@ class AzureMLPlatform:
         minutes): True once it is gone, False while Azure is deleting it. Idempotent: a
         missing deployment is done, one already ``Deleting`` is not asked again."""
         what = f"delete deployment {endpoint}/{deployment}"
-        try:
-            existing = self._call(
-                self._retry.read,
-                f"get deployment {endpoint}/{deployment}",
-                self.ml.online_deployments.get,
-                name=deployment,
-                endpoint_name=endpoint,
-            )
-        except NotFound:
+        existing = self._deployment(endpoint, deployment)
+        if existing is None:
             log.info("deployment %s/%s is gone", endpoint, deployment)
             return True
         if _text(getattr(existing, "provisioning_state", "")) == "Deleting":

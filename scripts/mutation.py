@@ -1,0 +1,320 @@
+"""Mutation testing of the decision modules: each module against the tests that exercise it.
+
+Run through ``bash scripts/mutation.sh [MODULE...]`` (not part of CI). Each module is mutated
+by mutmut in its own scratch copy under ``.mutation/`` (mutmut reads its settings from the
+working directory), with forkserver isolation so the test fixture that indexes the worker's
+functions once per process still sees a fresh process per mutant. Writes
+``benchmarks/mutation.json`` and the survivors section of ``docs/mutation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / ".mutation"
+RESULTS = ROOT / "benchmarks" / "mutation.json"
+DOC = ROOT / "docs" / "mutation.md"
+EQUIVALENT = ROOT / "scripts" / "mutation_equivalent.txt"
+PACKAGES = ["shared", "handlers", "composition", "functions", "autopilot", "embedded"]
+
+# Each decision module and the tests that exercise it (spec tests first).
+MODULES: dict[str, list[str]] = {
+    "shared/gate.py": [
+        "tests/unit/test_spec_gate.py",
+        "tests/unit/test_gate.py",
+    ],
+    "shared/stats.py": [
+        "tests/unit/test_spec_stats.py",
+        "tests/unit/test_gate.py",
+    ],
+    "handlers/signals.py": [
+        "tests/unit/test_spec_signals.py",
+        "tests/unit/test_lifecycle.py",
+        "tests/unit/test_intake.py::test_a_bad_event_is_dead_lettered_not_raised",
+    ],
+    "handlers/rollout.py": [
+        "tests/unit/test_spec_rollout.py",
+        "tests/unit/test_rollout.py",
+        "tests/unit/test_rollout_sequential.py",
+        "tests/unit/test_lifecycle.py",
+    ],
+    "shared/normalise.py": [
+        "tests/unit/test_spec_normalise.py",
+        "tests/unit/test_intake.py",
+    ],
+    "shared/audit_chain.py": [
+        "tests/unit/test_spec_audit_chain.py",
+        "tests/integration/test_sqlite_audit.py",
+    ],
+    "shared/sequential.py": [
+        "tests/unit/test_spec_sequential.py",
+        "tests/unit/test_sequential.py",
+    ],
+    "handlers/canary_sequential.py": [
+        "tests/unit/test_spec_sequential.py",
+        "tests/unit/test_rollout_sequential.py",
+    ],
+    "shared/estimation.py": [
+        "tests/unit/test_spec_estimation.py",
+        "tests/unit/test_estimation.py",
+    ],
+}
+
+KILLED = {"killed", "timeout"}
+
+# Imported once in mutmut's fork server (as a pytest plugin), not again in every forked mutant:
+# scipy.stats alone takes seconds to import and the decision modules import it lazily.
+PRELOAD = '''"""Preloads heavy and lazily imported modules into mutmut's fork server."""
+
+import importlib
+
+for _name in (
+    "numpy", "scipy.stats", "pydantic", "yaml", "shared.stats", "shared.gate",
+    "shared.sequential", "shared.estimation", "shared.normalise", "shared.audit_chain",
+    "handlers.signals", "handlers.rollout", "handlers.canary_sequential",
+):
+    try:
+        importlib.import_module(_name)
+    except ImportError:
+        pass
+'''
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One module's counts, its survivors (name -> changed lines) and the marked equivalents."""
+
+    module: str
+    counts: dict[str, int]
+    survivors: dict[str, str]
+    equivalent: dict[str, str]
+    seconds: float
+
+    @property
+    def generated(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def score(self) -> float:
+        caught = sum(self.counts.get(s, 0) for s in KILLED)
+        base = self.generated - len(self.equivalent)
+        return 100.0 * caught / base if base else 100.0
+
+
+def _tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line and (ROOT / line).is_file()]
+
+
+def _slug(module: str) -> str:
+    return module.replace("/", "__").removesuffix(".py")
+
+
+def _prepare(module: str, tests: list[str]) -> Path:
+    """A fresh scratch copy of the repository with mutmut's settings for ``module``."""
+    work = SCRATCH / _slug(module)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    files = _tracked_files()
+    for name in files:
+        target = work / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    (work / "mutation_preload.py").write_text(PRELOAD, encoding="utf-8")
+    tops = sorted({name.split("/")[0] for name in files} | {"mutation_preload.py"})
+    sources = [p for p in PACKAGES if p in tops] + ["function_app.py"]
+    also = [t for t in tops if t not in sources and t not in {"tests", "pyproject.toml"}]
+    settings = {
+        "source_paths": sources,
+        "only_mutate": [module],
+        "also_copy": also,
+        "pytest_add_cli_args_test_selection": tests,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "mutation_preload"],
+        "process_isolation": "forkserver",
+        "use_git_change_detection": False,
+        "timeout_multiplier": 10.0,
+        "timeout_constant": 5.0,
+    }
+    lines = ["", "[tool.mutmut]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    with (work / "pyproject.toml").open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return work
+
+
+def _equivalents() -> dict[str, str]:
+    """Marked equivalent mutants: ``name<TAB>reason`` lines of scripts/mutation_equivalent.txt."""
+    marks: dict[str, str] = {}
+    if EQUIVALENT.exists():
+        for line in EQUIVALENT.read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, _, reason = line.partition("\t")
+                marks[name.strip()] = reason.strip()
+    return marks
+
+
+def _describe(names: list[str]) -> dict[str, str]:
+    """The changed lines of each named mutant (run inside a scratch copy)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    out: dict[str, str] = {}
+    for name in names:
+        diff = get_diff_for_mutant(name)
+        changed = [
+            line
+            for line in diff.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))
+        ]
+        out[name] = " / ".join(" ".join(line.split()) for line in changed)
+    return out
+
+
+def _run_module(module: str, children: int) -> Outcome:
+    tests = [t for t in MODULES[module] if (ROOT / t.split("::")[0]).exists()]
+    started = time.monotonic()
+    work = _prepare(module, tests)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    mutmut = ROOT / ".venv" / "bin" / "mutmut"
+    log = work / "mutmut.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            [str(mutmut), "run", "--max-children", str(children)],
+            cwd=work,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if done.returncode != 0:
+        print(log.read_text()[-3000:], file=sys.stderr)
+        raise SystemExit(f"mutmut failed on {module} (exit {done.returncode}); log: {log}")
+    from mutmut.stats import status_by_exit_code
+
+    meta = json.loads((work / "mutants" / (module + ".meta")).read_text())
+    counts: dict[str, int] = {}
+    surviving: list[str] = []
+    for name, code in sorted(meta["exit_code_by_key"].items()):
+        status = status_by_exit_code[code]
+        counts[status] = counts.get(status, 0) + 1
+        if status not in KILLED:
+            surviving.append(name)
+    described = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--describe", *surviving],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    survivors = json.loads(described)
+    marks = _equivalents()
+    equivalent = {n: marks[n] for n in survivors if n in marks}
+    return Outcome(module, counts, survivors, equivalent, time.monotonic() - started)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(outcomes: list[Outcome]) -> str:
+    head = ["module", "generated", "killed", "survived", "timeout", "no tests", "equivalent"]
+    lines = [_row([*head, "score", "seconds"]), _row(["---"] * (len(head) + 2))]
+    for o in outcomes:
+        c = o.counts
+        lines.append(
+            _row(
+                [
+                    o.module,
+                    str(o.generated),
+                    str(c.get("killed", 0)),
+                    str(c.get("survived", 0)),
+                    str(c.get("timeout", 0)),
+                    str(c.get("no tests", 0)),
+                    str(len(o.equivalent)),
+                    f"{o.score:.1f}%",
+                    f"{o.seconds:.0f}",
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
+def _section(o: Outcome) -> str:
+    lines = [f"<!-- module: {o.module} -->", f"### {o.module}", ""]
+    lines.append(
+        f"{o.generated} mutants, score {o.score:.1f}% "
+        f"({len(o.survivors) - len(o.equivalent)} surviving, {len(o.equivalent)} equivalent)."
+    )
+    lines.append("")
+    for name, change in o.survivors.items():
+        short = name.split(".", 2)[-1] if "." in name else name
+        if name in o.equivalent:
+            lines.append(f"- equivalent `{short}`: `{change}` — {o.equivalent[name]}")
+        else:
+            lines.append(f"- survived `{short}`: `{change}`")
+    lines.append(f"<!-- end: {o.module} -->")
+    return "\n".join(lines)
+
+
+def _write(outcomes: list[Outcome], table: str) -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for o in outcomes:
+        results[o.module] = {
+            "score": round(o.score, 1),
+            "survived": len(o.survivors) - len(o.equivalent),
+            "equivalent": len(o.equivalent),
+        }
+    RESULTS.write_text(json.dumps(dict(sorted(results.items())), indent=2) + "\n")
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+    for o in outcomes:
+        start, end = f"<!-- module: {o.module} -->", f"<!-- end: {o.module} -->"
+        if start in text:
+            before, _, rest = text.partition(start)
+            _, _, after = rest.partition(end)
+            text = before + _section(o) + after
+        else:
+            text = text.rstrip("\n") + "\n\n" + _section(o) + "\n"
+    DOC.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("modules", nargs="*", help="modules to mutate (default: all)")
+    parser.add_argument("--children", type=int, default=2, help="parallel mutant workers")
+    parser.add_argument("--describe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.describe:
+        print(json.dumps(_describe(args.modules)))
+        return
+    modules = args.modules or list(MODULES)
+    unknown = [m for m in modules if m not in MODULES]
+    if unknown:
+        raise SystemExit(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
+    started = time.monotonic()
+    outcomes = []
+    for module in modules:
+        outcome = _run_module(module, args.children)
+        print(f"{module}: {outcome.score:.1f}% in {outcome.seconds:.0f} s", flush=True)
+        outcomes.append(outcome)
+    table = _table(outcomes)
+    _write(outcomes, table)
+    print(table)
+    print(f"wall time {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -135,6 +135,9 @@ def _prepare(module: str, tests: list[str]) -> Path:
         target = work / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
+    samples = ROOT.parent / "shared" / "samples"  # the public sample payloads tests read
+    if samples.is_dir():
+        shutil.copytree(samples, work / "shared" / "samples")
     (work / "mutation_preload.py").write_text(PRELOAD, encoding="utf-8")
     tops = sorted({name.split("/")[0] for name in files} | {"mutation_preload.py"})
     sources = [p for p in PACKAGES if p in tops] + ["function_app.py"]

@@ -80,6 +80,16 @@ class Bootstrap:
     histogram: tuple[tuple[float, ...], tuple[int, ...]]  # bin edges, counts (for plots)
 
 
+def _histogram(diffs: Array) -> tuple[NDArray[np.int64], Array]:
+    """30 bins; differences equal up to rounding get numpy's unit-wide bins for one value
+    (numpy cannot cut a range of a few ulps into 30 finite bins)."""
+    low, high = float(diffs.min()), float(diffs.max())
+    if high - low <= 1e-12 * max(1.0, abs(low), abs(high)):
+        middle = (low + high) / 2
+        return np.histogram(diffs, bins=30, range=(middle - 0.5, middle + 0.5))
+    return np.histogram(diffs, bins=30)
+
+
 def paired_bootstrap(
     name: str,
     labels: Array,
@@ -105,7 +115,7 @@ def paired_bootstrap(
     diffs = diffs[np.isfinite(diffs)]
     alpha = (1 - level) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha]) if diffs.size else (np.nan, np.nan)
-    counts, edges = np.histogram(diffs, bins=30) if diffs.size else (np.array([]), np.array([]))
+    counts, edges = _histogram(diffs) if diffs.size else (np.array([]), np.array([]))
     estimate = sign * (metric(name, labels, challenger) - metric(name, labels, champion))
     return Bootstrap(
         estimate,

@@ -154,3 +154,15 @@ def test_large_samples_are_drawn_in_chunks_without_changing_the_answer() -> None
     chunked = paired_bootstrap(*args, **kw)
     assert chunked == whole
     assert chunked.samples == 1001
+
+
+def test_a_challenger_better_by_the_same_amount_on_every_row_gets_an_interval() -> None:
+    """Differences equal up to rounding once crashed the histogram ("too many bins")."""
+    labels = np.array([float(i % 5) for i in range(100)])
+    boot = paired_bootstrap(
+        "mae", labels, labels + 0.1, labels + 1.0, sign=-1.0, level=0.9, samples=200, seed=1
+    )
+    assert boot.low == pytest.approx(0.9) and boot.high == pytest.approx(0.9)
+    edges, counts = boot.histogram
+    assert sum(counts) == 200 and len(edges) == 31
+    assert edges[0] == pytest.approx(0.4) and edges[-1] == pytest.approx(1.4)

@@ -85,7 +85,8 @@ def test_relative_improvement_is_worded_as_relative() -> None:
     g = gate(primary_metric="m", improvement="relative", min_improvement=0.05)
     decision = decide(evaluation({"m": 11.0}, {"m": 10.0}), g)
     assert rule(decision, "improvement").detail == (
-        "m 10 -> 11 (maximize): better by 0.1 (relative); must be better by at least 0.05 (relative)"
+        "m 10 -> 11 (maximize): better by 0.1 (relative); "
+        "must be better by at least 0.05 (relative)"
     )
 
 
@@ -104,7 +105,7 @@ def test_change_words(gain: float, unit: str, words: str) -> None:
     assert change_words(gain, unit) == words
 
 
-# --- floors, ceilings, guardrails and sample size: a bound that is met passes ----------------------
+# --- floors, ceilings, guardrails and sample size: a bound that is met passes ---
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ look passes, rolls back or continues for the reason it states."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -164,3 +165,82 @@ def test_the_stated_confidences_are_the_policys(alpha: float, beta: float) -> No
     assert f"with {1 - alpha:.0%} confidence" in worse.why
     same = judge(sample(40000, 40), sample(40000, 40), Settings(alpha=alpha, beta=beta))
     assert same.decision == "pass" and f"with {1 - beta:.0%} confidence" in same.why
+
+
+# --- the judge inside a rollout (handlers.canary_sequential) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rollout", "stages"),
+    [
+        ({"steps": [10, 50, 100], "watch": "10m"}, 4),
+        ({"steps": [10, 50, 100], "watch": 0}, 3),
+        ({"steps": [100], "watch": "10m", "shadow": {"percent": 50}}, 3),
+        ({"steps": [5, 25, 50, 100], "watch": "1m", "shadow": {"percent": 100}}, 6),
+    ],
+)
+def test_alpha_is_split_over_every_judged_stage(rollout: dict[str, object], stages: int) -> None:
+    from handlers.canary_sequential import settings_of
+    from shared.policy import Rollout
+
+    seq = {"alpha": 0.06, "beta": 0.1, "tolerance": 0.02, "delta": 0.04, "latency_tolerance": 0.07}
+    spec = Rollout.model_validate({"endpoint": "ep", "sequential": seq, **rollout})
+    assert settings_of(spec) == Settings(0.06 / stages, 0.1, 0.02, 0.04, 0.07)
+
+
+def test_an_undecided_look_says_when_the_next_look_and_the_decision_are_due() -> None:
+    from tests.unit.test_lifecycle import registered_and_rolling
+    from tests.unit.test_rollout_sequential import sequential_world, serve_and_look
+
+    world = sequential_world(max_bake="10m")
+    cycle = registered_and_rolling(world)
+    started = world.clock.now()
+    cycle = serve_and_look(world, cycle, new=(5, 0, 50.0), live=(45, 0, 50.0))
+    nxt = (world.clock.now() + timedelta(seconds=30)).strftime("%H:%M:%S UTC")
+    due = (started + timedelta(minutes=10)).strftime("%H:%M:%S UTC")
+    check = cycle.rollout["checks"][-1]
+    assert (
+        cycle.reason
+        == f"canary at 10%: {check['why']}; next look {nxt}, decision by {due} at the latest"
+    )
+    assert check["verdict"] == "continue" and check["percent"] == 10 and check["step"] == 0
+    assert check["window"] == [started.isoformat(), world.clock.now().isoformat()]
+    assert (check["new_requests"], check["live_requests"]) == (5, 45)
+    assert cycle.rollout["sequential_tolerance"] == 0.01
+
+
+def test_a_look_without_new_traffic_adds_nothing_to_the_band() -> None:
+    from tests.unit.test_lifecycle import registered_and_rolling
+    from tests.unit.test_rollout_sequential import sequential_world, serve_and_look
+
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    cycle = serve_and_look(world, cycle, new=(5, 0, 50.0), live=(45, 0, 50.0))
+    cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(0, 0, 50.0))
+    cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(0, 0, 50.0))
+    looks = [c for c in cycle.rollout["checks"] if c.get("analysis") == "sequential"]
+    assert [c["new_requests"] for c in looks] == [5]
+
+
+def test_a_passed_step_is_audited_with_the_policys_settings() -> None:
+    from tests.unit.test_lifecycle import registered_and_rolling
+    from tests.unit.test_rollout_sequential import sequential_world, serve_and_look
+
+    world = sequential_world(alpha=0.04, beta=0.1, tolerance=0.02, latency_tolerance=0.06)
+    cycle = registered_and_rolling(world)
+    for _ in range(10):
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
+        if cycle.rollout["percent"] != 10:
+            break
+    assert cycle.rollout["percent"] == 50
+    [passed] = [r for r in world.audit.records if r.summary == "canary at 10% healthy"]
+    ev = passed.evidence
+    assert (ev["alpha"], ev["beta"], ev["tolerance"], ev["latency_tolerance"]) == (
+        0.04,
+        0.1,
+        0.02,
+        0.06,
+    )
+    assert ev["percent"] == 10 and ev["verdict"] == "pass" and ev["sentence"] == passed.reason
+    assert ev["new_requests"] == ev["bounds"][-1]["new_requests"]
+    assert "baseline" not in ev

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from shared.estimation import (
-    Z,
     Calibrator,
     EstimationError,
+    Z,
     estimate,
     expected_auc,
     fit_isotonic,

@@ -14,7 +14,9 @@ from embedded.drift.sketch import BaselineSketch, read_csv_columns, summarize
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Local data-drift monitor.")
+    parser = argparse.ArgumentParser(
+        prog="python -m embedded.drift", description="Local data-drift monitor."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     base = sub.add_parser("baseline", help="sketch training CSVs into a baseline JSON")
     base.add_argument("csv", type=Path, nargs="+", help="CSV files or folders of CSV files")

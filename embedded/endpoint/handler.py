@@ -8,13 +8,11 @@ import logging
 import os
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from embedded.endpoint.routing import Deployment, RoutingTable
 from shared.errors import AlreadyExists, NotFound, PayloadTooLarge, PermanentError
-
-if TYPE_CHECKING:
-    from embedded.endpoint.server import EndpointServer
 
 log = logging.getLogger("embedded.endpoint")
 
@@ -22,11 +20,35 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 
 
+class Endpoint(Protocol):
+    """What the HTTP routes call on the endpoint (``embedded.endpoint.server``)."""
+
+    name: str
+    token: str
+
+    @property
+    def routing(self) -> RoutingTable: ...
+
+    def score(self, payload: Any, pinned: str | None = None) -> tuple[int, Any]: ...
+
+    def add_deployment(self, name: str, model: str, version: str) -> Deployment: ...
+
+    def remove_deployment(self, name: str) -> None: ...
+
+    def set_traffic(self, traffic: Mapping[str, Any]) -> dict[str, int]: ...
+
+    def set_mirror(self, deployment: str | None, percent: int = 0) -> None: ...
+
+    def set_faults(
+        self, deployment: str, inject_errors: float | None = None, latency_ms: float | None = None
+    ) -> Deployment: ...
+
+
 class EndpointHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
-    endpoint: EndpointServer
+    endpoint: Endpoint
 
 
 class EndpointHandler(BaseHTTPRequestHandler):
@@ -38,7 +60,7 @@ class EndpointHandler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     @property
-    def endpoint(self) -> EndpointServer:
+    def endpoint(self) -> Endpoint:
         return self.server.endpoint
 
     def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from autopilot import host as host_module
+from autopilot import host_timers
 from autopilot.host import LocalHost
 from shared.errors import BadEvent, TransientError
 
@@ -544,7 +544,7 @@ def test_a_timer_fires_on_its_schedule_and_survives_its_own_exceptions() -> None
 def test_a_run_that_overruns_its_schedule_makes_the_next_one_past_due(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(host_module, "PAST_DUE_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(host_timers, "PAST_DUE_AFTER_SECONDS", 0.2)
     state = State(first_tick_seconds=1.5)  # the next occurrence passes while this run is busy
     host = start(state, run_timers=True, schedule="*/1 * * * * *")
     try:

@@ -110,7 +110,7 @@ def load_recent(data_dir: Path, window: int) -> dict[str, list[str]]:
 
 
 def frame(columns: dict[str, list[str]], index: np.ndarray[Any, Any]) -> Any:
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd
 
     data: dict[str, Any] = {name: np.asarray(columns[name], dtype=float)[index] for name in NUMERIC}
     data.update({name: np.asarray(columns[name], dtype=object)[index] for name in CATEGORICAL})
@@ -118,11 +118,11 @@ def frame(columns: dict[str, list[str]], index: np.ndarray[Any, Any]) -> Any:
 
 
 def build_pipeline(algorithm: str, seed: int) -> Any:
-    from sklearn.compose import ColumnTransformer  # type: ignore[import-untyped]
-    from sklearn.ensemble import GradientBoostingClassifier  # type: ignore[import-untyped]
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-    from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler  # type: ignore[import-untyped]
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     features = ColumnTransformer(
         [
@@ -140,7 +140,7 @@ def build_pipeline(algorithm: str, seed: int) -> Any:
 
 
 def metrics(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> dict[str, float]:
-    from sklearn.metrics import (  # type: ignore[import-untyped]
+    from sklearn.metrics import (
         accuracy_score,
         log_loss,
         roc_auc_score,
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     import mlflow
-    import sklearn  # type: ignore[import-untyped]
+    import sklearn
     from mlflow.models import infer_signature
 
     columns = load_recent(args.data_dir, args.window)

@@ -23,6 +23,7 @@ from handlers.cycles import note
 from shared.messagebus import Services
 from shared.model import AuditKind, Cycle
 from shared.policy import Rollout
+from shared.rollout_state import Check, Phase, RolloutState
 from shared.sequential import Bound, RequestSample, Settings, judge
 
 MAX_LOOKS_PER_STEP = 60  # kept in the cycle (and the decision's evidence): thinned beyond
@@ -54,19 +55,25 @@ def _bound(bound: Bound | None) -> dict[str, float] | None:
 
 
 def _live_requests(
-    svc: Services, ro: dict[str, Any], started: datetime, now: datetime
+    svc: Services, ro: RolloutState, started: datetime, now: datetime
 ) -> tuple[RequestSample, str | None]:
     """Live's requests over the step; at 100% its window of the step before (and a note)."""
-    live = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], started, now)
-    steps = ro.get("steps") or []
+    assert ro.previous is not None
+    live = svc.metrics.deployment_requests(ro.endpoint, ro.previous, started, now)
+    steps = ro.steps
     if live.requests or len(steps) < 2:
         return live, None
-    before = datetime.fromisoformat(steps[-2]["at"])
-    baseline = svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], before, started)
+    before = steps[-2].at
+    baseline = svc.metrics.deployment_requests(ro.endpoint, ro.previous, before, started)
     return errors_only(baseline), (
-        f"{ro['previous']} serves no traffic at this step: compared with its last window "
+        f"{ro.previous} serves no traffic at this step: compared with its last window "
         f"with traffic ({before.isoformat()} to {started.isoformat()}), on errors only"
     )
+
+
+def _ro(cycle: Cycle) -> RolloutState:
+    assert cycle.rollout is not None, f"cycle {cycle.id} has no rollout"
+    return cycle.rollout
 
 
 def errors_only(sample: RequestSample) -> RequestSample:
@@ -77,54 +84,49 @@ def errors_only(sample: RequestSample) -> RequestSample:
 def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_by: str) -> None:
     """Judge the running step once and act on the decision."""
     spec = svc.policy.models[cycle.model].rollout
-    ro = cycle.rollout
-    assert spec is not None and ro is not None
+    ro = _ro(cycle)
+    assert spec is not None
     seq = spec.sequential
-    due = ro.get("next_check_at")
-    if due and now < datetime.fromisoformat(due):
+    due = ro.next_check_at
+    if due and now < due:
         return  # a reconcile between looks (another event): the next look is already asked for
     settings = settings_of(spec)
-    new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], started, now)
+    new = svc.metrics.deployment_requests(ro.endpoint, ro.deployment, started, now)
     live, baseline_note = _live_requests(svc, ro, started, now)
     verdict = judge(new, live, settings)
-    phase = "shadow" if ro["phase"] == "shadow" else f"canary at {ro.get('percent')}%"
-    step = ro.get("step", -1)
+    phase = ro.stage()
+    step = ro.step
     entry = {
-        "at": now.isoformat(),
         "window": [started.isoformat(), now.isoformat()],
         "analysis": "sequential",
         "step": step,
-        "percent": ro.get("percent"),
-        "verdict": verdict.decision,
+        "percent": ro.percent,
         "errors": _bound(verdict.errors),
         "latency": _bound(verdict.latency),
         "new_requests": verdict.new_requests,
         "live_requests": verdict.live_requests,
         "live_p95_ms": verdict.live_p95_ms,
-        "why": verdict.why,
     }
-    ro["sequential_tolerance"] = seq.tolerance  # the console draws it against the band
-    checks = ro.setdefault("checks", [])
-    checks.append(entry)
-    looks = [c for c in checks if c.get("analysis") == "sequential" and c.get("step") == step]
+    # the console draws the tolerance against the band
+    ro = ro.judged_with(seq.tolerance).checked(Check(now, verdict.decision, verdict.why, entry))
+    checks = ro.checks
+    looks = [c for c in checks if c.sequential and c.step == step]
     if len(looks) > MAX_LOOKS_PER_STEP:  # a long hold: keep the first, the last, every other
         dropped = looks[1:-1:2]
-        checks[:] = [c for c in checks if not any(c is d for d in dropped)]
+        checks = tuple(c for c in checks if not any(c is d for d in dropped))
         looks = [c for c in looks if not any(c is d for d in dropped)]
+    cycle.rollout = ro = ro.with_checks(checks)
     evidence: dict[str, Any] = {
         "analysis": "sequential",
         "window": [started.isoformat(), now.isoformat()],
-        "percent": ro.get("percent"),
+        "percent": ro.percent,
         "alpha": seq.alpha,
         "beta": seq.beta,
         "tolerance": seq.tolerance,
         "latency_tolerance": seq.latency_tolerance,
         "new_requests": verdict.new_requests,
         "live_requests": verdict.live_requests,
-        "bounds": [
-            {k: c[k] for k in ("at", "errors", "latency", "new_requests", "live_requests")}
-            for c in looks
-        ],
+        "bounds": [c.bounds() for c in looks],
         "verdict": verdict.decision,
         "sentence": verdict.why,
     }
@@ -144,13 +146,13 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
             evidence=evidence,
             caused_by=caused_by,
         )
-        if ro["phase"] == "shadow":
-            svc.platform.set_mirror(ro["endpoint"], {})
+        if ro.phase is Phase.SHADOW:
+            svc.platform.set_mirror(ro.endpoint, {})
             rollout._enter_step(cycle, svc, 0, caused_by)
-        elif ro.get("percent") == 100:
+        elif ro.percent == 100:
             rollout._promote(cycle, svc, caused_by, verdict.why)
         else:
-            rollout._enter_step(cycle, svc, ro["step"] + 1, caused_by)
+            rollout._enter_step(cycle, svc, ro.step + 1, caused_by)
         return
     deadline = started + timedelta(seconds=seq.max_bake)
     if now >= deadline and seq.on_max_bake == "fail":
@@ -163,8 +165,8 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
             evidence=evidence,
         )
         return
-    if now >= deadline and ro.get("held") != step:
-        ro["held"] = step
+    if now >= deadline and ro.held != step:
+        cycle.rollout = ro.holding(step)
         note(
             svc,
             AuditKind.DECISION,
@@ -174,8 +176,11 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
             evidence=evidence,
             caused_by=caused_by,
         )
-    if len(looks) > 1 and looks[-2]["new_requests"] == verdict.new_requests:
-        checks.remove(looks[-2])  # a look without new traffic adds nothing to the band
+    if len(looks) > 1 and looks[-2].new_requests == verdict.new_requests:
+        # a look without new traffic adds nothing to the band
+        kept = list(_ro(cycle).checks)
+        kept.remove(looks[-2])
+        cycle.rollout = _ro(cycle).with_checks(tuple(kept))
     next_look = rollout._check_due(cycle, now + timedelta(seconds=seq.check_every))
     held = " (held past max_bake)" if now >= deadline else ""
     cycle.reason = f"{phase}{held}: {verdict.why}; next look {rollout._clock(next_look)}" + (
@@ -191,14 +196,14 @@ def watch_look(
     """During the watch period: the new deployment since promotion against the previous one's
     last window with traffic (kept warm, it serves none now). True if it rolled back."""
     spec = svc.policy.models[cycle.model].rollout
-    ro = cycle.rollout
-    assert spec is not None and ro is not None
-    steps = ro.get("steps") or []
-    if not ro.get("previous") or len(steps) < 2:
+    ro = _ro(cycle)
+    assert spec is not None
+    steps = ro.steps
+    if not ro.previous or len(steps) < 2:
         return False
-    start, end = datetime.fromisoformat(steps[-2]["at"]), datetime.fromisoformat(steps[-1]["at"])
-    new = svc.metrics.deployment_requests(ro["endpoint"], ro["deployment"], promoted, now)
-    live = errors_only(svc.metrics.deployment_requests(ro["endpoint"], ro["previous"], start, end))
+    start, end = steps[-2].at, steps[-1].at
+    new = svc.metrics.deployment_requests(ro.endpoint, ro.deployment, promoted, now)
+    live = errors_only(svc.metrics.deployment_requests(ro.endpoint, ro.previous, start, end))
     verdict = judge(new, live, settings_of(spec))
     if verdict.decision != "rollback":
         return False
@@ -206,7 +211,7 @@ def watch_look(
         "analysis": "sequential",
         "window": [promoted.isoformat(), now.isoformat()],
         "baseline": (
-            f"{ro['previous']} is kept warm and serves no traffic: compared with its last "
+            f"{ro.previous} is kept warm and serves no traffic: compared with its last "
             f"window with traffic ({start.isoformat()} to {end.isoformat()}), on errors only"
         ),
         "tolerance": spec.sequential.tolerance,

@@ -259,7 +259,7 @@ def guard(
     est = svc.policy.models[cycle.model].signals.estimated_performance
     if est is None or est.guard_tolerance is None or svc.scored is None or not cycle.job_name:
         return GuardVerdict("skip", "no estimated-performance guard")
-    endpoint = (cycle.rollout or {}).get("endpoint") or ""
+    endpoint = cycle.rollout.endpoint if cycle.rollout is not None else ""
     new_dep, new_start, new_end = new
     live_dep, live_start, live_end = live
     if not live_dep:

@@ -1,8 +1,9 @@
 """Deployment clean-up: a closed cycle leaves only the deployments that serve traffic.
 
 Closing a cycle writes the deployments it no longer needs into ``rollout.cleanup`` (see
-:func:`handlers.cycles.schedule_cleanup`), in the same write that closes it. :func:`run`
-then begins each deletion without waiting for it, and every reconcile tick runs it again
+:func:`shared.lifecycle.schedule_cleanup`), in the same write that closes it, and records
+``CleanUpDeployments``. :func:`run` then begins each deletion without waiting for it, and
+every reconcile tick runs it again
 until the platform reports the deployment gone (a missing one counts as gone). A deployment
 that takes traffic, is the champion's, or is still part of another cycle's rollout is kept.
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from handlers.cycles import deployment_name_for, note
 from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
+from shared.lifecycle import deployment_name_for, load, note
 from shared.messagebus import Services
+from shared.messages import CleanUpDeployments
 from shared.model import AuditKind, Cycle, CycleState
 from shared.rollout_state import Phase
 
@@ -31,13 +33,11 @@ class _Outcome:
         self.notes.append((kind, summary, deployment, reason))
 
 
-def pending(svc: Services) -> list[Cycle]:
-    """Closed cycles whose leftover deployments are not all deleted yet."""
-    return [
-        c
-        for c in svc.store.list_cycles()
-        if not c.is_active and c.rollout is not None and c.rollout.cleanup
-    ]
+def on_clean_up(msg: CleanUpDeployments, svc: Services) -> None:
+    """Follow-up work of a closed cycle (or the reconciler's retry of it)."""
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        run(cycle, svc, msg.event_key, msg.actor)
 
 
 def run(cycle: Cycle, svc: Services, caused_by: str | None, actor: str = "system") -> None:

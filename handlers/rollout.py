@@ -6,7 +6,9 @@ local host runs one at that time; on Azure the timer's next tick after it checks
 the new deployment is compared with the live one over the same window; too little traffic
 means wait, not pass. Every traffic change is read back to confirm it took effect. The
 cycle's reason always says where the rollout stands (traffic, step, when the check is due).
-Whenever a cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
+Whenever a cycle closes, the deployments it no longer needs are deleted: the rollout records
+``CleanUpDeployments`` and the bus runs ``handlers.cleanup`` next. The judges (is the new
+deployment healthy?) are ``shared.canary_judges``; this module acts on their verdicts.
 
 No invocation waits for a long-running platform operation: when the platform answers
 ``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
@@ -17,26 +19,40 @@ call, which checks on it.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from handlers import cleanup, performance
-from handlers.cycles import (
+from shared import estimated_performance as performance
+from shared.canary_judges import (
+    StepLook,
+    health_json,
+    look_at_step,
+    look_at_watch,
+    threshold_verdict,
+    without_look,
+)
+from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
+from shared.lifecycle import (
     CYCLE_TAG,
     deployment_name_for,
     is_stale,
+    load,
     move,
     note,
     publish,
     schedule_cleanup,
 )
-from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
-from shared.messages import ModelRegistered
+from shared.messages import (
+    AdvanceRollout,
+    CleanUpDeployments,
+    FailRollout,
+    ModelRegistered,
+    RollBack,
+    StartRollout,
+    WatchRollout,
+)
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
 from shared.rollout_state import Check, Phase, RollingBack, RolloutState, traffic_text
-
-if TYPE_CHECKING:
-    from shared.policy import Health
 
 WAIT_RECHECK_MIN_S = 5.0  # "not enough traffic yet" is looked at again no sooner than this
 
@@ -222,7 +238,7 @@ def fail_rollout(
         kind=AuditKind.ERROR,
         evidence=evidence,
     )
-    cleanup.run(cycle, svc, caused_by)
+    svc.emit(CleanUpDeployments(cycle.id, caused_by))
 
 
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
@@ -291,7 +307,7 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
             caused_by=caused_by,
             kind=AuditKind.ERROR,
         )
-        cleanup.run(cycle, svc, caused_by)  # a half-made deployment is billed too
+        svc.emit(CleanUpDeployments(cycle.id, caused_by))  # a half-made deployment is billed too
         return
     publish(
         svc,
@@ -367,41 +383,6 @@ def _enter_step(
         _promote(cycle, svc, caused_by, "first deployment of this model on the endpoint")
 
 
-def _verdict(new: HealthSample, old: HealthSample | None, health: Health) -> tuple[str, str]:
-    """('pass' | 'wait' | 'breach', why)."""
-    if new.requests < health.min_requests:
-        return "wait", f"{new.requests} requests < {health.min_requests} needed for a verdict"
-    if new.error_rate > health.max_error_rate:
-        return "breach", f"error rate {new.error_rate:.2%} > {health.max_error_rate:.2%}"
-    if old is not None and old.requests:
-        increase = new.error_rate - old.error_rate
-        if increase > health.max_error_rate_increase:
-            return "breach", (
-                f"error rate {new.error_rate:.2%} exceeds live "
-                f"{old.error_rate:.2%} by more than "
-                f"{health.max_error_rate_increase:.2%}"
-            )
-    p95 = new.latency_p95_ms
-    if (
-        p95 is not None
-        and health.max_latency_p95_ms is not None
-        and p95 > health.max_latency_p95_ms
-    ):
-        return "breach", f"p95 latency {p95:.0f} ms > {health.max_latency_p95_ms:.0f} ms"
-    if (
-        p95 is not None
-        and old is not None
-        and old.latency_p95_ms
-        and health.max_latency_ratio
-        and p95 > old.latency_p95_ms * health.max_latency_ratio
-    ):
-        return "breach", (
-            f"p95 latency {p95:.0f} ms > {health.max_latency_ratio:g}x live "
-            f"{old.latency_p95_ms:.0f} ms"
-        )
-    return "pass", f"{new.requests} requests, error rate {new.error_rate:.2%}"
-
-
 def _health(
     svc: Services, endpoint: str, deployment: str | None, start: datetime, end: datetime
 ) -> HealthSample | None:
@@ -438,29 +419,29 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     started = ro.step_started_at
     assert started is not None
     if spec.analysis == "sequential" and ro.previous:
-        from handlers import canary_sequential  # it calls back into this module
-
-        canary_sequential.look(cycle, svc, started, now, caused_by)
+        look = look_at_step(cycle, svc, started, now)
+        if look is not None:
+            _act_on_look(cycle, svc, look, now, caused_by)
         return
     if now - started < timedelta(seconds=bake):
         return
     new = _health(svc, spec.endpoint, ro.deployment, started, now)
     old = _health(svc, spec.endpoint, ro.previous, started, now)
     assert new is not None
-    verdict, why = _verdict(new, old, spec.health)
+    verdict, why = threshold_verdict(new, old, spec.health)
     perf = performance.guard(svc, cycle, (ro.deployment, started, now), (ro.previous, started, now))
     if verdict != "breach" and perf.verdict == "breach":  # with the health judge, not instead
         verdict, why = "breach", perf.why
     evidence: dict[str, Any] = {
         "window": [started.isoformat(), now.isoformat()],
         "percent": ro.percent,
-        "new": _sample(new),
-        "live": _sample(old) if old else None,
+        "new": health_json(new),
+        "live": health_json(old) if old else None,
         "verdict": verdict,
         "estimated_performance": perf.evidence or None,
     }
-    look = {k: v for k, v in evidence.items() if k != "verdict"}
-    cycle.rollout = ro = ro.checked(Check(now, verdict, why, look))
+    kept = {k: v for k, v in evidence.items() if k != "verdict"}
+    cycle.rollout = ro = ro.checked(Check(now, verdict, why, kept))
     phase = ro.stage()
     if verdict == "breach":
         roll_back(
@@ -505,22 +486,7 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         evidence=evidence,
         caused_by=caused_by,
     )
-    if ro.phase is Phase.SHADOW:
-        svc.platform.set_mirror(ro.endpoint, {})
-        _enter_step(cycle, svc, 0, caused_by)
-    elif ro.percent == 100:
-        _promote(cycle, svc, caused_by, why)
-    else:
-        _enter_step(cycle, svc, ro.step + 1, caused_by)
-
-
-def _sample(sample: HealthSample) -> dict[str, Any]:
-    return {
-        "requests": sample.requests,
-        "errors": sample.errors,
-        "error_rate": round(sample.error_rate, 6),
-        "latency_p95_ms": sample.latency_p95_ms,
-    }
+    _next_stage(cycle, svc, why, caused_by)
 
 
 def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
@@ -545,18 +511,7 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         evidence={"watch_until": until.isoformat() if until else None, "kept_warm": ro.previous},
     )
     _wake(cycle, svc)  # the watch period ends then
-    cleanup.run(cycle, svc, caused_by)  # without a watch period the previous one goes now
-
-
-def watching(svc: Services, model: str | None = None) -> list[Cycle]:
-    """Promoted cycles still in their watch period (their previous deployment is kept warm)."""
-    return [
-        c
-        for c in svc.store.list_cycles(model)
-        if c.state is CycleState.PROMOTED
-        and c.rollout is not None
-        and c.rollout.phase is Phase.WATCH
-    ]
+    svc.emit(CleanUpDeployments(cycle.id, caused_by))  # no watch period: the previous goes now
 
 
 def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
@@ -571,7 +526,7 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
     promoted = ro.promoted_at
     assert promoted is not None
     new = svc.metrics.deployment_health(ro.endpoint, ro.deployment, promoted, now)
-    verdict, why = _verdict(new, None, spec.health)
+    verdict, why = threshold_verdict(new, None, spec.health)
     before = promoted - (now - promoted)  # live's own traffic: as long a window before promotion
     perf = performance.guard(
         svc, cycle, (ro.deployment, promoted, now), (ro.previous, before, promoted)
@@ -585,16 +540,17 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
             f"health breach during the watch period: {why}",
             caused_by,
             evidence={
-                "new": _sample(new),
+                "new": health_json(new),
                 "window": [promoted.isoformat(), now.isoformat()],
                 "estimated_performance": perf.evidence or None,
             },
         )
         return
     if spec.analysis == "sequential":
-        from handlers import canary_sequential  # it calls back into this module
-
-        if canary_sequential.watch_look(cycle, svc, promoted, now, caused_by):
+        breach = look_at_watch(cycle, svc, promoted, now)
+        if breach is not None:
+            why, evidence = breach
+            roll_back(cycle, svc, f"during the watch period: {why}", caused_by, evidence=evidence)
             return
     assert ro.watch_until is not None
     if now < ro.watch_until:
@@ -610,7 +566,7 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
         reason=why,
         caused_by=caused_by,
     )
-    cleanup.run(cycle, svc, caused_by)
+    svc.emit(CleanUpDeployments(cycle.id, caused_by))
 
 
 def _finish_roll_back(cycle: Cycle, svc: Services, pending: RollingBack, caused_by: str) -> None:
@@ -665,4 +621,109 @@ def roll_back(
         evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
         actor=actor,
     )
-    cleanup.run(cycle, svc, caused_by, actor)
+    svc.emit(CleanUpDeployments(cycle.id, caused_by, actor))
+
+
+def _act_on_look(
+    cycle: Cycle, svc: Services, look: StepLook, now: datetime, caused_by: str
+) -> None:
+    """Act on one sequential look: pass the step, roll back, or keep looking (a wakeup
+    ``check_every`` later). At ``max_bake`` without a decision: hold or fail safe, as the
+    policy says."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    seq = spec.sequential
+    phase, evidence = look.stage, look.evidence
+    if look.decision == "rollback":
+        roll_back(cycle, svc, f"{phase}: {look.why}", caused_by, evidence=evidence)
+        return
+    if look.decision == "pass":
+        svc.store.save_cycle(cycle)
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"{phase} healthy",
+            cycle,
+            reason=look.why,
+            evidence=evidence,
+            caused_by=caused_by,
+        )
+        _next_stage(cycle, svc, look.why, caused_by)
+        return
+    deadline = look.deadline
+    if now >= deadline and seq.on_max_bake == "fail":
+        roll_back(
+            cycle,
+            svc,
+            f"{phase}: no decision within max_bake ({seq.max_bake:g}s), failing safe: {look.why}",
+            caused_by,
+            evidence=evidence,
+        )
+        return
+    ro = _ro(cycle)
+    if now >= deadline and ro.held != ro.step:
+        cycle.rollout = ro.holding(ro.step)
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"{phase} held at max_bake: no decision yet; still looking",
+            cycle,
+            reason=look.why,
+            evidence=evidence,
+            caused_by=caused_by,
+        )
+    if look.stale is not None:  # a look without new traffic adds nothing to the band
+        cycle.rollout = without_look(_ro(cycle), look.stale)
+    next_look = _check_due(cycle, now + timedelta(seconds=seq.check_every))
+    held = " (held past max_bake)" if now >= deadline else ""
+    cycle.reason = f"{phase}{held}: {look.why}; next look {_clock(next_look)}" + (
+        "" if now >= deadline else f", decision by {_clock(deadline)} at the latest"
+    )
+    svc.store.save_cycle(cycle)
+    _wake(cycle, svc)
+
+
+def _next_stage(cycle: Cycle, svc: Services, why: str, caused_by: str) -> None:
+    """A healthy stage: from shadow to the first canary step, from 100% to promotion, else
+    to the next step."""
+    ro = _ro(cycle)
+    if ro.phase is Phase.SHADOW:
+        svc.platform.set_mirror(ro.endpoint, {})
+        _enter_step(cycle, svc, 0, caused_by)
+    elif ro.percent == 100:
+        _promote(cycle, svc, caused_by, why)
+    else:
+        _enter_step(cycle, svc, ro.step + 1, caused_by)
+
+
+# --- follow-up work the bus runs (each reads its cycle again) -----------------------------
+
+
+def on_start_rollout(msg: StartRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        start_rollout(cycle, svc, msg.event_key)
+
+
+def on_advance(msg: AdvanceRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        advance(cycle, svc, msg.event_key)
+
+
+def on_watch(msg: WatchRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        watch(cycle, svc, msg.event_key)
+
+
+def on_roll_back(msg: RollBack, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        roll_back(cycle, svc, msg.reason, msg.event_key, evidence=msg.evidence, actor=msg.actor)
+
+
+def on_fail_rollout(msg: FailRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        fail_rollout(cycle, svc, msg.reason, msg.event_key)

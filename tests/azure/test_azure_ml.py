@@ -18,11 +18,10 @@ from azure.ai.ml.constants._common import JOB_URI_FORMAT, JOB_URI_REGEX_FORMAT
 from azure.ai.ml.exceptions import ValidationException
 
 from composition.bootstrap import bootstrap
-from handlers import rollout
 from shared.adapters.azure_ml import AzureMLPlatform, job_output_uri, job_status, parse_model_ref
 from shared.budget import INVOCATION_BUDGET_S, invocation_budget
 from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
-from shared.messages import Reconcile
+from shared.messages import Reconcile, RollBack
 from shared.model import Cycle, CycleState, JobRequest, JobStatus
 from shared.ports import MLPlatform
 from shared.retry import RetryPolicies, RetryPolicy
@@ -817,7 +816,7 @@ def test_cleanup_on_azure_begins_the_delete_and_the_next_tick_confirms_it(
     assert world.store.create_cycle(cycle) is None
     aml.hold_deletes = True  # Azure takes minutes to delete a deployment
 
-    rollout.roll_back(cycle, world.services, "canary breach", "test")
+    bootstrap(world.services).handle(RollBack(cycle.id, "canary breach", "test"))
 
     cycle = world.store.must("churn-c1")
     assert cycle.state is CycleState.ROLLED_BACK

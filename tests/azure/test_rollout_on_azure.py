@@ -29,7 +29,7 @@ from tests.fakes import FakeAudit, FakeClock, FakeMetrics, FakePublisher, FakeSt
 pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
 
 HEALTHY = HealthSample(requests=500, errors=1, latency_p95_ms=40.0)
-NEW = "credit-v2"  # handlers.cycles.deployment_name_for("credit", "2")
+NEW = "credit-v2"  # shared.lifecycle.deployment_name_for("credit", "2")
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from autopilot.host_schedule import parse_schedule
 from composition.delivery import deliver_alert
 from handlers import cleanup
-from handlers.cycles import move
 from handlers.rollout import traffic_text
 from shared.errors import Conflict
+from shared.lifecycle import move
 from shared.messages import ManualRollback, Reconcile
 from shared.model import Cycle, CycleState, HealthSample
 from shared.rollout_state import RolloutState

@@ -1,4 +1,5 @@
-"""Small helpers every handler uses to move a cycle and leave evidence."""
+"""The service layer every handler uses: move a cycle and leave evidence, the names it
+derives (job, deployment, cycle id), and the queries over cycles that several handlers need."""
 
 from __future__ import annotations
 
@@ -140,3 +141,28 @@ def note(
         evidence=evidence or {},
         caused_by=caused_by,
     )
+
+
+def watching(svc: Services, model: str | None = None) -> list[Cycle]:
+    """Promoted cycles still in their watch period (their previous deployment is kept warm)."""
+    return [
+        c
+        for c in svc.store.list_cycles(model)
+        if c.state is CycleState.PROMOTED
+        and c.rollout is not None
+        and c.rollout.phase is Phase.WATCH
+    ]
+
+
+def with_leftovers(svc: Services) -> list[Cycle]:
+    """Closed cycles whose leftover deployments are not all deleted yet."""
+    return [
+        c
+        for c in svc.store.list_cycles()
+        if not c.is_active and c.rollout is not None and c.rollout.cleanup
+    ]
+
+
+def load(svc: Services, cycle_id: str) -> Cycle | None:
+    """The cycle a follow-up message names, as stored now (None: it is gone)."""
+    return svc.store.get_cycle(cycle_id)

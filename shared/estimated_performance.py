@@ -222,7 +222,7 @@ def _realised(
         "error": round(estimated - value, 6),
         "covered": bool(interval.low <= value <= interval.high),
     }
-    from handlers.cycles import note
+    from shared.lifecycle import note
     from shared.model import AuditKind
 
     note(

@@ -1,10 +1,11 @@
-"""One look of the sequential canary judge (``rollout.analysis: sequential``) during a step.
+"""The canary judges: is the new deployment as healthy as live? ``handlers.rollout`` acts.
 
-Called on every reconcile tick or wakeup while a shadow or canary step runs. It reads every
-request of the new and the live deployment since the step started, asks
-``shared.sequential.judge`` and acts: pass the step, roll back, or keep looking (a wakeup
-``check_every`` later). At ``max_bake`` without a decision it holds or fails safe, as the
-policy says. Each look's bounds are kept in the rollout's ``checks`` (the console plots them).
+The threshold judge (``rollout.analysis: threshold``) compares one window's health samples
+after the step's bake time. The sequential judge (``rollout.analysis: sequential``) looks on
+every reconcile tick or wakeup while a shadow or canary step runs: it reads every request of
+the new and the live deployment since the step started and asks ``shared.sequential.judge``:
+pass the step, roll back, or keep looking. Each look's bounds are kept in the rollout's
+``checks`` (the console plots them).
 
 At the 100% step live serves nothing; its requests from the step before stand in for it
 (its last window with traffic), and the evidence says so. Such a window from another time is
@@ -15,16 +16,17 @@ machine), so latency is judged only against live traffic of the same moments.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handlers import rollout
-from handlers.cycles import note
 from shared.messagebus import Services
-from shared.model import AuditKind, Cycle
-from shared.policy import Rollout
-from shared.rollout_state import Check, Phase, RolloutState
-from shared.sequential import Bound, RequestSample, Settings, judge
+from shared.model import Cycle, HealthSample
+from shared.rollout_state import JSON, Check, RolloutState
+from shared.sequential import Bound, Decision, RequestSample, Settings, judge
+
+if TYPE_CHECKING:
+    from shared.policy import Health, Rollout
 
 MAX_LOOKS_PER_STEP = 60  # kept in the cycle (and the decision's evidence): thinned beyond
 
@@ -81,20 +83,77 @@ def errors_only(sample: RequestSample) -> RequestSample:
     return RequestSample(sample.requests, sample.errors, ())
 
 
-def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_by: str) -> None:
-    """Judge the running step once and act on the decision."""
+def health_json(sample: HealthSample) -> dict[str, Any]:
+    """One health sample as the evidence shows it."""
+    return {
+        "requests": sample.requests,
+        "errors": sample.errors,
+        "error_rate": round(sample.error_rate, 6),
+        "latency_p95_ms": sample.latency_p95_ms,
+    }
+
+
+def threshold_verdict(
+    new: HealthSample, old: HealthSample | None, health: Health
+) -> tuple[str, str]:
+    """('pass' | 'wait' | 'breach', why)."""
+    if new.requests < health.min_requests:
+        return "wait", f"{new.requests} requests < {health.min_requests} needed for a verdict"
+    if new.error_rate > health.max_error_rate:
+        return "breach", f"error rate {new.error_rate:.2%} > {health.max_error_rate:.2%}"
+    if old is not None and old.requests:
+        increase = new.error_rate - old.error_rate
+        if increase > health.max_error_rate_increase:
+            return "breach", (
+                f"error rate {new.error_rate:.2%} exceeds live "
+                f"{old.error_rate:.2%} by more than "
+                f"{health.max_error_rate_increase:.2%}"
+            )
+    p95 = new.latency_p95_ms
+    if (
+        p95 is not None
+        and health.max_latency_p95_ms is not None
+        and p95 > health.max_latency_p95_ms
+    ):
+        return "breach", f"p95 latency {p95:.0f} ms > {health.max_latency_p95_ms:.0f} ms"
+    if (
+        p95 is not None
+        and old is not None
+        and old.latency_p95_ms
+        and health.max_latency_ratio
+        and p95 > old.latency_p95_ms * health.max_latency_ratio
+    ):
+        return "breach", (
+            f"p95 latency {p95:.0f} ms > {health.max_latency_ratio:g}x live "
+            f"{old.latency_p95_ms:.0f} ms"
+        )
+    return "pass", f"{new.requests} requests, error rate {new.error_rate:.2%}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepLook:
+    """One sequential look at a running step, already kept in the rollout's checks."""
+
+    decision: Decision
+    why: str
+    evidence: JSON
+    stage: str  # "shadow" or "canary at N%"
+    deadline: datetime  # the step's max_bake
+    stale: Check | None  # the look before, with no new traffic since (dropped if it goes on)
+
+
+def look_at_step(cycle: Cycle, svc: Services, started: datetime, now: datetime) -> StepLook | None:
+    """Judge the running step once (None: its next look is not due yet)."""
     spec = svc.policy.models[cycle.model].rollout
     ro = _ro(cycle)
     assert spec is not None
     seq = spec.sequential
     due = ro.next_check_at
     if due and now < due:
-        return  # a reconcile between looks (another event): the next look is already asked for
-    settings = settings_of(spec)
+        return None  # a reconcile between looks (another event): the next look is already asked for
     new = svc.metrics.deployment_requests(ro.endpoint, ro.deployment, started, now)
     live, baseline_note = _live_requests(svc, ro, started, now)
-    verdict = judge(new, live, settings)
-    phase = ro.stage()
+    verdict = judge(new, live, settings_of(spec))
     step = ro.step
     entry = {
         "window": [started.isoformat(), now.isoformat()],
@@ -109,13 +168,7 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
     }
     # the console draws the tolerance against the band
     ro = ro.judged_with(seq.tolerance).checked(Check(now, verdict.decision, verdict.why, entry))
-    checks = ro.checks
-    looks = [c for c in checks if c.sequential and c.step == step]
-    if len(looks) > MAX_LOOKS_PER_STEP:  # a long hold: keep the first, the last, every other
-        dropped = looks[1:-1:2]
-        checks = tuple(c for c in checks if not any(c is d for d in dropped))
-        looks = [c for c in looks if not any(c is d for d in dropped)]
-    cycle.rollout = ro = ro.with_checks(checks)
+    looks = _thinned_looks(cycle, ro, step)
     evidence: dict[str, Any] = {
         "analysis": "sequential",
         "window": [started.isoformat(), now.isoformat()],
@@ -132,81 +185,54 @@ def look(cycle: Cycle, svc: Services, started: datetime, now: datetime, caused_b
     }
     if baseline_note:
         evidence["baseline"] = baseline_note
-    if verdict.decision == "rollback":
-        rollout.roll_back(cycle, svc, f"{phase}: {verdict.why}", caused_by, evidence=evidence)
-        return
-    if verdict.decision == "pass":
-        svc.store.save_cycle(cycle)
-        note(
-            svc,
-            AuditKind.DECISION,
-            f"{phase} healthy",
-            cycle,
-            reason=verdict.why,
-            evidence=evidence,
-            caused_by=caused_by,
-        )
-        if ro.phase is Phase.SHADOW:
-            svc.platform.set_mirror(ro.endpoint, {})
-            rollout._enter_step(cycle, svc, 0, caused_by)
-        elif ro.percent == 100:
-            rollout._promote(cycle, svc, caused_by, verdict.why)
-        else:
-            rollout._enter_step(cycle, svc, ro.step + 1, caused_by)
-        return
-    deadline = started + timedelta(seconds=seq.max_bake)
-    if now >= deadline and seq.on_max_bake == "fail":
-        rollout.roll_back(
-            cycle,
-            svc,
-            f"{phase}: no decision within max_bake ({seq.max_bake:g}s), failing safe: "
-            f"{verdict.why}",
-            caused_by,
-            evidence=evidence,
-        )
-        return
-    if now >= deadline and ro.held != step:
-        cycle.rollout = ro.holding(step)
-        note(
-            svc,
-            AuditKind.DECISION,
-            f"{phase} held at max_bake: no decision yet; still looking",
-            cycle,
-            reason=verdict.why,
-            evidence=evidence,
-            caused_by=caused_by,
-        )
-    if len(looks) > 1 and looks[-2].new_requests == verdict.new_requests:
-        # a look without new traffic adds nothing to the band
-        kept = list(_ro(cycle).checks)
-        kept.remove(looks[-2])
-        cycle.rollout = _ro(cycle).with_checks(tuple(kept))
-    next_look = rollout._check_due(cycle, now + timedelta(seconds=seq.check_every))
-    held = " (held past max_bake)" if now >= deadline else ""
-    cycle.reason = f"{phase}{held}: {verdict.why}; next look {rollout._clock(next_look)}" + (
-        "" if now >= deadline else f", decision by {rollout._clock(deadline)} at the latest"
+    no_news = len(looks) > 1 and looks[-2].new_requests == verdict.new_requests
+    return StepLook(
+        verdict.decision,
+        verdict.why,
+        evidence,
+        ro.stage(),
+        started + timedelta(seconds=seq.max_bake),
+        looks[-2] if no_news else None,
     )
-    svc.store.save_cycle(cycle)
-    rollout._wake(cycle, svc)
 
 
-def watch_look(
-    cycle: Cycle, svc: Services, promoted: datetime, now: datetime, caused_by: str
-) -> bool:
+def _thinned_looks(cycle: Cycle, ro: RolloutState, step: int) -> list[Check]:
+    """Keep ``ro`` in the cycle; a long hold keeps the first, the last and every other look
+    of the step. The step's looks after that."""
+    checks = ro.checks
+    looks = [c for c in checks if c.sequential and c.step == step]
+    if len(looks) > MAX_LOOKS_PER_STEP:
+        dropped = looks[1:-1:2]
+        checks = tuple(c for c in checks if not any(c is d for d in dropped))
+        looks = [c for c in looks if not any(c is d for d in dropped)]
+    cycle.rollout = ro.with_checks(checks)
+    return looks
+
+
+def without_look(ro: RolloutState, look: Check) -> RolloutState:
+    """The rollout without a look that added nothing to the band."""
+    kept = list(ro.checks)
+    kept.remove(look)
+    return ro.with_checks(tuple(kept))
+
+
+def look_at_watch(
+    cycle: Cycle, svc: Services, promoted: datetime, now: datetime
+) -> tuple[str, JSON] | None:
     """During the watch period: the new deployment since promotion against the previous one's
-    last window with traffic (kept warm, it serves none now). True if it rolled back."""
+    last window with traffic (kept warm, it serves none now). (why, evidence) to roll back."""
     spec = svc.policy.models[cycle.model].rollout
     ro = _ro(cycle)
     assert spec is not None
     steps = ro.steps
     if not ro.previous or len(steps) < 2:
-        return False
+        return None
     start, end = steps[-2].at, steps[-1].at
     new = svc.metrics.deployment_requests(ro.endpoint, ro.deployment, promoted, now)
     live = errors_only(svc.metrics.deployment_requests(ro.endpoint, ro.previous, start, end))
     verdict = judge(new, live, settings_of(spec))
     if verdict.decision != "rollback":
-        return False
+        return None
     evidence = {
         "analysis": "sequential",
         "window": [promoted.isoformat(), now.isoformat()],
@@ -221,7 +247,4 @@ def watch_look(
         "latency": _bound(verdict.latency),
         "sentence": verdict.why,
     }
-    rollout.roll_back(
-        cycle, svc, f"during the watch period: {verdict.why}", caused_by, evidence=evidence
-    )
-    return True
+    return verdict.why, evidence

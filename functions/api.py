@@ -10,9 +10,9 @@ import azure.functions as func
 
 from functions import runtime
 from functions.http import authenticated, error, json_body, respond
-from handlers.cycles import cycle_id_for
 from shared.errors import BadEvent, Conflict, NotFound
 from shared.json_out import Encoded, encode
+from shared.lifecycle import cycle_id_for
 from shared.messages import Approve, Command, Deny, ManualRollback, RetrainRequested
 from shared.model import AuditRecord, Cycle
 

@@ -21,11 +21,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopilot.state_files import check_state_files
 from shared.errors import BadEvent, SettingsError
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE, parse_keys
+
+if TYPE_CHECKING:
+    from composition.wiring import Runtime
 
 log = logging.getLogger("autopilot.serve")
 
@@ -163,14 +166,9 @@ def start_service(
     ``data_dir`` left (a short-lived in-process use, such as ``replay``, passes False).
     """
     import function_app
-    from autopilot.faults import chaos_wrapper
     from autopilot.host import LocalHost
-    from composition.wiring import Runtime, build_services, embedded_platform
     from functions import runtime
-    from shared.model import AuditKind
     from shared.policy import load_policy
-    from shared.redact import Redactor
-    from shared.settings import AppSettings
 
     env = dict(os.environ if env is None else env)
     env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
@@ -182,35 +180,13 @@ def start_service(
     load_policy(policy)
     check_state_files(data_dir)
     keys, generated = load_or_create_keys(data_dir, env)
-    settings = AppSettings.from_env({**env, "AUTOPILOT_FUNCTION_KEYS": ""})
-    redactor = Redactor.from_env(env, keys.values())  # generated keys are secrets too
-
     local_host: Any = None
-    lock = threading.Lock()
-
-    def make_runtime() -> Runtime:
-        platform, metrics = embedded_platform(
-            data_dir,
-            webhook=(local_host.url + eventgrid_path(), next(iter(keys.values()))),
-            wrap_sink=chaos_wrapper(env.get("AUTOPILOT_EMBEDDED_CHAOS", "")),
-            redactor=redactor,
-        )
-        services = build_services(settings, platform=platform, metrics=metrics, redactor=redactor)
-        # a rollout step is checked when its bake ends, not at the timer's next tick
-        services.wakeups = TimerWakeups(lambda name, at: local_host.wake(name, at))
-        return Runtime(services, keys)
-
-    def on_reject(function: str, message: str) -> None:
-        with lock:
-            runtime.current().services.record(
-                AuditKind.REJECTED, f"{function}: delivery rejected", reason=message
-            )
-
+    make_runtime = _runtime_factory(data_dir, env, keys, lambda: local_host)
     try:  # bad timer schedules and time zones (settings) are refused here, before binding
         local_host = LocalHost(
             function_app.app,
             keys=keys,
-            on_reject=on_reject,
+            on_reject=_audit_rejection(),
             settings=env,
             parse_event_batch=event_batch_validator(lambda: runtime.current().services.policy),
             run_timers=run_timers,
@@ -218,17 +194,7 @@ def start_service(
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     runtime.use(make_runtime)
-    try:
-        local_host.start(host, port)
-    except OSError as exc:
-        runtime.use(None)
-        reason = exc.strerror or str(exc)
-        advice = (
-            "choose another --port (0 picks a free one)"
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES)
-            else "check --host: an IPv4 address or name of this machine, e.g. 127.0.0.1"
-        )
-        raise SettingsError(f"cannot listen on {host}:{port}: {reason}; {advice}") from exc
+    _listen(local_host, host, port)
     try:
         if generated:
             store_new_keys(data_dir, keys)
@@ -241,6 +207,67 @@ def start_service(
         runtime.use(None)
         raise
     return LocalService(local_host, keys, data_dir), generated
+
+
+def _runtime_factory(
+    data_dir: Path, env: Mapping[str, str], keys: dict[str, str], host: Callable[[], Any]
+) -> Callable[[], Runtime]:
+    """What builds the runtime on first use: the embedded platform posting its events to
+    ``host``'s webhook, with chaos (``AUTOPILOT_EMBEDDED_CHAOS``) wired on top."""
+    from autopilot.faults import chaos_wrapper
+    from composition.wiring import Runtime, build_services, embedded_platform
+    from shared.redact import Redactor
+    from shared.settings import AppSettings
+
+    settings = AppSettings.from_env({**env, "AUTOPILOT_FUNCTION_KEYS": ""})
+    redactor = Redactor.from_env(env, keys.values())  # generated keys are secrets too
+
+    def make_runtime() -> Runtime:
+        platform, metrics = embedded_platform(
+            data_dir,
+            webhook=(host().url + eventgrid_path(), next(iter(keys.values()))),
+            wrap_sink=chaos_wrapper(env.get("AUTOPILOT_EMBEDDED_CHAOS", "")),
+            redactor=redactor,
+        )
+        services = build_services(settings, platform=platform, metrics=metrics, redactor=redactor)
+        # a rollout step is checked when its bake ends, not at the timer's next tick
+        services.wakeups = TimerWakeups(lambda name, at: host().wake(name, at))
+        return Runtime(services, keys)
+
+    return make_runtime
+
+
+def _audit_rejection() -> Callable[[str, str], None]:
+    """The host's ``on_reject``: a refused delivery is audited, one at a time."""
+    from functions import runtime
+    from shared.model import AuditKind
+
+    lock = threading.Lock()
+
+    def on_reject(function: str, message: str) -> None:
+        with lock:
+            runtime.current().services.record(
+                AuditKind.REJECTED, f"{function}: delivery rejected", reason=message
+            )
+
+    return on_reject
+
+
+def _listen(local_host: Any, host: str, port: int) -> None:
+    """Bind and serve, or a ``SettingsError`` that says what to change."""
+    from functions import runtime
+
+    try:
+        local_host.start(host, port)
+    except OSError as exc:
+        runtime.use(None)
+        reason = exc.strerror or str(exc)
+        advice = (
+            "choose another --port (0 picks a free one)"
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+            else "check --host: an IPv4 address or name of this machine, e.g. 127.0.0.1"
+        )
+        raise SettingsError(f"cannot listen on {host}:{port}: {reason}; {advice}") from exc
 
 
 def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:

@@ -95,7 +95,7 @@ class NannyCBPE:
     """NannyML's CBPE fitted on the reference; one chunk per analysed window."""
 
     def __init__(self, ref_scores: Any, ref_labels: Any) -> None:
-        import pandas as pd  # type: ignore[import-untyped]
+        import pandas as pd
 
         nml = nannyml_module()
         assert nml is not None

@@ -27,22 +27,20 @@ with a fresh bus. Per-event latency is timed around ``envelope_from_dict`` + ``b
 from __future__ import annotations
 
 import gc
-import http.client
 import json
-import random
 import sqlite3
 import tempfile
 import time
-import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import pinned, process_cpu_seconds, summary
+from benchmarks.common import pinned, summary
+from benchmarks.intake_http import run_http
+from benchmarks.intake_workload import AML, BATCH_SIZE, EventStream, Mix, build_policy, policy_data
 from composition.bootstrap import bootstrap
 from composition.delivery import deliver_azureml
 from shared.adapters.sqlite_audit import SqliteAuditLog
@@ -50,217 +48,22 @@ from shared.adapters.sqlite_store import SqliteStateStore
 from shared.envelope import envelope_from_dict, parse_delivery
 from shared.messagebus import Services
 from shared.normalise import normalise_azureml
-from shared.policy import Policy, parse_policy
+from shared.policy import Policy
 from shared.ports import AuditLog, StateStore
 from tests.fakes import FakeAudit, FakeMetrics, FakePlatform, FakePublisher, FakeStore
 
+__all__ = [
+    "AML",
+    "TARGET_EVENTS_PER_S",
+    "TARGET_P99_S",
+    "EventStream",
+    "policy_data",
+    "run",
+    "run_in_process",
+]
+
 TARGET_EVENTS_PER_S = 5000.0
 TARGET_P99_S = 0.002
-AML = "Microsoft.MachineLearningServices."
-TOPIC = (
-    "/subscriptions/6a3a1b0c-1d2e-4f50-9a8b-0c1d2e3f4a5b/resourceGroups/ml-prod/providers/"
-    "Microsoft.MachineLearningServices/workspaces/ml-prod-ws"
-)
-BATCH_SIZE = 100
-HTTP_KEY = "k-bench-0123456789abcdefghijkl"
-EVENTGRID_PATH = "/runtime/webhooks/eventgrid?functionName=azureml_events"
-
-
-@dataclass(frozen=True, slots=True)
-class Mix:
-    """Shares of a batch (the rest after ``duplicate`` is new events)."""
-
-    duplicate: float = 0.5  # redelivery of an event already processed
-    running: float = 0.2  # RunStatusChanged Running/Finalizing of someone's job: not terminal
-    foreign_done: float = 0.05  # RunCompleted of a job no cycle submitted
-    deployed: float = 0.05  # ModelDeployed: recorded only
-    unbound_drift: float = 0.1  # v2 monitor breach / v1 drift of a monitor no model is bound to
-    drift: float = 0.1  # bound drift signal: starts a cycle or coalesces into the active one
-
-    def kinds(self) -> list[tuple[str, float]]:
-        return [(k, v) for k, v in asdict(self).items() if v > 0]
-
-
-# -- workload -------------------------------------------------------------------------------
-
-
-def model_name(i: int) -> str:
-    return f"m{i:04d}"
-
-
-def policy_data(models: int, *, mode: str = "live") -> dict[str, Any]:
-    """A policy with ``models`` models, each bound to its own monitor, v1 drift monitor and
-    alert rule. Cooldown 0, so a model whose cycle closed can start the next at once."""
-    specs: dict[str, Any] = {}
-    for i in range(models):
-        name = model_name(i)
-        specs[name] = {
-            "signals": {
-                "drift_alerts": [f"{name}-drift"],
-                "monitors": [{"name": f"{name}-monitor"}],
-                "datadrift": [f"{name}-datadrift"],
-            },
-            "training": {
-                "experiment": f"{name}-retrain",
-                "command": ["{python}", "-c", "pass"],
-            },
-            "gate": {"primary_metric": "auc"},
-            "rollout": {"endpoint": f"{name}-ep"},
-        }
-    return {"version": 1, "defaults": {"mode": mode, "cooldown": "0s"}, "models": specs}
-
-
-def build_policy(models: int, *, mode: str = "live") -> Policy:
-    return parse_policy(policy_data(models, mode=mode), f"bench-{models}-{mode}")
-
-
-class EventStream:
-    """A reproducible stream of Azure ML events (Event Grid schema, camelCase data)."""
-
-    def __init__(self, models: int, mix: Mix | None = None, seed: int = 7) -> None:
-        self.models = models
-        self.mix = mix or Mix()
-        self.rng = random.Random(seed)
-        self.delivered: list[dict[str, Any]] = []
-        self.failures: list[dict[str, Any]] = []  # job-failed events for our submitted jobs
-        self.counts: Counter[str] = Counter()
-        self._kinds, self._weights = zip(*self.mix.kinds(), strict=True)
-        self._seen_jobs: set[str] = set()
-        self.last_kinds: list[str] = []
-
-    def _id(self) -> str:
-        h = f"{self.rng.getrandbits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-    def _run(
-        self,
-        run_id: str,
-        status: str | None,
-        *,
-        experiment: str,
-        tags: dict[str, str] | None = None,
-        event_type: str = "RunStatusChanged",
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "experimentId": self._id(),
-            "experimentName": experiment,
-            "runId": run_id,
-            "runType": "azureml.scriptrun",
-            "runTags": tags or {},
-            "runProperties": {
-                "_azureml.ComputeTargetType": "amlcompute",
-                "ContentSnapshotId": self._id(),
-                "azureml.git.repository_uri": "https://example.invalid/team/repo.git",
-                "azureml.git.branch": "main",
-                "mlflow.source.git.commit": f"{self.rng.getrandbits(160):040x}",
-                "ProcessInfoFile": "azureml-logs/process_info.json",
-                "ProcessStatusFile": "azureml-logs/process_status.json",
-            },
-        }
-        if status is not None:
-            data["runStatus"] = status
-        return {
-            "topic": TOPIC,
-            "subject": f"experiments/{data['experimentId']}/runs/{run_id}",
-            "eventType": AML + event_type,
-            "eventTime": "2026-01-01T12:00:00.0000000Z",
-            "id": self._id(),
-            "data": data,
-            "dataVersion": "2",
-            "metadataVersion": "1",
-        }
-
-    def _new(self, kind: str) -> dict[str, Any]:
-        rng = self.rng
-        model = model_name(rng.randrange(self.models))
-        if kind == "running":
-            status = rng.choice(("Running", "Finalizing", "Queued", "Preparing"))
-            return self._run(f"team_job_{self._id()[:13]}", status, experiment="team-experiment")
-        if kind == "foreign_done":
-            return self._run(
-                f"team_job_{self._id()[:13]}", None, experiment="team", event_type="RunCompleted"
-            )
-        if kind == "deployed":
-            return {
-                "topic": TOPIC,
-                "subject": "endpoints/team-endpoint",
-                "eventType": AML + "ModelDeployed",
-                "eventTime": "2026-01-01T12:00:00Z",
-                "id": self._id(),
-                "data": {
-                    "serviceName": "team-endpoint",
-                    "serviceComputeType": "Managed",
-                    "modelIds": "team_model:3,team_model:4",
-                    "serviceTags": {"area": "ops"},
-                    "serviceProperties": {},
-                },
-                "dataVersion": "2",
-                "metadataVersion": "1",
-            }
-        monitor = "other-team-monitor" if kind == "unbound_drift" else f"{model}-monitor"
-        if rng.random() < 0.5:  # v2 model monitor breach
-            return self._run(
-                f"{monitor}-run-{self._id()[:8]}",
-                "Failed",
-                experiment=monitor,
-                tags={
-                    "azureml_modelmonitor_threshold_breached": f"Monitor {monitor} signal "
-                    "data-drift has failed due to one or more features violating thresholds"
-                },
-            )
-        drift = "other-team-datadrift" if kind == "unbound_drift" else f"{model}-datadrift"
-        return {
-            "topic": TOPIC,
-            "subject": f"datadrifts/{self._id()}/runs/{self._id()}",
-            "eventType": AML + "DatasetDriftDetected",
-            "eventTime": "2026-01-01T12:00:00Z",
-            "id": self._id(),
-            "data": {
-                "dataDriftId": self._id(),
-                "dataDriftName": drift,
-                "runId": self._id(),
-                "baseDatasetId": self._id(),
-                "targetDatasetId": self._id(),
-                "driftCoefficient": round(rng.uniform(0.3, 0.9), 6),
-                "startTime": "2026-01-01T00:00:00+00:00",
-                "endTime": "2026-01-02T00:00:00+00:00",
-            },
-            "dataVersion": "2",
-            "metadataVersion": "1",
-        }
-
-    def note_jobs(self, platform: FakePlatform) -> None:
-        """Queue a job-failed event (next batch) for every job the platform accepted."""
-        for request in platform.submitted:
-            if request.name in self._seen_jobs:
-                continue
-            self._seen_jobs.add(request.name)
-            self.failures.append(
-                self._run(request.name, "Failed", experiment=request.experiment, tags=request.tags)
-            )
-
-    def batch(self, size: int) -> list[dict[str, Any]]:
-        """The next ``size`` events; their kinds are in ``last_kinds``."""
-        events: list[dict[str, Any]] = []
-        kinds: list[str] = []
-        self.last_kinds = kinds
-        while self.failures and len(events) < size:
-            events.append(self.failures.pop())
-            kinds.append("job_failed")
-            self.counts["job_failed"] += 1
-        while len(events) < size:
-            kind = self.rng.choices(self._kinds, self._weights)[0]
-            if kind == "duplicate":
-                if not self.delivered:
-                    continue
-                events.append(self.delivered[self.rng.randrange(len(self.delivered))])
-            else:
-                event = self._new(kind)
-                self.delivered.append(event)
-                events.append(event)
-            kinds.append(kind)
-            self.counts[kind] += 1
-        return events
 
 
 # -- in-process pipeline ----------------------------------------------------------------------
@@ -359,6 +162,18 @@ def deliver_batch(
     measured.events += len(events)
 
 
+def _warm_up(
+    services: Services, platform: FakePlatform, stream: EventStream, events: int, batch_size: int
+) -> None:
+    """Deliver ``events`` events not counted (caches, SQLite pages, first cycles)."""
+    warm = Measured()
+    while warm.events < events:
+        size = min(batch_size, events - warm.events)
+        deliver_batch(services, json.dumps(stream.batch(size)).encode(), warm)
+        stream.note_jobs(platform)
+    stream.counts.clear()
+
+
 def run_in_process(
     *,
     store: str,
@@ -386,12 +201,7 @@ def run_in_process(
         if inline_checkpoint:
             for conn in connections:
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
-        warm = Measured()
-        while warm.events < warmup_events:
-            size = min(batch_size, warmup_events - warm.events)
-            deliver_batch(services, json.dumps(stream.batch(size)).encode(), warm)
-            stream.note_jobs(platform)
-        stream.counts.clear()
+        _warm_up(services, platform, stream, warmup_events, batch_size)
         bodies_done = 0
         measured = Measured()
 
@@ -409,10 +219,7 @@ def run_in_process(
 
         with pinned(cpu) as used:
             gc.collect()
-            if profile is not None:
-                profile(work)
-            else:
-                work()
+            (profile or _call)(work)
         result = measured.report()
         result.update(
             store=store,
@@ -425,6 +232,10 @@ def run_in_process(
             cycles_started=len(platform.submitted),
         )
         return result
+
+
+def _call(work: Callable[[], None]) -> None:
+    work()
 
 
 def run_json_only(*, events: int, batch_size: int = BATCH_SIZE, models: int = 10) -> dict[str, Any]:
@@ -489,132 +300,6 @@ def store_operations(n: int = 2000, *, cpu: int | None = 0) -> dict[str, Any]:
         )
         results["audit append"] = timed(lambda i: audit.append(entry))
         return results
-
-
-# -- over HTTP --------------------------------------------------------------------------------
-
-
-@contextmanager
-def served(models: int, folder: Path, *, cpu: int | None = 1) -> Iterator[tuple[Any, int | None]]:
-    """``autopilot serve`` in a subprocess, pinned to one CPU, with an observe-mode policy."""
-    from tests.integration.serve_proc import start_serve
-
-    policy = folder / "policy.yaml"
-    policy.write_text(json.dumps(policy_data(models, mode="observe")))  # JSON is YAML
-    with pinned(cpu) as used:  # the child inherits the affinity of this thread
-        service = start_serve(folder / "data", policy, keys=f"bench={HTTP_KEY}")
-    try:
-        yield service, used
-    finally:
-        service.stop()
-
-
-class Client:
-    """One keep-alive connection, as Event Grid holds one per subscription and instance."""
-
-    def __init__(self, url: str) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
-
-    def post(self, body: bytes) -> int:
-        headers = {
-            "Content-Type": "application/json",
-            "aeg-event-type": "Notification",
-            "x-functions-key": HTTP_KEY,
-        }
-        for attempt in (1, 2):
-            try:
-                self.conn.request("POST", EVENTGRID_PATH, body, headers)
-                response = self.conn.getresponse()
-                response.read()
-                if response.getheader("Connection", "").lower() == "close":
-                    self.conn.close()
-                return response.status
-            except (ConnectionError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def run_http(
-    *,
-    events: int,
-    batch_size: int = BATCH_SIZE,
-    models: int = 10,
-    single_events: int = 200,
-    warmup_events: int = 200,
-    server_cpu: int | None = 1,
-    client_cpu: int | None = 0,
-) -> dict[str, Any]:
-    """Batches POSTed to ``autopilot serve``: events/s (wall and per server CPU-second) and
-    per-batch latency; then ``single_events`` one-event deliveries (Event Grid's default
-    ``maxEventsPerBatch`` is 1) for the per-event latency over HTTP."""
-    stream = EventStream(models, Mix())
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-http-") as tmp,
-        served(models, Path(tmp), cpu=server_cpu) as (service, server_cpu_used),
-        pinned(client_cpu),
-    ):
-        client = Client(service.url)
-        try:
-            done = 0
-            while done < warmup_events:
-                status = client.post(json.dumps(stream.batch(batch_size)).encode())
-                if status != 200:
-                    raise RuntimeError(f"warm-up batch answered {status}: {service.log}")
-                done += batch_size
-            stream.counts.clear()
-            latencies: list[float] = []
-            sent = 0
-            cpu0 = process_cpu_seconds(service.proc.pid)
-            wall0 = time.perf_counter()
-            while sent < events:
-                size = min(batch_size, events - sent)
-                body = json.dumps(stream.batch(size)).encode()
-                t0 = time.perf_counter()
-                status = client.post(body)
-                latencies.append(time.perf_counter() - t0)
-                if status != 200:
-                    raise RuntimeError(f"batch answered {status}; see {service.log}")
-                sent += size
-            wall = time.perf_counter() - wall0
-            cpu = process_cpu_seconds(service.proc.pid) - cpu0
-            singles: list[float] = []
-            for _ in range(single_events):
-                body = json.dumps(stream.batch(1)).encode()
-                t0 = time.perf_counter()
-                status = client.post(body)
-                singles.append(time.perf_counter() - t0)
-                if status != 200:
-                    raise RuntimeError(f"single event answered {status}; see {service.log}")
-        finally:
-            client.close()
-        batch = summary(latencies)
-        single = summary(singles)
-        return {
-            "events": sent,
-            "batch_size": batch_size,
-            "models": models,
-            "mode": "observe",
-            "wall_s": wall,
-            "server_cpu_s": cpu,
-            "events_per_s": sent / wall if wall else 0.0,
-            "events_per_server_cpu_s": sent / cpu if cpu else 0.0,
-            "batch_latency_s": {k: batch[k] for k in ("median", "p90", "p99", "max")},
-            "per_event_amortised_s": {
-                k: batch[k] / batch_size for k in ("median", "p90", "p99", "max")
-            },
-            "single_event_latency_s": {k: single[k] for k in ("median", "p90", "p99", "max")},
-            "single_events": single_events,
-            "server_cpu": server_cpu_used,
-            "mix": dict(stream.counts),
-        }
 
 
 # -- the benchmark ----------------------------------------------------------------------------

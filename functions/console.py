@@ -30,7 +30,7 @@ from shared.model import AuditRecord, Cycle
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 
 STATIC = Path(__file__).resolve().parent / "console_static"
 CSS_SLOT = "/*{{app.css}}*/"

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from handlers import rollout, training
-from handlers.cycles import cycle_id_for, note, publish
 from shared.errors import AlreadyExists, Conflict, NotFound, PermanentError
+from shared.lifecycle import cycle_id_for, note, publish, watching
 from shared.messagebus import Services
 from shared.messages import (
     DriftSignalled,
     EventIgnored,
     HealthAlertFired,
     ManualRollback,
+    ResumeCycle,
     RetrainRequested,
+    RollBack,
     SignalResolved,
+    StartRetraining,
 )
 from shared.model import AuditKind, Cycle, CycleState
 
@@ -57,7 +59,7 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
     if active is not None:
         if active.id == my_cycle_id:
             # Redelivery of the event that started this cycle (e.g. after a crash): resume it.
-            training.resume_if_stalled(active, svc, msg.event_key)
+            svc.emit(ResumeCycle(active.id, msg.event_key))
             return
         active.coalesced += 1
         svc.store.save_cycle(active)
@@ -174,7 +176,7 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         caused_by=msg.event_key,
     )
     publish(svc, cycle, "cycle.started", {"trigger": evidence})
-    training.start_retraining(cycle, svc, msg.event_key)
+    svc.emit(StartRetraining(cycle.id, msg.event_key))
 
 
 def _logged_count(svc: Services, model: str, query: str, within: float) -> int:
@@ -228,11 +230,11 @@ def on_health_alert(msg: HealthAlertFired, svc: Services) -> None:
     active = svc.store.active_cycle(msg.model)
     if active is not None and active.state is CycleState.ROLLING_OUT:
         why = f"health alert {msg.signal!r} fired during rollout"
-        rollout.roll_back(active, svc, why, msg.event_key, evidence=msg.evidence)
+        svc.emit(RollBack(active.id, why, msg.event_key, msg.evidence))
         return
-    for promoted in rollout.watching(svc, msg.model):
+    for promoted in watching(svc, msg.model):
         why = f"health alert {msg.signal!r} fired during the watch period after promotion"
-        rollout.roll_back(promoted, svc, why, msg.event_key, evidence=msg.evidence)
+        svc.emit(RollBack(promoted.id, why, msg.event_key, msg.evidence))
         return
     note(
         svc,
@@ -251,14 +253,14 @@ def manual_rollback(cmd: ManualRollback, svc: Services) -> None:
         raise NotFound(f"model {cmd.model!r} is not in the policy")
     active = svc.store.active_cycle(cmd.model)
     candidates = [active] if active and active.state is CycleState.ROLLING_OUT else []
-    candidates += rollout.watching(svc, cmd.model)
+    candidates += watching(svc, cmd.model)
     if not candidates:
         raise Conflict(
             f"nothing to roll back for {cmd.model}: no rollout in progress and no promotion "
             "within its watch period (the previous deployment is removed after the watch)"
         )
     why = f"manual rollback by {cmd.actor}: {cmd.reason or 'no reason given'}"
-    rollout.roll_back(candidates[0], svc, why, cmd.event_key, actor=cmd.actor)
+    svc.emit(RollBack(candidates[0].id, why, cmd.event_key, actor=cmd.actor))
 
 
 def on_ignored(msg: EventIgnored, svc: Services) -> None:

@@ -371,12 +371,13 @@ class Policy:
         self._monitors: list[tuple[str, MonitorBinding]] = []
         order = 0
         for model, m in spec.models.items():
-            for kind, names in (
-                ("drift", m.signals.drift_alerts),
-                ("health", m.signals.health_alerts),
-            ):
+            kinds: tuple[tuple[SignalKind, tuple[str, ...]], ...] = (
+                ("drift", tuple(m.signals.drift_alerts)),
+                ("health", tuple(m.signals.health_alerts)),
+            )
+            for kind, names in kinds:
                 for name in names:
-                    entry = (order, Binding(model, kind))  # type: ignore[arg-type]
+                    entry = (order, Binding(model, kind))
                     order += 1
                     self._alerts.setdefault(name, entry)
                     self._alert_ids.setdefault(name.lower(), entry)

@@ -77,7 +77,7 @@ var lifecycleEventTypes = [
 ]
 var runStatusChanged = '${prefix}RunStatusChanged'
 // Non-terminal Azure ML run/job statuses (the same list the Azure ML adapter maps to
-// queued/running in shared/adapters/azure_ml.py). Terminal ones (Completed, Failed, Canceled,
+// queued/running in shared/adapters/azure_ml/common.py). Terminal ones (Completed, Failed, Canceled,
 // NotResponding) pass.
 var nonTerminalStatuses = [
   'NotStarted'

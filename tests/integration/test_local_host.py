@@ -16,7 +16,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from autopilot import host as host_module
+from autopilot import host_timers
 from autopilot.host import LocalHost
 from shared.errors import BadEvent, TransientError
 
@@ -42,7 +42,7 @@ class State:
 
 
 def build_app(state: State) -> func.FunctionApp:
-    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+    bp = func.Blueprint()
 
     @bp.route(route="hello", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     def hello(req: func.HttpRequest) -> func.HttpResponse:
@@ -544,7 +544,7 @@ def test_a_timer_fires_on_its_schedule_and_survives_its_own_exceptions() -> None
 def test_a_run_that_overruns_its_schedule_makes_the_next_one_past_due(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(host_module, "PAST_DUE_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(host_timers, "PAST_DUE_AFTER_SECONDS", 0.2)
     state = State(first_tick_seconds=1.5)  # the next occurrence passes while this run is busy
     host = start(state, run_timers=True, schedule="*/1 * * * * *")
     try:
@@ -593,7 +593,7 @@ def test_wake_runs_a_timer_once_at_the_time_asked_between_its_scheduled_runs() -
 
 def test_run_on_startup_is_honoured() -> None:
     state = State()
-    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+    bp = func.Blueprint()
 
     @bp.timer_trigger(schedule=NEVER, arg_name="timer", run_on_startup=True)
     def warm(timer: func.TimerRequest) -> None:

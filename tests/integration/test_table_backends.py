@@ -42,6 +42,7 @@ from shared.audit_chain import seal
 from shared.errors import PermanentError, SettingsError
 from shared.model import AuditEntry, AuditKind, CycleState
 from shared.ports import AuditLog, Claim, StateStore
+from shared.rollout_state import RolloutState
 from tests.integration import test_sqlite_audit as audit_suite
 from tests.integration import test_sqlite_store as store_suite
 from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
@@ -180,7 +181,7 @@ def test_a_cycle_body_over_64_kib_round_trips(store_factory: store_suite.StoreFa
     store.create_cycle(cycle)
     assert store.get_cycle("c1") == cycle
     cycle.transition(CycleState.RETRAINING, T0, "bigger still")
-    cycle.rollout = {"log": ["x" * 1000] * 100}
+    cycle.rollout = RolloutState.from_json({"log": ["x" * 1000] * 100})  # kept though unknown
     store.save_cycle(cycle)
     assert store.get_cycle("c1") == cycle
     cycle.decision, cycle.rollout = None, None  # and back to small: no chunk left behind

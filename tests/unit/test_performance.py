@@ -145,18 +145,19 @@ def canary(**estimate: Any) -> tuple[World, Any]:
         "challenger_score": ref["scores"],
         "champion_score": ref["scores"],
     }
-    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    world.metrics.samples = {cycle.rollout.deployment: HEALTHY, "blue": HEALTHY}
     return world, cycle
 
 
 def rollout_of(cycle: Cycle) -> dict[str, Any]:
+    """The rollout state as it is stored (JSON)."""
     assert cycle.rollout is not None
-    return cycle.rollout
+    return cycle.rollout.to_json()
 
 
 def serve(world: World, cycle: Any, new: list[float], live: list[float]) -> None:
     at = world.clock.now() + timedelta(seconds=1)
-    world.scored.add("credit-ep", cycle.rollout["deployment"], at, new)
+    world.scored.add("credit-ep", cycle.rollout.deployment, at, new)
     world.scored.add("credit-ep", "blue", at, live)
 
 

@@ -1,214 +1,33 @@
-"""The local online endpoint: a real HTTP server hosting named deployments (blue/green ...).
-
-- ``POST /score`` with ``{"rows": [{feature: value, ...}, ...]}`` (or a bare list of rows)
-  answers ``{"predictions": [...], "deployment": "<name>"}``. Each request goes to one
-  deployment drawn at random by the traffic percentages (the ``azureml-model-deployment``
-  header pins one, as on Azure ML). Mirror traffic sends a copy of a share of requests to a
-  shadow deployment in the background; its answer is dropped, its metrics are kept.
-- ``GET /traffic``, ``GET /health``; admin routes under ``/admin`` need
-  ``Authorization: Bearer <token>``: add/remove deployments, set traffic and mirror, inject
-  faults (a fraction of requests answering 500, extra latency) for demos and tests.
-- Routing is an immutable table swapped in one assignment: a traffic change never drops or
-  half-routes an in-flight request, which keeps the table it started with.
-- Every request (status, latency) and every scored row is recorded through
-  :mod:`embedded.telemetry` (flushed in batches by a background thread), for the metrics
-  adapter and the drift monitor in other processes.
-- The endpoint's deployments, traffic and token persist in ``endpoints/<name>.json``; a
-  restarted server loads them again. ``python -m embedded.endpoint --data-dir D --name N``
-  runs one as its own process.
-"""
+"""The endpoint server: admin operations, scoring and telemetry of one named endpoint."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import hmac
-import json
 import logging
 import os
 import random
 import secrets
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
+from embedded.endpoint.handler import EndpointHandler, EndpointHTTPServer
+from embedded.endpoint.model import BadInput, ModelLoader, mlflow_loader
+from embedded.endpoint.paths import state_path, telemetry_path
+from embedded.endpoint.routing import Deployment, Mirror, RoutingTable, frozen, validate_traffic
 from embedded.files import read_json, write_json_atomic
 from embedded.telemetry import InputRecord, RequestRecord, ScoreRecord, TelemetryStore
-from shared.errors import (
-    AlreadyExists,
-    AutopilotError,
-    NotFound,
-    PayloadTooLarge,
-    PermanentError,
-)
+from shared.errors import AlreadyExists, AutopilotError, NotFound, PermanentError
 
 log = logging.getLogger("embedded.endpoint")
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 10_000
-DEPLOYMENT_HEADER = "azureml-model-deployment"
-
-
-def endpoints_dir(data_dir: Path) -> Path:
-    return data_dir / "endpoints"
-
-
-def state_path(data_dir: Path, name: str) -> Path:
-    return endpoints_dir(data_dir) / f"{name}.json"
-
-
-def telemetry_path(data_dir: Path) -> Path:
-    return endpoints_dir(data_dir) / "telemetry.db"
-
-
-class Predictor(Protocol):
-    """A loaded model. Raises ``BadInput`` for rows it cannot take (answered 400)."""
-
-    def predict(self, rows: list[dict[str, Any]]) -> list[Any]: ...
-
-
-class BadInput(ValueError):
-    """The request's rows do not fit the model (missing columns, wrong types)."""
-
-
-# (model, version) -> a loaded model. Raises NotFound for an unknown model version.
-ModelLoader = Callable[[str, str], Predictor]
-
-
-class PyfuncPredictor:
-    """An MLflow pyfunc model scoring rows given as dicts."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        schema = model.metadata.get_input_schema()
-        self._float_columns: tuple[str, ...] = ()
-        if schema is not None and schema.has_input_names():
-            self._float_columns = tuple(
-                spec.name
-                for spec in schema.inputs
-                if getattr(getattr(spec, "type", None), "name", "") in ("double", "float")
-            )
-
-    def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
-        import pandas as pd  # type: ignore[import-untyped]
-        from mlflow.exceptions import MlflowException
-
-        frame = pd.DataFrame(rows)
-        for name in self._float_columns:  # JSON has no int/float distinction: 30 means 30.0
-            if name in frame.columns and frame[name].dtype.kind in "iub":
-                frame[name] = frame[name].astype("float64")
-        try:
-            result = self._model.predict(frame)
-        except MlflowException as exc:
-            if exc.error_code == "INVALID_PARAMETER_VALUE":
-                raise BadInput(str(exc)) from exc
-            raise
-        if hasattr(result, "to_dict") and hasattr(result, "columns"):
-            return list(result.to_dict(orient="records"))
-        if hasattr(result, "tolist"):
-            return list(result.tolist())
-        return list(result)
-
-
-def mlflow_loader(data_dir: Path) -> ModelLoader:
-    """Loads ``models:/<model>/<version>`` from the platform's MLflow registry."""
-    from embedded.registry import MlflowRegistry
-
-    registry = MlflowRegistry(data_dir)
-
-    def load(model: str, version: str) -> Predictor:
-        import mlflow.pyfunc
-
-        path = registry.model_path(model, version)
-        try:
-            return PyfuncPredictor(mlflow.pyfunc.load_model(str(path)))
-        except Exception as exc:
-            raise PermanentError(f"cannot load model {model} v{version}: {exc}") from exc
-
-    return load
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    name: str
-    model: str
-    version: str
-    predictor: Predictor = field(repr=False, compare=False)
-    inject_errors: float = 0.0  # fraction of requests answered 500
-    latency_ms: float = 0.0  # added to every request
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "inject_errors": self.inject_errors,
-            "latency_ms": self.latency_ms,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Mirror:
-    deployment: str
-    percent: int
-
-    def describe(self) -> dict[str, Any]:
-        return {"deployment": self.deployment, "percent": self.percent}
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingTable:
-    """Deployments, live traffic and mirror at one moment. Never changed: replaced."""
-
-    deployments: Mapping[str, Deployment] = field(default_factory=lambda: MappingProxyType({}))
-    traffic: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-    mirror: Mirror | None = None
-
-    def choose(self, draw: float) -> Deployment | None:
-        """The deployment for a uniform ``draw`` in [0, 1): weighted by traffic."""
-        point = draw * 100.0
-        upto = 0.0
-        for name, percent in self.traffic.items():
-            if percent <= 0:
-                continue
-            upto += percent
-            if point < upto:
-                return self.deployments[name]
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "traffic": {name: self.traffic.get(name, 0) for name in self.deployments},
-            "mirror": self.mirror.describe() if self.mirror else None,
-        }
-
-
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping))
-
-
-def validate_traffic(traffic: Mapping[str, Any], deployments: Mapping[str, Any]) -> dict[str, int]:
-    """Integer percentages (0-100) of existing deployments that sum to 100."""
-    if not isinstance(traffic, Mapping):
-        raise PermanentError("traffic must be an object of deployment -> percent")
-    out: dict[str, int] = {}
-    for name, value in traffic.items():
-        if name not in deployments:
-            raise PermanentError(f"traffic names unknown deployment {name!r}")
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-            raise PermanentError(f"traffic for {name!r} must be an integer 0-100, got {value!r}")
-        out[name] = value
-    total = sum(out.values())
-    if total != 100:
-        raise PermanentError(f"traffic must sum to 100, got {total} ({out})")
-    return out
 
 
 class EndpointServer:
@@ -283,7 +102,7 @@ class EndpointServer:
         mirror = None
         if isinstance(mirror_spec, dict) and mirror_spec.get("deployment") in deployments:
             mirror = Mirror(str(mirror_spec["deployment"]), int(mirror_spec.get("percent", 0)))
-        self._routing = RoutingTable(_frozen(deployments), _frozen(traffic), mirror)
+        self._routing = RoutingTable(frozen(deployments), frozen(traffic), mirror)
 
     def _warm_up(self, deployments: Mapping[str, Deployment]) -> None:
         """Score the endpoint's last recorded row once on each restored deployment, so the
@@ -337,16 +156,16 @@ class EndpointServer:
         log.info("endpoint %s serving at %s", self.name, self.url)
         return self.url
 
-    def _bind(self, host: str, port: int) -> _Server:
+    def _bind(self, host: str, port: int) -> EndpointHTTPServer:
         """Bind ``port``; for 0, the port a previous server of this endpoint had if it is
         free (clients keep their URL across a restart), else any free one."""
         previous = urlparse(str(self._stored().get("url") or "")).port if port == 0 else None
         if previous:
             try:
-                return _Server((host, previous), _Handler)
+                return EndpointHTTPServer((host, previous), EndpointHandler)
             except OSError:
                 log.info("endpoint %s: port %d is taken; binding a free one", self.name, previous)
-        return _Server((host, port), _Handler)
+        return EndpointHTTPServer((host, port), EndpointHandler)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -408,7 +227,7 @@ class EndpointServer:
             deployment = Deployment(name, model, version, predictor)
             routing = self._routing
             self._routing = replace(
-                routing, deployments=_frozen({**routing.deployments, name: deployment})
+                routing, deployments=frozen({**routing.deployments, name: deployment})
             )
             self._persist()
             return deployment
@@ -428,14 +247,14 @@ class EndpointServer:
             mirror = (
                 routing.mirror if routing.mirror and routing.mirror.deployment != name else None
             )
-            self._routing = RoutingTable(_frozen(deployments), _frozen(traffic), mirror)
+            self._routing = RoutingTable(frozen(deployments), frozen(traffic), mirror)
             self._persist()
 
     def set_traffic(self, traffic: Mapping[str, Any]) -> dict[str, int]:
         with self._admin_lock:
             routing = self._routing
             valid = validate_traffic(traffic, routing.deployments)
-            self._routing = replace(routing, traffic=_frozen(valid))
+            self._routing = replace(routing, traffic=frozen(valid))
             self._persist()
             return valid
 
@@ -471,7 +290,7 @@ class EndpointServer:
                 raise PermanentError(f"latency_ms must be 0-60000, got {latency}")
             updated = replace(current, inject_errors=errors, latency_ms=latency)
             self._routing = replace(
-                routing, deployments=_frozen({**routing.deployments, deployment: updated})
+                routing, deployments=frozen({**routing.deployments, deployment: updated})
             )
             self._persist()
             return updated
@@ -552,175 +371,3 @@ def _scores(request: RequestRecord, predictions: Any) -> list[ScoreRecord]:
         for s in found
         if s is not None
     ]
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    endpoint: EndpointServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "autopilot-endpoint/1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    @property
-    def endpoint(self) -> EndpointServer:
-        return self.server.endpoint
-
-    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise PayloadTooLarge("body too large")
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else None
-
-    def _authorized(self) -> bool:
-        given = self.headers.get("Authorization", "")
-        expected = f"Bearer {self.endpoint.token}"
-        return hmac.compare_digest(given.encode(), expected.encode())
-
-    def do_GET(self) -> None:
-        path = urlparse(self.path).path.rstrip("/")
-        routing = self.endpoint.routing
-        if path == "/health":
-            self._send(
-                200,
-                {
-                    "status": "ok",
-                    "endpoint": self.endpoint.name,
-                    "pid": os.getpid(),
-                    "deployments": sorted(routing.deployments),
-                },
-            )
-        elif path == "/traffic":
-            self._send(200, routing.describe())
-        elif path == "/admin/deployments":
-            if not self._authorized():
-                self._send(401, {"error": "admin token required"})
-                return
-            self._send(
-                200, {"deployments": {n: d.describe() for n, d in routing.deployments.items()}}
-            )
-        else:
-            self._send(404, {"error": f"no route GET {path}"})
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        path = urlparse(self.path).path.rstrip("/")
-        try:
-            body = self._body()
-        except PayloadTooLarge:
-            self._send(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-            self.close_connection = True
-            return
-        except ValueError:
-            self._send(400, {"error": "body is not valid JSON"})
-            return
-        if method == "POST" and path in ("/score", "/predict"):
-            status, answer = self.endpoint.score(body, self.headers.get(DEPLOYMENT_HEADER))
-            headers = {}
-            if isinstance(answer, dict) and "deployment" in answer:
-                headers[DEPLOYMENT_HEADER] = str(answer["deployment"])
-            self._send(status, answer, headers)
-            return
-        if not path.startswith("/admin/"):
-            self._send(404, {"error": f"no route {method} {path}"})
-            return
-        if not self._authorized():
-            self._send(401, {"error": "admin token required"})
-            return
-        try:
-            status, answer = self._admin(method, path, body if isinstance(body, dict) else {})
-        except AlreadyExists as exc:
-            status, answer = 409, {"error": str(exc)}
-        except NotFound as exc:
-            status, answer = 404, {"error": str(exc)}
-        except PermanentError as exc:
-            status, answer = 400, {"error": str(exc)}
-        except Exception as exc:
-            log.exception("endpoint %s: admin %s %s failed", self.endpoint.name, method, path)
-            status, answer = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        self._send(status, answer)
-
-    def _admin(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        endpoint = self.endpoint
-        parts = path.strip("/").split("/")  # admin, ...
-        if method == "POST" and parts == ["admin", "deployments"]:
-            name, model, version = body.get("name"), body.get("model"), body.get("version")
-            if not all(isinstance(v, str) and v for v in (name, model, version)):
-                raise PermanentError("give 'name', 'model' and 'version' as strings")
-            deployment = endpoint.add_deployment(str(name), str(model), str(version))
-            return 201, {"name": deployment.name, **deployment.describe()}
-        if method == "DELETE" and len(parts) == 3 and parts[1] == "deployments":
-            endpoint.remove_deployment(parts[2])
-            return 200, {"deleted": parts[2]}
-        if method == "PUT" and parts == ["admin", "traffic"]:
-            endpoint.set_traffic(body.get("traffic", body))
-            return 200, endpoint.routing.describe()
-        if method == "PUT" and parts == ["admin", "mirror"]:
-            target = body.get("deployment")
-            endpoint.set_mirror(
-                str(target) if target else None, body.get("percent", 0) if target else 0
-            )
-            return 200, endpoint.routing.describe()
-        if (
-            method == "PUT"
-            and len(parts) == 4
-            and parts[1] == "deployments"
-            and parts[3] == "faults"
-        ):
-            updated = endpoint.set_faults(
-                parts[2], body.get("inject_errors"), body.get("latency_ms")
-            )
-            return 200, {"name": updated.name, **updated.describe()}
-        return 404, {"error": f"no route {method} {path}"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one endpoint as its own process until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data-dir", type=Path, required=True, help="the platform's data folder")
-    parser.add_argument("--name", required=True, help="endpoint name")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from shared import log_escape
-
-    log_escape.install()  # request and alert text cannot forge log lines
-    server = EndpointServer(args.name, args.data_dir.resolve())
-    print(f"endpoint {args.name} serving {server.start(port=args.port)}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -222,7 +222,7 @@ def _realised(
         "error": round(estimated - value, 6),
         "covered": bool(interval.low <= value <= interval.high),
     }
-    from handlers.cycles import note
+    from shared.lifecycle import note
     from shared.model import AuditKind
 
     note(
@@ -259,7 +259,7 @@ def guard(
     est = svc.policy.models[cycle.model].signals.estimated_performance
     if est is None or est.guard_tolerance is None or svc.scored is None or not cycle.job_name:
         return GuardVerdict("skip", "no estimated-performance guard")
-    endpoint = (cycle.rollout or {}).get("endpoint") or ""
+    endpoint = cycle.rollout.endpoint if cycle.rollout is not None else ""
     new_dep, new_start, new_end = new
     live_dep, live_start, live_end = live
     if not live_dep:

@@ -1,23 +1,4 @@
-"""Local training jobs: real subprocesses, one folder and one JSON status file per job.
-
-``data_dir/jobs/<name>/`` holds ``job.json`` (the record, rewritten atomically on each status
-change so any process can read it), ``stdout.log``, ``stderr.log`` and ``outputs/``. Creating
-the folder with ``os.mkdir`` is the atomic claim of the name: a second submit of the same name,
-from any process, gets ``AlreadyExists`` and nothing runs twice.
-
-The process that submitted a job watches it (a thread): it applies the timeout, records the
-outcome and reports each status change. The job runs in its own session under a small
-launcher (:mod:`embedded.job_launcher`) that writes its exit code to ``exit_code``, so it
-outlives a crash or restart of that process. The next reader of a job whose watcher's process
-has died adopts it (``take_over``): it watches a job still running (found by pid and process
-start time), records the outcome of one that ended meanwhile, runs one that was never started,
-and reports Failed only a job whose process is gone without an exit code.
-
-A job does not inherit the service's environment (function keys, connection strings): it gets
-the allow-listed basics a Python program needs (:data:`BASE_ENV`), what the policy declares
-(``training.environment``) and the job's own variables. Its error text (the stderr tail) is
-scrubbed of every configured secret before it is recorded.
-"""
+"""The job runner: submits, watches, adopts, cancels and reports local jobs."""
 
 from __future__ import annotations
 
@@ -31,149 +12,33 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from embedded.events import utc_iso
 from embedded.files import read_json, write_json_atomic
+from embedded.jobs.environment import env_name, job_environment
+from embedded.jobs.process import (
+    KILL_GRACE_S,
+    kill_group,
+    pid_alive,
+    process_start,
+    stderr_tail,
+    utc_parse,
+)
+from embedded.jobs.record import JOB_NAME, JobRecord
 from shared.errors import AlreadyExists, NotFound, PermanentError
-from shared.model import JobInfo, JobRequest, JobStatus
+from shared.model import JobRequest, JobStatus
 from shared.redact import Redactor
 
 log = logging.getLogger("embedded.jobs")
 
-JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 _PLACEHOLDER = re.compile(r"\{(python|outputs|inputs\.([A-Za-z0-9_\-]+))\}")
-STDERR_TAIL_CHARS = 2000
-KILL_GRACE_S = 3.0
-# What a job takes from the service's environment without the policy asking: enough to run
-# Python (and its numeric libraries) in the same locale, nothing that could hold a credential.
-BASE_ENV = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "TEMP",
-        "TMP",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONIOENCODING",
-        "PYTHONUTF8",
-        "PYTHONDONTWRITEBYTECODE",
-        "PYTHONHASHSEED",
-        "SYSTEMROOT",  # Windows: Python cannot start without it
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-    }
-)
-BASE_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_")
 ADOPTED_POLL_S = 0.2
-LAUNCHER = str(Path(__file__).with_name("job_launcher.py"))
+LAUNCHER = str(Path(__file__).resolve().parents[1] / "job_launcher.py")
 EXIT_FILE = "exit_code"
 
 
-@dataclass(slots=True)
-class JobRecord:
-    """What ``job.json`` holds."""
-
-    name: str
-    model: str
-    experiment: str
-    argv: list[str]
-    inputs: dict[str, Any]
-    tags: dict[str, str]
-    timeout_s: float
-    # policy-declared variables: a value, or None = pass through from the service's environment
-    environment: dict[str, str | None] = field(default_factory=dict)
-    status: str = JobStatus.QUEUED.value
-    error: str = ""
-    experiment_id: str = ""
-    exit_code: int | None = None
-    pid: int | None = None
-    pid_start: str | None = None  # the process's start time: tells it from a reused pid
-    runner_pid: int = field(default_factory=os.getpid)
-    created_at: str = field(default_factory=utc_iso)
-    started_at: str | None = None
-    finished_at: str | None = None
-
-    @property
-    def job_status(self) -> JobStatus:
-        return JobStatus(self.status)
-
-    def info(self) -> JobInfo:
-        return JobInfo(self.name, self.job_status, dict(self.tags), self.error)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> JobRecord:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def env_name(input_name: str) -> str:
-    return "AUTOPILOT_INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", input_name).upper()
-
-
-def job_environment(
-    service_env: Mapping[str, str], declared: Mapping[str, str | None]
-) -> dict[str, str]:
-    """The allow-listed part of the service's environment plus what the policy declares."""
-    env = {k: v for k, v in service_env.items() if k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES)}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: no usage telemetry
-    for name, value in declared.items():
-        if value is not None:
-            env[name] = value
-        elif name in service_env:
-            env[name] = service_env[name]
-    return env
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_start(pid: int) -> str | None:
-    """A token of when process ``pid`` started, or None if there is no live process ``pid``.
-
-    On Linux: the start time in ``/proc/<pid>/stat`` (a zombie counts as gone); elsewhere
-    only whether the pid exists.
-    """
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None if Path("/proc/self/stat").exists() or not _pid_alive(pid) else "alive"
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-def _utc_parse(text: str | None) -> float | None:
-    from datetime import datetime
-
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-# Called after the job is claimed and before it starts; returns the MLflow experiment id.
 Prepare = Callable[[JobRecord], str]
 # Called after every status change (events).
 OnChange = Callable[[JobRecord], None]
@@ -331,7 +196,7 @@ class JobRunner:
         if (
             not record.job_status.is_terminal
             and record.runner_pid != os.getpid()
-            and not _pid_alive(record.runner_pid)
+            and not pid_alive(record.runner_pid)
         ):
             return self.take_over(record)
         return record
@@ -367,7 +232,7 @@ class JobRunner:
             return record
         code = self._exit_code(record.name) if record.pid is not None else None
         if code is None and not self._cancel_requested(record.name):
-            self._kill_group(record.pid)
+            kill_group(record.pid)
             self._finish(
                 record,
                 JobStatus.FAILED,
@@ -389,7 +254,7 @@ class JobRunner:
                 before = self.load(folder.name)
                 if before.job_status.is_terminal or before.runner_pid == os.getpid():
                     continue
-                if not _pid_alive(before.runner_pid):
+                if not pid_alive(before.runner_pid):
                     self.get(folder.name)
                     names.append(folder.name)
             except Exception:
@@ -498,13 +363,13 @@ class JobRunner:
             self._save(record)
             self._notify(record)
             if self._cancel_requested(record.name):
-                self._kill_group(proc.pid)
+                kill_group(proc.pid)
             timed_out = False
             try:
                 code = proc.wait(timeout=record.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                self._kill_group(proc.pid, proc)
+                kill_group(proc.pid, proc)
                 code = proc.wait()
         reported = self._exit_code(record.name)  # the command's own code, not the launcher's
         self._conclude(record, code if reported is None else reported, timed_out=timed_out)
@@ -512,7 +377,7 @@ class JobRunner:
     def _follow(self, record: JobRecord) -> None:
         """Watch an adopted job (not this process's child) until it ends, as ``_run`` does."""
         assert record.pid is not None
-        started = _utc_parse(record.started_at) or time.time()
+        started = utc_parse(record.started_at) or time.time()
         deadline = started + record.timeout_s
         timed_out = False
         kill_at: float | None = None  # SIGKILL the group then, if SIGTERM was not enough
@@ -521,7 +386,7 @@ class JobRunner:
             if stop and kill_at is None:
                 timed_out = not self._cancel_requested(record.name)
                 kill_at = time.time() + KILL_GRACE_S
-                self._kill_group(record.pid)
+                kill_group(record.pid)
             elif kill_at is not None and time.time() > kill_at:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(record.pid, signal.SIGKILL)
@@ -542,44 +407,14 @@ class JobRunner:
                 record,
                 JobStatus.FAILED,
                 "the job's process ended without reporting an exit code: "
-                f"{self._stderr_tail(self.job_dir(record.name))}",
+                f"{stderr_tail(self.job_dir(record.name))}",
             )
         else:
             self._finish(
                 record,
                 JobStatus.FAILED,
-                f"exit code {code}: {self._stderr_tail(self.job_dir(record.name))}",
+                f"exit code {code}: {stderr_tail(self.job_dir(record.name))}",
             )
-
-    @staticmethod
-    def _stderr_tail(job_dir: Path) -> str:
-        try:
-            with open(job_dir / "stderr.log", "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - STDERR_TAIL_CHARS))
-                return handle.read().decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
-
-    @staticmethod
-    def _kill_group(pid: int | None, proc: subprocess.Popen[bytes] | None = None) -> None:
-        """SIGTERM the job's process group, then SIGKILL it after a grace period."""
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            return
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-    # -- cancel and shutdown --------------------------------------------------------------
 
     def cancel(self, name: str, wait_s: float = 10.0) -> JobRecord:
         """Ask the job to stop; Canceled once its watcher saw it end (waits up to ``wait_s``)."""
@@ -592,14 +427,14 @@ class JobRunner:
             proc = self._procs.get(name)
             watcher = self._watchers.get(name)
         if proc is not None:
-            threading.Thread(target=self._kill_group, args=(proc.pid, proc), daemon=True).start()
+            threading.Thread(target=kill_group, args=(proc.pid, proc), daemon=True).start()
         elif record.pid is not None:
-            self._kill_group(record.pid)
+            kill_group(record.pid)
         if watcher is None:
             # nobody in this process watches it: its watcher (in another process) or the
             # next reader records the outcome; if its runner is gone, record it here
             record = self.get(name)
-            if not record.job_status.is_terminal and not _pid_alive(record.runner_pid):
+            if not record.job_status.is_terminal and not pid_alive(record.runner_pid):
                 self._finish(record, JobStatus.CANCELED, "canceled")
             return record
         watcher.join(wait_s)

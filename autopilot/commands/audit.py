@@ -1,0 +1,223 @@
+"""``autopilot audit list|show|verify``: read and check the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from autopilot.commands.common import (
+    AP,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    UsageError,
+    command,
+    data_dir_arg,
+    group,
+    open_audit,
+    positive_int,
+    print_json,
+    record_doc,
+    short,
+    table,
+)
+from shared.errors import NotFound
+
+EXAMPLES = {
+    "audit list": f"""examples:
+  {AP} audit list --since 15m
+  {AP} audit list --model credit-risk --kind decision --limit 20""",
+    "audit show": f"""examples:
+  {AP} audit show 1""",
+    "audit verify": f"""examples:
+  {AP} audit verify
+  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>""",
+}
+
+
+def _since(raw: str | None) -> datetime | None:
+    """A duration back from now (15m, 2h, 1d) or an ISO 8601 time with a zone."""
+    if not raw:
+        return None
+    from shared.policy import parse_duration
+
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(raw))
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise UsageError(
+            f"--since takes a duration (15m, 2h, 1d) or an ISO 8601 time, got {raw!r}"
+        ) from exc
+    if value.tzinfo is None:
+        raise UsageError("--since needs a time zone, e.g. 2026-01-01T00:00:00+00:00")
+    return value
+
+
+def _kind(raw: str | None) -> str | None:
+    from shared.model import AuditKind
+
+    valid = [k.value for k in AuditKind]
+    if raw is not None and raw not in valid:
+        raise UsageError(f"--kind {raw!r} is not an audit kind; choose one of {', '.join(valid)}")
+    return raw
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    kind, since = _kind(args.kind), _since(args.since)
+    records = open_audit(data_dir_arg(args)).query(
+        model=args.model,
+        cycle=args.cycle,
+        kind=kind,
+        since=since,
+        limit=args.limit,
+    )
+    if args.json:
+        print_json([record_doc(r) for r in records])
+        return EXIT_OK
+    rows = [
+        [
+            str(r.seq),
+            r.time.strftime("%Y-%m-%d %H:%M:%S"),
+            r.kind.value,
+            r.actor,
+            r.model or "",
+            short(r.cycle, 24),
+            short(r.summary, 50),
+            short(r.reason, 60),
+        ]
+        for r in records
+    ]
+    print(
+        table(rows, ["SEQ", "TIME (UTC)", "KIND", "ACTOR", "MODEL", "CYCLE", "SUMMARY", "REASON"])
+    )
+    return EXIT_OK
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    record = open_audit(data_dir_arg(args)).get(args.seq)
+    if record is None:
+        raise NotFound(f"no audit record {args.seq}")
+    print_json(record_doc(record))
+    return EXIT_OK
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isascii() or not seq.isdigit() or len(digest) != 64:
+        raise argparse.ArgumentTypeError(f"--anchor must look like SEQ:SHA256HEX, not {text!r}")
+    return int(seq), digest.lower()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """The chain alone cannot show records cut off its end, or every hash recomputed after an
+    edit; a head noted elsewhere earlier (``--anchor SEQ:HASH``) can. An empty log where the
+    state store shows earlier activity was lost or emptied: that fails too."""
+    from autopilot.state_files import AUDIT_DB, damage, earlier_activity
+
+    data_dir = data_dir_arg(args)
+    unreadable = damage(data_dir / AUDIT_DB)
+    if unreadable:
+        print(f"AUDIT LOG UNREADABLE: {data_dir / AUDIT_DB} {unreadable}")
+        return EXIT_CHECK_FAILED
+    log = open_audit(data_dir)
+    result = log.verify()
+    ok, first_bad, problem = result.ok, result.first_bad_seq, result.problem
+    activity = earlier_activity(data_dir) if ok and result.records == 0 else None
+    if activity:
+        ok, problem = False, f"the audit log has no records although {activity}: it was lost"
+    if ok and args.anchor is not None:
+        seq, digest = args.anchor
+        anchored = log.get(seq)
+        if anchored is None:
+            ok, first_bad = False, seq
+            problem = f"anchored record {seq} is gone: the log was cut back to {result.records}"
+        elif anchored.hash != digest:
+            ok, first_bad = False, seq
+            problem = f"record {seq} no longer has the anchored hash: the log was rewritten"
+    newest = log.query(limit=1)
+    head = {"seq": newest[0].seq, "hash": newest[0].hash} if newest else None
+    if args.json:
+        print_json(
+            {
+                "ok": ok,
+                "records": result.records,
+                "first_bad_seq": first_bad,
+                "problem": problem,
+                "head": head,
+            }
+        )
+    elif ok:
+        anchored_text = f"; anchor {args.anchor[0]} matches" if args.anchor else ""
+        print(f"audit chain intact: {result.records} records verified{anchored_text}")
+        if head:
+            anchor = f"{head['seq']}:{head['hash']}"
+            again = f"{AP} audit verify --data-dir {shlex.quote(str(data_dir))} --anchor {anchor}"
+            print(
+                f"head: {anchor}\n"
+                "  (keep it somewhere else; later, this command shows whether records were cut"
+                f" off or rewritten since:\n  {again})"
+            )
+    elif first_bad is None:
+        print(f"AUDIT LOG EMPTIED: {problem}")
+    else:
+        print(f"AUDIT CHAIN BROKEN at record {first_bad}: {problem}")
+    return EXIT_OK if ok else EXIT_CHECK_FAILED
+
+
+def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``audit list``, ``audit show`` and ``audit verify`` under ``sub``."""
+    from shared.model import AuditKind
+
+    audit = group(sub, "audit", "the audit log", "audit_cmd")
+    p = command(
+        audit,
+        "list",
+        "list audit records, oldest first",
+        EXAMPLES["audit list"],
+        parents=[common],
+    )
+    p.add_argument("--model", help="only this model's records (default: all)")
+    p.add_argument("--cycle", help="only this cycle's records (default: all)")
+    p.add_argument(
+        "--kind",
+        help=f"only this kind: {', '.join(k.value for k in AuditKind)} (default: all)",
+    )
+    p.add_argument(
+        "--since",
+        help="a duration back from now (15m, 2h, 1d) or an ISO 8601 time with zone "
+        "(default: no limit)",
+    )
+    p.add_argument(
+        "--limit", type=positive_int, help="at most this many records, 1 or more (default: all)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_audit_list)
+    p = command(
+        audit,
+        "show",
+        "one audit record in full, as JSON",
+        EXAMPLES["audit show"],
+        parents=[common],
+    )
+    p.add_argument("seq", type=int, help="the record's sequence number (SEQ in audit list)")
+    p.set_defaults(func=cmd_audit_show)
+    p = command(
+        audit,
+        "verify",
+        "verify the audit log's hash chain",
+        EXAMPLES["audit verify"],
+        parents=[common],
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="a head printed by an earlier verify: fail if that record is gone or changed "
+        "(default: none)",
+    )
+    p.set_defaults(func=cmd_audit_verify)

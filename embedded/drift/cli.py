@@ -1,0 +1,70 @@
+"""The command line of the drift monitor: ``python -m embedded.drift baseline|watch``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+from embedded.drift.monitor import DriftMonitor
+from embedded.drift.sketch import BaselineSketch, read_csv_columns, summarize
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m embedded.drift", description="Local data-drift monitor."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    base = sub.add_parser("baseline", help="sketch training CSVs into a baseline JSON")
+    base.add_argument("csv", type=Path, nargs="+", help="CSV files or folders of CSV files")
+    base.add_argument("--out", type=Path, required=True)
+    base.add_argument("--categorical", default="", help="comma-separated categorical columns")
+    base.add_argument("--exclude", default="label", help="comma-separated columns to skip")
+    watch = sub.add_parser("watch", help="check an endpoint's inputs periodically")
+    watch.add_argument("--data-dir", type=Path, required=True, help="the platform's data folder")
+    watch.add_argument("--model", required=True)
+    watch.add_argument("--endpoint", required=True)
+    watch.add_argument("--baseline", type=Path, required=True)
+    watch.add_argument("--url", help="alert webhook, e.g. http://127.0.0.1:7071/api/alerts")
+    watch.add_argument("--key", default="", help="x-functions-key for --url")
+    watch.add_argument("--window", type=float, default=3600.0, help="seconds")
+    watch.add_argument("--interval", type=float, default=60.0, help="seconds; 0 = check once")
+    watch.add_argument("--min-samples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from shared import log_escape
+
+    log_escape.install()  # request and alert text cannot forge log lines
+    if args.command == "baseline":
+        paths: list[Path] = []
+        for item in args.csv:
+            paths.extend(sorted(item.glob("*.csv")) if item.is_dir() else [item])
+        columns = read_csv_columns(paths)
+        sketch = summarize(
+            columns,
+            categorical=[c for c in args.categorical.split(",") if c] or None,
+            exclude=[c for c in args.exclude.split(",") if c],
+            source=",".join(str(p) for p in paths),
+        )
+        sketch.save(args.out)
+        print(f"baseline of {sketch.n} rows, {len(sketch.features)} features -> {args.out}")
+        return 0
+    monitor = DriftMonitor(
+        args.data_dir,
+        model=args.model,
+        endpoint=args.endpoint,
+        baseline=BaselineSketch.load(args.baseline),
+        alert_url=args.url,
+        key=args.key,
+        window_s=args.window,
+        min_samples=args.min_samples,
+    )
+    if args.interval <= 0:
+        print(json.dumps(monitor.check().report.to_json(), indent=2))
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        monitor.run(args.interval, threading.Event())
+    return 0

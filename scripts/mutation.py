@@ -45,6 +45,7 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_spec_rollout.py",
         "tests/unit/test_rollout.py",
         "tests/unit/test_rollout_sequential.py",
+        "tests/unit/test_rollout_state.py",
         "tests/unit/test_lifecycle.py",
     ],
     "shared/normalise.py": [
@@ -64,8 +65,9 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_spec_sequential.py",
         "tests/unit/test_sequential.py",
     ],
-    "handlers/canary_sequential.py": [
+    "shared/canary_judges.py": [
         "tests/unit/test_spec_sequential.py",
+        "tests/unit/test_spec_rollout.py",
         "tests/unit/test_rollout_sequential.py",
     ],
     "shared/estimation.py": [
@@ -85,7 +87,7 @@ import importlib
 for _name in (
     "numpy", "scipy.stats", "pydantic", "yaml", "shared.stats", "shared.gate",
     "shared.sequential", "shared.estimation", "shared.normalise", "shared.audit_chain",
-    "handlers.signals", "handlers.rollout", "handlers.canary_sequential",
+    "handlers.signals", "handlers.rollout", "shared.canary_judges", "shared.rollout_state",
 ):
     try:
         importlib.import_module(_name)

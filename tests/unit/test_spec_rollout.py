@@ -75,20 +75,20 @@ def rolling(world: World, model: str, champion: str) -> Cycle:
     deliver_azureml(bus_of(world), envelope_from_dict(registered))
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout is not None
-    assert cycle.rollout["percent"] == 10
+    assert cycle.rollout.percent == 10
     return cycle
 
 
 def promote(world: World, model: str, champion: str) -> Cycle:
     cycle = rolling(world, model, champion)
     assert cycle.rollout is not None
-    world.metrics.samples[cycle.rollout["deployment"]] = HEALTHY
+    world.metrics.samples[cycle.rollout.deployment] = HEALTHY
     world.metrics.samples[LIVE[model]] = HEALTHY
     for _ in range(3):
         tick(world)
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.PROMOTED and cycle.rollout is not None
-    assert cycle.rollout["phase"] == "watch"
+    assert cycle.rollout.phase == "watch"
     return cycle
 
 
@@ -125,7 +125,7 @@ def test_a_rollback_before_promotion_never_touches_the_champion() -> None:
     assert cycle.reason == "rolled back: health alert 'credit-endpoint-errors' fired during rollout"
 
 
-# --- one model's alerts leave another model alone --------------------------------------------------
+# --- one model's alerts leave another model alone ---
 
 
 def test_a_health_alert_for_one_model_leaves_another_models_promotion_alone() -> None:
@@ -172,7 +172,7 @@ def step(health: dict[str, Any], new: HealthSample, old: HealthSample) -> tuple[
     world = make_world(policy(health=health))
     cycle = rolling(world, "credit", "7")
     assert cycle.rollout is not None
-    world.metrics.samples = {cycle.rollout["deployment"]: new, LIVE["credit"]: old}
+    world.metrics.samples = {cycle.rollout.deployment: new, LIVE["credit"]: old}
     tick(world)
     return world.store.must(cycle.id), world
 
@@ -239,7 +239,7 @@ def test_each_health_check_decides_the_step(
     assert cycle.rollout is not None
     if breach is None:
         assert cycle.state is CycleState.ROLLING_OUT
-        assert cycle.rollout["percent"] == 50
+        assert cycle.rollout.percent == 50
     else:
         assert cycle.state is CycleState.ROLLED_BACK
         assert breach in (cycle.reason or "")
@@ -250,7 +250,7 @@ def test_each_health_check_decides_the_step(
 def test_a_step_waits_for_enough_requests(requests: int, percent: int) -> None:
     cycle, _ = step({}, HealthSample(requests, 0, 40.0), HEALTHY)
     assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout is not None
-    assert cycle.rollout["percent"] == percent
+    assert cycle.rollout.percent == percent
 
 
 # --- a traffic change counts only once it took effect -------------------------------------------
@@ -260,13 +260,13 @@ def test_an_unconfirmed_traffic_change_is_not_recorded_as_applied() -> None:
     world = make_world(policy())
     cycle = rolling(world, "credit", "7")
     assert cycle.rollout is not None
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.metrics.samples = {new: HEALTHY, LIVE["credit"]: HEALTHY}
     world.platform.ignore_traffic_changes = True
     tick(world)
     held = world.store.must(cycle.id)
     assert held.state is CycleState.ROLLING_OUT and held.rollout is not None
-    assert held.rollout["percent"] == 10
+    assert held.rollout.percent == 10
     assert world.platform.traffic["credit-ep"] == {LIVE["credit"]: 90, new: 10}
     assert held.reason == (
         f"traffic change to {LIVE['credit']} 50% / {new} 50% on credit-ep not confirmed "
@@ -279,5 +279,5 @@ def test_an_unconfirmed_traffic_change_is_not_recorded_as_applied() -> None:
     world.platform.ignore_traffic_changes = False
     tick(world, 10)
     moved = world.store.must(cycle.id)
-    assert moved.rollout is not None and moved.rollout["percent"] == 50
+    assert moved.rollout is not None and moved.rollout.percent == 50
     assert world.platform.traffic["credit-ep"] == {LIVE["credit"]: 50, new: 50}

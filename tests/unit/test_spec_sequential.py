@@ -180,7 +180,7 @@ def test_the_stated_confidences_are_the_policys(alpha: float, beta: float) -> No
     ],
 )
 def test_alpha_is_split_over_every_judged_stage(rollout: dict[str, object], stages: int) -> None:
-    from handlers.canary_sequential import settings_of
+    from shared.canary_judges import settings_of
     from shared.policy import Rollout
 
     seq = {"alpha": 0.06, "beta": 0.1, "tolerance": 0.02, "delta": 0.04, "latency_tolerance": 0.07}
@@ -198,15 +198,14 @@ def test_an_undecided_look_says_when_the_next_look_and_the_decision_are_due() ->
     cycle = serve_and_look(world, cycle, new=(5, 0, 50.0), live=(45, 0, 50.0))
     nxt = (world.clock.now() + timedelta(seconds=30)).strftime("%H:%M:%S UTC")
     due = (started + timedelta(minutes=10)).strftime("%H:%M:%S UTC")
-    check = cycle.rollout["checks"][-1]
-    assert (
-        cycle.reason
-        == f"canary at 10%: {check['why']}; next look {nxt}, decision by {due} at the latest"
+    check = cycle.rollout.checks[-1]
+    assert cycle.reason == (
+        f"canary at 10%: {check.why}; next look {nxt}, decision by {due} at the latest"
     )
-    assert check["verdict"] == "continue" and check["percent"] == 10 and check["step"] == 0
-    assert check["window"] == [started.isoformat(), world.clock.now().isoformat()]
-    assert (check["new_requests"], check["live_requests"]) == (5, 45)
-    assert cycle.rollout["sequential_tolerance"] == 0.01
+    assert check.verdict == "continue" and check.evidence["percent"] == 10 and check.step == 0
+    assert check.evidence["window"] == [started.isoformat(), world.clock.now().isoformat()]
+    assert (check.new_requests, check.evidence["live_requests"]) == (5, 45)
+    assert cycle.rollout.sequential_tolerance == 0.01
 
 
 def test_a_look_without_new_traffic_adds_nothing_to_the_band() -> None:
@@ -218,8 +217,8 @@ def test_a_look_without_new_traffic_adds_nothing_to_the_band() -> None:
     cycle = serve_and_look(world, cycle, new=(5, 0, 50.0), live=(45, 0, 50.0))
     cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(0, 0, 50.0))
     cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(0, 0, 50.0))
-    looks = [c for c in cycle.rollout["checks"] if c.get("analysis") == "sequential"]
-    assert [c["new_requests"] for c in looks] == [5]
+    looks = [c for c in cycle.rollout.checks if c.sequential]
+    assert [c.new_requests for c in looks] == [5]
 
 
 def test_a_passed_step_is_audited_with_the_policys_settings() -> None:
@@ -230,9 +229,9 @@ def test_a_passed_step_is_audited_with_the_policys_settings() -> None:
     cycle = registered_and_rolling(world)
     for _ in range(10):
         cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
-        if cycle.rollout["percent"] != 10:
+        if cycle.rollout.percent != 10:
             break
-    assert cycle.rollout["percent"] == 50
+    assert cycle.rollout.percent == 50
     [passed] = [r for r in world.audit.records if r.summary == "canary at 10% healthy"]
     ev = passed.evidence
     assert (ev["alpha"], ev["beta"], ev["tolerance"], ev["latency_tolerance"]) == (

@@ -167,15 +167,24 @@ def _prepare(module: str, tests: list[str]) -> Path:
     return work
 
 
-def _equivalents() -> dict[str, str]:
-    """Marked equivalent mutants: ``name<TAB>reason`` lines of scripts/mutation_equivalent.txt."""
-    marks: dict[str, str] = {}
+def _equivalents() -> list[tuple[str, str, str]]:
+    """Marked equivalent mutants from scripts/mutation_equivalent.txt, one per line:
+    ``function<TAB>changed text<TAB>why``; a survivor of ``function`` (its mangled name, e.g.
+    ``shared.stats.x__auc``) whose change contains the text is equivalent."""
+    marks: list[tuple[str, str, str]] = []
     if EQUIVALENT.exists():
         for line in EQUIVALENT.read_text(encoding="utf-8").splitlines():
             if line.strip() and not line.startswith("#"):
-                name, _, reason = line.partition("\t")
-                marks[name.strip()] = reason.strip()
+                function, text, why = (part.strip() for part in line.split("\t", 2))
+                marks.append((function, text, why))
     return marks
+
+
+def _equivalent(name: str, change: str, marks: list[tuple[str, str, str]]) -> str | None:
+    for function, text, why in marks:
+        if name.startswith(function + "__mutmut_") and text in change:
+            return why
+    return None
 
 
 def _describe(names: list[str]) -> dict[str, str]:
@@ -236,7 +245,11 @@ def _run_module(module: str, children: int) -> Outcome:
     ).stdout
     survivors = json.loads(described)
     marks = _equivalents()
-    equivalent = {n: marks[n] for n in survivors if n in marks}
+    equivalent = {
+        name: why
+        for name, change in survivors.items()
+        if (why := _equivalent(name, change, marks)) is not None
+    }
     return Outcome(module, counts, survivors, equivalent, time.monotonic() - started)
 
 

@@ -20,6 +20,8 @@ SCORES = np.array([0.9, 0.5, 0.4, 0.2, 0.5])
         # predictions at 0.5 count as positive: 1,1,0,0,1 against 1,0,1,0,1 -> 3 of 5 right
         ("accuracy", LABELS, SCORES, 0.6),
         ("accuracy", np.array([1.0, 0.0]), np.array([0.49, 0.51]), 0.0),
+        # a score of exactly 0.5 predicts the positive class
+        ("accuracy", np.array([1.0, 1.0, 1.0, 0.0]), np.array([0.5, 0.5, 0.9, 0.1]), 1.0),
         ("brier", LABELS, SCORES, (0.01 + 0.25 + 0.36 + 0.04 + 0.25) / 5),
         (
             "log_loss",

@@ -254,6 +254,9 @@ def _per_example_rules(
         old = np.asarray(examples["champion_score"], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"evaluation: per-example results must be numbers: {exc}") from exc
+    if not all(np.isfinite(values).all() for values in (labels, new, old)):
+        # null becomes NaN here, and a NaN row would silently drop every resample drawing it
+        raise PermanentError("evaluation: per-example results must be numbers: null or not finite")
     rules: list[RuleResult] = []
     if gate.confidence is not None:
         boot = stats.paired_bootstrap(

@@ -305,8 +305,10 @@ def test_confidence_or_slices_alone_are_applied(fields: dict[str, Any], rules: l
 )
 def test_per_example_checks_without_per_example_results_fail(fields: dict[str, Any]) -> None:
     decision = decide(evaluation({"auc": 0.9}, {"auc": 0.8}), gate(**fields))
-    assert not decision.passed
+    assert decision.passed is False
     missing = rule(decision, "per_example")
+    assert missing.passed is False and missing.metric == "auc"
+    assert (missing.observed, missing.threshold) == (None, None)
     assert missing.detail == (
         "the policy asks for confidence or slice checks, but the evaluation has no "
         "per-example results ('examples')"
@@ -320,6 +322,7 @@ def test_a_metric_without_a_per_example_form_fails_the_gate_and_says_so() -> Non
     decision = decide(doc, gate(primary_metric="f1", confidence=0.9))
     assert not decision.passed
     failed = rule(decision, "per_example")
+    assert failed.passed is False and failed.metric == "f1"
     assert failed.detail.startswith("'f1' cannot be computed from per-example results; known: ")
     assert "accuracy, auc, brier, log_loss, mae, rmse, roc_auc" in failed.detail
 
@@ -333,8 +336,10 @@ def test_a_missing_segment_column_fails_the_gate(segments: dict[str, Any]) -> No
     doc = separable()
     doc["examples"]["segments"] = segments
     decision = decide(doc, gate(slices=[{"column": "region"}]))
-    assert not decision.passed
-    assert rule(decision, "slice").detail == "segment column 'region' missing from examples"
+    assert decision.passed is False
+    missing = rule(decision, "slice")
+    assert missing.detail == "segment column 'region' missing from examples"
+    assert missing.passed is False and missing.metric == "auc"
 
 
 def test_segments_that_are_not_an_object_fail_every_slice() -> None:
@@ -452,6 +457,22 @@ def test_segment_values_are_compared_as_text() -> None:
         (lambda ex: ex.update(challenger_score=None), "examples.challenger_score must be a list"),
         (lambda ex: ex["label"].__setitem__(0, "high"), "per-example results must be numbers"),
         (lambda ex: ex["label"].__setitem__(0, [1]), "per-example results must be numbers"),
+        (
+            lambda ex: ex["challenger_score"].__setitem__(3, None),
+            "per-example results must be numbers: null or not finite",
+        ),
+        (
+            lambda ex: ex["champion_score"].__setitem__(5, "x"),
+            "per-example results must be numbers",
+        ),
+        (  # a null score once became NaN and silently dropped the resamples drawing it
+            lambda ex: ex["champion_score"].__setitem__(5, float("nan")),
+            "per-example results must be numbers: null or not finite",
+        ),
+        (
+            lambda ex: ex["label"].__setitem__(7, float("inf")),
+            "per-example results must be numbers: null or not finite",
+        ),
     ],
 )
 def test_malformed_per_example_results_are_permanent_errors(mutate: Any, problem: str) -> None:
@@ -464,7 +485,7 @@ def test_malformed_per_example_results_are_permanent_errors(mutate: Any, problem
 def test_examples_that_are_not_an_object_are_a_permanent_error() -> None:
     doc = separable()
     doc["examples"] = [1, 2]
-    with pytest.raises(PermanentError, match="'examples' must be an object"):
+    with pytest.raises(PermanentError, match=r"^evaluation: 'examples' must be an object$"):
         decide(doc, gate(slices=[SliceCheck(column="region")]))
 
 
@@ -473,3 +494,38 @@ def test_per_example_rules_need_no_sample_size() -> None:
     del doc["n"]
     decision = decide(doc, gate(confidence=0.9, bootstrap_samples=200))
     assert rule(decision, "confidence").passed
+
+
+def test_a_missing_column_does_not_stop_the_other_slice_checks() -> None:
+    g = gate(slices=[{"column": "absent"}, {"column": "region", "min_samples": 10}])
+    decision = decide(separable(), g)
+    slices = [r for r in decision.rules if r.rule == "slice"]
+    assert slices[0].detail == "segment column 'absent' missing from examples"
+    assert [r.detail.split(" ")[0] for r in slices[1:]] == [
+        "region=east",
+        "region=north",
+        "region=south",
+        "region=west",
+    ]
+
+
+def test_a_small_segment_does_not_stop_the_larger_ones_being_judged() -> None:
+    labels = [float(i % 2) for i in range(90)]
+    region = ["a-small"] * 10 + ["b-large"] * 40 + ["c-large"] * 40
+    decision = decide(
+        examples(labels, labels, labels, region=region),
+        gate(slices=[{"column": "region", "min_samples": 30}]),
+    )
+    slices = [r.detail.split(" ")[0] for r in decision.rules if r.rule == "slice"]
+    assert slices == ["region=b-large", "region=c-large"]
+
+
+def test_a_one_class_segment_does_not_stop_the_later_ones_being_judged() -> None:
+    labels = [0.0, 1.0] * 20 + [1.0] * 20 + [0.0, 1.0] * 20
+    region = ["a"] * 40 + ["b"] * 20 + ["c"] * 40
+    decision = decide(
+        examples(labels, labels, labels, region=region),
+        gate(slices=[{"column": "region", "min_samples": 10}]),
+    )
+    slices = [r.detail.split(" ")[0] for r in decision.rules if r.rule == "slice"]
+    assert slices == ["region=a", "region=c"]

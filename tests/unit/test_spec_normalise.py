@@ -4,6 +4,7 @@ the message a user expects, alerts are deduplicated per firing, and payload text
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -60,7 +61,8 @@ def test_a_missing_required_field_is_a_bad_event_naming_it(kind: str, field: str
     data = event["data"]
     [key] = [k for k in data if k.lower() == field.lower()]
     del data[key]
-    with pytest.raises(BadEvent, match=f"missing '{field[0].lower() + field[1:]}'"):
+    name = field[0].lower() + field[1:]
+    with pytest.raises(BadEvent, match=rf"^{kind} event data: missing '{name}'$"):
         normalise(event)
 
 
@@ -68,7 +70,7 @@ def test_a_missing_required_field_is_a_bad_event_naming_it(kind: str, field: str
 def test_an_alert_without_a_required_field_is_a_bad_event_naming_it(field: str) -> None:
     body = alert(alertRule="credit-drift")
     del body["data"]["essentials"][field]
-    with pytest.raises(BadEvent, match=f"alert.data.essentials: missing '{field}'"):
+    with pytest.raises(BadEvent, match=rf"^alert\.data\.essentials: missing '{field}'$"):
         parse_alert(body, POLICY)
 
 
@@ -76,7 +78,8 @@ def test_an_alert_without_a_required_field_is_a_bad_event_naming_it(field: str) 
 def test_event_data_that_is_not_an_object_is_a_bad_event(kind: str) -> None:
     event = grid(kind)
     event["data"] = ["not", "an", "object"]
-    with pytest.raises(BadEvent, match=f"{AML}{kind} event .*'data' must be an object, got list"):
+    expected = f"{AML}{kind} event '{event['id']}': 'data' must be an object, got list"
+    with pytest.raises(BadEvent, match=f"^{re.escape(expected)}$"):
         normalise(event)
 
 
@@ -312,26 +315,30 @@ def test_a_resolution_is_keyed_by_its_resolution_time_not_the_firing() -> None:
     ("body", "problem"),
     [
         ([], "alert must be a JSON object, got list"),
-        ({"schemaId": "other", "data": {}}, "schemaId must be 'azureMonitorCommonAlertSchema'"),
-        ({"schemaId": "azureMonitorCommonAlertSchema"}, "missing object 'data'"),
+        (
+            {"schemaId": "other", "data": {}},
+            "alert schemaId must be 'azureMonitorCommonAlertSchema', got 'other'",
+        ),
+        ({"schemaId": "azureMonitorCommonAlertSchema"}, "alert: missing object 'data'"),
         (
             {"schemaId": "azureMonitorCommonAlertSchema", "data": {}},
-            "missing object 'data.essentials'",
+            "alert: missing object 'data.essentials'",
         ),
         (
             {"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": "x"}},
-            "'essentials' must be an object, got str",
+            "alert.data: 'essentials' must be an object, got str",
         ),
     ],
 )
 def test_malformed_alerts_are_bad_events(body: Any, problem: str) -> None:
-    with pytest.raises(BadEvent, match=problem):
+    with pytest.raises(BadEvent, match=f"^{re.escape(problem)}$"):
         parse_alert(body, POLICY)
 
 
 def test_a_monitor_condition_other_than_fired_or_resolved_is_a_bad_event() -> None:
     with pytest.raises(
-        BadEvent, match="monitorCondition must be 'Fired' or 'Resolved', got 'Acknowledged'"
+        BadEvent,
+        match=r"^alert: monitorCondition must be 'Fired' or 'Resolved', got 'Acknowledged'$",
     ):
         parse_alert(alert(alertRule="credit-drift", monitorCondition="Acknowledged"), POLICY)
 
@@ -350,7 +357,7 @@ def test_a_monitor_condition_other_than_fired_or_resolved_is_a_bad_event() -> No
 def test_a_field_of_the_wrong_type_or_too_long_is_a_bad_event(value: Any, problem: str) -> None:
     event = payloads.model_registered("credit", "1", {})
     event["data"]["modelVersion"] = value
-    with pytest.raises(BadEvent, match=problem):
+    with pytest.raises(BadEvent, match=f"^ModelRegistered event data: {re.escape(problem)}$"):
         normalise(event)
 
 
@@ -375,7 +382,9 @@ def test_tags_keep_scalars_as_text_and_drop_nested_values() -> None:
 def test_tags_that_are_not_an_object_are_a_bad_event(value: Any) -> None:
     event = payloads.model_registered("credit", "1", {})
     event["data"]["modelTags"] = value
-    with pytest.raises(BadEvent, match="'modelTags' must be an object"):
+    kind = type(value).__name__
+    expected = f"ModelRegistered event data: 'modelTags' must be an object, got {kind}"
+    with pytest.raises(BadEvent, match=f"^{re.escape(expected)}$"):
         normalise(event)
 
 

@@ -529,3 +529,55 @@ def test_a_one_class_segment_does_not_stop_the_later_ones_being_judged() -> None
     )
     slices = [r.detail.split(" ")[0] for r in decision.rules if r.rule == "slice"]
     assert slices == ["region=a", "region=c"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], "evaluation document must be a JSON object"),
+        (
+            {"schema": "other/v9", "challenger": {"metrics": {}}},
+            "evaluation schema 'other/v9' is not autopilot.evaluation/v1",
+        ),
+        ({"champion": None}, "evaluation has no 'challenger' block"),
+        (
+            {"challenger": {"metrics": {"acc": 0.9}}, "champion": {"metrics": {"auc": 0.8}}},
+            "evaluation: challenger has no metric 'auc' required by the gate",
+        ),
+        (
+            {"challenger": {"metrics": {"auc": 0.9}}, "champion": {"metrics": {"acc": 0.8}}},
+            "evaluation: champion has no metric 'auc' required by the gate",
+        ),
+    ],
+)
+def test_a_malformed_document_says_exactly_what_is_wrong(doc: Any, message: str) -> None:
+    with pytest.raises(PermanentError) as raised:
+        decide(doc, gate())
+    assert str(raised.value) == message
+
+
+def test_a_floor_on_a_metric_the_challenger_lacks_names_the_challenger() -> None:
+    doc = evaluation({"auc": 0.9}, None)
+    with pytest.raises(PermanentError) as raised:
+        decide(doc, gate(floors=[{"metric": "recall", "min": 0.5}]))
+    assert str(raised.value) == "evaluation: challenger has no metric 'recall' required by the gate"
+
+
+def test_every_rule_names_its_metric_and_observed_value() -> None:
+    g = gate(
+        primary_metric="mae",
+        direction="minimize",
+        confidence=0.9,
+        bootstrap_samples=200,
+        slices=[{"column": "region", "min_samples": 40}],
+        floors=[{"metric": "mae", "min": 0.0, "max": 0.5}],
+    )
+    doc = slice_doc([1.0] * 40)
+    doc["challenger"]["metrics"]["mae"] = 0.125
+    decision = decide(doc, g)
+    by_rule = {(r.rule, r.detail.split(" ")[0]): r for r in decision.rules}
+    assert {r.metric for r in decision.rules} == {"mae"}
+    floor, ceiling = rule(decision, "floor"), rule(decision, "ceiling")
+    assert (floor.observed, ceiling.observed) == (0.125, 0.125)
+    assert rule(decision, "confidence").metric == "mae"
+    assert by_rule[("slice", "region=north")].metric == "mae"

@@ -581,3 +581,26 @@ def test_every_rule_names_its_metric_and_observed_value() -> None:
     assert (floor.observed, ceiling.observed) == (0.125, 0.125)
     assert rule(decision, "confidence").metric == "mae"
     assert by_rule[("slice", "region=north")].metric == "mae"
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "message"),
+    [
+        (
+            {"auc": 0.9},
+            {"auc": 0.8, "acc": 0.7},
+            "evaluation: challenger has no metric 'acc' required by the gate",
+        ),
+        (
+            {"auc": 0.9, "acc": 0.7},
+            {"auc": 0.8},
+            "evaluation: champion has no metric 'acc' required by the gate",
+        ),
+    ],
+)
+def test_a_guardrail_on_a_missing_metric_names_the_side_that_lacks_it(
+    challenger: dict[str, float], champion: dict[str, float], message: str
+) -> None:
+    with pytest.raises(PermanentError) as raised:
+        decide(evaluation(challenger, champion), gate(guardrails=[{"metric": "acc"}]))
+    assert str(raised.value) == message

@@ -211,3 +211,18 @@ def test_rows_that_decode_verify_as_their_chain() -> None:
     records = chain()
     result = verify_rows(records, lambda r: r, lambda r: r.seq)
     assert result.ok and result.records == 4
+
+
+def test_times_are_written_in_utc_whatever_the_machines_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        moment = datetime(2026, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+        assert format_time(moment) == "2026-01-01T12:00:00.000000+00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -81,13 +81,13 @@ class Bootstrap:
 
 
 def _histogram(diffs: Array) -> tuple[NDArray[np.int64], Array]:
-    """30 bins; differences equal up to rounding get numpy's unit-wide bins for one value
-    (numpy cannot cut a range of a few ulps into 30 finite bins)."""
-    low, high = float(diffs.min()), float(diffs.max())
-    if high - low <= 1e-12 * max(1.0, abs(low), abs(high)):
-        middle = (low + high) / 2
+    """30 bins over the differences' range; differences equal up to rounding (a range of a few
+    ulps numpy cannot cut into 30 finite bins) get numpy's unit-wide range for one value."""
+    try:
+        return np.histogram(diffs, bins=30)
+    except ValueError:
+        middle = (float(diffs.min()) + float(diffs.max())) / 2
         return np.histogram(diffs, bins=30, range=(middle - 0.5, middle + 0.5))
-    return np.histogram(diffs, bins=30)
 
 
 def paired_bootstrap(

@@ -66,15 +66,16 @@ def _reference_interval(
     level: float,
     samples: int,
     seed: int,
-) -> tuple[float, float]:
-    """The percentile interval over ``samples`` paired resamples of all n rows (MAE)."""
+) -> tuple[float, float, float, float]:
+    """The percentile interval over ``samples`` paired resamples of all n rows (MAE), and the
+    smallest and largest difference."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(labels), size=(samples, len(labels)))
     diffs = sign * (
         np.abs(new[idx] - labels[idx]).mean(axis=1) - np.abs(old[idx] - labels[idx]).mean(axis=1)
     )
     low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
+    return float(low), float(high), float(diffs.min()), float(diffs.max())
 
 
 @pytest.mark.parametrize("level", [0.8, 0.9, 0.95, 0.99])
@@ -89,7 +90,7 @@ def test_the_interval_is_the_percentile_interval_at_the_requested_level(
     boot = paired_bootstrap(
         "mae", labels, new, old, sign=-1.0, level=level, samples=samples, seed=3
     )
-    low, high = _reference_interval(labels, new, old, -1.0, level, samples, 3)
+    low, high, smallest, largest = _reference_interval(labels, new, old, -1.0, level, samples, 3)
     assert (boot.low, boot.high) == pytest.approx((low, high), abs=1e-12)
     assert boot.level == level and boot.samples == samples and boot.seed == 3
     assert boot.estimate == pytest.approx(
@@ -98,6 +99,7 @@ def test_the_interval_is_the_percentile_interval_at_the_requested_level(
     edges, counts = boot.histogram
     assert len(counts) == 30 and len(edges) == 31 and sum(counts) == samples
     assert edges[0] <= boot.low <= boot.high <= edges[-1]
+    assert (edges[0], edges[-1]) == pytest.approx((smallest, largest))  # the bins span the range
 
 
 def test_a_wider_level_gives_a_wider_interval() -> None:

@@ -61,6 +61,7 @@ def rolling(world: World, model: str, champion: str) -> Cycle:
     world.platform.champions[model] = champion
     deliver_alert(bus_of(world), payloads.alert(rule=f"{model}-drift"))
     cycle = world.store.list_cycles(model, active_only=True)[0]
+    assert cycle.job_name
     doc = payloads.evaluation(BETTER, CHAMPION, champion_version=champion)
     doc["model"] = model
     world.platform.evaluations[cycle.job_name] = doc

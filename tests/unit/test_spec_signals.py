@@ -55,6 +55,7 @@ def found(world: World, summary: str) -> Any:
 
 def close_by_failure(world: World, model: str = "credit") -> Cycle:
     [cycle] = world.store.list_cycles(model, active_only=True)
+    assert cycle.job_name
     world.platform.finish(cycle.job_name, JobStatus.FAILED, "out of memory")
     from composition.delivery import deliver_azureml
     from shared.envelope import envelope_from_dict
@@ -193,6 +194,7 @@ def test_the_redelivered_trigger_of_an_active_cycle_resumes_it_without_a_second_
     bus = bus_of(world)
     deliver_alert(bus, body)
     message = world.audit.records[-1].caused_by
+    assert message
     bus.handle(DriftSignalled("credit", "alert", "credit-drift", message))
     [cycle] = world.store.list_cycles()
     assert cycle.coalesced == 0
@@ -204,6 +206,7 @@ def test_the_redelivered_trigger_of_a_closed_cycle_is_not_run_again() -> None:
     alert(world)
     closed = close_by_failure(world)
     world.clock.advance(7200)
+    assert closed.caused_by
     bus_of(world).handle(DriftSignalled("credit", "alert", "credit-drift", closed.caused_by))
     assert len(world.store.list_cycles()) == 1
     record = world.audit.records[-1]

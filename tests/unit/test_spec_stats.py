@@ -4,6 +4,7 @@ paired bootstrap's interval (its level, its resampling of every row, its sign)."
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,7 +107,7 @@ def test_a_wider_level_gives_a_wider_interval() -> None:
     rng = np.random.default_rng(2)
     labels = (rng.random(200) < 0.5).astype(float)
     new, old = rng.random(200), rng.random(200)
-    kw = {"sign": 1.0, "samples": 500, "seed": 9}
+    kw: dict[str, Any] = {"sign": 1.0, "samples": 500, "seed": 9}
     narrow = paired_bootstrap("brier", labels, new, old, level=0.8, **kw)
     wide = paired_bootstrap("brier", labels, new, old, level=0.99, **kw)
     assert wide.low < narrow.low < narrow.high < wide.high
@@ -153,7 +154,7 @@ def test_large_samples_are_drawn_in_chunks_without_changing_the_answer() -> None
     labels = rng.normal(0, 1, 40)
     new, old = labels + rng.normal(0, 0.3, 40), labels + rng.normal(0, 0.4, 40)
     args = ("mae", labels, new, old)
-    kw = {"sign": -1.0, "level": 0.9, "samples": 1001, "seed": 8}
+    kw: dict[str, Any] = {"sign": -1.0, "level": 0.9, "samples": 1001, "seed": 8}
     whole = paired_bootstrap(*args, chunk=5000, **kw)
     chunked = paired_bootstrap(*args, **kw)
     assert chunked == whole

@@ -268,7 +268,7 @@ def test_alert_conditions_are_capped_at_fifty() -> None:
     body["data"]["alertContext"]["condition"]["allOf"] = [{"i": i} for i in range(80)]
     body["data"]["alertContext"]["properties"] = {"team": "risk"}
     message = parse_alert(body, POLICY)
-    assert isinstance(message, DriftSignalled)
+    assert isinstance(message, SignalResolved)  # the sample is a resolution
     assert [c["i"] for c in message.evidence["conditions"]] == list(range(50))
     assert message.evidence["properties"] == {"team": "risk"}
 

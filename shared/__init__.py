@@ -1,0 +1,28 @@
+"""The bottom layer: messages, the policy model, ports, the gate, normalisation, settings and
+the service layer, with the adapters in ``shared.adapters``. It imports no other package.
+
+``__all__`` names the modules the other layers use: the package's public surface (checked by
+``tests/unit/test_layers.py``).
+"""
+
+__all__ = [
+    "adapters",
+    "budget",
+    "envelope",
+    "errors",
+    "estimation",
+    "gate",
+    "ground_truth",
+    "json_out",
+    "log_escape",
+    "messagebus",
+    "messages",
+    "model",
+    "normalise",
+    "policy",
+    "policy_check",
+    "ports",
+    "redact",
+    "sequential",
+    "settings",
+]

@@ -129,7 +129,7 @@ class MessageBus:
         self.services = services
         self.event_handlers = event_handlers
         self.command_handlers = command_handlers
-        self.dispatched: list[Message] = []  # every message this bus ran, follow-ups included
+        self.dispatched: list[Message] = []  # what the last ``handle`` ran, follow-ups included
 
     def handle(self, message: Message) -> None:
         """Run the handlers of ``message``, then the follow-up work they recorded.
@@ -140,6 +140,7 @@ class MessageBus:
         guard instead. All of it shares one invocation budget for waits on the cloud
         (``shared.budget``).
         """
+        self.dispatched = []
         with invocation_budget():
             self._dispatch(FollowUp(message), guarded=False)
 

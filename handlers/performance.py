@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # numpy and pydantic stay out of the function app's import (c
 
 log = logging.getLogger(__name__)
 SOURCE = "estimated_performance"
+SERIES = "estimate_vs_realised"  # marks the audit records the console plots
 MAX_ROWS = 1_000_000  # newest rows read per window
 MIN_LABELLED = 30  # labelled rows needed for a realised value
 MAX_CYCLES_SEARCHED = 20  # newest cycles searched for the champion's evaluation
@@ -156,7 +157,7 @@ def _breach(
 
     result = estimate(ref.calibrator, scores, threshold=spec.decision_threshold)
     value = result.metric(spec.metric).value
-    truth = _realised(svc, model, spec, start, now, value, result.metric(spec.metric))
+    truth = _realised(svc, model, spec, (start, now), result.metric(spec.metric), ref.value)
     reasons = []
     if spec.threshold is not None and value < spec.threshold:
         reasons.append(f"estimated {spec.metric} {value:.4f} < threshold {spec.threshold:g}")
@@ -189,13 +190,15 @@ def _realised(
     svc: Services,
     model: str,
     spec: EstimatedPerformance,
-    start: datetime,
-    end: datetime,
-    estimated: float,
+    window: tuple[datetime, datetime],
     interval: Any,
+    reference: float,
 ) -> dict[str, Any] | None:
     """With a ``ground_truth`` source: the metric realised on the window's labelled rows,
-    audited next to the estimate (so users can see how far to trust it)."""
+    audited next to the estimate (so users can see how far to trust it; the console plots
+    these records, marked ``series: estimate_vs_realised``, on the model's page)."""
+    start, end = window
+    estimated = float(interval.value)
     if not spec.ground_truth:
         return None
     from pathlib import Path
@@ -231,7 +234,14 @@ def _realised(
         f"estimated {spec.metric} {estimated:.4f} vs realised {value:.4f}",
         model=model,
         reason=f"{len(labelled.labels)} labelled rows from {spec.ground_truth}",
-        evidence={"metric": spec.metric, "window": [start.isoformat(), end.isoformat()], **truth},
+        evidence={
+            "source": SOURCE,
+            "series": SERIES,
+            "metric": spec.metric,
+            "window": [start.isoformat(), end.isoformat()],
+            "reference": round(reference, 6),
+            **truth,
+        },
     )
     return truth
 

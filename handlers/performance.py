@@ -27,7 +27,8 @@ from shared.model import Cycle, CycleState
 from shared.ports import Claim
 
 if TYPE_CHECKING:  # numpy and pydantic stay out of the function app's import (cold start)
-    from shared.estimation import Calibrator
+    from shared.estimation import Calibrator, Estimate
+    from shared.loss_estimation import LossEstimate, LossModel
     from shared.policy import EstimatedPerformance
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ MAX_CYCLES_SEARCHED = 20  # newest cycles searched for the champion's evaluation
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    calibrator: Calibrator
+    fitted: Calibrator | LossModel  # CBPE's calibration or DLE's loss model
     value: float  # the metric realised on the reference set
     job: str
 
@@ -48,18 +49,44 @@ class Reference:
 def _reference(
     examples: dict[str, Any], score_key: str, spec: EstimatedPerformance, job: str
 ) -> Reference | None:
+    """Fit the estimator on an evaluation's per-example labels (targets) and scores
+    (predictions); None when they are missing or cannot support an estimate."""
     from shared.estimation import EstimationError, fit_isotonic, realised
+    from shared.loss_estimation import fit_loss_model, realised_loss
 
     labels, scores = examples.get("label"), examples.get(score_key)
     if not isinstance(labels, list) or not isinstance(scores, list) or not labels:
         return None
     try:
-        calibrator = fit_isotonic(scores, labels)
-        value = realised(scores, labels, spec.decision_threshold)[spec.metric]
-    except EstimationError as exc:
-        log.warning("evaluation of %s cannot calibrate an estimate: %s", job, exc)
+        fitted: Calibrator | LossModel
+        if spec.is_loss:
+            fitted = fit_loss_model(scores, labels)
+            value = realised_loss(scores, labels)[spec.metric]
+        else:
+            fitted = fit_isotonic(scores, labels)
+            value = realised(scores, labels, spec.decision_threshold)[spec.metric]
+    except (EstimationError, TypeError) as exc:
+        log.warning("evaluation of %s cannot fit an estimate: %s", job, exc)
         return None
-    return Reference(calibrator, value, job)
+    return Reference(fitted, value, job)
+
+
+def _estimate(
+    ref: Reference, scores: list[float], spec: EstimatedPerformance
+) -> Estimate | LossEstimate:
+    """CBPE or DLE, as the policy's metric asks."""
+    from shared.estimation import Calibrator, estimate
+    from shared.loss_estimation import estimate_loss
+
+    if isinstance(ref.fitted, Calibrator):
+        return estimate(ref.fitted, scores, threshold=spec.decision_threshold)
+    return estimate_loss(ref.fitted, scores)
+
+
+def worse_by(spec: EstimatedPerformance, baseline: float, value: float) -> float:
+    """How much worse ``value`` is than ``baseline`` (positive = worse): a score falling, a loss
+    rising."""
+    return value - baseline if spec.is_loss else baseline - value
 
 
 def _evaluation(svc: Services, job: str) -> dict[str, Any]:
@@ -153,18 +180,23 @@ def _breach(
     if ref is None:
         log.info("%s: no champion evaluation with per-example scores to calibrate", model)
         return None
-    from shared.estimation import estimate
-
-    result = estimate(ref.calibrator, scores, threshold=spec.decision_threshold)
+    result = _estimate(ref, scores, spec)
     value = result.metric(spec.metric).value
     truth = _realised(svc, model, spec, (start, now), result.metric(spec.metric), ref.value)
     reasons = []
-    if spec.threshold is not None and value < spec.threshold:
-        reasons.append(f"estimated {spec.metric} {value:.4f} < threshold {spec.threshold:g}")
-    if spec.max_drop is not None and ref.value - value > spec.max_drop:
+    if spec.threshold is not None and worse_by(spec, spec.threshold, value) > 0:
+        side = ">" if spec.is_loss else "<"
+        reasons.append(f"estimated {spec.metric} {value:.4f} {side} threshold {spec.threshold:g}")
+    worse = worse_by(spec, ref.value, value)
+    if spec.max_drop is not None and worse > spec.max_drop:
         reasons.append(
-            f"estimated {spec.metric} {value:.4f} is {ref.value - value:.4f} under the "
+            f"estimated {spec.metric} {value:.4f} is {worse:.4f} under the "
             f"reference {ref.value:.4f} (max_drop {spec.max_drop:g})"
+        )
+    if spec.max_increase is not None and worse > spec.max_increase:
+        reasons.append(
+            f"estimated {spec.metric} {value:.4f} is {worse:.4f} over the "
+            f"reference {ref.value:.4f} (max_increase {spec.max_increase:g})"
         )
     if not reasons:
         log.info("%s: estimated %s %.4f within policy", model, spec.metric, value)
@@ -205,16 +237,22 @@ def _realised(
 
     from shared.estimation import EstimationError, realised
     from shared.ground_truth import read_window
+    from shared.loss_estimation import realised_loss
 
     try:
-        labelled = read_window(Path(spec.ground_truth), start, end)
+        labelled = read_window(Path(spec.ground_truth), start, end, binary=not spec.is_loss)
     except OSError as exc:
         log.warning("%s: ground truth %s unreadable: %s", model, spec.ground_truth, exc)
         return None
-    if len(labelled.labels) < MIN_LABELLED or len(set(labelled.labels)) < 2:
+    one_class = not spec.is_loss and len(set(labelled.labels)) < 2
+    if len(labelled.labels) < MIN_LABELLED or one_class:
         return {"rows": len(labelled.labels), "value": None}
     try:
-        value = realised(labelled.scores, labelled.labels, spec.decision_threshold)[spec.metric]
+        value = (
+            realised_loss(labelled.scores, labelled.labels)
+            if spec.is_loss
+            else realised(labelled.scores, labelled.labels, spec.decision_threshold)
+        )[spec.metric]
     except EstimationError:
         return None
     truth = {
@@ -288,11 +326,9 @@ def guard(
             "skip",
             f"{len(new_scores)}/{len(live_scores)} scored rows (new/live) < {est.min_rows}",
         )
-    from shared.estimation import estimate
-
     metric = est.metric
-    mine = estimate(new_ref.calibrator, new_scores, threshold=est.decision_threshold)
-    theirs = estimate(live_ref.calibrator, live_scores, threshold=est.decision_threshold)
+    mine = _estimate(new_ref, new_scores, est)
+    theirs = _estimate(live_ref, live_scores, est)
     a, b = mine.metric(metric).value, theirs.metric(metric).value
     evidence = {
         "metric": metric,
@@ -300,9 +336,10 @@ def guard(
         "live": {"deployment": live_dep, **theirs.metric(metric).as_dict(), "rows": theirs.rows},
         "tolerance": est.guard_tolerance,
     }
-    if b - a > est.guard_tolerance:
+    if worse_by(est, b, a) > est.guard_tolerance:
         why = (
-            f"estimated {metric} {a:.4f} is {b - a:.4f} under live's {b:.4f} "
+            f"estimated {metric} {a:.4f} is {worse_by(est, b, a):.4f} "
+            f"{'over' if est.is_loss else 'under'} live's {b:.4f} "
             f"(tolerance {est.guard_tolerance:g})"
         )
         return GuardVerdict("breach", why, evidence)

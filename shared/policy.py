@@ -65,22 +65,27 @@ class MonitorBinding(_Strict):
 
 
 class EstimatedPerformance(_Strict):
-    """Label-free performance estimate (CBPE, ``shared.estimation``) on the scored-input log.
+    """Label-free performance estimate on the scored-input log: CBPE for binary classifiers
+    (``shared.estimation``; metric auc, accuracy or f1), DLE for regression models
+    (``shared.loss_estimation``; metric mae or rmse, lower is better).
 
-    A trigger: every ``check_every``, the last ``window`` of live traffic is estimated; below
-    ``threshold``, or more than ``max_drop`` under the reference (the champion's evaluation),
-    it is a drift signal. A guard: during canary steps and the watch period, a new deployment
-    whose estimate is more than ``guard_tolerance`` under live's fails the step.
+    A trigger: every ``check_every``, the last ``window`` of live traffic is estimated; worse
+    than ``threshold``, or worse than the reference (the champion's evaluation) by more than
+    ``max_drop`` (a score falling) or ``max_increase`` (a loss rising), it is a drift signal.
+    A guard: during canary steps and the watch period, a new deployment whose estimate is worse
+    than live's by more than ``guard_tolerance`` fails the step.
     """
 
-    metric: Literal["auc", "accuracy", "f1"] = "auc"
-    threshold: float | None = Field(default=None, ge=0, le=1)
+    method: Literal["cbpe", "dle"] | None = None  # None: from the metric
+    metric: Literal["auc", "accuracy", "f1", "mae", "rmse"] = "auc"
+    threshold: float | None = Field(default=None, ge=0)
     max_drop: float | None = Field(default=None, ge=0, le=1)
+    max_increase: float | None = Field(default=None, ge=0)
     window: Duration = 3600.0
     min_rows: int = Field(default=500, ge=30, le=10_000_000)
     check_every: Duration = 600.0
     decision_threshold: float = Field(default=0.5, gt=0, lt=1)  # score >= this predicts 1
-    guard_tolerance: float | None = Field(default=0.02, ge=0, le=1)  # None: no guard
+    guard_tolerance: float | None = Field(default=0.02, ge=0)  # None: no guard
     # labels that arrived later (CSV/JSONL with time, score, label): realised vs estimated
     ground_truth: str | None = Field(default=None, min_length=1)
 
@@ -89,13 +94,56 @@ class EstimatedPerformance(_Strict):
     def _app_relative(cls, value: str | None) -> str | None:
         return str(app_path(value)) if value else value
 
+    @property
+    def is_loss(self) -> bool:
+        """Regression loss (DLE): lower is better."""
+        return self.metric in LOSS_METRICS
+
     @model_validator(mode="after")
     def _has_a_bound(self) -> EstimatedPerformance:
-        if self.threshold is None and self.max_drop is None:
-            raise ValueError("give 'threshold' (absolute) or 'max_drop' (under the reference)")
+        method = "dle" if self.is_loss else "cbpe"
+        if self.method is not None and self.method != method:
+            raise ValueError(
+                f"method {self.method!r} does not estimate {self.metric!r}: "
+                + (
+                    "dle (regression) estimates mae or rmse"
+                    if self.method == "dle"
+                    else "cbpe (binary classifiers) estimates auc, accuracy or f1"
+                )
+            )
+        if self.is_loss:
+            if self.max_drop is not None:
+                raise ValueError(
+                    f"{self.metric} is a loss (lower is better): give 'max_increase' over the "
+                    "reference, not 'max_drop'"
+                )
+            if self.threshold is None and self.max_increase is None:
+                raise ValueError(
+                    "give 'threshold' (the highest acceptable "
+                    f"{self.metric}) or 'max_increase' (over the reference)"
+                )
+        else:
+            if self.max_increase is not None:
+                raise ValueError(
+                    f"'max_increase' is for a loss (mae, rmse); {self.metric} falls when the "
+                    "model gets worse: give 'max_drop'"
+                )
+            if self.threshold is None and self.max_drop is None:
+                raise ValueError("give 'threshold' (absolute) or 'max_drop' (under the reference)")
+            for name in ("threshold", "guard_tolerance"):
+                value = getattr(self, name)
+                if value is not None and value > 1:
+                    raise ValueError(f"'{name}' {value:g}: {self.metric} lies in [0, 1]")
         if self.window <= 0 or self.check_every <= 0:
             raise ValueError("'window' and 'check_every' must be longer than 0s")
         return self
+
+    @property
+    def estimator(self) -> str:
+        return "dle" if self.is_loss else "cbpe"
+
+
+LOSS_METRICS = ("mae", "rmse")
 
 
 class Signals(_Strict):

@@ -140,6 +140,9 @@ def test_estimation_on_tiny_data(tmp_path: Path) -> None:
         {**document, "results": {"estimation": result}}
     )
     assert estimation.THRESHOLD == 0.25
+    dle = result["dle"]["accuracy"]
+    assert dle["windows"] == 10 and dle["mean_relative_error"]["mae"] < 0.05
+    assert "Regression (DLE)" in render({**document, "results": {"estimation": result}})
 
 
 @pytest.mark.skipif(
@@ -152,6 +155,8 @@ def test_estimation_agrees_with_nannyml_where_defined_alike() -> None:
     nanny = result["nannyml"]
     assert max(nanny["max_abs_difference"].values()) < 0.01
     assert nanny["speed_s"]["median"] > 0
+    theirs = result["dle"]["nannyml"]  # same information (the prediction), another loss model
+    assert max(theirs["max_relative_difference"].values()) < 0.02
 
 
 def test_rollout_judges_on_a_few_simulated_steps() -> None:

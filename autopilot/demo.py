@@ -289,8 +289,10 @@ def run_demo(
             key=service.key,
             window_s=6.0,
             min_samples=1000,
+            estimate=_estimate_signal(data_dir / "platform", MODEL),  # None: no estimate
         )
         threading.Thread(target=monitor.run, args=(1.0, monitor_stop), daemon=True).start()
+        monitor_estimate: dict[str, Any] | None = None
         if silent:
             say("5. the drift monitor watches the same traffic; the service estimates AUC from")
             say("   the scores alone every 3 s (no labels) and compares it with v1's evaluation:")
@@ -301,6 +303,9 @@ def run_demo(
                 f"{trigger.get('estimate')} {trigger.get('interval')} vs reference "
                 f"{trigger.get('reference')}; drift alert fired: {monitor.firing}"
             )
+            seen = monitor.check().estimate  # the monitor's report of the same kind of window
+            monitor_estimate = seen.to_json() if seen else None
+            say(f"   drift monitor: {seen.summary() if seen else 'no estimate'}")
         else:
             progress.wait_for(lambda: monitor.firing, 60, "the drift alert")
             say("5. drift monitor fired an Azure Monitor alert; the rule fires twice more:")
@@ -354,6 +359,7 @@ def run_demo(
                 "server_errors": traffic.server_errors,
             },
             "seconds": round(time.monotonic() - started, 1),
+            "monitor_estimate": monitor_estimate,
         }
         (data_dir / "demo-result.json").write_text(json.dumps(result, indent=2))
         say(f"\nresult: cycle {cycle} {final} ({expectation}) in {time.monotonic() - started:.0f}s")
@@ -399,6 +405,23 @@ def _ensure_v1(progress: Progress, service: LocalService, platform: Any) -> str:
     if _state(progress, cycle) != "PROMOTED":
         raise DemoFailed(f"v1 cycle ended {_state(progress, cycle)}")
     return str(platform.champion_version(MODEL, MODEL))
+
+
+def _estimate_signal(platform_dir: Path, endpoint: str) -> Any:
+    """The drift monitor's estimate signal, calibrated like the service's check (the
+    champion's evaluation), when the policy asks for an estimate; else None."""
+    from embedded.estimate_monitor import EstimateSignal
+    from functions import runtime
+    from handlers.performance import champion_reference
+
+    services = runtime.current().services
+    spec = services.policy.models[MODEL].signals.estimated_performance
+    ref = champion_reference(services, MODEL, spec) if spec else None
+    if spec is None or ref is None:
+        return None
+    return EstimateSignal(
+        platform_dir, endpoint=endpoint, spec=spec, fitted=ref.fitted, reference=ref.value
+    )
 
 
 def _make_training_worse(policy_path: Path) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedded.endpoint import telemetry_path
+from embedded.estimate_monitor import EstimateReport, EstimateSignal
 from embedded.events import SUBSCRIPTION, WORKSPACE_ID, Poster, urllib_post, utc_iso
 from embedded.files import read_json, write_json_atomic
 from embedded.telemetry import TelemetryStore
@@ -574,6 +576,7 @@ class DriftCheck:
     delivered: bool | None = None
     status: int | None = None
     error: str = ""
+    estimate: EstimateReport | None = None  # the label-free estimate of the same window
 
 
 class DriftMonitor:
@@ -602,7 +605,9 @@ class DriftMonitor:
         rule: str | None = None,
         post: Poster | None = None,
         timeout_s: float = 10.0,
+        estimate: EstimateSignal | None = None,
     ) -> None:
+        self.estimate = estimate
         self.data_dir = data_dir.resolve()
         self.model = model
         self.endpoint = endpoint
@@ -659,10 +664,17 @@ class DriftMonitor:
         return False, status, f"HTTP {status}"
 
     def check(self, end: datetime | None = None, start: datetime | None = None) -> DriftCheck:
-        """Check the window ending at ``end`` (default now); fire or resolve as needed."""
+        """Check the window ending at ``end`` (default now); fire or resolve as needed; with an
+        ``estimate`` signal, report the label-free estimate of the same window too."""
+        end = end or datetime.now(UTC)
+        start = start or end - timedelta(seconds=self.window_s)
+        result = self._check_drift(end, start)
+        if self.estimate is None:
+            return result
+        return dataclasses.replace(result, estimate=self.estimate.evaluate(start, end))
+
+    def _check_drift(self, end: datetime, start: datetime) -> DriftCheck:
         with self._lock:
-            end = end or datetime.now(UTC)
-            start = start or end - timedelta(seconds=self.window_s)
             report = self.evaluate(start, end)
             if not report.enough_data:
                 return DriftCheck(report, "insufficient-data")
@@ -727,6 +739,8 @@ class DriftMonitor:
                     result.report.n,
                     ", ".join(result.report.drifted_features) or "none",
                 )
+                if result.estimate is not None:
+                    log.info("drift check %s: %s", self.rule, result.estimate.summary())
             except Exception:
                 log.exception("drift check %s failed", self.rule)
             stop.wait(interval_s)

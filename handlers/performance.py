@@ -75,18 +75,9 @@ def _estimate(
     ref: Reference, scores: list[float], spec: EstimatedPerformance
 ) -> Estimate | LossEstimate:
     """CBPE or DLE, as the policy's metric asks."""
-    from shared.estimation import Calibrator, estimate
-    from shared.loss_estimation import estimate_loss
+    from shared.loss_estimation import estimate_with
 
-    if isinstance(ref.fitted, Calibrator):
-        return estimate(ref.fitted, scores, threshold=spec.decision_threshold)
-    return estimate_loss(ref.fitted, scores)
-
-
-def worse_by(spec: EstimatedPerformance, baseline: float, value: float) -> float:
-    """How much worse ``value`` is than ``baseline`` (positive = worse): a score falling, a loss
-    rising."""
-    return value - baseline if spec.is_loss else baseline - value
+    return estimate_with(ref.fitted, scores, threshold=spec.decision_threshold)
 
 
 def _evaluation(svc: Services, job: str) -> dict[str, Any]:
@@ -183,21 +174,7 @@ def _breach(
     result = _estimate(ref, scores, spec)
     value = result.metric(spec.metric).value
     truth = _realised(svc, model, spec, (start, now), result.metric(spec.metric), ref.value)
-    reasons = []
-    if spec.threshold is not None and worse_by(spec, spec.threshold, value) > 0:
-        side = ">" if spec.is_loss else "<"
-        reasons.append(f"estimated {spec.metric} {value:.4f} {side} threshold {spec.threshold:g}")
-    worse = worse_by(spec, ref.value, value)
-    if spec.max_drop is not None and worse > spec.max_drop:
-        reasons.append(
-            f"estimated {spec.metric} {value:.4f} is {worse:.4f} under the "
-            f"reference {ref.value:.4f} (max_drop {spec.max_drop:g})"
-        )
-    if spec.max_increase is not None and worse > spec.max_increase:
-        reasons.append(
-            f"estimated {spec.metric} {value:.4f} is {worse:.4f} over the "
-            f"reference {ref.value:.4f} (max_increase {spec.max_increase:g})"
-        )
+    reasons = spec.breaches(value, ref.value)
     if not reasons:
         log.info("%s: estimated %s %.4f within policy", model, spec.metric, value)
         return None
@@ -336,9 +313,9 @@ def guard(
         "live": {"deployment": live_dep, **theirs.metric(metric).as_dict(), "rows": theirs.rows},
         "tolerance": est.guard_tolerance,
     }
-    if worse_by(est, b, a) > est.guard_tolerance:
+    if est.worse_by(b, a) > est.guard_tolerance:
         why = (
-            f"estimated {metric} {a:.4f} is {worse_by(est, b, a):.4f} "
+            f"estimated {metric} {a:.4f} is {est.worse_by(b, a):.4f} "
             f"{'over' if est.is_loss else 'under'} live's {b:.4f} "
             f"(tolerance {est.guard_tolerance:g})"
         )

@@ -27,7 +27,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared.estimation import EstimationError, FloatArray, Interval, Z, _finite
+from shared.estimation import (
+    Calibrator,
+    Estimate,
+    EstimationError,
+    FloatArray,
+    Interval,
+    Z,
+    _finite,
+    estimate,
+)
 
 LossMetric = Literal["mae", "rmse"]
 LOSS_METRICS: tuple[LossMetric, ...] = ("mae", "rmse")
@@ -131,3 +140,12 @@ def realised_loss(predictions: Any, targets: Any) -> dict[str, float]:
         raise EstimationError("predictions and targets differ in length")
     err = p - y
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+
+
+def estimate_with(
+    fitted: Calibrator | LossModel, scores: Any, *, threshold: float = 0.5
+) -> Estimate | LossEstimate:
+    """CBPE with a calibration, DLE with a loss model (``threshold``: CBPE's decision cut)."""
+    if isinstance(fitted, Calibrator):
+        return estimate(fitted, scores, threshold=threshold)
+    return estimate_loss(fitted, scores)

@@ -138,9 +138,32 @@ class EstimatedPerformance(_Strict):
             raise ValueError("'window' and 'check_every' must be longer than 0s")
         return self
 
-    @property
-    def estimator(self) -> str:
-        return "dle" if self.is_loss else "cbpe"
+    def worse_by(self, baseline: float, value: float) -> float:
+        """How much worse ``value`` is than ``baseline`` (positive = worse): a score falling,
+        a loss rising."""
+        return value - baseline if self.is_loss else baseline - value
+
+    def breaches(self, value: float, reference: float) -> list[str]:
+        """Why an estimate ``value`` breaches this policy (none: within it), against the
+        reference value (the champion's evaluation)."""
+        reasons = []
+        if self.threshold is not None and self.worse_by(self.threshold, value) > 0:
+            side = ">" if self.is_loss else "<"
+            reasons.append(
+                f"estimated {self.metric} {value:.4f} {side} threshold {self.threshold:g}"
+            )
+        worse = self.worse_by(reference, value)
+        if self.max_drop is not None and worse > self.max_drop:
+            reasons.append(
+                f"estimated {self.metric} {value:.4f} is {worse:.4f} under the "
+                f"reference {reference:.4f} (max_drop {self.max_drop:g})"
+            )
+        if self.max_increase is not None and worse > self.max_increase:
+            reasons.append(
+                f"estimated {self.metric} {value:.4f} is {worse:.4f} over the "
+                f"reference {reference:.4f} (max_increase {self.max_increase:g})"
+            )
+        return reasons
 
 
 LOSS_METRICS = ("mae", "rmse")

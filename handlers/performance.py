@@ -210,15 +210,14 @@ def _realised(
     estimated = float(interval.value)
     if not spec.ground_truth:
         return None
-    from pathlib import Path
-
     from shared.estimation import EstimationError, realised
-    from shared.ground_truth import read_window
+    from shared.ground_truth import GroundTruthReader
     from shared.loss_estimation import realised_loss
 
+    reader = svc.labels or GroundTruthReader()
     try:
-        labelled = read_window(Path(spec.ground_truth), start, end, binary=not spec.is_loss)
-    except OSError as exc:
+        labelled = reader.read(spec.ground_truth, start, end, binary=not spec.is_loss)
+    except (OSError, TransientError) as exc:  # the estimate still counts; the next check retries
         log.warning("%s: ground truth %s unreadable: %s", model, spec.ground_truth, exc)
         return None
     one_class = not spec.is_loss and len(set(labelled.labels)) < 2

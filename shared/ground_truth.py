@@ -1,10 +1,12 @@
 """Labels that arrived later: realised performance for a window, to set against the estimate.
 
 A ``ground_truth`` file (CSV with a header, or JSONL) has one row per scored request row that
-got its label: ``time`` (ISO 8601 or epoch seconds), ``score`` (the positive-class score served;
-for a regression model the prediction) and ``label`` (0 or 1; for a regression model the true
-value). The path comes from the policy, never from an event; rows that do not parse are skipped
-and counted.
+got its label: ``time`` (ISO 8601 or epoch seconds), ``score`` (the positive-class score
+served; for a regression model the prediction) and ``label`` (0 or 1; for a regression model
+the true value). It is a local file, or on Azure a path in the workspace blob datastore,
+``azureml://datastores/workspaceblobstore/paths/<file, or folder ending in />``
+(``shared.adapters.ground_truth_blob``). The path comes from the policy, never from an event;
+rows that do not parse are skipped and counted.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import io
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +103,40 @@ def select(
             "ground truth %s: skipped %d row(s) without time, score and label", where, skipped
         )
     return Labelled(scores, labels, skipped)
+
+
+DATASTORE_URI = re.compile(
+    r"^azureml://datastores/(?P<store>[A-Za-z0-9_]{1,255})/paths/(?P<path>.+)$"
+)
+WORKSPACE_DATASTORE = "workspaceblobstore"
+
+
+def datastore_path(source: str) -> tuple[str, str] | None:
+    """``(datastore, path)`` of an ``azureml://datastores/<name>/paths/<path>`` URI, else None."""
+    match = DATASTORE_URI.match(source)
+    return (match["store"], match["path"]) if match else None
+
+
+class LabelReader(Protocol):
+    def read(self, path: str, start: datetime, end: datetime, *, binary: bool) -> Labelled: ...
+
+
+class GroundTruthReader:
+    """Reads a policy's ``ground_truth``: a local file, or a datastore path through ``blob``
+    (the workspace blob datastore's reader; None where none is configured)."""
+
+    def __init__(self, blob: LabelReader | None = None) -> None:
+        self._blob = blob
+
+    @property
+    def blob(self) -> LabelReader | None:
+        """The datastore reader (None: only local files can be read)."""
+        return self._blob
+
+    def read(self, source: str, start: datetime, end: datetime, *, binary: bool) -> Labelled:
+        found = datastore_path(source)
+        if found is None:
+            return read_window(Path(source), start, end, binary=binary)
+        if self._blob is None:
+            raise OSError(f"{source}: no blob datastore container is configured to read it from")
+        return self._blob.read(found[1], start, end, binary=binary)

@@ -92,7 +92,28 @@ class EstimatedPerformance(_Strict):
     @field_validator("ground_truth")
     @classmethod
     def _app_relative(cls, value: str | None) -> str | None:
-        return str(app_path(value)) if value else value
+        """A local path (relative: from the app root) or a workspace blob datastore path."""
+        from shared.ground_truth import WORKSPACE_DATASTORE, datastore_path
+
+        if not value:
+            return value
+        if not value.lower().startswith("azureml:"):
+            return str(app_path(value))
+        found = datastore_path(value)
+        if found is None:
+            raise ValueError(
+                f"{value!r}: a datastore path is azureml://datastores/{WORKSPACE_DATASTORE}/"
+                "paths/<file.csv|file.jsonl|folder/>"
+            )
+        store, path = found
+        if store != WORKSPACE_DATASTORE:
+            raise ValueError(
+                f"datastore {store!r}: only {WORKSPACE_DATASTORE} (the container of "
+                "AUTOPILOT_COLLECTOR_CONTAINER_URL) is read"
+            )
+        if ".." in path.split("/") or path.startswith("/"):
+            raise ValueError(f"{path!r}: a path inside the datastore, without '..'")
+        return value
 
     @property
     def is_loss(self) -> bool:

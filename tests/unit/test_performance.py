@@ -483,3 +483,44 @@ def test_policy_validate_explains_the_regression_fields(
     with pytest.raises(PolicyError, match=re.escape(message)) as info:
         make_policy(signals__estimated_performance=block)
     assert "estimated_performance" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("azureml://datastores/labels/paths/x.csv", "only workspaceblobstore"),
+        ("azureml://datastores/workspaceblobstore/paths/../secrets.csv", "without '..'"),
+        ("azureml://subscriptions/s/x.csv", "a datastore path is azureml://datastores/"),
+    ],
+)
+def test_policy_validate_explains_a_ground_truth_datastore_path(source: str, message: str) -> None:
+    from shared.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        make_policy(signals__estimated_performance={**ESTIMATE, "ground_truth": source})
+    fine = "azureml://datastores/workspaceblobstore/paths/labels/credit/"
+    policy = make_policy(signals__estimated_performance={**ESTIMATE, "ground_truth": fine})
+    est = policy.models["credit"].signals.estimated_performance
+    assert est is not None and est.ground_truth == fine  # kept as written, not a local path
+
+
+def test_a_datastore_ground_truth_on_azure_needs_the_datastore_container(tmp_path: Any) -> None:
+    from composition.wiring import build_labels
+    from shared.adapters.ground_truth_blob import BlobGroundTruth
+    from shared.errors import SettingsError
+    from shared.settings import AppSettings, AzureSettings
+
+    source = "azureml://datastores/workspaceblobstore/paths/labels/"
+    policy = make_policy(signals__estimated_performance={**ESTIMATE, "ground_truth": source})
+    azure = AppSettings(data_dir=tmp_path, policy_path=None, platform="azure")
+    with pytest.raises(SettingsError, match="AUTOPILOT_COLLECTOR_CONTAINER_URL"):
+        build_labels(azure, policy)
+    url = "https://acct.blob.core.windows.net/azureml-blobstore-0000"
+    configured = AppSettings(
+        data_dir=tmp_path,
+        policy_path=None,
+        platform="azure",
+        azure=AzureSettings(collector_container_url=url),
+    )
+    assert isinstance(build_labels(configured, policy).blob, BlobGroundTruth)
+    assert build_labels(azure, make_policy()).blob is None  # local files need nothing

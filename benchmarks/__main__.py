@@ -152,10 +152,48 @@ def main(argv: list[str] | None = None) -> int:
         document["profiles"] = _profile(args.profile, names, args.quick)
     document["duration_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    merged = merge(_previous(args.out), document)
+    args.out.write_text(json.dumps(merged, indent=2, default=str) + "\n")
     print(render(document))
-    print(f"\nresults: {args.out}")
+    print(f"\nresults: {args.out} (updated: {', '.join(results)})")
     return 0
+
+
+def _previous(path: Path) -> dict[str, Any] | None:
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def merge(previous: dict[str, Any] | None, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` written over ``previous``: the benchmarks run now replace theirs, every
+    other benchmark's results stay; ``runs`` says when and how each one was last measured."""
+    run = {
+        key: document[key]
+        for key in ("started", "quick", "machine", "load_avg_at_end", "duration_s")
+        if key in document
+    }
+    if previous is None or not isinstance(previous.get("results"), dict):
+        merged = dict(document)
+        merged["runs"] = {name: run for name in document["results"]}
+        return merged
+    merged = {**previous, **document}
+    merged["results"] = {**previous["results"], **document["results"]}
+    earlier = previous.get("runs")
+    runs = dict(earlier) if isinstance(earlier, dict) else {}
+    for name in previous["results"]:  # measured before runs were kept: the old run's notes
+        runs.setdefault(
+            name,
+            {
+                key: previous[key]
+                for key in ("started", "quick", "machine", "load_avg_at_end", "duration_s")
+                if key in previous
+            },
+        )
+    merged["runs"] = {**runs, **{name: run for name in document["results"]}}
+    return merged
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ them, so importing the platform adapter costs the service's cold start almost no
 __all__ = [
     "drift",
     "endpoint",
+    "estimate_monitor",
     "metrics",
     "platform",
 ]

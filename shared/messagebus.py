@@ -30,6 +30,7 @@ from shared.ports import (
     AuditLog,
     Clock,
     EventPublisher,
+    GroundTruth,
     LogQueries,
     Metrics,
     MLPlatform,
@@ -79,6 +80,7 @@ class Services:
     logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
     wakeups: Wakeups | None = None  # one-shot reconcile at a due time (local host only)
     scored: ScoredLog | None = None  # scores served to live traffic, for estimated_performance
+    labels: GroundTruth | None = None  # late labels (ground_truth); None: local files only
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)

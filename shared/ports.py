@@ -10,6 +10,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from shared.ground_truth import Labelled
 from shared.model import (
     AuditEntry,
     AuditRecord,
@@ -208,4 +209,13 @@ class ScoredLog(Protocol):
     ) -> list[float]:
         """Positive-class scores of live (not mirrored) rows with ``start <= time < end``,
         the newest ``limit`` of them; ``deployment`` None means every deployment."""
+        ...
+
+
+class GroundTruth(Protocol):
+    """Labels that arrived later (``estimated_performance.ground_truth``)."""
+
+    def read(self, source: str, start: datetime, end: datetime, *, binary: bool) -> Labelled:
+        """Scores and labels of ``source``'s rows with ``start <= time < end``; OSError when
+        the source cannot be read, TransientError when its store is briefly unavailable."""
         ...

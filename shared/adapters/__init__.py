@@ -9,6 +9,7 @@ __all__ = [
     "azure_monitor",
     "collector_blob",
     "eventgrid_publisher",
+    "ground_truth_blob",
     "outbox",
     "sqlite_audit",
     "sqlite_store",

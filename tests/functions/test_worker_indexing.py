@@ -58,6 +58,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "console_page": http("console", "GET", "ANONYMOUS"),
     "list_models": http("models", "GET"),
     "verify_audit": http("audit/verify", "GET"),
+    "model_estimates": http("models/{model}/estimates", "GET"),
 }
 
 

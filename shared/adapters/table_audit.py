@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared import retry as retries
-from shared.adapters.table_store import Entity, Row, Tables, get_text, odata, put_text
+from shared.adapters.tables import Entity, Row, Tables, get_text, odata, put_text
 from shared.audit_chain import GENESIS, format_time, seal, verify_rows
 from shared.errors import TransientError
 from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult

@@ -149,10 +149,16 @@ def _since(raw: str | None) -> datetime | None:
     return value
 
 
-def _kind(raw: str | None) -> str | None:
+def _kinds() -> list[str]:
+    """The kinds ``audit list`` shows (anchors have a chain of their own: ``audit anchor``)."""
     from shared.model import AuditKind
 
-    valid = [k.value for k in AuditKind]
+    return [k.value for k in AuditKind if k is not AuditKind.ANCHOR]
+
+
+def _kind(raw: str | None) -> str | None:
+
+    valid = _kinds()
     if raw is not None and raw not in valid:
         raise UsageError(f"--kind {raw!r} is not an audit kind; choose one of {', '.join(valid)}")
     return raw
@@ -197,11 +203,26 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _anchor(text: str) -> tuple[int, str]:
-    seq, sep, digest = text.partition(":")
+def _anchor(text: str) -> tuple[int, str, bool]:
+    """``SEQ:HASH`` (a record of the first chain) or ``aSEQ:HASH`` (of the anchor chain)."""
+    in_anchors = text[:1] in ("a", "A")
+    seq, sep, digest = text[1 if in_anchors else 0 :].partition(":")
     if not sep or not seq.isascii() or not seq.isdigit() or len(digest) != 64:
-        raise argparse.ArgumentTypeError(f"--anchor must look like SEQ:SHA256HEX, not {text!r}")
-    return int(seq), digest.lower()
+        raise argparse.ArgumentTypeError(
+            f"--anchor must look like SEQ:SHA256HEX or aSEQ:SHA256HEX, not {text!r}"
+        )
+    return int(seq), digest.lower(), in_anchors
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    """Commit every chain's head in the anchor chain (the reconcile timer does it too)."""
+    record = _audit(_data_dir(args)).anchor()
+    if args.json:
+        _print_json(_record(record))
+        return EXIT_OK
+    heads = ", ".join(f"chain {c} at {s}" for c, s, _ in record.evidence["heads"])
+    print(f"anchor a{record.seq}:{record.hash} ({heads})")
+    return EXIT_OK
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -222,11 +243,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if activity:
         ok, problem = False, f"the audit log has no records although {activity}: it was lost"
     if ok and args.anchor is not None:
-        seq, digest = args.anchor
-        anchored = log.get(seq)
+        seq, digest, in_anchors = args.anchor
+        anchored = log.get_anchor(seq) if in_anchors else log.get(seq)
         if anchored is None:
             ok, first_bad = False, seq
-            problem = f"anchored record {seq} is gone: the log was cut back to {result.records}"
+            cut = "the anchor chain was cut back" if in_anchors else "the log was cut back"
+            cut += "" if in_anchors else f" to {result.records}"
+            problem = f"anchored record {seq} is gone: {cut}"
         elif anchored.hash != digest:
             ok, first_bad = False, seq
             problem = f"record {seq} no longer has the anchored hash: the log was rewritten"
@@ -453,7 +476,10 @@ EXAMPLES = {
   {AP} audit show 1""",
     "audit verify": f"""examples:
   {AP} audit verify
-  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>""",
+  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>
+  {AP} audit verify --anchor <aSEQ:HASH printed by audit anchor>""",
+    "audit anchor": f"""examples:
+  {AP} audit anchor""",
     "cycles list": f"""examples:
   {AP} cycles list
   {AP} cycles list --model credit-risk --active""",
@@ -570,11 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(audit, "list", "list audit records, oldest first", "audit list", parents=[common])
     p.add_argument("--model", help="only this model's records (default: all)")
     p.add_argument("--cycle", help="only this cycle's records (default: all)")
-    from shared.model import AuditKind
 
     p.add_argument(
         "--kind",
-        help=f"only this kind: {', '.join(k.value for k in AuditKind)} (default: all)",
+        help=f"only this kind: {', '.join(_kinds())} (default: all)",
     )
     p.add_argument(
         "--since",
@@ -597,10 +622,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--anchor",
         type=_anchor,
         metavar="SEQ:HASH",
-        help="a head printed by an earlier verify: fail if that record is gone or changed "
-        "(default: none)",
+        help="a head printed by an earlier verify, or aSEQ:HASH printed by `audit anchor`: "
+        "fail if that record is gone or changed (default: none)",
     )
     p.set_defaults(func=cmd_audit_verify)
+    p = _command(
+        audit,
+        "anchor",
+        "commit every chain's head in the anchor chain",
+        "audit anchor",
+        parents=[common],
+    )
+    p.add_argument("--json", action="store_true", help="print the anchor record as JSON")
+    p.set_defaults(func=cmd_audit_anchor)
 
     cycles = _group(sub, "cycles", "retraining cycles", "cycles_cmd")
     p = _command(cycles, "list", "list cycles, newest first", "cycles list", parents=[common])

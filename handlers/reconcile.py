@@ -2,7 +2,8 @@
 
 Event Grid may drop or delay events; this timer makes sure no cycle hangs forever. What it
 does is audited as ``reconciled`` and goes through the same steps the missing event would.
-It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``).
+It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``)
+and anchors the audit log's chains (``shared.audit_anchor``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def reconcile(cmd: Reconcile, svc: Services) -> None:
         _guarded(cleanup.run, cycle, svc, cmd.event_key)
     _estimate(svc)
     _purge_deliveries(svc)
+    _anchor_audit(svc)
+
+
+def _anchor_audit(svc: Services) -> None:
+    """Commit every audit chain's head in the anchor chain, so a record cut off any chain
+    later is caught by ``verify`` (housekeeping: a failure waits for the next tick)."""
+    try:
+        svc.audit.anchor()
+    except TransientError as exc:
+        log.warning("audit anchor deferred: %s", exc)
 
 
 def _estimate(svc: Services) -> None:

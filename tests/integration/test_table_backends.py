@@ -440,7 +440,7 @@ def test_a_record_written_without_moving_the_head_stays_in_the_chain(
 
 def test_a_lost_head_is_rebuilt_from_the_records(table_audit: TableAuditLog) -> None:
     fill(table_audit, 4)
-    table_audit.tables.delete(AUDIT, "head", "head")
+    table_audit.tables.delete(AUDIT, CHAIN, "head")
     assert table_audit.append(AuditEntry(AuditKind.ACTION, "after")).seq == 5
     assert table_audit.verify().ok
 

@@ -74,6 +74,7 @@ def _writer(
         log.append(_entry(index, -1))
         warm_lost = log.stats.lost_races
         start.wait()
+        cpu = time.process_time()
         end = time.perf_counter() + window_s  # the barrier lets every writer go at once
         latencies: list[float] = []
         i = 0
@@ -82,12 +83,24 @@ def _writer(
             log.append(_entry(index, i))
             latencies.append(time.perf_counter() - began)
             i += 1
-        out.put((index, latencies, log.stats.lost_races - warm_lost, ""))
+        cpu = time.process_time() - cpu
+        out.put((index, latencies, log.stats.lost_races - warm_lost, cpu, ""))
     except BaseException as exc:  # report, do not hang the parent
-        out.put((index, [], 0, f"{type(exc).__name__}: {exc}"))
+        out.put((index, [], 0, 0.0, f"{type(exc).__name__}: {exc}"))
 
 
-def run_point(connection: str, shards: int, writers: int, window_s: float) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_point(
+    connection: str, shards: int, writers: int, window_s: float, server_pid: int = 0
+) -> dict[str, Any]:
     """``writers`` processes appending to a fresh log of ``shards`` chains for ``window_s``."""
     prefix = "b" + uuid.uuid4().hex[:12]
     TableAuditLog(connection, table_prefix=prefix, shards=shards).verify()  # the table
@@ -102,13 +115,16 @@ def run_point(connection: str, shards: int, writers: int, window_s: float) -> di
     for p in procs:
         p.start()
     start.wait(timeout=120)
+    server_cpu, load = _cpu_s(server_pid), os.getloadavg()[0]
     answers = [out.get(timeout=window_s + 120) for _ in procs]
+    server_cpu = _cpu_s(server_pid) - server_cpu
     for p in procs:
         p.join(30)
     errors = [e for *_, e in answers if e]
-    latencies = [x for _, lat, _, _ in answers for x in lat]
+    latencies = [x for _, lat, *_ in answers for x in lat]
     appends = len(latencies)
-    lost = sum(n for _, _, n, _ in answers)
+    lost = sum(n for _, _, n, _, _ in answers)
+    client_cpu = sum(c for _, _, _, c, _ in answers)
     log = TableAuditLog(connection, table_prefix=prefix, shards=shards)
     checked = log.verify()
     return {
@@ -119,6 +135,9 @@ def run_point(connection: str, shards: int, writers: int, window_s: float) -> di
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "lost_races_per_append": lost / appends if appends else float("nan"),
+        "client_cpu_ms_per_append": client_cpu / appends * 1000 if appends else float("nan"),
+        "azurite_cpu_ms_per_append": server_cpu / appends * 1000 if appends else float("nan"),
+        "load_avg_1min_at_start": load,
         "chains_valid": checked.ok,
         "records_verified": checked.records,
         "errors": errors[:3],
@@ -179,7 +198,10 @@ def run(
     began = time.perf_counter()
     try:
         points = {
-            name: [run_point(server.connection_string, shards, w, window_s) for w in writers]
+            name: [
+                run_point(server.connection_string, shards, w, window_s, server.process.pid)
+                for w in writers
+            ]
             for name, shards in layouts.items()
         }
         verified = time_verify(server.connection_string, verify_records, VERIFY_SHARDS)
@@ -211,11 +233,23 @@ def table(result: dict[str, Any]) -> str:
             f"{p['p50_ms']:.1f}",
             f"{p['p99_ms']:.1f}",
             f"{p['lost_races_per_append']:.3f}",
+            f"{p['client_cpu_ms_per_append']:.1f} + {p['azurite_cpu_ms_per_append']:.1f}",
+            f"{p['load_avg_1min_at_start']:.1f}",
             "yes" if p["chains_valid"] else "**no**",
         ]
         for p in result["points"]
     ]
-    header = ["chains", "writers", "appends/s", "p50 ms", "p99 ms", "lost races/append", "valid"]
+    header = [
+        "chains",
+        "writers",
+        "appends/s",
+        "p50 ms",
+        "p99 ms",
+        "lost races/append",
+        "CPU ms/append (writers + Azurite)",
+        "load",
+        "valid",
+    ]
     v = result["verify"]
     return (
         markdown_table(header, rows)

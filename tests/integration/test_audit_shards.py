@@ -346,3 +346,22 @@ def test_sqlite_writes_a_batch_in_one_transaction(tmp_path: Path) -> None:
         log.append_many([entry(f"b{i}") for i in range(10)])  # fails at its 4th record
     assert [r.seq for r in log.query()] == list(range(1, 11))  # none of the batch was kept
     assert log.verify().ok
+
+
+def test_the_audit_scale_benchmark_runs_on_tiny_inputs() -> None:
+    """``python -m benchmarks audit-scale`` keeps working (its own Azurite, forked writers)."""
+    from benchmarks import audit_scale
+
+    result = audit_scale.run(
+        writers=(1, 2),
+        layouts={"single_chain": 1, "sharded_8": 8},
+        window_s=0.3,
+        verify_records=64,
+    )
+    assert set(result["single_chain"]) == {"1", "2"} and result["single_chain"]["1"] > 0
+    assert set(result["sharded"]) == {"8"} and result["sharded"]["8"]["2"] > 0
+    assert all(
+        p["chains_valid"] and p["records_verified"] >= p["appends"] for p in result["points"]
+    )
+    assert result["verify"]["ok"] and result["verify"]["verified"] == 64
+    assert "| chains | writers | appends/s |" in audit_scale.table(result)

@@ -93,7 +93,8 @@ def build_store(settings: AppSettings) -> tuple[StateStore, AuditLog]:
         az = settings.azure
         conn = az.table_connection_string or None
         endpoint = None if conn else az.table_endpoint
-        return TableStateStore(conn, endpoint=endpoint), TableAuditLog(conn, endpoint=endpoint)
+        audit = TableAuditLog(conn, endpoint=endpoint, shards=settings.audit_shards)
+        return TableStateStore(conn, endpoint=endpoint), audit
     from shared.adapters.sqlite_audit import SqliteAuditLog
     from shared.adapters.sqlite_store import SqliteStateStore
 

@@ -11,6 +11,7 @@ from handlers import approvals, cleanup, reconcile, rollout, signals, training, 
 from shared.messagebus import Handler
 from shared.messages import (
     AdvanceRollout,
+    AnchorAudit,
     Approve,
     CheckJob,
     CleanUpDeployments,
@@ -75,4 +76,5 @@ COMMAND_HANDLERS: dict[type[Command], Handler] = {
     ReconcileCleanUps: reconcile.on_clean_ups,
     ReconcileEstimates: reconcile.on_estimates,
     PurgeDeliveries: reconcile.on_purge,
+    AnchorAudit: reconcile.on_anchor,
 }

@@ -7,6 +7,7 @@ their state as plain data. Handlers import only this module, never an SDK.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -96,9 +97,15 @@ class StateStore(Protocol):
 
 
 class AuditLog(Protocol):
-    """Append-only, hash-chained log of every event, decision and action."""
+    """Append-only, hash-chained log of every event, decision and action, in one or more
+    chains (``AuditRecord.chain``), committed together by anchors (``shared.audit_anchor``)."""
 
     def append(self, entry: AuditEntry) -> AuditRecord: ...
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Append ``entries`` in order to one chain; a batch of up to 99 is written at once
+        (one transaction), all or none."""
+        ...
+
     def query(
         self,
         *,
@@ -108,8 +115,17 @@ class AuditLog(Protocol):
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditRecord]: ...
-    def get(self, seq: int) -> AuditRecord | None: ...
-    def verify(self) -> VerifyResult: ...
+    def get(self, seq: int, chain: int = 0) -> AuditRecord | None: ...
+    def verify(self) -> VerifyResult:
+        """Every chain and the anchor chain recomputed; every chain checked against the newest
+        anchor (records cut off or rewritten after it are caught)."""
+        ...
+
+    def anchor(self) -> AuditRecord:
+        """Write an anchor committing every chain's head (the newest one if none moved)."""
+        ...
+
+    def get_anchor(self, seq: int) -> AuditRecord | None: ...
 
 
 class MLPlatform(Protocol):

@@ -160,6 +160,12 @@
 
   // ---- <details> that stay open across refreshes ----------------------------------------
   const openDetails = new Set();
+  // A record's place: its seq, after its chain's number when the log has several chains
+  // (order across chains is by time; each chain has its own seqs).
+  function recId(r) {
+    return r.chain ? r.chain + "/" + r.seq : String(r.seq);
+  }
+
   function evidence(id, value, label) {
     if (value === null || value === undefined) return null;
     if (typeof value === "object" && !Object.keys(value).length) return null;
@@ -780,9 +786,9 @@
                   " ",
                   h("span", null, r.summary),
                   r.actor !== "system" ? h("span", { class: "muted small" }, " by " + r.actor) : null,
-                  h("span", { class: "muted small" }, " #" + r.seq),
+                  h("span", { class: "muted small" }, " #" + recId(r)),
                   r.reason ? h("div", { class: "why" }, r.reason) : null,
-                  evidence("ev-" + r.seq, r.evidence)
+                  evidence("ev-" + recId(r), r.evidence)
                 )
               )
             )
@@ -1006,14 +1012,14 @@
                       r.unrenderable ? unrenderableRow({ "data-seq": r.seq }, "record #" + r.seq, r.unrenderable, 8) : h(
                         "tr",
                         { "data-seq": r.seq, "data-cycle": r.cycle || "", "data-kind": r.kind },
-                        h("td", { class: "num" }, String(r.seq)),
+                        h("td", { class: "num" }, recId(r)),
                         h("td", null, timeEl(r.time)),
                         h("td", null, kindBadge(r.kind)),
                         h("td", null, r.model ? h("a", { href: "#/audit?model=" + encodeURIComponent(r.model) }, r.model) : "—"),
                         h("td", null, r.version ? "v" + r.version : "—"),
                         h("td", { class: "cycle" }, r.cycle ? cycleLink(r.cycle) : "—"),
                         h("td", null, r.actor),
-                        h("td", null, h("div", null, r.summary), r.reason ? h("div", { class: "detail small" }, r.reason) : null, evidence("ev-" + r.seq, r.evidence))
+                        h("td", null, h("div", null, r.summary), r.reason ? h("div", { class: "detail small" }, r.reason) : null, evidence("ev-" + recId(r), r.evidence))
                       )
                     )
                   : h("tr", null, h("td", { colspan: 8, class: "empty" }, "No record matches."))

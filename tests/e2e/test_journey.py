@@ -238,12 +238,14 @@ def test_every_help_example_runs_as_written(tour: tuple[Tour, Served]) -> None:
     run, served = tour
     cycle = json.loads(run.run(".venv/bin/autopilot cycles list --json"))[0]["id"]
     head = json.loads(run.run(".venv/bin/autopilot audit verify --json"))["head"]
+    anchor = json.loads(run.run(".venv/bin/autopilot audit anchor --json"))
     refusals = {"approve": "is REJECTED, not AWAITING_APPROVAL", "deny": "not AWAITING_APPROVAL"}
     refusals["rollback"] = "nothing to roll back"
     for example in help_examples():
         line = (
             example.replace("<CYCLE>", cycle)
             .replace("<SEQ:HASH printed by an earlier verify>", f"{head['seq']}:{head['hash']}")
+            .replace("<aSEQ:HASH printed by audit anchor>", f"a{anchor['seq']}:{anchor['hash']}")
             .replace("http://127.0.0.1:7071", served.url)
         )
         command = line.split()[1]

@@ -102,6 +102,19 @@ def test_tampering_in_any_shard_is_caught_naming_the_shard_and_seq(
     assert f"chain {shard} seq {result.first_bad_seq}" in result.problem
 
 
+def test_a_lowered_shard_count_still_verifies_every_chain_an_anchor_named(
+    azurite: str,  # noqa: F811 - the imported fixture
+    sharded: TableAuditLog,
+) -> None:
+    fill_every_chain(sharded)
+    sharded.anchor()
+    lowered = TableAuditLog(azurite, table_prefix=sharded.tables.prefix, shards=2)
+    assert lowered.verify().records == SHARDS * 4  # chains 2 and 3 are still read
+    _delete(table(azurite, sharded), partition_of(3))
+    result = lowered.verify()
+    assert not result.ok and result.chain == "3"
+
+
 # -- cut off after an anchor -----------------------------------------------------------------
 
 

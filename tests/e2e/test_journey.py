@@ -3,7 +3,8 @@ payload, retrain three times, approve (found through the data dir, and with --ur
 
 Differences from the README, all in a test policy derived from ``examples/policy.yaml``: the
 data folder is the test's, approvals are required (to walk that path), and rollout timings are
-short (bake 1s, health without a traffic minimum) with a reconciler ticking every second.
+short (bake 1s, health without a traffic minimum, the sequential judge looking every second)
+with a reconciler ticking every second.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def tour_policy(data: Path) -> Path:
     spec["training"]["inputs"]["data_dir"] = str(data / "data")
     spec["gate"]["approval_required"] = True
     spec["rollout"].update(bake="1s", max_wait="30s", watch="10m")
+    spec["rollout"]["sequential"]["check_every"] = "1s"  # a look each reconcile tick
     path = data / "tour-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

@@ -220,7 +220,7 @@ class _Run:
             threading.Thread(
                 target=inject_errors_when_rolling, args=(progress, platform, cycle), daemon=True
             ).start()
-        progress.wait_for(lambda: state_of(progress, cycle) in CLOSED, 150, "the cycle to close")
+        progress.wait_for(lambda: state_of(progress, cycle) in CLOSED, 400, "the cycle to close")
         if self.scenario == "alert" and state_of(progress, cycle) == "PROMOTED":
             say(
                 "6. after promotion, Azure Monitor fires the endpoint's health alert "

@@ -6,10 +6,12 @@ the handlers finished, and released on failure so the redelivery is processed ag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared.budget import invocation_budget
-from shared.envelope import Envelope
+from shared.envelope import Envelope, envelope_from_dict
 from shared.errors import BadEvent, PermanentError, TransientError
 from shared.messagebus import MessageBus
 from shared.messages import EventIgnored, Message
@@ -132,3 +134,54 @@ def deliver_alert(bus: MessageBus, payload: Any) -> str:
         evidence,
         f"alert {evidence.get('rule', '')} {type(message).__name__}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """One event of a delivered batch, checked and normalised, not yet applied."""
+
+    envelope: Envelope
+    message: Message
+
+    @property
+    def summary(self) -> str:
+        return f"{self.envelope.type.rsplit('.', 1)[-1]} {self.envelope.subject}"
+
+
+def validate_batch(events: Sequence[Any], policy: Any) -> list[Validated]:
+    """Every event of a delivery checked and normalised before any is applied.
+
+    Raises BadEvent naming the first bad event (``event [i]: ...``): the whole batch is refused.
+    """
+    validated = []
+    for index, event in enumerate(events):
+        try:
+            envelope = envelope_from_dict(event, index)
+            validated.append(Validated(envelope, normalise_azureml(envelope, policy)))
+        except BadEvent as exc:
+            raise BadEvent(f"event [{index}]: {exc}") from exc
+    return validated
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """How many events of a batch were processed, duplicates, or failed permanently."""
+
+    processed: int = 0
+    duplicate: int = 0
+    failed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"processed": self.processed, "duplicate": self.duplicate, "failed": self.failed}
+
+
+def deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
+    """A validated batch, event by event in order; a TransientError stops it (the sender
+    redelivers the whole batch and dedup answers the events already done as duplicates)."""
+    counts = {"processed": 0, "duplicate": 0, "failed": 0}
+    for item in batch:
+        outcome = dispatch(
+            bus, item.envelope.dedup_key, item.message, item.envelope.to_json(), item.summary
+        )
+        counts[outcome] += 1
+    return BatchOutcome(**counts)

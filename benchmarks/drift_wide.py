@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,16 @@ def generate(folder: Path, ref_rows: int, cur_rows: int, seed: int = 20260101) -
     wanted = {"ref": ref_rows, "cur": cur_rows}
     chunk = 0
     while done["ref"] < ref_rows or done["cur"] < cur_rows:
-        sizes = {side: min(CHUNK_ROWS, wanted[side] - done[side]) for side in wanted}
-        ref, cur = make_data(
-            max(sizes["ref"], 0),
-            max(sizes["cur"], 0),
-            numeric=NUMERIC,
-            categorical=CATEGORICAL,
-            seed=seed + chunk,
-        )
+        sizes = {side: max(min(CHUNK_ROWS, wanted[side] - done[side]), 0) for side in wanted}
+        with warnings.catch_warnings():  # statistics of a side already complete (0 rows)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ref, cur = make_data(
+                sizes["ref"],
+                sizes["cur"],
+                numeric=NUMERIC,
+                categorical=CATEGORICAL,
+                seed=seed + chunk,
+            )
         for side, data in (("ref", ref), ("cur", cur)):
             if sizes[side] <= 0:
                 continue

@@ -180,3 +180,22 @@ def test_collector_jsonl_rows_are_read_and_bad_lines_skipped_and_counted() -> No
     report = compare_stream(baseline, collector_jsonl_chunks([io.StringIO(text)], rows=3))
     income = report.features[0]
     assert (income.feature, income.n, income.missing) == ("income", 4, 0)
+
+
+def test_the_baseline_command_reads_parquet_and_jsonl_in_chunks(tmp_path: Path) -> None:
+    from embedded.drift.cli import main
+
+    reference = data(1500, 8)
+    parquet = tmp_path / "ref.parquet"
+    pq.write_table(pa.table(reference), parquet)
+    jsonl = tmp_path / "collected.jsonl"
+    rows = [
+        dict(zip(reference, values, strict=True))
+        for values in zip(*reference.values(), strict=True)
+    ]
+    jsonl.write_text("\n".join(json.dumps({"data": rows[i : i + 50]}) for i in range(0, 1500, 50)))
+    expected = summarize(reference, exclude=["label"]).to_json()["features"]
+    for path in (parquet, jsonl):
+        out = tmp_path / f"{path.suffix[1:]}.json"
+        assert main(["baseline", str(path), "--out", str(out)]) == 0
+        assert BaselineSketch.load(out).to_json()["features"] == expected

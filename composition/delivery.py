@@ -13,9 +13,9 @@ from typing import Any
 from shared.budget import invocation_budget
 from shared.envelope import Envelope, envelope_from_dict
 from shared.errors import BadEvent, PermanentError, TransientError
-from shared.messagebus import MessageBus
+from shared.messagebus import MessageBus, Services
 from shared.messages import EventIgnored, Message
-from shared.model import AuditKind
+from shared.model import AuditEntry, AuditKind
 from shared.normalise import normalise_azureml, parse_alert
 from shared.ports import Claim
 
@@ -176,12 +176,100 @@ class BatchOutcome:
 
 
 def deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
-    """A validated batch, event by event in order; a TransientError stops it (the sender
-    redelivers the whole batch and dedup answers the events already done as duplicates)."""
-    counts = {"processed": 0, "duplicate": 0, "failed": 0}
-    for item in batch:
-        outcome = dispatch(
-            bus, item.envelope.dedup_key, item.message, item.envelope.to_json(), item.summary
+    """A validated batch with group commit: one store transaction claims every event, one
+    audit transaction records their receipt, the handlers run, one transaction finishes them.
+
+    The sender is answered only after the finishing commit: a crash before it leaves the
+    claims to expire and a redelivery processes the batch again (handlers act once through
+    their deterministic names), a crash after it makes the redelivery all duplicates. An
+    event another worker holds is left to it; the batch is then answered with a
+    ``TransientError`` (503) after the rest is done, so its redelivery finds them duplicates.
+    """
+    with invocation_budget():
+        return _deliver_batch(bus, batch)
+
+
+def _deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
+    svc = bus.services
+    owner = svc.new_id()
+    first: dict[str, Validated] = {}
+    repeated: list[Validated] = []
+    for item in batch:  # the same event twice in one batch is applied once
+        if item.envelope.dedup_key in first:
+            repeated.append(item)
+        else:
+            first[item.envelope.dedup_key] = item
+    lease = svc.settings.delivery_lease_s
+    claims = svc.store.claim_deliveries(list(first), svc.now(), lease, owner)
+    receipts: list[tuple[AuditKind, str, dict[str, Any]]] = []
+    todo: list[tuple[str, Validated]] = []
+    busy = duplicates = 0
+    for (key, item), claim in zip(first.items(), claims, strict=True):
+        if claim is Claim.IN_PROGRESS:
+            busy += 1
+        elif claim is Claim.DUPLICATE:
+            receipts.append(_duplicate(key, item))
+            duplicates += 1
+        else:
+            if not isinstance(item.message, EventIgnored):
+                receipts.append(_receipt(key, item, retry=claim is Claim.RETRY))
+            todo.append((key, item))
+    receipts += [_duplicate(item.envelope.dedup_key, item) for item in repeated]
+    duplicates += len(repeated)
+    done: list[str] = []
+    failed = 0
+    try:
+        _record_all(svc, receipts)
+        for key, item in todo:
+            try:
+                bus.handle(item.message)
+            except PermanentError as exc:  # retrying cannot help: audit it, acknowledge it
+                svc.record(
+                    AuditKind.ERROR,
+                    f"{item.summary}: failed permanently",
+                    model=_model_of(item.message),
+                    reason=str(exc),
+                    caused_by=key,
+                )
+                failed += 1
+            done.append(key)
+    except Exception:  # a real crash skips this: the leases expire, a redelivery retries
+        svc.store.finish_deliveries(done, svc.now())
+        for key, _ in todo[len(done) :]:
+            svc.store.release_delivery(key, owner)
+        raise
+    svc.store.finish_deliveries(done, svc.now())
+    if busy:
+        raise TransientError(
+            f"{busy} event(s) of this batch are being processed by another worker; "
+            "the rest is done, retry later",
+            retry_after=IN_PROGRESS_RETRY_AFTER_S,
         )
-        counts[outcome] += 1
-    return BatchOutcome(**counts)
+    return BatchOutcome(processed=len(done) - failed, duplicate=duplicates, failed=failed)
+
+
+def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any]]]) -> None:
+    """The batch's receipts and duplicates, scrubbed as ``Services.record`` does."""
+    scrub = svc.redactor
+    for kind, summary, fields in records:
+        clean = {name: scrub.json(value) for name, value in fields.items()}
+        svc.audit.append(AuditEntry(kind=kind, summary=scrub.text(summary), **clean))
+
+
+def _receipt(key: str, item: Validated, *, retry: bool) -> tuple[AuditKind, str, dict[str, Any]]:
+    fields: dict[str, Any] = {
+        "model": _model_of(item.message),
+        "evidence": item.envelope.to_json(),
+        "caused_by": key,
+        "reason": "redelivered after an unfinished attempt" if retry else "",
+    }
+    return AuditKind.EVENT_RECEIVED, item.summary, fields
+
+
+def _duplicate(key: str, item: Validated) -> tuple[AuditKind, str, dict[str, Any]]:
+    fields: dict[str, Any] = {
+        "model": _model_of(item.message),
+        "reason": "this event was already processed (same source, type, subject, id)",
+        "caused_by": key,
+    }
+    return AuditKind.IGNORED, f"duplicate delivery: {item.summary}", fields

@@ -8,6 +8,8 @@ the function key in the URL (``?code=``) as a WebHook subscription carries it.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,10 @@ from cloudevents.v1.conversion import to_structured
 from cloudevents.v1.http import CloudEvent
 
 from tests import payloads
+from tests.integration.azurite import (  # noqa: F401 - session fixtures, used by name
+    azurite,
+    azurite_server,
+)
 from tests.integration.serve_proc import KEY, ROOT, Served, start_serve
 
 pytestmark = pytest.mark.slow
@@ -187,3 +193,61 @@ def test_raw_json_text_of_the_batch_in_either_schema_is_accepted(served: Served)
     headers = {"Content-Type": "application/cloudevents-batch+json; charset=utf-8"}
     assert served.request("POST", EVENTS, raw=json.dumps(ce).encode(), headers=headers)[0] == 200
     assert len(ignored_runs(served, prefix)) == 2
+
+
+def deliver_until_acknowledged(server: Served, batch: list[dict[str, Any]]) -> int:
+    """POST the batch as Event Grid does: again after a 503, until it is acknowledged."""
+    answer = b""
+    for attempt in range(60):
+        status, _, answer = server.request("POST", EVENTS, raw=json.dumps(batch).encode())
+        if status != 503:
+            assert status == 200, answer
+            return attempt
+        time.sleep(0.5)
+    raise AssertionError(f"the batch was never acknowledged: {answer!r}")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "table"])
+def test_two_processes_receiving_overlapping_batches_at_once_act_once_per_event(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    env: dict[str, str] = {}
+    if store == "table":
+        azurite = request.getfixturevalue("azurite")
+        env = {"AUTOPILOT_STORE": "table", "AUTOPILOT_TABLE_CONNECTION_STRING": azurite}
+    data = tmp_path / "shared-data"
+    first, second = start_serve(data, POLICY, env=env), start_serve(data, POLICY, env=env)
+    try:
+        prefix = f"overlap-{uuid.uuid4().hex[:8]}-"
+        # Foreign runs: each handled event leaves one "ignored" record (a drift event would
+        # start a job, which the embedded platform takes ~20 s to start here: the overlapping
+        # batches would only wait longer; tests/reliability/test_group_commit.py counts jobs).
+        events = [payloads.run_event(f"{prefix}{i}", "Running") for i in range(120)]
+        batches = [events[:80], events[40:], events[20:100], events]
+        barrier = threading.Barrier(len(batches))
+        retries: list[int] = []
+
+        def post(server: Served, batch: list[dict[str, Any]]) -> None:
+            barrier.wait()
+            retries.append(deliver_until_acknowledged(server, batch))
+
+        threads = [
+            threading.Thread(target=post, args=(server, batch))
+            for server, batch in zip((first, second) * 2, batches, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        records = audit(first, limit="1000")
+        ignored = [
+            r
+            for r in records
+            if prefix in (r["caused_by"] or "") and not r["summary"].startswith("duplicate")
+        ]
+        assert len(ignored) == 120  # each foreign run handled once, whatever delivered it
+        assert len({r["caused_by"] for r in ignored}) == 120
+        print(f"4 overlapping batches over 2 processes ({store}): retries {sorted(retries)}")
+    finally:
+        first.stop()
+        second.stop()

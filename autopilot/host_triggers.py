@@ -44,7 +44,7 @@ def decode(binding: str, datum: Datum) -> Any:
         if datum.type in ("string", "bytes", "json"):
             return datum.value
         raise TriggerDecodeError(f"the generic binding cannot take {datum.type} data")
-    converter = get_binding_registry().get(binding)  # type: ignore[no-untyped-call]
+    converter = get_binding_registry().get(binding)
     if converter is None:
         raise LookupError(f"azure-functions has no converter for {binding!r} bindings")
     try:

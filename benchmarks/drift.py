@@ -40,7 +40,7 @@ import os
 import time
 import tracemalloc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -224,76 +224,29 @@ def agreement(
     cur: dict[str, Array],
 ) -> dict[str, Any]:
     """Per feature and statistic: ours, Evidently's, and the check where definitions match."""
-    from scipy.stats import wasserstein_distance
-
     rows: list[dict[str, Any]] = []
-    ours = {f.feature: f.statistics for f in report.features}
     for feature in report.features:
         name, numeric = feature.feature, feature.kind == "numeric"
-        stats = ours[name]
         if numeric:
-            exact = float(wasserstein_distance(ref[name], cur[name])) / max(
-                float(np.std(ref[name])), 0.001
-            )
-            ev = evidently[(name, "wasserstein")]
-            rows.append(
-                {
-                    "feature": name,
-                    "statistic": "normalized_wasserstein",
-                    "ours": stats["normalized_wasserstein"],
-                    "evidently": ev,
-                    "same_definition": "exact formula on the full reference",
-                    "definition_check": abs(exact - ev),
-                    "difference": abs(stats["normalized_wasserstein"] - ev),
-                    "why": "ours reads the sketch's 1,000 order statistics, not the full reference",
-                }
-            )
-        for method, key in (("jensenshannon", "jensen_shannon"), ("psi", "psi")):
-            ev = evidently[(name, method)]
-            r, c = _binned(ref[name], cur[name], numeric, fill_zeroes=method == "psi")
-            if method == "jensenshannon":
-                ours_formula = jensen_shannon(r, c)
-                ev_in_ours = ev * JS_E_TO_2
-            else:
-                ours_formula = psi(r, c, floor=0.0)
-                ev_in_ours = ev
-            why = (
-                "bins: Evidently Sturges equal-width over both samples; ours reference deciles"
-                if numeric
-                else (
-                    "log base: Evidently natural, ours 2 (compared after converting)"
-                    if method == "jensenshannon"
-                    else "empty/rare categories: Evidently replaces zeros, ours floors at 1e-4"
-                )
-            )
-            rows.append(
-                {
-                    "feature": name,
-                    "statistic": key,
-                    "ours": stats[key],
-                    "evidently": ev_in_ours,
-                    "same_definition": "our formula on Evidently's bins",
-                    "definition_check": abs(ours_formula - ev_in_ours),
-                    "difference": abs(stats[key] - ev_in_ours),
-                    "why": why,
-                }
-            )
+            rows.append(_wasserstein_row(name, feature.statistics, evidently, ref, cur))
+        rows += _binned_rows(name, numeric, feature.statistics, evidently, ref, cur)
         if not numeric:
             rows.append(
                 {
                     "feature": name,
                     "statistic": "chi2_pvalue",
-                    "ours": stats["chi2_pvalue"],
+                    "ours": feature.statistics["chi2_pvalue"],
                     "evidently": evidently[(name, "chisquare")],
                     "same_definition": "no: homogeneity (ours) vs goodness of fit (Evidently)",
                     "definition_check": math.nan,
-                    "difference": abs(stats["chi2_pvalue"] - evidently[(name, "chisquare")]),
+                    "difference": abs(
+                        feature.statistics["chi2_pvalue"] - evidently[(name, "chisquare")]
+                    ),
                     "why": "different tests",
                 }
             )
     checked = [r["definition_check"] for r in rows if not math.isnan(r["definition_check"])]
     identical = [r for r in rows if r["difference"] <= TOLERANCE]
-    ours_drifted = sorted(report.drifted_features)
     ev_drifted = sorted(
         {c for (c, m), v in evidently.items() if m == "wasserstein" and v >= 0.1}
         | {
@@ -308,9 +261,76 @@ def agreement(
         "definitions_agree_within_tolerance": bool(checked) and max(checked) <= TOLERANCE,
         "values_identical_within_tolerance": len(identical),
         "values_compared": len(rows),
-        "drifted_features_ours": ours_drifted,
+        "drifted_features_ours": sorted(report.drifted_features),
         "drifted_features_evidently_default_stattests": ev_drifted,
     }
+
+
+def _wasserstein_row(
+    name: str,
+    stats: Mapping[str, float],
+    evidently: dict[tuple[str, str], float],
+    ref: dict[str, Array],
+    cur: dict[str, Array],
+) -> dict[str, Any]:
+    """Normalised Wasserstein: ours (from the sketch) and the exact formula vs Evidently."""
+    from scipy.stats import wasserstein_distance
+
+    exact = float(wasserstein_distance(ref[name], cur[name])) / max(float(np.std(ref[name])), 0.001)
+    ev = evidently[(name, "wasserstein")]
+    return {
+        "feature": name,
+        "statistic": "normalized_wasserstein",
+        "ours": stats["normalized_wasserstein"],
+        "evidently": ev,
+        "same_definition": "exact formula on the full reference",
+        "definition_check": abs(exact - ev),
+        "difference": abs(stats["normalized_wasserstein"] - ev),
+        "why": "ours reads the sketch's 1,000 order statistics, not the full reference",
+    }
+
+
+def _binned_rows(
+    name: str,
+    numeric: bool,
+    stats: Mapping[str, float],
+    evidently: dict[tuple[str, str], float],
+    ref: dict[str, Array],
+    cur: dict[str, Array],
+) -> list[dict[str, Any]]:
+    """Jensen-Shannon and PSI: ours, and our formula on Evidently's bins vs Evidently."""
+    rows = []
+    for method, key in (("jensenshannon", "jensen_shannon"), ("psi", "psi")):
+        ev = evidently[(name, method)]
+        r, c = _binned(ref[name], cur[name], numeric, fill_zeroes=method == "psi")
+        if method == "jensenshannon":
+            ours_formula = jensen_shannon(r, c)
+            ev_in_ours = ev * JS_E_TO_2
+        else:
+            ours_formula = psi(r, c, floor=0.0)
+            ev_in_ours = ev
+        why = (
+            "bins: Evidently Sturges equal-width over both samples; ours reference deciles"
+            if numeric
+            else (
+                "log base: Evidently natural, ours 2 (compared after converting)"
+                if method == "jensenshannon"
+                else "empty/rare categories: Evidently replaces zeros, ours floors at 1e-4"
+            )
+        )
+        rows.append(
+            {
+                "feature": name,
+                "statistic": key,
+                "ours": stats[key],
+                "evidently": ev_in_ours,
+                "same_definition": "our formula on Evidently's bins",
+                "definition_check": abs(ours_formula - ev_in_ours),
+                "difference": abs(stats[key] - ev_in_ours),
+                "why": why,
+            }
+        )
+    return rows
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -342,64 +362,25 @@ def _peak_mib(fn: Callable[[], Any]) -> float:
     return peak / 2**20
 
 
-def run(
+def _run_evidently(
+    result: dict[str, Any],
+    data: tuple[dict[str, Array], dict[str, Array]],
+    names: tuple[list[str], list[str]],
+    ours: tuple[dict[str, Any], dict[str, Any], DriftReport],
     *,
-    ref_rows: int = REF_ROWS,
-    cur_rows: int = CUR_ROWS,
-    numeric: int = NUMERIC,
-    categorical: int = CATEGORICAL,
-    repeats: int = 3,
-    evidently_repeats: int = 2,
-    with_evidently: bool = True,
-    memory: bool = True,
-    warmup: bool = True,
-) -> dict[str, Any]:
-    """Time ``summarize`` (once), ``compare`` (per check) and Evidently (per check)."""
-    num, cat = feature_names(numeric, categorical)
-    t0 = time.perf_counter()
-    ref_arrays, cur_arrays = make_data(ref_rows, cur_rows, numeric=numeric, categorical=categorical)
-    ref, cur = as_columns(ref_arrays), as_columns(cur_arrays)
-    prepare_s = time.perf_counter() - t0
-
-    # First use imports scipy.stats (seconds): a one-time cost, kept out of the per-check time.
-    t0 = time.perf_counter()
-    if warmup:
-        tiny_ref, tiny_cur = make_data(200, 50, numeric=1, categorical=1)
-        check(summarize(as_columns(tiny_ref), ["cat_0"]), as_columns(tiny_cur))
-    first_use_s = time.perf_counter() - t0
-
-    with single_core() as core:
-        summarize_time, sketch = _timed(lambda: summarize(ref, cat), 1)
-        compare_time, report = _timed(lambda: check(sketch, cur), repeats)
-    result: dict[str, Any] = {
-        "ref_rows": ref_rows,
-        "cur_rows": cur_rows,
-        "numeric_features": numeric,
-        "categorical_features": categorical,
-        "prepare_s": prepare_s,
-        "single_core": core,
-        "ours": {
-            "first_use_import_s": first_use_s,
-            "summarize_once_s": summarize_time["wall"]["median"],
-            "summarize_once_cpu_s": summarize_time["cpu"]["median"],
-            "compare_per_check_s": compare_time["wall"],
-            "compare_per_check_cpu_s": compare_time["cpu"],
-            "sketch_json_bytes": len(json.dumps(sketch.to_json())),
-            "drifted_features": report.drifted_features,
-        },
-    }
-    if memory:
-        result["ours"]["compare_peak_mib"] = _peak_mib(lambda: check(sketch, cur))
-        result["ours"]["summarize_peak_mib"] = _peak_mib(lambda: summarize(ref, cat))
-
-    if not with_evidently:
-        result["evidently"] = {"skipped": "not requested"}
-        return result
+    evidently_repeats: int,
+    memory: bool,
+    warmup: bool,
+) -> None:
+    """Evidently on the same data, the ratios to ours and where the statistics agree."""
     if importlib.util.find_spec("evidently") is None:
         result["evidently"] = {
             "skipped": "evidently is not installed: pip install -r benchmarks/requirements.txt"
         }
-        return result
+        return
+    (ref_arrays, cur_arrays), (num, cat) = data, names
+    summarize_time, compare_time, report = ours
+    numeric, categorical = len(num), len(cat)
     t0 = time.perf_counter()
     runner = EvidentlyRunner(num, cat)
     if warmup:  # first use: lazy imports
@@ -432,4 +413,72 @@ def run(
     result["agreement"] = agreement(report, ev_values, ref_arrays, cur_arrays)
     result["target_ratio"] = TARGET_RATIO
     result["meets_target"] = result["ratio_per_check"] >= TARGET_RATIO
+
+
+def _first_use_s() -> float:
+    """First use imports scipy.stats (seconds): a one-time cost, kept out of the per-check
+    time."""
+    t0 = time.perf_counter()
+    tiny_ref, tiny_cur = make_data(200, 50, numeric=1, categorical=1)
+    check(summarize(as_columns(tiny_ref), ["cat_0"]), as_columns(tiny_cur))
+    return time.perf_counter() - t0
+
+
+def run(
+    *,
+    ref_rows: int = REF_ROWS,
+    cur_rows: int = CUR_ROWS,
+    numeric: int = NUMERIC,
+    categorical: int = CATEGORICAL,
+    repeats: int = 3,
+    evidently_repeats: int = 2,
+    with_evidently: bool = True,
+    memory: bool = True,
+    warmup: bool = True,
+) -> dict[str, Any]:
+    """Time ``summarize`` (once), ``compare`` (per check) and Evidently (per check)."""
+    num, cat = feature_names(numeric, categorical)
+    t0 = time.perf_counter()
+    ref_arrays, cur_arrays = make_data(ref_rows, cur_rows, numeric=numeric, categorical=categorical)
+    ref, cur = as_columns(ref_arrays), as_columns(cur_arrays)
+    prepare_s = time.perf_counter() - t0
+
+    first_use_s = _first_use_s() if warmup else 0.0
+
+    with single_core() as core:
+        summarize_time, sketch = _timed(lambda: summarize(ref, cat), 1)
+        compare_time, report = _timed(lambda: check(sketch, cur), repeats)
+    result: dict[str, Any] = {
+        "ref_rows": ref_rows,
+        "cur_rows": cur_rows,
+        "numeric_features": numeric,
+        "categorical_features": categorical,
+        "prepare_s": prepare_s,
+        "single_core": core,
+        "ours": {
+            "first_use_import_s": first_use_s,
+            "summarize_once_s": summarize_time["wall"]["median"],
+            "summarize_once_cpu_s": summarize_time["cpu"]["median"],
+            "compare_per_check_s": compare_time["wall"],
+            "compare_per_check_cpu_s": compare_time["cpu"],
+            "sketch_json_bytes": len(json.dumps(sketch.to_json())),
+            "drifted_features": report.drifted_features,
+        },
+    }
+    if memory:
+        result["ours"]["compare_peak_mib"] = _peak_mib(lambda: check(sketch, cur))
+        result["ours"]["summarize_peak_mib"] = _peak_mib(lambda: summarize(ref, cat))
+
+    if not with_evidently:
+        result["evidently"] = {"skipped": "not requested"}
+        return result
+    _run_evidently(
+        result,
+        (ref_arrays, cur_arrays),
+        (num, cat),
+        (summarize_time, compare_time, report),
+        evidently_repeats=evidently_repeats,
+        memory=memory,
+        warmup=warmup,
+    )
     return result

@@ -340,6 +340,58 @@ def estimation_table(r: dict[str, Any]) -> str:
             f"{nanny['max_abs_difference']['auc']:.4f} / {nanny['mean_abs_difference']['auc']:.4f}."
         )
     parts.append(line)
+    if "dle" in r:
+        parts.append(dle_table(r["dle"]))
+    return "\n\n".join(parts)
+
+
+def dle_table(r: dict[str, Any]) -> str:
+    """DLE against realised MAE/RMSE, its interval's coverage, speed and NannyML's DLE."""
+    acc = r["accuracy"]
+    rows = [
+        [
+            name,
+            f"{acc['mae'][name]:.4f}",
+            f"{acc['mean_relative_error'][name]:.1%}",
+            f"{acc['max_relative_error'][name]:.1%}",
+            f"{acc['coverage_95'][name]:.0%}",
+            "{:.3f}-{:.3f}".format(*acc["realised_range"][name]),
+        ]
+        for name in ("mae", "rmse")
+    ]
+    head = [
+        "estimated",
+        "MAE of the estimate",
+        "mean relative error",
+        "max relative error",
+        "95% interval coverage",
+        "realised range",
+    ]
+    parts = [
+        f"Regression (DLE): {acc['windows']} shifted windows of {acc['rows_per_window']:,} rows, "
+        f"reference {r['reference_rows']:,} rows; loss model: {r['loss_model']}; "
+        f"interval: {r['interval']}.",
+        markdown_table(head, rows),
+    ]
+    speed = r["speed"]
+    nanny = r.get("nannyml", {})
+    line = (
+        f"Estimating {speed['rows']:,} rows: {speed['ours_s']['median']:.3f} s (median, one core)"
+    )
+    if "skipped" in nanny:
+        line += f"; NannyML: {nanny['skipped']}."
+    else:
+        line += (
+            f"; NannyML {nanny['version']} DLE: {nanny['speed_s']['median']:.3f} s "
+            f"({nanny['speedup']:.0f}x ours). Agreement on the same windows (max / mean relative "
+            f"difference): MAE {nanny['max_relative_difference']['mae']:.2%} / "
+            f"{nanny['mean_relative_difference']['mae']:.2%}, RMSE "
+            f"{nanny['max_relative_difference']['rmse']:.2%} / "
+            f"{nanny['mean_relative_difference']['rmse']:.2%}; NannyML's own mean relative "
+            f"error against realised: MAE {nanny['their_mean_relative_error']['mae']:.1%}, "
+            f"RMSE {nanny['their_mean_relative_error']['rmse']:.1%}."
+        )
+    parts.append(line)
     return "\n\n".join(parts)
 
 

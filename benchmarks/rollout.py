@@ -97,10 +97,40 @@ def _check_against_reference() -> None:
         assert abs(low[0] - ref.lower) < 1e-6 and abs(high[0] - ref.upper) < 1e-6
 
 
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """Cumulative counts per rollout (rows) and look (columns), for new and live."""
+
+    cn: Any  # requests
+    cl: Any
+    ce_n: Any  # errors
+    ce_l: Any
+    cs_n: Any  # slower than live's p95
+    cs_l: Any
+
+
 def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict[str, Any]:
     """Decisions and times of the three judges on ``rollouts`` simulated steps."""
     rng = np.random.default_rng(seed)
     looks = int(MAX_BAKE_S / LOOK_S)
+    counts = _simulated_counts(scenario, rollouts, looks, rng)
+    seq_decision, seq_time, seq_exposed = _sequential_judge(counts, rollouts, looks)
+    threshold_roll, mw_roll, n1 = _bake_judges(scenario, counts, rollouts, rng)
+    cn = counts.cn
+    fixed_exposed = np.where(threshold_roll, n1, cn[:, -1])
+    mw_exposed = np.where(mw_roll, n1, cn[:, -1])
+    bake_time = np.full(rollouts, BAKE_S)
+    return {
+        "threshold": _judge(threshold_roll, bake_time, fixed_exposed, None),
+        "fixed_mw": _judge(mw_roll, bake_time, mw_exposed, None),
+        "sequential": _judge(seq_decision == "rollback", seq_time, seq_exposed, seq_decision),
+    }
+
+
+def _simulated_counts(
+    scenario: Scenario, rollouts: int, looks: int, rng: np.random.Generator
+) -> _Counts:
+    """Requests, errors and slow requests of each look, drawn for the scenario."""
     rate = rng.uniform(20, 200, size=(rollouts, 2)) / 60.0 * LOOK_S  # per look, new/live
     p_live = rng.uniform(0.005, 0.05, size=rollouts)
     t = (np.arange(looks) + 1) * LOOK_S  # end of each look
@@ -116,14 +146,22 @@ def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict[str, Any]:
     q_new = 1 - stats.norm.cdf(1.6448536 - math.log(scenario.latency_factor) / SIGMA)
     s_new = rng.binomial(n_new, q_new)
     s_live = rng.binomial(n_live, 0.05)
-    cn, cl = n_new.cumsum(1), n_live.cumsum(1)
-    ce_n, ce_l = e_new.cumsum(1), e_live.cumsum(1)
-    cs_n, cs_l = s_new.cumsum(1), s_live.cumsum(1)
+    return _Counts(
+        n_new.cumsum(1),
+        n_live.cumsum(1),
+        e_new.cumsum(1),
+        e_live.cumsum(1),
+        s_new.cumsum(1),
+        s_live.cumsum(1),
+    )
 
-    # sequential
-    err_lo, err_hi = bounds(ce_n, cn, ce_l, cl, sequential.rho_for(DELTA, STEP_ALPHA))
+
+def _sequential_judge(counts: _Counts, rollouts: int, looks: int) -> tuple[Any, Any, Any]:
+    """The sequential judge at every look: (decision, time, requests exposed) per rollout."""
+    cn, cl = counts.cn, counts.cl
+    err_lo, err_hi = bounds(counts.ce_n, cn, counts.ce_l, cl, sequential.rho_for(DELTA, STEP_ALPHA))
     lat_lo, lat_hi = bounds(
-        cs_n, cn, cs_l, cl, sequential.rho_for(2 * LATENCY_TOLERANCE, STEP_ALPHA)
+        counts.cs_n, cn, counts.cs_l, cl, sequential.rho_for(2 * LATENCY_TOLERANCE, STEP_ALPHA)
     )
     seen = (cn > 0) & (cl > 0)
     roll = seen & ((err_lo > 0) | (lat_lo > 0))
@@ -138,8 +176,15 @@ def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict[str, Any]:
     seq_exposed = cn[np.arange(rollouts), seq_index]
     # a pass or a step never decided keeps the candidate serving to the end of max_bake
     seq_exposed = np.where(seq_decision == "rollback", seq_exposed, cn[:, -1])
+    return seq_decision, seq_time, seq_exposed
 
-    # the bake-time judges see the first 5 minutes
+
+def _bake_judges(
+    scenario: Scenario, counts: _Counts, rollouts: int, rng: np.random.Generator
+) -> tuple[Any, Any, Any]:
+    """The bake-time judges see the first 5 minutes: (threshold rolls back, fixed-horizon
+    tests roll back, requests the candidate served by then) per rollout."""
+    cn, cl, ce_n, ce_l = counts.cn, counts.cl, counts.ce_n, counts.ce_l
     b = int(BAKE_S / LOOK_S) - 1
     n1, n0 = cn[:, b], cl[:, b]
     rate1, rate0 = ce_n[:, b] / np.maximum(n1, 1), ce_l[:, b] / np.maximum(n0, 1)
@@ -158,14 +203,7 @@ def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict[str, Any]:
             se = math.sqrt(max(pooled * (1 - pooled) * (1 / n1[i] + 1 / n0[i]), 1e-12))
             z = (rate1[i] - rate0[i]) / se
             mw_roll[i] = mw < 0.05 or z > 1.6448536
-    fixed_exposed = np.where(threshold_roll, n1, cn[:, -1])
-    mw_exposed = np.where(mw_roll, n1, cn[:, -1])
-    bake_time = np.full(rollouts, BAKE_S)
-    return {
-        "threshold": _judge(threshold_roll, bake_time, fixed_exposed, None),
-        "fixed_mw": _judge(mw_roll, bake_time, mw_exposed, None),
-        "sequential": _judge(seq_decision == "rollback", seq_time, seq_exposed, seq_decision),
-    }
+    return threshold_roll, mw_roll, n1
 
 
 def _judge(rolled: Any, times: Any, exposed: Any, decisions: Any) -> dict[str, Any]:

@@ -181,13 +181,29 @@ def plot(
     plt = importlib.import_module("matplotlib.pyplot")
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
 
-    def xy(data: dict[str, Any], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
-        return [int(k) for k in data], [data[k][key] * scale for k in data]
+    _panel_intake_throughput(axes[0][0], result)
+    _panel_intake_latency(axes[0][1], result)
+    _panel_intake_by_kind(axes[0][2], intake_result)
+    _panel_drift_rows(axes[1][0], result, drift_result)
+    _panel_drift_features(axes[1][1], result)
+    _panel_sketch(axes[1][2], result)
 
-    ax = axes[0][0]
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _xy(data: dict[str, Any], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
+    return [int(k) for k in data], [data[k][key] * scale for k in data]
+
+
+def _panel_intake_throughput(ax: Any, result: dict[str, Any]) -> None:
+    """Intake events/s vs batch size."""
     by_batch = result["intake_by_batch_size"]
-    ax.plot(*xy(by_batch, "events_per_cpu_s"), "o-", label="events per CPU-second")
-    ax.plot(*xy(by_batch, "events_per_s"), "s--", label="events per second (wall)")
+    ax.plot(*_xy(by_batch, "events_per_cpu_s"), "o-", label="events per CPU-second")
+    ax.plot(*_xy(by_batch, "events_per_s"), "s--", label="events per second (wall)")
     ax.axhline(intake.TARGET_EVENTS_PER_S, color="grey", ls=":", label="target 5,000/s")
     ax.set_xscale("log")
     ax.set_xlabel("events per Event Grid batch (10 models)")
@@ -196,11 +212,13 @@ def plot(
     ax.set_title("Intake throughput vs batch size")
     ax.legend(fontsize=8, loc="lower right")
 
-    ax = axes[0][1]
+
+def _panel_intake_latency(ax: Any, result: dict[str, Any]) -> None:
+    """Intake latency vs models in the policy."""
     by_models = result["intake_by_models"]
-    ax.plot(*xy(by_models, "per_event_median_s", 1e3), "o-", label="per event, median")
-    ax.plot(*xy(by_models, "per_event_p99_s", 1e3), "s--", label="per event, p99")
-    ax.plot(*xy(by_models, "validate_per_event_s", 1e3), "^:", label="batch validation per event")
+    ax.plot(*_xy(by_models, "per_event_median_s", 1e3), "o-", label="per event, median")
+    ax.plot(*_xy(by_models, "per_event_p99_s", 1e3), "s--", label="per event, p99")
+    ax.plot(*_xy(by_models, "validate_per_event_s", 1e3), "^:", label="batch validation per event")
     ax.axhline(intake.TARGET_P99_S * 1e3, color="grey", ls=":", label="p99 target 2 ms")
     ax.set_xscale("log")
     ax.set_xlabel("models in the policy (batches of 100)")
@@ -209,7 +227,9 @@ def plot(
     ax.set_title("Intake latency vs models in the policy")
     ax.legend(fontsize=8)
 
-    ax = axes[0][2]
+
+def _panel_intake_by_kind(ax: Any, intake_result: dict[str, Any] | None) -> None:
+    """Intake latency by kind of event (the main benchmark)."""
     kinds: dict[str, Any] = {}
     if intake_result:
         main = intake_result["variants"].get("in-process sqlite live", {})
@@ -234,9 +254,11 @@ def plot(
     else:
         ax.set_axis_off()
 
-    ax = axes[1][0]
+
+def _panel_drift_rows(ax: Any, result: dict[str, Any], drift_result: dict[str, Any] | None) -> None:
+    """Drift check time vs current rows, with Evidently."""
     rows = result["drift_compare_by_current_rows"]
-    ax.plot(*xy(rows, "wall_s"), "o-", label="embedded.drift compare (sketch reused)")
+    ax.plot(*_xy(rows, "wall_s"), "o-", label="embedded.drift compare (sketch reused)")
     ev = result.get("evidently_by_current_rows") or {}
     ev_points = [(int(k), float(v["wall_s"])) for k, v in ev.items()]
     if drift_result and "run_per_check_s" in drift_result.get("evidently", {}):
@@ -253,26 +275,24 @@ def plot(
     ax.set_title("Drift check time vs rows")
     ax.legend(fontsize=8)
 
-    ax = axes[1][1]
+
+def _panel_drift_features(ax: Any, result: dict[str, Any]) -> None:
+    """Drift check time vs features."""
     feats = result["drift_compare_by_features"]
-    ax.plot(*xy(feats, "wall_s"), "o-")
+    ax.plot(*_xy(feats, "wall_s"), "o-")
     ax.set_xlabel("features (4:1 numeric:categorical)")
     ax.set_ylabel("seconds per check")
     ax.set_ylim(bottom=0)
     rows_label = next(iter(result["notes"].get("drift_features", "").split(" ")), "")
     ax.set_title(f"Drift check time vs features ({rows_label} rows)")
 
-    ax = axes[1][2]
+
+def _panel_sketch(ax: Any, result: dict[str, Any]) -> None:
+    """Baseline sketch time vs reference rows."""
     refs = result["drift_summarize_by_reference_rows"]
-    ax.plot(*xy(refs, "wall_s"), "o-", color="C2")
+    ax.plot(*_xy(refs, "wall_s"), "o-", color="C2")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("reference rows (25 features)")
     ax.set_ylabel("seconds, once per baseline")
     ax.set_title("Baseline sketch (once) vs reference rows")
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

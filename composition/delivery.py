@@ -249,11 +249,20 @@ def _deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
 
 
 def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any]]]) -> None:
-    """The batch's receipts and duplicates, scrubbed as ``Services.record`` does."""
+    """The batch's receipts and duplicates, scrubbed as ``Services.record`` does, appended
+    with ``AuditLog.append_many`` (SQLite: one transaction; Table Storage: entity-group
+    transactions of up to 99 records)."""
     scrub = svc.redactor
-    for kind, summary, fields in records:
-        clean = {name: scrub.json(value) for name, value in fields.items()}
-        svc.audit.append(AuditEntry(kind=kind, summary=scrub.text(summary), **clean))
+    entries = [
+        AuditEntry(
+            kind=kind,
+            summary=scrub.text(summary),
+            **{name: scrub.json(value) for name, value in fields.items()},
+        )
+        for kind, summary, fields in records
+    ]
+    if entries:
+        svc.audit.append_many(entries)
 
 
 def _receipt(key: str, item: Validated, *, retry: bool) -> tuple[AuditKind, str, dict[str, Any]]:

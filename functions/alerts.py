@@ -20,7 +20,7 @@ from shared.messages import (
 )
 from shared.normalise import parse_alert
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 

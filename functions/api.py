@@ -10,13 +10,13 @@ import azure.functions as func
 
 from functions import runtime
 from functions.http import authenticated, error, json_body, respond
-from handlers.cycles import cycle_id_for
 from shared.errors import BadEvent, Conflict, NotFound
 from shared.json_out import Encoded, encode
+from shared.lifecycle import cycle_id_for
 from shared.messages import Approve, Command, Deny, ManualRollback, RetrainRequested
 from shared.model import AuditRecord, Cycle
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 
 
 def cycle_json(cycle: Cycle) -> Encoded:
@@ -151,13 +151,15 @@ def _decide(req: func.HttpRequest, actor: str, approve: bool) -> func.HttpRespon
     return respond(200, {"cycle": cycle_json(cycle) if cycle else None})
 
 
-def _model_command(req: func.HttpRequest, actor: str, kind: type[Command]) -> func.HttpResponse:
+def _model_command(
+    req: func.HttpRequest, actor: str, kind: type[RetrainRequested | ManualRollback]
+) -> func.HttpResponse:
     model = req.route_params.get("model", "")
     event_key = _request_key(req, actor, f"{kind.__name__}:{model}")
     store = runtime.current().services.store
     own_id = cycle_id_for(model, event_key)
     existed = store.get_cycle(own_id) is not None
-    status, problem = _run(kind(model, actor, _reason(req), event_key))  # type: ignore[call-arg]
+    status, problem = _run(kind(model, actor, _reason(req), event_key))
     if problem:
         return error(status, problem)
     if kind is not RetrainRequested:

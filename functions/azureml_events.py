@@ -27,7 +27,7 @@ from shared.errors import BadEvent
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 
 
 def envelope_of(event: str | bytes) -> Envelope:

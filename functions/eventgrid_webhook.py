@@ -24,7 +24,7 @@ from shared import webhook
 from shared.envelope import parse_delivery
 from shared.errors import BadEvent, PayloadTooLarge
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 WHERE = "Event Grid webhook"

@@ -7,7 +7,7 @@ import azure.functions as func
 from functions import runtime
 from shared.messages import Reconcile
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 
 
 @bp.timer_trigger(schedule="%AUTOPILOT_RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)

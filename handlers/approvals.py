@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from handlers.cycles import move
-from handlers.training import register_candidate
 from shared.errors import Conflict, NotFound
+from shared.lifecycle import move
 from shared.messagebus import Services
-from shared.messages import Approve, Deny
+from shared.messages import Approve, Deny, RegisterCandidate
 from shared.model import AuditKind, Cycle, CycleState
 
 
@@ -30,7 +29,7 @@ def approve(cmd: Approve, svc: Services) -> None:
         reason=cmd.reason,
         caused_by=cmd.event_key or None,
     )
-    register_candidate(cycle, svc, cmd.event_key, actor=cmd.actor)
+    svc.emit(RegisterCandidate(cycle.id, cmd.event_key, cmd.actor))  # handlers.training
 
 
 def deny(cmd: Deny, svc: Services) -> None:

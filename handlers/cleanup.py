@@ -1,8 +1,9 @@
 """Deployment clean-up: a closed cycle leaves only the deployments that serve traffic.
 
-Closing a cycle writes the deployments it no longer needs into ``rollout["cleanup"]`` (see
-:func:`handlers.cycles.schedule_cleanup`), in the same write that closes it. :func:`run`
-then begins each deletion without waiting for it, and every reconcile tick runs it again
+Closing a cycle writes the deployments it no longer needs into ``rollout.cleanup`` (see
+:func:`shared.lifecycle.schedule_cleanup`), in the same write that closes it, and records
+``CleanUpDeployments``. :func:`run` then begins each deletion without waiting for it, and
+every reconcile tick runs it again
 until the platform reports the deployment gone (a missing one counts as gone). A deployment
 that takes traffic, is the champion's, or is still part of another cycle's rollout is kept.
 """
@@ -12,14 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from handlers.cycles import deployment_name_for, note
 from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
+from shared.lifecycle import deployment_name_for, load, note
 from shared.messagebus import Services
+from shared.messages import CleanUpDeployments
 from shared.model import AuditKind, Cycle, CycleState
+from shared.rollout_state import Phase
 
 log = logging.getLogger(__name__)
-
-PENDING = "cleanup"
 
 
 @dataclass(slots=True)
@@ -32,11 +33,11 @@ class _Outcome:
         self.notes.append((kind, summary, deployment, reason))
 
 
-def pending(svc: Services) -> list[Cycle]:
-    """Closed cycles whose leftover deployments are not all deleted yet."""
-    return [
-        c for c in svc.store.list_cycles() if not c.is_active and (c.rollout or {}).get(PENDING)
-    ]
+def on_clean_up(msg: CleanUpDeployments, svc: Services) -> None:
+    """Follow-up work of a closed cycle (or the reconciler's retry of it)."""
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        run(cycle, svc, msg.event_key, msg.actor)
 
 
 def run(cycle: Cycle, svc: Services, caused_by: str | None, actor: str = "system") -> None:
@@ -45,11 +46,11 @@ def run(cycle: Cycle, svc: Services, caused_by: str | None, actor: str = "system
     What cannot be deleted now stays pending for the next reconcile tick. A ``kept``
     deployment (it serves traffic, or is in use) leaves the list: deleting it would be wrong.
     """
-    ro = cycle.rollout or {}
-    names = list(ro.get(PENDING) or [])
-    if cycle.is_active or not names:
+    ro = cycle.rollout
+    names = list(ro.cleanup) if ro is not None else []
+    if cycle.is_active or not names or ro is None:
         return
-    endpoint = ro["endpoint"]
+    endpoint = ro.endpoint
     try:
         traffic, champion = _read_endpoint(svc, cycle.model, endpoint)
     except (TransientError, PermanentError) as exc:  # the cycle is closed: retry next tick
@@ -62,21 +63,22 @@ def run(cycle: Cycle, svc: Services, caused_by: str | None, actor: str = "system
     remaining: list[str] = []
     for name in names:
         if traffic is None:
-            _done(ro, "removed", name)
+            _done(cycle, "removed", name)
             outcome.add(AuditKind.ACTION, f"deployment {name} is gone", name, "endpoint gone")
             continue
         why_keep = f"it takes {traffic[name]}% of the traffic" if traffic.get(name) else None
         why_keep = why_keep or guard.get(name)
         if why_keep:
-            _done(ro, "kept", name)
+            _done(cycle, "kept", name)
             outcome.add(AuditKind.DECISION, f"deployment {name} kept on {endpoint}", name, why_keep)
             continue
         state = _delete(cycle, svc, endpoint, name, outcome)
         if state == "pending":
             remaining.append(name)
         else:
-            _done(ro, state, name)
-    ro[PENDING] = remaining
+            _done(cycle, state, name)
+    assert cycle.rollout is not None
+    cycle.rollout = cycle.rollout.cleanup_pending(tuple(remaining))
     try:
         svc.store.save_cycle(cycle)
     except ConcurrencyError:  # raced with another worker: the next tick looks again
@@ -115,16 +117,16 @@ def _read_endpoint(
 def _delete(cycle: Cycle, svc: Services, endpoint: str, name: str, outcome: _Outcome) -> str:
     """Begin deleting ``name``: ``removed`` once it is gone, ``pending`` while the platform
     is still deleting it or failed transiently, ``kept`` when it refuses for good."""
-    ro = cycle.rollout or {}
-    failures: dict[str, int] = ro.setdefault("cleanup_failures", {})
-    started: list[str] = ro.setdefault("cleanup_started", [])
+    assert cycle.rollout is not None
     try:
         gone = svc.platform.delete_deployment(endpoint, name)
     except NotFound:
         gone = True
     except TransientError as exc:
-        failures[name] = failures.get(name, 0) + 1
-        if failures[name] == 1:  # audit the first failure; later ones are only logged
+        cycle.rollout = cycle.rollout.deletion_failed(name)
+        if (
+            cycle.rollout.cleanup_failures[name] == 1
+        ):  # audit the first failure; later ones are only logged
             outcome.add(
                 AuditKind.ERROR,
                 f"deleting deployment {name} failed; the reconciler retries it",
@@ -144,8 +146,8 @@ def _delete(cycle: Cycle, svc: Services, endpoint: str, name: str, outcome: _Out
     if gone:
         outcome.add(AuditKind.ACTION, f"deployment {name} deleted from {endpoint}", name)
         return "removed"
-    if name not in started:
-        started.append(name)
+    if name not in cycle.rollout.cleanup_started:
+        cycle.rollout = cycle.rollout.deletion_started(name)
         outcome.add(
             AuditKind.ACTION,
             f"deletion of deployment {name} begun on {endpoint}; the reconciler confirms it",
@@ -154,11 +156,9 @@ def _delete(cycle: Cycle, svc: Services, endpoint: str, name: str, outcome: _Out
     return "pending"
 
 
-def _done(ro: dict[str, object], key: str, name: str) -> None:
-    names = ro.setdefault(key, [])
-    assert isinstance(names, list)
-    if name not in names:
-        names.append(name)
+def _done(cycle: Cycle, outcome: str, name: str) -> None:
+    assert cycle.rollout is not None
+    cycle.rollout = cycle.rollout.deployment_done(outcome, name)
 
 
 def _in_use(cycle: Cycle, svc: Services, endpoint: str) -> dict[str, str]:
@@ -166,13 +166,13 @@ def _in_use(cycle: Cycle, svc: Services, endpoint: str) -> dict[str, str]:
     deployment a watch period keeps warm."""
     used: dict[str, str] = {}
     for other in svc.store.list_cycles(cycle.model):
-        ro = other.rollout or {}
-        if other.id == cycle.id or ro.get("endpoint") != endpoint:
+        ro = other.rollout
+        if other.id == cycle.id or ro is None or ro.endpoint != endpoint:
             continue
-        watching = other.state is CycleState.PROMOTED and ro.get("phase") == "watch"
+        watching = other.state is CycleState.PROMOTED and ro.phase is Phase.WATCH
         if not (other.is_active or watching):
             continue
-        for name in (ro.get("deployment"), ro.get("previous")):
+        for name in (ro.deployment, ro.previous):
             if name:
                 used.setdefault(name, f"cycle {other.id} still uses it")
     return used

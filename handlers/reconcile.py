@@ -2,46 +2,84 @@
 
 Event Grid may drop or delay events; this timer makes sure no cycle hangs forever. What it
 does is audited as ``reconciled`` and goes through the same steps the missing event would.
-It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``).
+It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``)
+and anchors the audit log's chains (``AuditLog.anchor``).
+
+Each tick is follow-up work on the bus, in this order: one ``ReconcileCycle`` per active
+cycle, then the watch periods, the clean-ups, the estimated-performance checks, the purge
+of old dedup keys and the audit anchor. The work on one cycle is guarded
+(:func:`contain_cycle_errors`): one cycle's outage does not stall the others.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from handlers import cleanup, performance, rollout, signals, training
-from handlers.cycles import is_stale, move
-from shared.errors import ConcurrencyError, NotFound, PermanentError, TransientError
+from shared import estimated_performance as performance
+from shared.errors import ConcurrencyError, PermanentError, TransientError
+from shared.lifecycle import is_stale, load, move, watching, with_leftovers
 from shared.messagebus import Services
-from shared.messages import Reconcile
+from shared.messages import (
+    AdvanceRollout,
+    AnchorAudit,
+    CheckJob,
+    CleanUpDeployments,
+    CycleWork,
+    DriftSignalled,
+    FailRollout,
+    PurgeDeliveries,
+    Reconcile,
+    ReconcileCleanUps,
+    ReconcileCycle,
+    ReconcileEstimates,
+    ReconcileWatches,
+    Reevaluate,
+    StartRetraining,
+    StartRollout,
+    WatchRollout,
+)
 from shared.model import AuditKind, Cycle, CycleState
 
 log = logging.getLogger(__name__)
 
 
 def reconcile(cmd: Reconcile, svc: Services) -> None:
+    key = cmd.event_key
     for cycle in svc.store.list_cycles(active_only=True):
-        _guarded(reconcile_cycle, cycle, svc, cmd.event_key)
-    for cycle in rollout.watching(svc):
-        _guarded(rollout.watch, cycle, svc, cmd.event_key)
-    for cycle in cleanup.pending(svc):  # leftover deployments of closed cycles
-        _guarded(cleanup.run, cycle, svc, cmd.event_key)
-    _estimate(svc)
-    _purge_deliveries(svc)
+        svc.emit(ReconcileCycle(cycle.id, key), contain_cycle_errors)
+    svc.emit(ReconcileWatches(key))
+    svc.emit(ReconcileCleanUps(key))  # leftover deployments of closed cycles
+    svc.emit(ReconcileEstimates(key))
+    svc.emit(PurgeDeliveries(key))
+    svc.emit(AnchorAudit(key))
 
 
-def _estimate(svc: Services) -> None:
+def on_watches(msg: ReconcileWatches, svc: Services) -> None:
+    for cycle in watching(svc):
+        svc.emit(WatchRollout(cycle.id, msg.event_key), contain_cycle_errors)
+
+
+def on_clean_ups(msg: ReconcileCleanUps, svc: Services) -> None:
+    for cycle in with_leftovers(svc):
+        svc.emit(CleanUpDeployments(cycle.id, msg.event_key), contain_cycle_errors)
+
+
+def on_estimates(msg: ReconcileEstimates, svc: Services) -> None:
     """Due estimated-performance checks; a breach takes the drift signal's path."""
     for signal in performance.check_all(svc):
-        try:
-            signals.on_drift_signal(signal, svc)
-        except (TransientError, ConcurrencyError) as exc:  # the next interval checks again
-            log.warning("estimated-performance signal for %s deferred: %s", signal.model, exc)
+        svc.emit(signal, _defer_signal)
 
 
-def _purge_deliveries(svc: Services) -> None:
+def _defer_signal(exc: Exception, signal: Any, svc: Services) -> None:
+    if not isinstance(exc, TransientError | ConcurrencyError):
+        raise exc
+    assert isinstance(signal, DriftSignalled)  # the next interval checks again
+    log.warning("estimated-performance signal for %s deferred: %s", signal.model, exc)
+
+
+def on_purge(msg: PurgeDeliveries, svc: Services) -> None:
     """Forget dedup keys of events processed longer ago than the retention (housekeeping:
     logged, not audited; a failure waits for the next tick)."""
     before = svc.now() - timedelta(seconds=svc.settings.delivery_retention_s)
@@ -54,26 +92,45 @@ def _purge_deliveries(svc: Services) -> None:
         log.info("forgot %d delivery key(s) processed before %s", purged, before.isoformat())
 
 
-def _guarded(
-    step: Callable[[Cycle, Services, str], None], cycle: Cycle, svc: Services, key: str
-) -> None:
+def on_anchor(msg: AnchorAudit, svc: Services) -> None:
+    """Commit every audit chain's head in the anchor chain, so a record cut off any chain
+    later is caught by ``verify`` (housekeeping: a failure waits for the next tick)."""
     try:
-        step(cycle, svc, key)
-    except TransientError as exc:  # one cycle's outage must not stall the others
-        log.warning("reconcile of cycle %s deferred: %s", cycle.id, exc)
-    except ConcurrencyError:
-        log.info("cycle %s changed while reconciling; next tick will look again", cycle.id)
-    except PermanentError as exc:  # retrying every tick cannot help: close the cycle safely
-        fresh = svc.store.get_cycle(cycle.id)
+        svc.audit.anchor()
+    except TransientError as exc:
+        log.warning("audit anchor deferred: %s", exc)
+
+
+def contain_cycle_errors(exc: Exception, work: Any, svc: Services) -> None:
+    """The guard of the work on one cycle: an outage waits for the next tick; a permanent
+    error closes the cycle safely (retrying every tick cannot help); anything else is a bug
+    and goes on up."""
+    assert isinstance(work, CycleWork)
+    cycle_id, key = work.cycle_id, work.event_key
+    if isinstance(exc, TransientError):  # one cycle's outage must not stall the others
+        log.warning("reconcile of cycle %s deferred: %s", cycle_id, exc)
+    elif isinstance(exc, ConcurrencyError):
+        log.info("cycle %s changed while reconciling; next tick will look again", cycle_id)
+    elif isinstance(exc, PermanentError):
+        fresh = svc.store.get_cycle(cycle_id)
         if fresh is None or not fresh.is_active:
             return
         if fresh.state is CycleState.ROLLING_OUT:
-            rollout.fail_rollout(fresh, svc, str(exc), key)
+            svc.emit(FailRollout(cycle_id, str(exc), key))
         else:
             move(svc, fresh, CycleState.FAILED, str(exc), caused_by=key, kind=AuditKind.ERROR)
+    else:
+        raise exc
+
+
+def on_cycle(msg: ReconcileCycle, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None and cycle.is_active:
+        reconcile_cycle(cycle, svc, msg.event_key)
 
 
 def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
+    """What one active cycle needs now, by its state (the work itself is follow-up work)."""
     state = cycle.state
     if svc.policy.model(cycle.model) is None:
         move(
@@ -85,45 +142,27 @@ def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
             kind=AuditKind.RECONCILED,
         )
     elif state is CycleState.TRIGGERED and is_stale(cycle, svc):
-        training.start_retraining(cycle, svc, key)
+        svc.emit(StartRetraining(cycle.id, key))
     elif state is CycleState.RETRAINING and cycle.job_name:
-        _check_job(cycle, svc, key)
+        svc.emit(CheckJob(cycle.id, key))
     elif state is CycleState.EVALUATING and is_stale(cycle, svc):
-        svc.store.save_cycle(cycle)  # claim it (version bump) before redoing the evaluation
-        training.evaluate(cycle, svc, key)
+        svc.emit(Reevaluate(cycle.id, key))
     elif state is CycleState.AWAITING_APPROVAL:
-        timeout = svc.policy.models[cycle.model].gate.approval_timeout
-        if svc.now() - cycle.updated_at > timedelta(seconds=timeout):
-            move(
-                svc,
-                cycle,
-                CycleState.REJECTED,
-                f"approval expired after {timeout:g}s",
-                caused_by=key,
-                kind=AuditKind.RECONCILED,
-            )
+        _expire_approval(cycle, svc, key)
     elif state is CycleState.REGISTERED:
-        rollout.start_rollout(cycle, svc, key)
+        svc.emit(StartRollout(cycle.id, key))
     elif state is CycleState.ROLLING_OUT:
-        rollout.advance(cycle, svc, key)
+        svc.emit(AdvanceRollout(cycle.id, key))
 
 
-def _check_job(cycle: Cycle, svc: Services, key: str) -> None:
-    assert cycle.job_name
-    try:
-        info = svc.platform.get_job(cycle.job_name)
-    except NotFound:
-        if is_stale(cycle, svc):  # intent recorded, submission lost (crash): submit it now
-            training.submit_job(cycle, svc, key)
-        return
-    if info.status.is_terminal:
-        training.finish_job(cycle, svc, info.status, key, kind=AuditKind.RECONCILED)
-    elif training.job_overdue(cycle, svc):
+def _expire_approval(cycle: Cycle, svc: Services, key: str) -> None:
+    timeout = svc.policy.models[cycle.model].gate.approval_timeout
+    if svc.now() - cycle.updated_at > timedelta(seconds=timeout):
         move(
             svc,
             cycle,
-            CycleState.FAILED,
-            f"job {cycle.job_name} still {info.status.value} past its timeout",
+            CycleState.REJECTED,
+            f"approval expired after {timeout:g}s",
             caused_by=key,
             kind=AuditKind.RECONCILED,
         )

@@ -4,66 +4,63 @@ Steps advance on the reconcile tick once their bake time has passed: each step r
 its health check is due (``next_check_at``) and asks ``svc.wakeups`` for a reconcile then (the
 local host runs one at that time; on Azure the timer's next tick after it checks). Health of
 the new deployment is compared with the live one over the same window; too little traffic
-means wait, not pass. Every traffic change is read back to confirm it took effect. The
-cycle's reason always says where the rollout stands (traffic, step, when the check is due).
-Whenever a cycle closes, the deployments it no longer needs are deleted (``handlers.cleanup``).
-
-No invocation waits for a long-running platform operation: when the platform answers
-``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
-records what it waits for (``in_progress``) and the reconciler's next tick repeats the same
-call, which checks on it.
+means wait, not pass. The cycle's reason always says where the rollout stands (traffic, step,
+when the check is due). The judges are ``shared.canary_judges``, traffic changes, failing
+safe and rollback ``shared.traffic`` (no invocation waits for a long-running platform
+operation), the watch period after promotion ``handlers.watch``. A closed cycle records
+``CleanUpDeployments``: the bus runs ``handlers.cleanup`` next.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
-from handlers import cleanup, performance
-from handlers.cycles import (
+from shared import estimated_performance as performance
+from shared.canary_judges import (
+    StepLook,
+    health_json,
+    keep_looking,
+    look_at_step,
+    threshold_verdict,
+)
+from shared.errors import AlreadyExists, InProgress, PermanentError
+from shared.lifecycle import (
     CYCLE_TAG,
     deployment_name_for,
     is_stale,
+    load,
     move,
     note,
     publish,
-    schedule_cleanup,
+    rollout_of,
 )
-from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
 from shared.messagebus import Services
-from shared.messages import ModelRegistered
+from shared.messages import (
+    AdvanceRollout,
+    CleanUpDeployments,
+    FailRollout,
+    ModelRegistered,
+    RollBack,
+    StartRollout,
+)
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
-
-if TYPE_CHECKING:
-    from shared.policy import Health
+from shared.rollout_state import Check, Phase, RolloutState, traffic_text
+from shared.traffic import (
+    change_traffic,
+    check_due,
+    clock,
+    fail_rollout,
+    finish_roll_back,
+    roll_back,
+    wait_for_platform,
+    wake,
+)
 
 WAIT_RECHECK_MIN_S = 5.0  # "not enough traffic yet" is looked at again no sooner than this
 
-
-def traffic_text(traffic: dict[str, int]) -> str:
-    """``{'m-v2': 90, 'm-v1': 10}`` as ``m-v2 90%, m-v1 10%`` (largest share first)."""
-    if not traffic:
-        return "no traffic"
-    ordered = sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{name} {percent}%" for name, percent in ordered)
-
-
-def _clock(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
-
-
-def _check_due(cycle: Cycle, due: datetime) -> datetime:
-    """Record when the rollout must be looked at next (``_wake`` asks for it once saved)."""
-    assert cycle.rollout is not None
-    cycle.rollout["next_check_at"] = due.isoformat()
-    return due
-
-
-def _wake(cycle: Cycle, svc: Services) -> None:
-    """After the cycle is saved: ask for a reconcile when its next check is due."""
-    due = (cycle.rollout or {}).get("next_check_at")
-    if svc.wakeups is not None and due:
-        svc.wakeups.at(datetime.fromisoformat(due), f"rollout of cycle {cycle.id}")
+__all__ = ["traffic_text"]  # re-exported from shared.rollout_state (older imports)
 
 
 def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
@@ -92,142 +89,6 @@ def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
     start_rollout(cycle, svc, msg.event_key)
 
 
-def _set_and_confirm(svc: Services, endpoint: str, traffic: dict[str, int]) -> None:
-    svc.platform.set_traffic(endpoint, traffic)
-    # Deployment names compare case-insensitively, as Azure does (the SDK lower-cases them).
-    actual = {k.lower(): v for k, v in svc.platform.get_traffic(endpoint).items() if v}
-    wanted = {k.lower(): v for k, v in traffic.items() if v}
-    if actual != wanted:
-        raise TransientError(
-            f"endpoint {endpoint}: traffic is {traffic_text(actual)}, "
-            f"expected {traffic_text(wanted)}"
-        )
-
-
-def _wait_for_platform(
-    cycle: Cycle, svc: Services, what: str, exc: InProgress, caused_by: str
-) -> None:
-    """Record that ``what`` runs on in the platform; the reconciler's next tick checks it."""
-    ro = cycle.rollout
-    assert ro is not None
-    first = ro.get("in_progress") != what
-    ro["in_progress"] = what
-    svc.store.save_cycle(cycle)
-    if first:  # audited once, not on every tick it is still running
-        note(
-            svc,
-            AuditKind.ACTION,
-            f"{what} in progress; the reconciler checks it on its next tick",
-            cycle,
-            reason=str(exc),
-            caused_by=caused_by,
-        )
-
-
-def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused_by: str) -> bool:
-    """Change traffic and confirm it took effect. On failure count the attempt; after the
-    policy's attempts, fail safe: the previous deployment keeps or regains all traffic."""
-    ro = cycle.rollout
-    spec = svc.policy.models[cycle.model].rollout
-    assert ro is not None and spec is not None
-    try:
-        _set_and_confirm(svc, ro["endpoint"], traffic)
-    except InProgress as exc:  # not a failed attempt: the change is still being applied
-        _wait_for_platform(cycle, svc, f"traffic change to {traffic}", exc, caused_by)
-        return False
-    except TransientError as exc:
-        ro["traffic_failures"] = ro.get("traffic_failures", 0) + 1
-        if ro["traffic_failures"] < spec.traffic_attempts:
-            cycle.reason = (
-                f"traffic change to {traffic_text(traffic)} on {ro['endpoint']} not confirmed "
-                f"(attempt {ro['traffic_failures']}/{spec.traffic_attempts}); "
-                "retrying at the next reconcile"
-            )
-            svc.store.save_cycle(cycle)
-            note(
-                svc,
-                AuditKind.ERROR,
-                f"traffic change not confirmed "
-                f"(attempt {ro['traffic_failures']}/{spec.traffic_attempts}); will retry",
-                cycle,
-                reason=str(exc),
-                caused_by=caused_by,
-            )
-            return False
-        fail_rollout(
-            cycle,
-            svc,
-            f"traffic change did not take effect after {spec.traffic_attempts} attempts",
-            caused_by,
-            evidence={"wanted": traffic, "error": str(exc)},
-        )
-        return False
-    ro["traffic_failures"] = 0
-    ro.pop("in_progress", None)
-    return True
-
-
-def fail_rollout(
-    cycle: Cycle,
-    svc: Services,
-    reason: str,
-    caused_by: str,
-    *,
-    evidence: dict[str, Any] | None = None,
-) -> None:
-    """Fail a rollout safely: the previous deployment back to 100% (mirror off), then FAILED.
-
-    If that restore does not take effect now (a transient outage), the cycle stays
-    ROLLING_OUT in phase ``restoring``, keeping the model's lock, and every reconcile tick
-    tries again until the endpoint is back on the previous deployment; only then is the cycle
-    closed. A permanent error while restoring closes it at once, saying so.
-    """
-    ro = cycle.rollout
-    if not ro or not ro.get("endpoint"):
-        move(svc, cycle, CycleState.FAILED, reason, caused_by=caused_by, kind=AuditKind.ERROR)
-        return
-    previous = ro.get("previous")
-    try:
-        if ro.get("phase") == "shadow" or ro.get("mirror_off_pending"):
-            ro["mirror_off_pending"] = True
-            svc.platform.set_mirror(ro["endpoint"], {})
-            ro["mirror_off_pending"] = False
-        if previous:
-            _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
-        restored = f"{previous} at 100%" if previous else "no previous deployment"
-    except TransientError as exc:
-        ro["restore_attempts"] = ro.get("restore_attempts", 0) + 1
-        ro.update(phase="restoring", failed_because=reason, failed_evidence=evidence or {})
-        cycle.reason = (
-            f"failing safe: restoring {previous} to 100% not confirmed yet "
-            f"(attempt {ro['restore_attempts']}); {reason}"
-        )
-        svc.store.save_cycle(cycle)
-        note(
-            svc,
-            AuditKind.ERROR,
-            f"failing safe: restoring {previous} did not take effect "
-            f"(attempt {ro['restore_attempts']}); retrying every reconcile tick",
-            cycle,
-            reason=f"{reason}; {exc}",
-            caused_by=caused_by,
-        )
-        return
-    except PermanentError as exc:
-        restored = f"restoring {previous} failed permanently: {exc}"
-    ro["phase"] = "failed"
-    move(
-        svc,
-        cycle,
-        CycleState.FAILED,
-        f"{reason}; failed safe ({restored})",
-        caused_by=caused_by,
-        kind=AuditKind.ERROR,
-        evidence=evidence,
-    )
-    cleanup.run(cycle, svc, caused_by)
-
-
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
     spec = svc.policy.models[cycle.model].rollout
     assert spec is not None and cycle.candidate_version
@@ -236,7 +97,8 @@ def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
         for other in svc.store.list_cycles(active_only=True)
         if other.id != cycle.id
         and other.state is CycleState.ROLLING_OUT
-        and (other.rollout or {}).get("endpoint") == spec.endpoint
+        and other.rollout is not None
+        and other.rollout.endpoint == spec.endpoint
     ]
     if busy:
         note(
@@ -253,17 +115,13 @@ def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
     live = max(current, key=lambda d: current[d]) if any(current.values()) else None
     if live == deployment:
         live = None
-    cycle.rollout = {
-        "endpoint": spec.endpoint,
-        "deployment": deployment,
-        "previous": live,
-        "previous_traffic": current,
-        "previous_champion": svc.platform.champion_version(cycle.model, spec.endpoint),
-        "phase": "creating",
-        "step": -1,
-        "step_started_at": None,
-        "steps": [],
-    }
+    cycle.rollout = RolloutState.begin(
+        spec.endpoint,
+        deployment,
+        live,
+        current,
+        svc.platform.champion_version(cycle.model, spec.endpoint),
+    )
     move(
         svc,
         cycle,
@@ -277,16 +135,16 @@ def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
 
 def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
     """Create the (deterministically named) deployment if needed and enter the first step."""
-    ro = cycle.rollout
-    assert ro is not None and cycle.candidate_version
+    ro = rollout_of(cycle)
+    assert cycle.candidate_version
     try:
         svc.platform.create_deployment(
-            ro["endpoint"], ro["deployment"], cycle.model, cycle.candidate_version
+            ro.endpoint, ro.deployment, cycle.model, cycle.candidate_version
         )
     except AlreadyExists:
         pass  # created before a crash or by a concurrent worker: the name is deterministic
     except InProgress as exc:  # still provisioning (or a same-named one still being deleted)
-        _wait_for_platform(cycle, svc, f"deployment {ro['deployment']}", exc, caused_by)
+        wait_for_platform(cycle, svc, f"deployment {ro.deployment}", exc, caused_by)
         return
     except PermanentError as exc:
         move(
@@ -297,92 +155,77 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
             caused_by=caused_by,
             kind=AuditKind.ERROR,
         )
-        cleanup.run(cycle, svc, caused_by)  # a half-made deployment is billed too
+        svc.emit(CleanUpDeployments(cycle.id, caused_by))  # a half-made deployment is billed too
         return
     publish(
         svc,
         cycle,
         "rollout.started",
-        {"deployment": ro["deployment"], "previous": ro.get("previous")},
+        {"deployment": ro.deployment, "previous": ro.previous},
     )
-    shadow = svc.policy.models[cycle.model].rollout.shadow  # type: ignore[union-attr]
-    if shadow is not None and ro.get("previous"):
-        try:
-            svc.platform.set_mirror(ro["endpoint"], {ro["deployment"]: shadow.percent})
-        except InProgress as exc:
-            _wait_for_platform(cycle, svc, f"mirroring to {ro['deployment']}", exc, caused_by)
-            return
-        ro.pop("in_progress", None)
-        now = svc.now()
-        ro.update(phase="shadow", step_started_at=now.isoformat(), percent=0)
-        ro["steps"].append(
-            {
-                "percent": 0,
-                "mirror": shadow.percent,
-                "at": now.isoformat(),
-                "traffic": {ro["previous"]: 100},
-            }
-        )
-        spec = svc.policy.models[cycle.model].rollout
-        assert spec is not None
-        first = spec.sequential.check_every if spec.analysis == "sequential" else shadow.bake
-        due = _check_due(cycle, now + timedelta(seconds=first))
-        cycle.reason = (
-            f"shadow: {ro['previous']} serves 100% on {ro['endpoint']}, {shadow.percent}% "
-            f"mirrored to {ro['deployment']}; health check due {_clock(due)}"
-        )
-        svc.store.save_cycle(cycle)
-        _wake(cycle, svc)
-        note(
-            svc,
-            AuditKind.ACTION,
-            f"shadow: {shadow.percent}% of live traffic mirrored to "
-            f"{ro['deployment']} (responses discarded)",
-            cycle,
-            caused_by=caused_by,
-        )
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    if spec.shadow is not None and ro.previous:
+        _enter_shadow(cycle, svc, caused_by)
         return
     _enter_step(cycle, svc, 0, caused_by)
 
 
-def _traffic_for(cycle: Cycle, percent: int) -> dict[str, int]:
-    ro = cycle.rollout or {}
-    traffic = {ro["deployment"]: percent}
-    if ro.get("previous") and percent < 100:
-        traffic[ro["previous"]] = 100 - percent
-    elif ro.get("previous"):
-        traffic[ro["previous"]] = 0
-    return traffic
+def _enter_shadow(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    """Mirror a share of live traffic to the new deployment (its responses discarded)."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None and spec.shadow is not None
+    shadow = spec.shadow
+    ro = rollout_of(cycle)
+    try:
+        svc.platform.set_mirror(ro.endpoint, {ro.deployment: shadow.percent})
+    except InProgress as exc:
+        wait_for_platform(cycle, svc, f"mirroring to {ro.deployment}", exc, caused_by)
+        return
+    now = svc.now()
+    cycle.rollout = ro = ro.platform_done().in_shadow(now, shadow.percent)
+    first = spec.sequential.check_every if spec.analysis == "sequential" else shadow.bake
+    due = check_due(cycle, now + timedelta(seconds=first))
+    cycle.reason = (
+        f"shadow: {ro.previous} serves 100% on {ro.endpoint}, {shadow.percent}% "
+        f"mirrored to {ro.deployment}; health check due {clock(due)}"
+    )
+    svc.store.save_cycle(cycle)
+    wake(cycle, svc)
+    note(
+        svc,
+        AuditKind.ACTION,
+        f"shadow: {shadow.percent}% of live traffic mirrored to "
+        f"{ro.deployment} (responses discarded)",
+        cycle,
+        caused_by=caused_by,
+    )
 
 
 def _enter_step(
     cycle: Cycle, svc: Services, index: int, caused_by: str, kind: AuditKind = AuditKind.ACTION
 ) -> None:
     spec = svc.policy.models[cycle.model].rollout
-    assert spec is not None and cycle.rollout is not None
-    steps = spec.steps if cycle.rollout.get("previous") else (100,)
+    assert spec is not None
+    ro = rollout_of(cycle)
+    steps = spec.steps if ro.previous else (100,)
     percent = steps[index]
-    traffic = _traffic_for(cycle, percent)
-    cycle.rollout["pending_step"] = index  # what a retry must apply if this does not take
-    if not _change_traffic(cycle, svc, traffic, caused_by):
+    traffic = ro.traffic_for(percent)
+    cycle.rollout = ro.applying_step(index)  # what a retry must apply if this does not take
+    if not change_traffic(cycle, svc, traffic, caused_by):
         return
     now = svc.now()
-    cycle.rollout.pop("pending_step", None)
-    cycle.rollout["phase"] = "canary"
-    cycle.rollout["step"] = index
-    cycle.rollout["percent"] = percent
-    cycle.rollout["step_started_at"] = now.isoformat()
-    cycle.rollout["steps"].append({"percent": percent, "at": now.isoformat(), "traffic": traffic})
+    cycle.rollout = ro = rollout_of(cycle).in_step(index, percent, now, traffic)
     where = f"{traffic_text(traffic)} on {spec.endpoint} (step {index + 1}/{len(steps)})"
-    if cycle.rollout.get("previous"):
+    if ro.previous:
         first = spec.sequential.check_every if spec.analysis == "sequential" else spec.bake
-        due = _check_due(cycle, now + timedelta(seconds=first))
-        cycle.reason = f"canary: {where}; health check due {_clock(due)}"
+        due = check_due(cycle, now + timedelta(seconds=first))
+        cycle.reason = f"canary: {where}; health check due {clock(due)}"
     else:
-        cycle.rollout.pop("next_check_at", None)
+        cycle.rollout = ro.due(None)
         cycle.reason = f"first deployment: {where}"
     svc.store.save_cycle(cycle)
-    _wake(cycle, svc)
+    wake(cycle, svc)
     note(
         svc,
         kind,
@@ -392,43 +235,8 @@ def _enter_step(
         caused_by=caused_by,
     )
     publish(svc, cycle, "rollout.step", {"traffic": traffic})
-    if not cycle.rollout.get("previous"):
+    if not ro.previous:
         _promote(cycle, svc, caused_by, "first deployment of this model on the endpoint")
-
-
-def _verdict(new: HealthSample, old: HealthSample | None, health: Health) -> tuple[str, str]:
-    """('pass' | 'wait' | 'breach', why)."""
-    if new.requests < health.min_requests:
-        return "wait", f"{new.requests} requests < {health.min_requests} needed for a verdict"
-    if new.error_rate > health.max_error_rate:
-        return "breach", f"error rate {new.error_rate:.2%} > {health.max_error_rate:.2%}"
-    if old is not None and old.requests:
-        increase = new.error_rate - old.error_rate
-        if increase > health.max_error_rate_increase:
-            return "breach", (
-                f"error rate {new.error_rate:.2%} exceeds live "
-                f"{old.error_rate:.2%} by more than "
-                f"{health.max_error_rate_increase:.2%}"
-            )
-    p95 = new.latency_p95_ms
-    if (
-        p95 is not None
-        and health.max_latency_p95_ms is not None
-        and p95 > health.max_latency_p95_ms
-    ):
-        return "breach", f"p95 latency {p95:.0f} ms > {health.max_latency_p95_ms:.0f} ms"
-    if (
-        p95 is not None
-        and old is not None
-        and old.latency_p95_ms
-        and health.max_latency_ratio
-        and p95 > old.latency_p95_ms * health.max_latency_ratio
-    ):
-        return "breach", (
-            f"p95 latency {p95:.0f} ms > {health.max_latency_ratio:g}x live "
-            f"{old.latency_p95_ms:.0f} ms"
-        )
-    return "pass", f"{new.requests} requests, error rate {new.error_rate:.2%}"
 
 
 def _health(
@@ -440,59 +248,103 @@ def _health(
 
 
 def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
-    """One reconcile tick of a rollout: hold, wait for traffic, step on, promote or roll back."""
+    """One reconcile tick of a rollout: finish what was cut short, else judge the running
+    step (hold, wait for traffic, step on, promote or roll back)."""
     spec = svc.policy.models[cycle.model].rollout
     ro = cycle.rollout
     if spec is None or ro is None:
         return
-    if ro.get("phase") == "restoring":  # failing safe: the restore has not taken effect yet
-        fail_rollout(
-            cycle, svc, ro["failed_because"], caused_by, evidence=ro.get("failed_evidence")
-        )
-        return
-    if ro.get("rolling_back"):  # a rollback whose traffic change was still running
-        roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
-        return
-    if ro.get("phase") not in ("shadow", "canary"):
-        if ro.get("traffic_failures") or ro.get("in_progress") or is_stale(cycle, svc):
-            resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
-        return
-    pending_change = ro.get("in_progress") and isinstance(ro.get("pending_step"), int)
-    if (ro.get("phase") == "canary" and ro.get("traffic_failures")) or pending_change:
-        # retry the change that was not confirmed (not the step before it, which would reset
-        # the attempt count and step back and forth for ever)
-        pending = ro.get("pending_step")
-        _enter_step(cycle, svc, pending if isinstance(pending, int) else ro["step"], caused_by)
-        return
-    bake = spec.shadow.bake if ro["phase"] == "shadow" and spec.shadow else spec.bake
+    for finished_something in _UNFINISHED:
+        if finished_something(cycle, svc, ro, caused_by):
+            return
+    bake = spec.shadow.bake if ro.phase is Phase.SHADOW and spec.shadow else spec.bake
     now = svc.now()
-    started = datetime.fromisoformat(ro["step_started_at"])
-    if spec.analysis == "sequential" and ro.get("previous"):
-        from handlers import canary_sequential  # it calls back into this module
+    started = ro.step_started_at
+    assert started is not None
+    if spec.analysis == "sequential" and ro.previous:
+        look = look_at_step(cycle, svc, started, now)
+        if look is not None:
+            _act_on_look(cycle, svc, look, now, caused_by)
+        return
+    if now - started >= timedelta(seconds=bake):
+        _threshold_check(cycle, svc, (started, now), bake, caused_by)
 
-        canary_sequential.look(cycle, svc, started, now, caused_by)
-        return
-    if now - started < timedelta(seconds=bake):
-        return
-    new = _health(svc, spec.endpoint, ro["deployment"], started, now)
-    old = _health(svc, spec.endpoint, ro.get("previous"), started, now)
+
+def _restoring(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """Failing safe, the restore has not taken effect yet: try it again."""
+    if ro.phase is not Phase.RESTORING:
+        return False
+    fail_rollout(cycle, svc, ro.failed_because, caused_by, evidence=ro.failed_evidence)
+    return True
+
+
+def _rolling_back(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """A rollback whose traffic change was still running: finish it."""
+    if not ro.rolling_back:
+        return False
+    finish_roll_back(cycle, svc, ro.rolling_back, caused_by)
+    return True
+
+
+def _not_started(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """No step runs yet: retry the one that did not take effect, or resume after a crash."""
+    if ro.judging:
+        return False
+    if ro.traffic_failures or ro.in_progress or is_stale(cycle, svc):
+        resume(cycle, svc, caused_by)
+    return True
+
+
+def _change_unconfirmed(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """Retry the traffic change that was not confirmed (not the step before it, which would
+    reset the attempt count and step back and forth for ever)."""
+    pending_change = bool(ro.in_progress) and ro.pending_step is not None
+    if not ((ro.phase is Phase.CANARY and ro.traffic_failures) or pending_change):
+        return False
+    pending = ro.pending_step
+    _enter_step(cycle, svc, pending if pending is not None else ro.step, caused_by)
+    return True
+
+
+# In order: the first that finds something cut short finishes it, and the tick ends there.
+_UNFINISHED: tuple[Callable[[Cycle, Services, RolloutState, str], bool], ...] = (
+    _restoring,
+    _rolling_back,
+    _not_started,
+    _change_unconfirmed,
+)
+
+
+def _threshold_check(
+    cycle: Cycle,
+    svc: Services,
+    window: tuple[datetime, datetime],
+    bake: float,
+    caused_by: str,
+) -> None:
+    """The threshold judge once the bake time is over: breach, wait for traffic, or pass."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    ro = rollout_of(cycle)
+    started, now = window
+    new = _health(svc, spec.endpoint, ro.deployment, started, now)
+    old = _health(svc, spec.endpoint, ro.previous, started, now)
     assert new is not None
-    verdict, why = _verdict(new, old, spec.health)
-    perf = performance.guard(
-        svc, cycle, (ro["deployment"], started, now), (ro.get("previous"), started, now)
-    )
+    verdict, why = threshold_verdict(new, old, spec.health)
+    perf = performance.guard(svc, cycle, (ro.deployment, started, now), (ro.previous, started, now))
     if verdict != "breach" and perf.verdict == "breach":  # with the health judge, not instead
         verdict, why = "breach", perf.why
     evidence: dict[str, Any] = {
         "window": [started.isoformat(), now.isoformat()],
-        "percent": ro.get("percent"),
-        "new": _sample(new),
-        "live": _sample(old) if old else None,
+        "percent": ro.percent,
+        "new": health_json(new),
+        "live": health_json(old) if old else None,
         "verdict": verdict,
         "estimated_performance": perf.evidence or None,
     }
-    ro.setdefault("checks", []).append({"at": now.isoformat(), **evidence, "why": why})
-    phase = "shadow" if ro["phase"] == "shadow" else f"canary at {ro.get('percent')}%"
+    kept = {k: v for k, v in evidence.items() if k != "verdict"}
+    cycle.rollout = ro = ro.checked(Check(now, verdict, why, kept))
+    phase = ro.stage()
     if verdict == "breach":
         roll_back(
             cycle,
@@ -503,27 +355,7 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         )
         return
     if verdict == "wait":
-        deadline = started + timedelta(seconds=bake + spec.max_wait)
-        if now > deadline:
-            roll_back(
-                cycle,
-                svc,
-                f"not enough traffic for a verdict within the wait: {why}",
-                caused_by,
-                evidence=evidence,
-            )
-            return
-        checks = ro["checks"]
-        if len(checks) > 1 and checks[-2].get("verdict") == "wait":
-            del checks[-2]  # keep the latest of a run of waits: they are rechecked often
-        recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
-        due = _check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
-        cycle.reason = (
-            f"{phase}: waiting for traffic ({why}); next health check {_clock(due)}, "
-            f"rolled back if still too little after {_clock(deadline)}"
-        )
-        svc.store.save_cycle(cycle)
-        _wake(cycle, svc)
+        _wait_for_traffic(cycle, svc, window, bake, why, evidence, caused_by)
         return
     svc.store.save_cycle(cycle)
     note(
@@ -535,38 +367,59 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         evidence=evidence,
         caused_by=caused_by,
     )
-    if ro["phase"] == "shadow":
-        svc.platform.set_mirror(ro["endpoint"], {})
-        _enter_step(cycle, svc, 0, caused_by)
-    elif ro.get("percent") == 100:
-        _promote(cycle, svc, caused_by, why)
-    else:
-        _enter_step(cycle, svc, ro["step"] + 1, caused_by)
+    _next_stage(cycle, svc, why, caused_by)
 
 
-def _sample(sample: HealthSample) -> dict[str, Any]:
-    return {
-        "requests": sample.requests,
-        "errors": sample.errors,
-        "error_rate": round(sample.error_rate, 6),
-        "latency_p95_ms": sample.latency_p95_ms,
-    }
+def _wait_for_traffic(
+    cycle: Cycle,
+    svc: Services,
+    window: tuple[datetime, datetime],
+    bake: float,
+    why: str,
+    evidence: dict[str, Any],
+    caused_by: str,
+) -> None:
+    """Too little traffic for a verdict: look again soon; roll back after the wait."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    ro = rollout_of(cycle)
+    started, now = window
+    deadline = started + timedelta(seconds=bake + spec.max_wait)
+    if now > deadline:
+        roll_back(
+            cycle,
+            svc,
+            f"not enough traffic for a verdict within the wait: {why}",
+            caused_by,
+            evidence=evidence,
+        )
+        return
+    checks = ro.checks
+    if len(checks) > 1 and checks[-2].verdict == "wait":
+        # keep the latest of a run of waits: they are rechecked often
+        cycle.rollout = ro.with_checks((*checks[:-2], checks[-1]))
+    recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
+    due = check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
+    cycle.reason = (
+        f"{ro.stage()}: waiting for traffic ({why}); next health check {clock(due)}, "
+        f"rolled back if still too little after {clock(deadline)}"
+    )
+    svc.store.save_cycle(cycle)
+    wake(cycle, svc)
 
 
 def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
     """Make the candidate champion; keep the previous deployment warm for the watch period."""
     spec = svc.policy.models[cycle.model].rollout
-    ro = cycle.rollout
-    assert cycle.candidate_version and spec is not None and ro is not None
+    ro = rollout_of(cycle)
+    assert cycle.candidate_version and spec is not None
     svc.platform.set_champion(cycle.model, cycle.candidate_version)
     now = svc.now()
-    watching = bool(ro.get("previous")) and spec.watch > 0
-    ro["phase"] = "watch" if watching else "done"
-    ro["promoted_at"] = now.isoformat()
-    ro["watch_until"] = (now + timedelta(seconds=spec.watch)).isoformat() if watching else None
-    ro.pop("next_check_at", None)
-    if watching:
-        _check_due(cycle, now + timedelta(seconds=spec.watch))
+    watching = bool(ro.previous) and spec.watch > 0
+    until = now + timedelta(seconds=spec.watch) if watching else None
+    cycle.rollout = ro = ro.promoted(now, until)
+    if until is not None:
+        check_due(cycle, until)
     move(
         svc,
         cycle,
@@ -574,112 +427,71 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         f"promoted {cycle.model} v{cycle.candidate_version}: {why}",
         caused_by=caused_by,
         kind=AuditKind.ACTION,
-        evidence={"watch_until": ro["watch_until"], "kept_warm": ro.get("previous")},
+        evidence={"watch_until": until.isoformat() if until else None, "kept_warm": ro.previous},
     )
-    _wake(cycle, svc)  # the watch period ends then
-    cleanup.run(cycle, svc, caused_by)  # without a watch period the previous one goes now
+    wake(cycle, svc)  # the watch period ends then
+    svc.emit(CleanUpDeployments(cycle.id, caused_by))  # no watch period: the previous goes now
 
 
-def watching(svc: Services, model: str | None = None) -> list[Cycle]:
-    """Promoted cycles still in their watch period (their previous deployment is kept warm)."""
-    return [
-        c
-        for c in svc.store.list_cycles(model)
-        if c.state is CycleState.PROMOTED and (c.rollout or {}).get("phase") == "watch"
-    ]
-
-
-def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
-    """A reconcile tick after promotion: roll back on a health breach; end the watch on time."""
-    spec = svc.policy.models[cycle.model].rollout
-    ro = cycle.rollout
-    assert spec is not None and ro is not None
-    if ro.get("rolling_back"):  # a rollback whose traffic change was still running
-        roll_back(cycle, svc, caused_by=caused_by, **ro["rolling_back"])
-        return
-    now = svc.now()
-    promoted = datetime.fromisoformat(ro["promoted_at"])
-    new = svc.metrics.deployment_health(ro["endpoint"], ro["deployment"], promoted, now)
-    verdict, why = _verdict(new, None, spec.health)
-    before = promoted - (now - promoted)  # live's own traffic: as long a window before promotion
-    perf = performance.guard(
-        svc, cycle, (ro["deployment"], promoted, now), (ro.get("previous"), before, promoted)
-    )
-    if verdict != "breach" and perf.verdict == "breach":
-        verdict, why = "breach", f"estimated performance: {perf.why}"
-    if verdict == "breach":
-        roll_back(
-            cycle,
-            svc,
-            f"health breach during the watch period: {why}",
-            caused_by,
-            evidence={
-                "new": _sample(new),
-                "window": [ro["promoted_at"], now.isoformat()],
-                "estimated_performance": perf.evidence or None,
-            },
-        )
-        return
-    if spec.analysis == "sequential":
-        from handlers import canary_sequential  # it calls back into this module
-
-        if canary_sequential.watch_look(cycle, svc, promoted, now, caused_by):
-            return
-    if now < datetime.fromisoformat(ro["watch_until"]):
-        return
-    ro["phase"] = "done"
-    schedule_cleanup(cycle)
-    ro.pop("next_check_at", None)
-    svc.store.save_cycle(cycle)
-    note(
-        svc,
-        AuditKind.ACTION,
-        f"watch period over; deleting previous deployment {ro.get('previous')}",
-        cycle,
-        reason=why,
-        caused_by=caused_by,
-    )
-    cleanup.run(cycle, svc, caused_by)
-
-
-def roll_back(
-    cycle: Cycle,
-    svc: Services,
-    reason: str,
-    caused_by: str,
-    *,
-    evidence: dict[str, Any] | None = None,
-    actor: str = "system",
+def _act_on_look(
+    cycle: Cycle, svc: Services, look: StepLook, now: datetime, caused_by: str
 ) -> None:
-    """Return every request to the previous deployment in one step, then close the cycle.
-
-    After promotion (watch period) the previous champion is restored too. If the traffic
-    change is still running, the cycle records the rollback and the reconciler finishes it.
-    """
-    ro = cycle.rollout or {}
-    previous = ro.get("previous")
-    try:
-        if ro.get("phase") == "shadow":
-            svc.platform.set_mirror(ro["endpoint"], {})
-        if previous:
-            _set_and_confirm(svc, ro["endpoint"], {previous: 100, ro["deployment"]: 0})
-    except InProgress as exc:
-        ro["rolling_back"] = {"reason": reason, "evidence": evidence or {}, "actor": actor}
-        _wait_for_platform(cycle, svc, f"rollback to {previous}", exc, caused_by)
+    """Act on one sequential look: pass the step, roll back, or keep looking."""
+    phase, evidence = look.stage, look.evidence
+    if look.decision == "rollback":
+        roll_back(cycle, svc, f"{phase}: {look.why}", caused_by, evidence=evidence)
         return
-    ro.pop("rolling_back", None)
-    ro.pop("in_progress", None)
-    if cycle.state is CycleState.PROMOTED and ro.get("previous_champion"):
-        svc.platform.set_champion(cycle.model, ro["previous_champion"])
-    ro["phase"] = "rolled_back"
-    move(
-        svc,
-        cycle,
-        CycleState.ROLLED_BACK,
-        f"rolled back: {reason}",
-        caused_by=caused_by,
-        kind=AuditKind.DECISION,  # the model's latest decision (the console shows it)
-        evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
-        actor=actor,
-    )
-    cleanup.run(cycle, svc, caused_by, actor)
+    if look.decision == "pass":
+        svc.store.save_cycle(cycle)
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"{phase} healthy",
+            cycle,
+            reason=look.why,
+            evidence=evidence,
+            caused_by=caused_by,
+        )
+        _next_stage(cycle, svc, look.why, caused_by)
+        return
+    keep_looking(cycle, svc, look, now, caused_by)
+
+
+def _next_stage(cycle: Cycle, svc: Services, why: str, caused_by: str) -> None:
+    """A healthy stage: from shadow to the first canary step, from 100% to promotion, else
+    to the next step."""
+    ro = rollout_of(cycle)
+    if ro.phase is Phase.SHADOW:
+        svc.platform.set_mirror(ro.endpoint, {})
+        _enter_step(cycle, svc, 0, caused_by)
+    elif ro.percent == 100:
+        _promote(cycle, svc, caused_by, why)
+    else:
+        _enter_step(cycle, svc, ro.step + 1, caused_by)
+
+
+# --- follow-up work the bus runs (each reads its cycle again) -----------------------------
+
+
+def on_start_rollout(msg: StartRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        start_rollout(cycle, svc, msg.event_key)
+
+
+def on_advance(msg: AdvanceRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        advance(cycle, svc, msg.event_key)
+
+
+def on_roll_back(msg: RollBack, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        roll_back(cycle, svc, msg.reason, msg.event_key, evidence=msg.evidence, actor=msg.actor)
+
+
+def on_fail_rollout(msg: FailRollout, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        fail_rollout(cycle, svc, msg.reason, msg.event_key)

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handlers.cycles import CYCLE_TAG, cycle_id_for, job_name_for, move, note, publish
-from shared.errors import AlreadyExists, NotFound, PermanentError
+from shared.errors import AlreadyExists, Conflict, NotFound, PermanentError
 from shared.gate import decide
+from shared.lifecycle import (
+    CYCLE_TAG,
+    cycle_id_for,
+    is_stale,
+    job_name_for,
+    load,
+    move,
+    note,
+    publish,
+)
 from shared.messagebus import Services
-from shared.messages import JobStatusChanged
+from shared.messages import (
+    CheckJob,
+    JobStatusChanged,
+    Reevaluate,
+    RegisterCandidate,
+    ResumeCycle,
+    StartRetraining,
+)
 from shared.model import AuditKind, Cycle, CycleState, JobRequest, JobStatus
 
 
@@ -336,3 +352,65 @@ def job_overdue(cycle: Cycle, svc: Services) -> bool:
     if spec is None or cycle.job_submitted_at is None:
         return False
     return svc.now() - cycle.job_submitted_at > timedelta(seconds=spec.training.timeout)
+
+
+def check_job(cycle: Cycle, svc: Services, key: str) -> None:
+    """The reconciler's look at a RETRAINING cycle's job: submit a lost one, finish a done
+    one (its event may have been lost), fail one past its timeout."""
+    assert cycle.job_name
+    try:
+        info = svc.platform.get_job(cycle.job_name)
+    except NotFound:
+        if is_stale(cycle, svc):  # intent recorded, submission lost (crash): submit it now
+            submit_job(cycle, svc, key)
+        return
+    if info.status.is_terminal:
+        finish_job(cycle, svc, info.status, key, kind=AuditKind.RECONCILED)
+    elif job_overdue(cycle, svc):
+        move(
+            svc,
+            cycle,
+            CycleState.FAILED,
+            f"job {cycle.job_name} still {info.status.value} past its timeout",
+            caused_by=key,
+            kind=AuditKind.RECONCILED,
+        )
+
+
+# --- follow-up work the bus runs (each reads its cycle again) -----------------------------
+
+
+def on_start_retraining(msg: StartRetraining, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        start_retraining(cycle, svc, msg.event_key)
+
+
+def on_resume(msg: ResumeCycle, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        resume_if_stalled(cycle, svc, msg.event_key)
+
+
+def on_check_job(msg: CheckJob, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        check_job(cycle, svc, msg.event_key)
+
+
+def on_reevaluate(msg: Reevaluate, svc: Services) -> None:
+    cycle = load(svc, msg.cycle_id)
+    if cycle is not None:
+        svc.store.save_cycle(cycle)  # claim it (version bump) before redoing the evaluation
+        evaluate(cycle, svc, msg.event_key)
+
+
+def on_register(msg: RegisterCandidate, svc: Services) -> None:
+    """An approved candidate. A re-run after a lost race finds it no longer awaiting
+    approval, as a re-run of the approval would."""
+    cycle = load(svc, msg.cycle_id)
+    if cycle is None:
+        raise NotFound(f"no cycle {msg.cycle_id!r}")
+    if cycle.state is not CycleState.AWAITING_APPROVAL:
+        raise Conflict(f"cycle {cycle.id} is {cycle.state.value}, not AWAITING_APPROVAL")
+    register_candidate(cycle, svc, msg.event_key, actor=msg.actor)

@@ -64,6 +64,9 @@ param workspaceStorageAccountId string = ''
 ])
 param workspaceStorageAccess string = 'read'
 
+@description('Container of the workspace default blob datastore, workspaceblobstore (az ml datastore show -n workspaceblobstore --query container_name; azureml-blobstore-<guid>). With workspaceStorageAccountId and read access: AUTOPILOT_COLLECTOR_CONTAINER_URL, where estimated_performance reads the data collector\'s model outputs and azureml://datastores/workspaceblobstore/paths/... ground truth. Empty: not set.')
+param workspaceBlobContainer string = ''
+
 @description('Resource id of an existing Log Analytics workspace that receives the online endpoints\' logs (AmlOnlineEndpointTrafficLog). Empty: the workspace created here.')
 param endpointLogsWorkspaceId string = ''
 
@@ -208,6 +211,9 @@ var useOwnLogAnalytics = empty(endpointLogsWorkspaceId)
 var logsParts = split(useOwnLogAnalytics ? '${resourceGroup().id}/providers/Microsoft.OperationalInsights/workspaces/${logAnalyticsName}' : endpointLogsWorkspaceId, '/')
 var grantWorkspaceStorage = !empty(workspaceStorageAccountId) && workspaceStorageAccess != 'none'
 var workspaceStorageParts = split(empty(workspaceStorageAccountId) ? '${resourceGroup().id}/providers/Microsoft.Storage/storageAccounts/none' : workspaceStorageAccountId, '/')
+// estimated_performance: the collector's output and ground truth, read with the identity (the
+// Storage Blob Data Reader or Contributor role on that account, below)
+var collectorContainerUrl = grantWorkspaceStorage && !empty(workspaceBlobContainer) ? 'https://${last(workspaceStorageParts)}.blob.${environment().suffixes.storage}/${workspaceBlobContainer}' : ''
 var keyVaultParts = split(useKeyVaultForKeys ? functionKeysKeyVaultId : '${resourceGroup().id}/providers/Microsoft.KeyVault/vaults/none', '/')
 
 var blobServiceUri = 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
@@ -392,7 +398,8 @@ module endpointLogs 'modules/role-loganalytics.bicep' = {
   ]
 }
 
-// Storage behind the workspace default datastore (evaluation.json; code uploads if 'write').
+// Storage behind the workspace default datastore (evaluation.json, the data collector's model
+// outputs and ground truth for estimated_performance; code uploads if 'write').
 module workspaceStorageRole 'modules/role-storage.bicep' = if (grantWorkspaceStorage) {
   name: 'autopilot-aml-storage'
   scope: resourceGroup(workspaceStorageParts[2], workspaceStorageParts[4])
@@ -400,7 +407,7 @@ module workspaceStorageRole 'modules/role-storage.bicep' = if (grantWorkspaceSto
     storageAccountName: last(workspaceStorageParts)
     principalId: functionApp.identity.principalId
     roleDefinitionGuid: workspaceStorageAccess == 'write' ? roleIds.storageBlobDataContributor : roleIds.storageBlobDataReader
-    assignmentDescription: 'MLOps Autopilot: read training job outputs (evaluation.json) from the workspace datastore'
+    assignmentDescription: 'MLOps Autopilot: read training job outputs (evaluation.json), collected model outputs and ground truth from the workspace datastore'
   }
 }
 
@@ -446,6 +453,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AUTOPILOT_TABLE_ENDPOINT: tableServiceUri
     AUTOPILOT_EVENTS_TOPIC_ENDPOINT: eventsTopic.properties.endpoint
     AUTOPILOT_LOG_WORKSPACE_ID: endpointLogs.outputs.customerId
+    AUTOPILOT_COLLECTOR_CONTAINER_URL: collectorContainerUrl
   }
   dependsOn: [
     functionKeysVaultRole

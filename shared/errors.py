@@ -74,3 +74,7 @@ class PolicyError(AutopilotError):
 
 class SettingsError(AutopilotError):
     """Missing or contradictory settings. The message names the setting."""
+
+
+class InvalidTransition(Exception):
+    """A state change the cycle's (or its rollout's) state machine does not allow."""

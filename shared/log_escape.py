@@ -99,5 +99,5 @@ def install() -> None:
             record = previous(*args, **kwargs)
             return escape_record(record) if _ours(record.name) else record
 
-        factory._autopilot_escapes = True  # type: ignore[attr-defined]
+        factory._autopilot_escapes = True  # type: ignore[attr-defined]  # marks ours for install()
         logging.setLogRecordFactory(factory)

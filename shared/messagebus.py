@@ -2,6 +2,13 @@
 
 A bus is cheap to build; build one per invocation (``bootstrap``) rather than sharing a
 mutable one between concurrent invocations. Adapters inside ``Services`` are thread-safe.
+
+Follow-up work goes through the bus, as in cosmicpython's ``collect_new_events``: a handler
+records it (``Services.emit``) and does not call another handler; once the handler returns,
+the bus runs what it recorded, depth first and in order, so it runs in the same invocation
+and before the work the handler's caller does next. A follow-up may carry a ``Guard``: the
+errors of that follow-up, and of all the work it leads to, go to the guard (the reconciler
+keeps one cycle's outage from stalling the others this way).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +30,7 @@ from shared.ports import (
     AuditLog,
     Clock,
     EventPublisher,
+    GroundTruth,
     LogQueries,
     Metrics,
     MLPlatform,
@@ -37,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONCURRENCY_RETRIES = 5
+
+# What the handler running in this context recorded (None: no bus is running here).
+_outbox: ContextVar[list[FollowUp] | None] = ContextVar("autopilot_follow_ups", default=None)
 
 
 class SystemClock:
@@ -68,6 +80,7 @@ class Services:
     logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
     wakeups: Wakeups | None = None  # one-shot reconcile at a due time (local host only)
     scored: ScoredLog | None = None  # scores served to live traffic, for estimated_performance
+    labels: GroundTruth | None = None  # late labels (ground_truth); None: local files only
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
@@ -77,6 +90,14 @@ class Services:
     def now(self) -> datetime:
         return self.clock.now()
 
+    def emit(self, message: Message, guard: Guard | None = None) -> None:
+        """Record follow-up work; the bus runs its handler once the current handler returns.
+        With a ``guard``, errors of that work (and of what it leads to) go to the guard."""
+        outbox = _outbox.get()
+        if outbox is None:
+            raise RuntimeError(f"{type(message).__name__} emitted outside a message bus")
+        outbox.append(FollowUp(message, guard))
+
     def record(self, kind: AuditKind, summary: str, **fields: Any) -> AuditRecord:
         """Append to the audit log; every text in the record is scrubbed of secrets first."""
         scrub = self.redactor
@@ -85,6 +106,15 @@ class Services:
 
 
 Handler = Callable[[Any, Services], None]
+# Takes the error of a guarded follow-up: handles it, or raises it again. What it emits runs
+# unguarded, as work done in an ``except`` clause would.
+Guard = Callable[[Exception, Any, Services], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    message: Message
+    guard: Guard | None = None
 
 
 def stable_suffix(text: str, length: int = 8) -> str:
@@ -101,34 +131,63 @@ class MessageBus:
         self.services = services
         self.event_handlers = event_handlers
         self.command_handlers = command_handlers
+        self.dispatched: list[Message] = []  # what the last ``handle`` ran, follow-ups included
 
     def handle(self, message: Message) -> None:
-        """Run the handlers of ``message``.
+        """Run the handlers of ``message``, then the follow-up work they recorded.
 
-        A handler that lost an optimistic-concurrency race is re-run: handlers read the
-        cycle's state first, so the re-run sees what the winner did and acts accordingly.
-        All of it shares one invocation budget for waits on the cloud (``shared.budget``).
+        A handler that lost an optimistic-concurrency race is re-run (what it recorded in the
+        lost attempt is dropped): handlers read the cycle's state first, so the re-run sees
+        what the winner did and acts accordingly. Inside guarded work a lost race goes to the
+        guard instead. All of it shares one invocation budget for waits on the cloud
+        (``shared.budget``).
         """
+        self.dispatched = []
         with invocation_budget():
-            self._handle(message)
+            self._dispatch(FollowUp(message), guarded=False)
 
-    def _handle(self, message: Message) -> None:
+    def _dispatch(self, item: FollowUp, guarded: bool) -> None:
+        if item.guard is None:
+            self._handle(item.message, guarded)
+            return
+        try:
+            self._handle(item.message, guarded=True)
+        except Exception as exc:
+            for follow_up in self._collect(item.guard, exc, item.message):
+                self._dispatch(follow_up, guarded)
+
+    def _handle(self, message: Message, guarded: bool) -> None:
+        self.dispatched.append(message)
+        log.debug("handling %s", type(message).__name__)
+        for handler in self._handlers(message):
+            for follow_up in self._run(handler, message, guarded):
+                self._dispatch(follow_up, guarded)
+
+    def _handlers(self, message: Message) -> list[Handler]:
         if isinstance(message, Command):
             handler = self.command_handlers.get(type(message))
             if handler is None:
                 raise LookupError(f"no handler for command {type(message).__name__}")
-            handlers = [handler]
-        else:
-            assert isinstance(message, Event)
-            handlers = self.event_handlers.get(type(message), [])
-        for handler in handlers:
-            self._run(handler, message)
+            return [handler]
+        assert isinstance(message, Event)
+        return self.event_handlers.get(type(message), [])
 
-    def _run(self, handler: Handler, message: Message) -> None:
+    def _collect(self, handler: Callable[..., None], *args: Any) -> list[FollowUp]:
+        """Run ``handler(*args, services)`` and return what it recorded."""
+        outbox: list[FollowUp] = []
+        token = _outbox.set(outbox)
+        try:
+            handler(*args, self.services)
+        finally:
+            _outbox.reset(token)
+        return outbox
+
+    def _run(self, handler: Handler, message: Message, guarded: bool) -> list[FollowUp]:
+        if guarded:  # the guard decides what a lost race means
+            return self._collect(handler, message)
         for attempt in range(CONCURRENCY_RETRIES):
             try:
-                handler(message, self.services)
-                return
+                return self._collect(handler, message)
             except ConcurrencyError:
                 log.info(
                     "%s lost a concurrent update (attempt %d); re-reading state",

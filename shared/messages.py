@@ -126,3 +126,147 @@ class RetrainRequested(Command):
     actor: str
     reason: str
     event_key: str = ""
+
+
+# --- follow-up work: recorded by a handler (``Services.emit``), run by the bus after it ------
+
+
+class CycleWork(Command):
+    """Follow-up work on one cycle; its handler reads the cycle again by id."""
+
+    cycle_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartRetraining(CycleWork):
+    """A new (or stalled TRIGGERED) cycle: record the job name, then submit the job."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeCycle(CycleWork):
+    """The event that started a cycle came again: finish what a crash may have cut short."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckJob(CycleWork):
+    """The reconciler asks the platform how a RETRAINING cycle's job is doing."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reevaluate(CycleWork):
+    """An EVALUATING cycle stalled: claim it and gate the candidate again."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterCandidate(CycleWork):
+    """An approved candidate: register it."""
+
+    cycle_id: str
+    event_key: str
+    actor: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRollout(CycleWork):
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceRollout(CycleWork):
+    """One reconcile tick of a rollout: hold, wait, step on, promote or roll back."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRollout(CycleWork):
+    """One reconcile tick of a promotion's watch period."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollBack(CycleWork):
+    """Return every request to the previous deployment and close the cycle."""
+
+    cycle_id: str
+    reason: str
+    event_key: str
+    evidence: dict[str, Any] | None = None
+    actor: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class FailRollout(CycleWork):
+    """Fail a rollout safely: the previous deployment back to 100%, then FAILED."""
+
+    cycle_id: str
+    reason: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CleanUpDeployments(CycleWork):
+    """Delete (or begin deleting) the deployments a closed cycle no longer needs."""
+
+    cycle_id: str
+    event_key: str
+    actor: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileCycle(CycleWork):
+    """The reconciler's look at one active cycle."""
+
+    cycle_id: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileWatches(Command):
+    """The reconciler's pass over promotions in their watch period (after the active cycles)."""
+
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileCleanUps(Command):
+    """The reconciler's pass over closed cycles with leftover deployments."""
+
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileEstimates(Command):
+    """Due estimated-performance checks; a breach is a ``DriftSignalled``."""
+
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeDeliveries(Command):
+    """Forget dedup keys older than the retention."""
+
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorAudit(Command):
+    """Commit every audit chain's head in the anchor chain (the reconciler's last pass)."""
+
+    event_key: str

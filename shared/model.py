@@ -11,9 +11,10 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-JSON = dict[str, Any]
+from shared.errors import InvalidTransition as InvalidTransition  # re-exported
+from shared.rollout_state import JSON as JSON
+from shared.rollout_state import RolloutState
 
 
 class CycleState(enum.StrEnum):
@@ -52,10 +53,6 @@ ALLOWED_TRANSITIONS: dict[CycleState, frozenset[CycleState]] = {
 }
 
 
-class InvalidTransition(Exception):
-    """A state change the cycle state machine does not allow."""
-
-
 @dataclass(frozen=True, slots=True)
 class Transition:
     state: CycleState
@@ -80,7 +77,7 @@ class Cycle:
     candidate_version: str | None = None
     champion_version: str | None = None
     decision: JSON | None = None
-    rollout: JSON | None = None
+    rollout: RolloutState | None = None
     coalesced: int = 0
     reason: str = ""
     history: list[Transition] = field(default_factory=list)
@@ -121,6 +118,7 @@ class Cycle:
         (``dataclasses.asdict`` deep-copies and was a third of the intake's cost)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["state"] = self.state.value
+        data["rollout"] = self.rollout.to_json() if self.rollout is not None else None
         for key in ("created_at", "updated_at", "job_submitted_at"):
             value = getattr(self, key)
             data[key] = value.isoformat() if value else None
@@ -139,6 +137,8 @@ class Cycle:
     def from_json(cls, data: JSON) -> Cycle:
         values = dict(data)
         values["state"] = CycleState(values["state"])
+        raw_rollout = values.get("rollout")  # {} was written by nothing but is read as none
+        values["rollout"] = RolloutState.from_json(raw_rollout) if raw_rollout else None
         for key in ("created_at", "updated_at", "job_submitted_at"):
             raw = values.get(key)
             values[key] = datetime.fromisoformat(raw) if raw else None
@@ -157,6 +157,7 @@ class AuditKind(enum.StrEnum):
     IGNORED = "ignored"
     REJECTED = "rejected"
     RECONCILED = "reconciled"
+    ANCHOR = "anchor"  # a record of the anchor chain: every chain's head at one moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,9 @@ class AuditRecord:
     caused_by: str | None
     prev_hash: str
     hash: str
+    # Which of the audit log's chains holds the record (0 = the first; structural, so not
+    # hashed: records written before sharding keep their hashes).
+    chain: int = 0
 
     def to_json(self) -> JSON:
         """A JSON-ready view; ``evidence`` is shared, not copied (``asdict`` deep-copies it,
@@ -207,6 +211,7 @@ class VerifyResult:
     records: int
     first_bad_seq: int | None = None
     problem: str = ""
+    chain: str | None = None  # the chain of the first bad record: "0", "1", ... or "anchor"
 
 
 class JobStatus(enum.StrEnum):

@@ -57,7 +57,7 @@ def cmd_cycles_list(args: argparse.Namespace) -> int:
 
 def describe_cycle(cycle: Any, records: list[Any]) -> str:
     """A reviewer's view of one cycle: state, gate table, rollout, audit trail."""
-    from handlers.rollout import traffic_text
+    from shared.rollout_state import traffic_text
 
     lines = [
         f"cycle {cycle.id}  model {cycle.model}  state {cycle.state.value}",
@@ -86,13 +86,12 @@ def describe_cycle(cycle: Any, records: list[Any]) -> str:
     if cycle.rollout:
         ro = cycle.rollout
         lines.append(
-            f"\nrollout on {ro['endpoint']}: new {ro['deployment']}, "
-            f"previous {ro.get('previous') or '-'}"
+            f"\nrollout on {ro.endpoint}: new {ro.deployment}, previous {ro.previous or '-'}"
         )
-        for step in ro.get("steps", []):
-            lines.append(f"  {step['at']}  traffic {traffic_text(step['traffic'])}")
-        for check in ro.get("checks", []):
-            lines.append(f"  {check['at']}  health {check['verdict']}: {check['why']}")
+        for step in ro.steps:
+            lines.append(f"  {step.at.isoformat()}  traffic {traffic_text(step.traffic)}")
+        for check in ro.checks:
+            lines.append(f"  {check.at.isoformat()}  health {check.verdict}: {check.why}")
     lines.append("\naudit trail:")
     for r in records:
         lines.append(

@@ -38,7 +38,7 @@ class PyfuncPredictor:
             )
 
     def predict(self, rows: list[dict[str, Any]]) -> list[Any]:
-        import pandas as pd  # type: ignore[import-untyped]
+        import pandas as pd
         from mlflow.exceptions import MlflowException
 
         frame = pd.DataFrame(rows)

@@ -42,6 +42,24 @@ def generate(rows: int, seed: int, *, shift: bool = False, silent: bool = False)
     see that part).
     """
     rng = np.random.default_rng(seed)
+    features = _features(rng, rows, shift=shift, silent=silent)
+    logit = _logit(features, changed=shift or silent)
+    label = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
+    return {
+        "income": np.round(features["income"], 3),
+        "debt_ratio": np.round(features["debt_ratio"], 4),
+        "age": np.round(features["age"], 1),
+        "utilization": np.round(features["utilization"], 4),
+        "late_payments": features["late_payments"],
+        "tenure_years": np.round(features["tenure_years"], 2),
+        "region": features["region"],
+        "channel": features["channel"],
+        LABEL: label,
+    }
+
+
+def _features(rng: np.random.Generator, rows: int, *, shift: bool, silent: bool) -> Columns:
+    """The applicants' features, before rounding."""
     if shift:
         income = rng.lognormal(np.log(38.0), 0.5, rows)
         utilization = rng.beta(4.0, 3.0, rows)
@@ -63,10 +81,26 @@ def generate(rows: int, seed: int, *, shift: bool = False, silent: bool = False)
         late_payments = np.sort(late_payments)[::-1]
         utilization = np.sort(utilization)[::-1]
         income = np.sort(income)[::-1]
+    return {
+        "income": income,
+        "debt_ratio": debt_ratio,
+        "age": age,
+        "utilization": utilization,
+        "late_payments": late_payments,
+        "tenure_years": tenure_years,
+        "region": region,
+        "channel": channel,
+    }
 
+
+def _logit(features: Columns, *, changed: bool) -> np.ndarray[Any, Any]:
+    """The log-odds of default; ``changed``: the concept after the shift."""
+    income, debt_ratio, age = features["income"], features["debt_ratio"], features["age"]
+    late_payments, tenure_years = features["late_payments"], features["tenure_years"]
+    utilization, region, channel = features["utilization"], features["region"], features["channel"]
     region_effect = {"north": 0.0, "south": 0.3, "east": -0.2, "west": 0.1}
     channel_effect = {"branch": -0.3, "online": 0.3, "partner": 0.0}
-    if shift or silent:  # the concept changes too: new fraud pattern online, east, utilisation
+    if changed:  # the concept changes too: new fraud pattern online, east, utilisation
         region_effect = {"north": 0.0, "south": -0.4, "east": 1.0, "west": 0.2}
         channel_effect = {"branch": 0.4, "online": -0.9, "partner": 0.6}
     logit = (
@@ -79,23 +113,13 @@ def generate(rows: int, seed: int, *, shift: bool = False, silent: bool = False)
         + np.array([region_effect[r] for r in region])
         + np.array([channel_effect[c] for c in channel])
     )
-    if shift or silent:
+    if changed:
         logit += 3.5 * np.maximum(utilization - 0.6, 0.0) * 4.0 - 1.5 * (utilization < 0.35)
         logit -= 0.4 * late_payments
     else:
         logit += 1.5 * (utilization - 0.4)
-    label = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
-    return {
-        "income": np.round(income, 3),
-        "debt_ratio": np.round(debt_ratio, 4),
-        "age": np.round(age, 1),
-        "utilization": np.round(utilization, 4),
-        "late_payments": late_payments,
-        "tenure_years": np.round(tenure_years, 2),
-        "region": region,
-        "channel": channel,
-        LABEL: label,
-    }
+    out: np.ndarray[Any, Any] = logit
+    return out
 
 
 def to_rows(columns: Columns, *, with_label: bool = False) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def load_recent(data_dir: Path, window: int) -> dict[str, list[str]]:
 
 
 def frame(columns: dict[str, list[str]], index: np.ndarray[Any, Any]) -> Any:
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd
 
     data: dict[str, Any] = {name: np.asarray(columns[name], dtype=float)[index] for name in NUMERIC}
     data.update({name: np.asarray(columns[name], dtype=object)[index] for name in CATEGORICAL})
@@ -117,11 +118,11 @@ def frame(columns: dict[str, list[str]], index: np.ndarray[Any, Any]) -> Any:
 
 
 def build_pipeline(algorithm: str, seed: int) -> Any:
-    from sklearn.compose import ColumnTransformer  # type: ignore[import-untyped]
-    from sklearn.ensemble import GradientBoostingClassifier  # type: ignore[import-untyped]
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-    from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler  # type: ignore[import-untyped]
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     features = ColumnTransformer(
         [
@@ -139,7 +140,7 @@ def build_pipeline(algorithm: str, seed: int) -> Any:
 
 
 def metrics(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> dict[str, float]:
-    from sklearn.metrics import (  # type: ignore[import-untyped]
+    from sklearn.metrics import (
         accuracy_score,
         log_loss,
         roc_auc_score,
@@ -198,14 +199,19 @@ def log_model_options(log_model: Any, algorithm: str) -> dict[str, Any]:
     return options
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    import mlflow
-    import sklearn  # type: ignore[import-untyped]
-    from mlflow.models import infer_signature
+@dataclass(frozen=True)
+class Split:
+    """The training rows and the held-out rows the evaluation scores."""
 
-    columns = load_recent(args.data_dir, args.window)
+    x_train: Any
+    x_test: Any
+    y_train: Any
+    y_test: Any
+    rows: int  # rows read, before the split
+
+
+def split_holdout(columns: dict[str, Any], args: argparse.Namespace) -> Split:
+    """A seeded hold-out split; ``--quality worse`` trains on a tiny sample with noisy labels."""
     count = len(columns[LABEL])
     labels_all = np.asarray(columns[LABEL], dtype=float).astype(int)
     order = np.random.default_rng(args.seed).permutation(count)
@@ -221,6 +227,66 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(y_train.tolist())) < 2 or len(set(y_test.tolist())) < 2:
         raise SystemExit("training and held-out data both need both classes")
 
+    return Split(x_train, x_test, y_train, y_test, count)
+
+
+def evaluation_document(
+    model_name: str,
+    run_id: str,
+    x_test: Any,
+    y_test: Any,
+    challenger_scores: Any,
+    challenger_metrics: dict[str, float],
+    champion: tuple[str, Any] | None,
+) -> dict[str, Any]:
+    """``evaluation.json``: both models' metrics and the per-example scores the gate reads."""
+    document: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": model_name,
+        "n": len(y_test),
+        "task": "binary_classification",
+        "champion": None,
+        "challenger": {"metrics": challenger_metrics, "run_id": run_id},
+        "examples": {
+            "label": y_test.tolist(),
+            "challenger_score": np.round(challenger_scores, 6).tolist(),
+            "segments": {SEGMENT: x_test[SEGMENT].astype(str).tolist()},
+        },
+    }
+    if champion is not None:
+        version, champion_model = champion
+        champion_scores = positive_scores(champion_model, x_test)
+        document["champion"] = {"version": version, "metrics": metrics(y_test, champion_scores)}
+        document["examples"]["champion_score"] = np.round(champion_scores, 6).tolist()
+    return document
+
+
+def run_params(
+    args: argparse.Namespace, split: Split, champion: tuple[str, Any] | None
+) -> dict[str, Any]:
+    """The run's parameters as MLflow records them."""
+    return {
+        "algorithm": args.algorithm,
+        "window": args.window,
+        "rows_used": split.rows,
+        "train_rows": len(split.y_train),
+        "holdout_rows": len(split.y_test),
+        "seed": args.seed,
+        "quality": args.quality,
+        "champion_version": champion[0] if champion else "none",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+
+    columns = load_recent(args.data_dir, args.window)
+    split = split_holdout(columns, args)
+    x_train, x_test, y_train, y_test = split.x_train, split.x_test, split.y_train, split.y_test
     champion = None if args.no_champion else load_champion(args.model_name, args.champion_version)
 
     job = os.environ.get("AUTOPILOT_JOB_NAME")
@@ -232,42 +298,20 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = build_pipeline(args.algorithm, args.seed).fit(x_train, y_train)
         challenger_scores = positive_scores(pipeline, x_test)
         challenger_metrics = metrics(y_test, challenger_scores)
-        document: dict[str, Any] = {
-            "schema": SCHEMA,
-            "model": args.model_name,
-            "n": len(test_idx),
-            "task": "binary_classification",
-            "champion": None,
-            "challenger": {"metrics": challenger_metrics, "run_id": run.info.run_id},
-            "examples": {
-                "label": y_test.tolist(),
-                "challenger_score": np.round(challenger_scores, 6).tolist(),
-                "segments": {SEGMENT: x_test[SEGMENT].astype(str).tolist()},
-            },
-        }
-        if champion is not None:
-            version, champion_model = champion
-            champion_scores = positive_scores(champion_model, x_test)
-            document["champion"] = {
-                "version": version,
-                "metrics": metrics(y_test, champion_scores),
-            }
-            document["examples"]["champion_score"] = np.round(champion_scores, 6).tolist()
+        document = evaluation_document(
+            args.model_name,
+            run.info.run_id,
+            x_test,
+            y_test,
+            challenger_scores,
+            challenger_metrics,
+            champion,
+        )
+        if document["champion"] is not None:
             mlflow.log_metrics(
                 {f"champion_{k}": v for k, v in document["champion"]["metrics"].items()}
             )
-        mlflow.log_params(
-            {
-                "algorithm": args.algorithm,
-                "window": args.window,
-                "rows_used": count,
-                "train_rows": len(train_idx),
-                "holdout_rows": len(test_idx),
-                "seed": args.seed,
-                "quality": args.quality,
-                "champion_version": champion[0] if champion else "none",
-            }
-        )
+        mlflow.log_params(run_params(args, split, champion))
         mlflow.log_metrics(challenger_metrics)
         serve = "predict_proba" if args.serve_probabilities else "predict"
         mlflow.sklearn.log_model(

@@ -18,14 +18,14 @@ from azure.ai.ml.constants._common import JOB_URI_FORMAT, JOB_URI_REGEX_FORMAT
 from azure.ai.ml.exceptions import ValidationException
 
 from composition.bootstrap import bootstrap
-from handlers import rollout
 from shared.adapters.azure_ml import AzureMLPlatform, job_output_uri, job_status, parse_model_ref
 from shared.budget import INVOCATION_BUDGET_S, invocation_budget
 from shared.errors import AlreadyExists, InProgress, NotFound, PermanentError, TransientError
-from shared.messages import Reconcile
+from shared.messages import Reconcile, RollBack
 from shared.model import Cycle, CycleState, JobRequest, JobStatus
 from shared.ports import MLPlatform
 from shared.retry import RetryPolicies, RetryPolicy
+from shared.rollout_state import RolloutState
 from shared.run_status import AZURE_RUN_STATUS
 from tests.azure.fake_aml import FakeAzureML
 from tests.azure.fake_arm import Drop, FakeAzure, FakeCredential, Reply, arm_error
@@ -810,17 +810,18 @@ def test_cleanup_on_azure_begins_the_delete_and_the_next_tick_confirms_it(
     aml.add_model_version("churn", "2", {})
     world = make_world()
     world.services.platform = platform
-    ro = {"endpoint": "churn-ep", "deployment": "green", "previous": "blue", "phase": "canary"}
+    stored = {"endpoint": "churn-ep", "deployment": "green", "previous": "blue", "phase": "canary"}
+    ro = RolloutState.from_json(stored)
     cycle = Cycle("churn-c1", "churn", CycleState.ROLLING_OUT, T0, T0, rollout=ro)
     assert world.store.create_cycle(cycle) is None
     aml.hold_deletes = True  # Azure takes minutes to delete a deployment
 
-    rollout.roll_back(cycle, world.services, "canary breach", "test")
+    bootstrap(world.services).handle(RollBack(cycle.id, "canary breach", "test"))
 
     cycle = world.store.must("churn-c1")
     assert cycle.state is CycleState.ROLLED_BACK
     assert aml.endpoints["churn-ep"]["properties"]["traffic"] == {"blue": 100}
-    assert cycle.rollout is not None and cycle.rollout["cleanup"] == ["green"]
+    assert cycle.rollout is not None and cycle.rollout.cleanup == ("green",)
     (delete,) = fake.calls("DELETE")
     assert delete.path == f"{aml.ws_path}/onlineEndpoints/churn-ep/deployments/green"
     assert delete.api_version == DEPLOYMENT_API
@@ -834,7 +835,7 @@ def test_cleanup_on_azure_begins_the_delete_and_the_next_tick_confirms_it(
     bootstrap(world.services).handle(Reconcile())
 
     cycle = world.store.must("churn-c1")
-    assert cycle.rollout is not None and cycle.rollout["cleanup"] == []
+    assert cycle.rollout is not None and cycle.rollout.cleanup == ()
     assert sorted(aml.deployments) == [("churn-ep", "blue")]
     deleted = [r for r in world.audit.records if r.summary.startswith("deployment green deleted")]
     assert [r.evidence["deployment"] for r in deleted] == ["green"]

@@ -9,6 +9,7 @@ later reconcile ticks. The live deployment is named ``Blue``: the SDK lower-case
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from tests.fakes import FakeAudit, FakeClock, FakeMetrics, FakePublisher, FakeSt
 pytestmark = pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
 
 HEALTHY = HealthSample(requests=500, errors=1, latency_p95_ms=40.0)
-NEW = "credit-v2"  # handlers.cycles.deployment_name_for("credit", "2")
+NEW = "credit-v2"  # shared.lifecycle.deployment_name_for("credit", "2")
 
 
 @pytest.fixture
@@ -97,31 +98,37 @@ def cycle(services: Services) -> Cycle:
     return found
 
 
+def rollout_json(services: Services) -> dict[str, Any]:
+    """The cycle's rollout state as it is stored (JSON)."""
+    ro = cycle(services).rollout
+    return ro.to_json() if ro is not None else {}
+
+
 def test_invocations_answer_in_budget_while_azure_works_and_the_rollout_completes(
     services: Services, aml: FakeAzureML, fake: FakeAzure
 ) -> None:
     aml.hold_operations = True  # provisioning outlasts every invocation
     spent = [registered(services)]
-    ro = cycle(services).rollout or {}
+    ro = rollout_json(services)
     assert cycle(services).state is CycleState.ROLLING_OUT
     assert ro["in_progress"] == f"deployment {NEW}"
     assert ro["previous"] == "blue"  # the SDK's name for the "Blue" deployment
     assert aml.running_operations() == 1
 
     spent.append(tick(services, 60))  # still provisioning: checked, not created again
-    assert cycle(services).rollout["in_progress"] == f"deployment {NEW}"  # type: ignore[index]
+    assert rollout_json(services)["in_progress"] == f"deployment {NEW}"
     assert len(fake.calls("PUT", "/deployments/")) == 1
 
     aml.finish_operations()  # the deployment is ready; the first traffic change is slow too
     aml.hold_operations = True
     spent.append(tick(services, 60))
-    ro = cycle(services).rollout or {}
+    ro = rollout_json(services)
     assert ro["in_progress"].startswith("traffic change")
     assert ro.get("traffic_failures", 0) == 0  # still running is not a failed attempt
     aml.finish_operations()
 
     spent.append(tick(services, 60))  # the change took effect: the canary starts at 10%
-    ro = cycle(services).rollout or {}
+    ro = rollout_json(services)
     assert (ro["phase"], ro["percent"], ro.get("in_progress")) == ("canary", 10, None)
     assert aml.endpoints["credit-ep"]["properties"]["traffic"] == {"blue": 90, NEW: 10}
     assert len(fake.calls("PUT", "/onlineEndpoints/credit-ep$")) == 1  # not sent twice
@@ -145,14 +152,14 @@ def test_a_rollback_whose_traffic_change_is_still_running_is_finished_by_the_rec
     services: Services, aml: FakeAzureML
 ) -> None:
     registered(services)
-    assert (cycle(services).rollout or {})["phase"] == "canary"
+    assert rollout_json(services)["phase"] == "canary"
     assert isinstance(services.metrics, FakeMetrics)
     services.metrics.samples[NEW] = HealthSample(requests=500, errors=200, latency_p95_ms=40.0)
     aml.hold_operations = True
 
     assert tick(services) <= INVOCATION_BUDGET_S  # breach: rollback started, not waited for
     assert cycle(services).state is CycleState.ROLLING_OUT
-    assert (cycle(services).rollout or {})["rolling_back"]["reason"].startswith("canary")
+    assert rollout_json(services)["rolling_back"]["reason"].startswith("canary")
 
     services.metrics.samples[NEW] = HEALTHY  # whatever health says now, the rollback stands
     aml.finish_operations()

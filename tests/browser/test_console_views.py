@@ -138,7 +138,7 @@ def test_audit_summaries_name_traffic_as_text_not_as_python_dicts(site: Any) -> 
     world, cycle = rolled_back()
     page = site(world).open("audit", "/audit")
     summaries = page.locator("table.audit tbody tr[data-seq]").all_inner_texts()
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert any(f"traffic blue 90%, {new} 10% on credit-ep (step 1/3)" in s for s in summaries)
     assert any(f"traffic {new} 100%, blue 0% on credit-ep (step 3/3)" in s for s in summaries)
     assert not [s for s in summaries if "{'" in s or "': " in s]

@@ -107,7 +107,7 @@ class Setup:
 
     def promoted(self) -> Any:
         cycle = self.rolling()
-        self.world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+        self.world.metrics.samples = {cycle.rollout.deployment: HEALTHY, "blue": HEALTHY}
         for _ in range(3):
             cycle = self.tick()
         assert cycle.state is CycleState.PROMOTED
@@ -142,7 +142,7 @@ def no_watch(tmp_path: Path) -> Iterator[Setup]:
 
 def test_rollback_during_the_canary_leaves_only_the_live_deployment(setup: Setup) -> None:
     cycle = setup.rolling()
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert setup.deployments() == ["blue", new]
     setup.world.metrics.samples = {new: SICK, "blue": HEALTHY}
     cycle = setup.tick()
@@ -153,7 +153,7 @@ def test_rollback_during_the_canary_leaves_only_the_live_deployment(setup: Setup
 
 def test_failing_safe_leaves_only_the_live_deployment(setup: Setup) -> None:
     cycle = setup.rolling()
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     setup.world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
     setup.platform.traffic_outage = 3  # the 50% step fails 3 times; the restore then works
     for seconds in (301, 10, 10):
@@ -165,7 +165,7 @@ def test_failing_safe_leaves_only_the_live_deployment(setup: Setup) -> None:
 
 def test_health_alert_in_the_watch_rolls_back_to_the_live_deployment_only(setup: Setup) -> None:
     cycle = setup.promoted()
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert setup.deployments() == ["blue", new]  # the previous one kept warm
     deliver_alert(bus_of(setup.world), payloads.alert(rule="credit-endpoint-errors"))
     cycle = setup.world.store.must(cycle.id)
@@ -176,16 +176,16 @@ def test_health_alert_in_the_watch_rolls_back_to_the_live_deployment_only(setup:
 
 def test_promotion_without_a_watch_leaves_only_the_new_deployment(no_watch: Setup) -> None:
     cycle = no_watch.promoted()
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert no_watch.deployments() == [new]
     assert no_watch.platform.get_traffic(EP) == {new: 100}
 
 
 def test_the_end_of_the_watch_leaves_only_the_new_deployment(setup: Setup) -> None:
     cycle = setup.promoted()
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     cycle = setup.tick(601)
-    assert cycle.rollout["phase"] == "done"
+    assert cycle.rollout.phase == "done"
     assert setup.deployments() == [new]
     assert setup.platform.get_traffic(EP) == {new: 100}
     setup.tick(60)  # nothing left to clean: the reconciler does not ask again

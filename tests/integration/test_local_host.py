@@ -42,7 +42,7 @@ class State:
 
 
 def build_app(state: State) -> func.FunctionApp:
-    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+    bp = func.Blueprint()
 
     @bp.route(route="hello", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     def hello(req: func.HttpRequest) -> func.HttpResponse:
@@ -593,7 +593,7 @@ def test_wake_runs_a_timer_once_at_the_time_asked_between_its_scheduled_runs() -
 
 def test_run_on_startup_is_honoured() -> None:
     state = State()
-    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+    bp = func.Blueprint()
 
     @bp.timer_trigger(schedule=NEVER, arg_name="timer", run_on_startup=True)
     def warm(timer: func.TimerRequest) -> None:

@@ -23,6 +23,7 @@ from shared.adapters.sqlite_store import SqliteStateStore
 from shared.errors import AlreadyExists, ConcurrencyError
 from shared.model import Cycle, CycleState
 from shared.ports import Claim, StateStore
+from shared.rollout_state import RolloutState
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 LEASE_S = 60.0
@@ -240,7 +241,9 @@ def test_a_cycle_round_trips_every_field(store_factory: StoreFactory) -> None:
     cycle.candidate_version = "7"
     cycle.champion_version = "6"
     cycle.decision = {"passed": True, "rules": [{"rule": "floor", "observed": 0.8123456789}]}
-    cycle.rollout = {"endpoint": "e", "steps": [{"percent": 10}]}
+    cycle.rollout = RolloutState.from_json(
+        {"endpoint": "e", "steps": [{"percent": 10, "at": T0.isoformat(), "traffic": {"e1": 10}}]}
+    )
     cycle.coalesced = 3
     store.create_cycle(cycle)
     assert store.get_cycle("c1") == cycle

@@ -95,7 +95,7 @@ class Lifecycle:
                     event_id="registered",
                 )
                 self.deliver(send_event, registered)
-            if not cycle.is_active and (cycle.rollout or {}).get("phase") != "watch":
+            if not cycle.is_active and getattr(cycle.rollout, "phase", None) != "watch":
                 return cycle
             self.tick()
         return self.world.store.must(cycle_id)

@@ -21,13 +21,13 @@ import pytest
 
 from composition.bootstrap import bootstrap
 from composition.delivery import deliver_alert, deliver_azureml
-from handlers.cycles import cycle_id_for, deployment_name_for, job_name_for
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
 from shared.adapters.table_audit import TableAuditLog
 from shared.adapters.table_store import TableStateStore
 from shared.envelope import envelope_from_dict
 from shared.errors import AlreadyExists, NotFound, TransientError
+from shared.lifecycle import cycle_id_for, deployment_name_for, job_name_for
 from shared.messagebus import Services
 from shared.messages import Reconcile
 from shared.model import HealthSample, JobInfo, JobRequest, JobStatus

@@ -125,13 +125,24 @@ def test_estimation_on_tiny_data(tmp_path: Path) -> None:
     from benchmarks import estimation
 
     out = tmp_path / "results.json"
+    earlier = {"started": "2026-01-01T00:00:00+00:00", "quick": False, "machine": {"cpus": 2}}
+    out.write_text(json.dumps({**earlier, "results": {"drift": {"kept": True}}}))
     assert main(["estimation", "--quick", "--out", str(out)]) == 0
-    result = json.loads(out.read_text())["results"]["estimation"]
+    document = json.loads(out.read_text())
+    assert document["results"]["drift"] == {"kept": True}  # other benchmarks' figures stay
+    assert document["runs"]["drift"]["started"] == earlier["started"]
+    assert document["runs"]["estimation"]["quick"] is True
+    result = document["results"]["estimation"]
     assert result["accuracy"]["windows"] == 10
     assert 0 <= result["accuracy"]["mae"]["auc"] < 0.05
     assert result["speed"]["rows"] == 50_000 and result["speed"]["ours_s"]["median"] > 0
-    assert "## Performance estimation (CBPE)" in render(json.loads(out.read_text()))
+    assert "## Performance estimation (CBPE)" in render(
+        {**document, "results": {"estimation": result}}
+    )
     assert estimation.THRESHOLD == 0.25
+    dle = result["dle"]["accuracy"]
+    assert dle["windows"] == 10 and dle["mean_relative_error"]["mae"] < 0.05
+    assert "Regression (DLE)" in render({**document, "results": {"estimation": result}})
 
 
 @pytest.mark.skipif(
@@ -144,6 +155,8 @@ def test_estimation_agrees_with_nannyml_where_defined_alike() -> None:
     nanny = result["nannyml"]
     assert max(nanny["max_abs_difference"].values()) < 0.01
     assert nanny["speed_s"]["median"] > 0
+    theirs = result["dle"]["nannyml"]  # same information (the prediction), another loss model
+    assert max(theirs["max_relative_difference"].values()) < 0.02
 
 
 def test_rollout_judges_on_a_few_simulated_steps() -> None:

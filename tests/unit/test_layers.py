@@ -72,6 +72,20 @@ def test_no_lower_layer_imports_a_higher_one() -> None:
     assert broken == []
 
 
+def test_no_handler_module_imports_another() -> None:
+    """Follow-up work is a message on the bus (``Services.emit``), never a call into another
+    handler module; helpers handlers share live in ``shared`` (``shared.lifecycle``). The
+    package's ``__init__`` is the handler map, the one place that names every handler."""
+    calls = [
+        f"{name} imports {target}"
+        for name, path in modules().items()
+        if under(name, "handlers") and name != "handlers"
+        for target in imports(name, path)
+        if under(target, "handlers") and target != name
+    ]
+    assert calls == []
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of ``graph`` as a path (first node repeated at the end), or None."""
     state: dict[str, int] = {}  # 1 on the current path, 2 done
@@ -132,13 +146,6 @@ def test_no_two_modules_import_each_other_at_import_time() -> None:
     assert find_cycle(graph) is None
 
 
-# Lazy (in-function) import cycles still left, each with why; no new one may appear.
-KNOWN_LAZY_CYCLES = {
-    # a handler calling a handler: goes when follow-up work runs through the bus (issue 15.3)
-    frozenset({"handlers.rollout", "handlers.canary_sequential"}),
-}
-
-
 def strongly_connected(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     """The groups of two or more modules that import each other, directly or not."""
     index: dict[str, int] = {}
@@ -171,15 +178,15 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     return groups
 
 
-def test_no_new_import_cycle_between_modules_even_inside_functions() -> None:
-    """The CLI and the demo, for one, no longer import each other."""
+def test_no_import_cycle_between_modules_even_inside_functions() -> None:
+    """The CLI and the demo, for one, no longer import each other; nor do two handlers."""
     known = modules()
     graph: dict[str, set[str]] = {}
     for name, path in known.items():
         targets = set(imports(name, path)) & known.keys()
         # ``from pkg import sub`` names pkg too, but depends on pkg.sub only
         graph[name] = {t for t in targets if t != name and not _package_of_a_target(t, targets)}
-    assert set(strongly_connected(graph)) <= KNOWN_LAZY_CYCLES
+    assert strongly_connected(graph) == []
 
 
 def _package_of_a_target(name: str, targets: set[str]) -> bool:
@@ -212,3 +219,25 @@ def test_the_cycle_finder_finds_cycles(
     layout: dict[str, set[str]], expected: list[str] | None
 ) -> None:
     assert find_cycle(layout) == expected
+
+
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 500
+
+
+def test_decisions_and_the_service_layer_stay_small() -> None:
+    """No function in ``handlers`` or ``shared`` (its adapters aside) is over 60 lines, no
+    module over 500: long decision logic is split into named guards."""
+    long: list[str] = []
+    for name, path in modules().items():
+        if not (under(name, "handlers") or under(name, "shared")) or under(name, "shared.adapters"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_MODULE_LINES:
+            long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {size} lines")
+    assert long == []

@@ -284,13 +284,13 @@ def test_approving_a_cycle_that_is_not_waiting_is_refused() -> None:
 def test_canary_steps_hold_their_bake_time_then_promote() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert cycle.state is CycleState.ROLLING_OUT
     assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
     world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
-    assert tick(world, 60).rollout["percent"] == 10  # bake time not over
-    assert tick(world, 250).rollout["percent"] == 50
-    assert tick(world).rollout["percent"] == 100
+    assert tick(world, 60).rollout.percent == 10  # bake time not over
+    assert tick(world, 250).rollout.percent == 50
+    assert tick(world).rollout.percent == 100
     cycle = tick(world)
     assert cycle.state is CycleState.PROMOTED
     assert world.platform.champions["credit"] == cycle.candidate_version
@@ -304,8 +304,8 @@ def test_canary_steps_hold_their_bake_time_then_promote() -> None:
 def test_too_little_traffic_waits_instead_of_passing() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 10.0)}
-    assert tick(world).rollout["percent"] == 10
+    world.metrics.samples = {cycle.rollout.deployment: HealthSample(3, 0, 10.0)}
+    assert tick(world).rollout.percent == 10
     assert tick(world).state is CycleState.ROLLING_OUT
 
 
@@ -313,7 +313,7 @@ def test_too_little_traffic_waits_instead_of_passing() -> None:
 def test_canary_breach_at_any_step_rolls_back_in_one_step(breach_at_step: int) -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
     for _ in range(breach_at_step):
         tick(world)
@@ -363,7 +363,7 @@ def test_traffic_change_that_takes_effect_on_retry_continues() -> None:
     )
     world.platform.ignore_traffic_changes = False
     cycle = tick(world, 10)
-    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["percent"] == 10
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.percent == 10
 
 
 def test_first_deployment_goes_straight_to_full_traffic() -> None:
@@ -376,7 +376,7 @@ def test_first_deployment_goes_straight_to_full_traffic() -> None:
     )
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.PROMOTED and cycle.rollout
-    assert world.platform.traffic["credit-ep"] == {cycle.rollout["deployment"]: 100}
+    assert world.platform.traffic["credit-ep"] == {cycle.rollout.deployment: 100}
 
 
 # --- reconciler ----------------------------------------------------------------------------
@@ -466,6 +466,18 @@ def test_the_reconciler_forgets_delivery_keys_after_the_retention() -> None:
     assert world.store.deliveries == {}
 
 
+def test_each_reconcile_tick_anchors_the_audit_log_when_it_moved() -> None:
+    world = make_world()
+    bus_of(world).handle(Reconcile())
+    assert [a.evidence["heads"] for a in world.audit.anchors] == [[[0, 0, "0" * 64]]]
+    deliver_alert(bus_of(world), payloads.alert(alert_id="alert-1"))
+    bus_of(world).handle(Reconcile())
+    bus_of(world).handle(Reconcile())  # nothing moved since: no new anchor
+    newest = world.audit.records[-1]
+    assert len(world.audit.anchors) == 2
+    assert world.audit.anchors[-1].evidence["heads"] == [[0, newest.seq, newest.hash]]
+
+
 BREACH_WINDOWS = "AmlOnlineEndpointConsoleLog | where Message has 'drift breach' | count"
 
 
@@ -510,17 +522,17 @@ def test_failing_safe_keeps_retrying_the_restore_until_the_endpoint_is_back() ->
     has all traffic again."""
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
     world.platform.ignore_traffic_changes = True  # from the 50% step on, nothing takes effect
     tick(world)  # attempt 1 of 3
     tick(world, 10)  # attempt 2
     cycle = tick(world, 10)  # attempt 3: fail safe, but the restore does not take effect
-    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["phase"] == "restoring"
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.phase == "restoring"
     assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
     assert world.store.active_cycle("credit") is not None  # no new cycle while unsafe
     cycle = tick(world, 60)
-    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["restore_attempts"] == 2
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.restore_attempts == 2
     world.platform.ignore_traffic_changes = False  # the outage ends
     cycle = tick(world, 60)
     assert cycle.state is CycleState.FAILED

@@ -10,11 +10,12 @@ import pytest
 from autopilot.host_schedule import parse_schedule
 from composition.delivery import deliver_alert
 from handlers import cleanup
-from handlers.cycles import move
 from handlers.rollout import traffic_text
 from shared.errors import Conflict
+from shared.lifecycle import move
 from shared.messages import ManualRollback, Reconcile
 from shared.model import Cycle, CycleState, HealthSample
+from shared.rollout_state import RolloutState
 from shared.settings import DEFAULT_RECONCILE_SCHEDULE
 from tests import payloads
 from tests.fakes import POLICY, World, make_policy, make_world
@@ -36,7 +37,7 @@ def tick(world: World, seconds: float = 301) -> None:
 
 def promoted(world: World) -> Any:
     cycle = registered_and_rolling(world)
-    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    world.metrics.samples = {cycle.rollout.deployment: HEALTHY, "blue": HEALTHY}
     for _ in range(3):
         tick(world)
     cycle = world.store.must(cycle.id)
@@ -47,22 +48,22 @@ def promoted(world: World) -> Any:
 def test_shadow_phase_mirrors_traffic_then_starts_the_canary() -> None:
     world = make_world(make_policy(rollout__shadow={"percent": 50, "bake": "2m"}))
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
-    assert cycle.rollout["phase"] == "shadow"
+    new = cycle.rollout.deployment
+    assert cycle.rollout.phase == "shadow"
     assert world.platform.mirrors["credit-ep"] == {new: 50}
     assert world.platform.traffic["credit-ep"] == {"blue": 100, new: 0}  # no user traffic yet
     world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
     tick(world, 121)
     cycle = world.store.must(cycle.id)
     assert world.platform.mirrors["credit-ep"] == {}
-    assert cycle.rollout and cycle.rollout["phase"] == "canary"
-    assert cycle.rollout["percent"] == 10
+    assert cycle.rollout and cycle.rollout.phase == "canary"
+    assert cycle.rollout.percent == 10
 
 
 def test_shadow_breach_rolls_back_before_any_user_traffic_moves() -> None:
     world = make_world(make_policy(rollout__shadow={"bake": "2m"}))
     cycle = registered_and_rolling(world)
-    world.metrics.samples = {cycle.rollout["deployment"]: SICK, "blue": HEALTHY}
+    world.metrics.samples = {cycle.rollout.deployment: SICK, "blue": HEALTHY}
     tick(world, 121)
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLED_BACK
@@ -74,11 +75,11 @@ def test_shadow_breach_rolls_back_before_any_user_traffic_moves() -> None:
 def test_promotion_keeps_the_previous_deployment_warm_then_removes_it() -> None:
     world = make_world()
     cycle = promoted(world)
-    assert cycle.rollout["phase"] == "watch"
+    assert cycle.rollout.phase == "watch"
     assert "blue" in world.platform.deployments["credit-ep"]
     tick(world, 601)
     cycle = world.store.must(cycle.id)
-    assert cycle.rollout and cycle.rollout["phase"] == "done"
+    assert cycle.rollout and cycle.rollout.phase == "done"
     assert "blue" not in world.platform.deployments["credit-ep"]
 
 
@@ -97,7 +98,7 @@ def test_alert_after_promotion_rolls_back_and_restores_the_champion() -> None:
 def test_health_breach_during_the_watch_rolls_back() -> None:
     world = make_world()
     cycle = promoted(world)
-    world.metrics.samples[cycle.rollout["deployment"]] = SICK
+    world.metrics.samples[cycle.rollout.deployment] = SICK
     tick(world, 60)
     assert world.store.must(cycle.id).state is CycleState.ROLLED_BACK
 
@@ -138,7 +139,7 @@ def test_a_second_candidate_for_a_busy_endpoint_waits_its_turn() -> None:
     )
     assert world.store.must(fraud.id).state is CycleState.REGISTERED  # waits
     assert any("endpoint credit-ep is busy" in s for s in world.audit.summaries("decision"))
-    world.metrics.samples = {first.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    world.metrics.samples = {first.rollout.deployment: HEALTHY, "blue": HEALTHY}
     for _ in range(4):
         tick(world)
     assert world.store.must(first.id).state is CycleState.PROMOTED
@@ -154,15 +155,16 @@ def test_no_watch_when_there_is_nothing_to_fall_back_to() -> None:
     )
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.PROMOTED
-    assert cycle.rollout and cycle.rollout["phase"] == "done"
+    assert cycle.rollout and cycle.rollout.phase == "done"
 
 
 # --- clean-up: a closed cycle leaves only the deployments that serve traffic ----------------
 
 
 def rollout_of(cycle: Cycle) -> dict[str, Any]:
+    """The rollout state as it is stored (JSON)."""
     assert cycle.rollout is not None
-    return cycle.rollout
+    return cycle.rollout.to_json()
 
 
 def on_endpoint(world: World) -> set[str]:
@@ -181,7 +183,7 @@ def deletions(world: World, cycle_id: str) -> list[str]:
 def test_rollback_during_the_canary_deletes_the_candidate() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
     tick(world)  # 50%
     world.metrics.samples[new] = SICK
@@ -197,7 +199,7 @@ def test_rollback_during_the_canary_deletes_the_candidate() -> None:
 def test_failing_safe_deletes_the_candidate() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.metrics.samples = {new: HEALTHY, "blue": HEALTHY}
     world.platform.ignore_traffic_changes = True  # the 50% step never takes effect
     for seconds in (301, 10, 10):
@@ -220,13 +222,13 @@ def test_a_deployment_that_failed_to_provision_is_deleted() -> None:
     cycle = registered_and_rolling(world)
     assert cycle.state is CycleState.FAILED and "deployment failed" in cycle.reason
     assert on_endpoint(world) == {"blue"}
-    assert deletions(world, cycle.id) == [cycle.rollout["deployment"]]
+    assert deletions(world, cycle.id) == [cycle.rollout.deployment]
 
 
 def test_health_alert_in_the_watch_rolls_back_and_deletes_the_candidate() -> None:
     world = make_world()
     cycle = promoted(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert on_endpoint(world) == {"blue", new}  # the previous one is kept warm
     deliver_alert(bus_of(world), payloads.alert(rule="credit-endpoint-errors"))
     cycle = world.store.must(cycle.id)
@@ -240,8 +242,8 @@ def test_health_alert_in_the_watch_rolls_back_and_deletes_the_candidate() -> Non
 def test_promotion_without_a_watch_period_deletes_the_previous_at_once() -> None:
     world = make_world(make_policy(rollout__watch="0s"))
     cycle = promoted(world)
-    new = cycle.rollout["deployment"]
-    assert cycle.rollout["phase"] == "done"
+    new = cycle.rollout.deployment
+    assert cycle.rollout.phase == "done"
     assert on_endpoint(world) == {new}
     assert world.platform.traffic["credit-ep"] == {new: 100}
     assert deletions(world, cycle.id) == ["blue"]
@@ -250,7 +252,7 @@ def test_promotion_without_a_watch_period_deletes_the_previous_at_once() -> None
 def test_the_end_of_the_watch_period_deletes_the_previous_and_audits_it() -> None:
     world = make_world()
     cycle = promoted(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     assert deletions(world, cycle.id) == []
     tick(world, 601)
     assert on_endpoint(world) == {new}
@@ -260,7 +262,7 @@ def test_the_end_of_the_watch_period_deletes_the_previous_and_audits_it() -> Non
 def test_a_failed_deletion_is_retried_by_the_next_reconcile_tick() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.platform.delete_failures = 1
     deliver_alert(bus_of(world), payloads.alert(rule="credit-endpoint-errors"))
     cycle = world.store.must(cycle.id)
@@ -282,7 +284,7 @@ def test_a_failed_deletion_is_retried_by_the_next_reconcile_tick() -> None:
 def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)  # the candidate takes 10%
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     other = {**POLICY["models"]["credit"], "signals": {"drift_alerts": ["fraud-drift"]}}
     from shared.policy import parse_policy
 
@@ -300,7 +302,7 @@ def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> Non
 def test_the_champions_deployment_is_never_deleted() -> None:
     world = make_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     world.platform.champions["credit"] = cycle.candidate_version  # promoted by hand meanwhile
     world.metrics.samples = {new: SICK, "blue": HEALTHY}
     tick(world)
@@ -319,9 +321,9 @@ def test_a_deployment_another_open_rollout_uses_is_kept() -> None:
     world.platform.traffic["credit-ep"] = {"blue": 0, "credit-v2": 0, "credit-v3": 100}
     t0 = world.clock.now()
     closed = Cycle("credit-a", "credit", CycleState.ROLLING_OUT, t0, t0, candidate_version="2")
-    closed.rollout = {"endpoint": "credit-ep", "deployment": "credit-v2", "previous": "blue"}
+    closed.rollout = RolloutState.begin("credit-ep", "credit-v2", "blue", {}, None)
     open_ = Cycle("credit-b", "credit", CycleState.ROLLING_OUT, t0, t0, candidate_version="3")
-    open_.rollout = {"endpoint": "credit-ep", "deployment": "credit-v3", "previous": "credit-v2"}
+    open_.rollout = RolloutState.begin("credit-ep", "credit-v3", "credit-v2", {}, None)
     assert world.store.create_cycle(closed) is None
     world.store.locks.clear()  # two cycles at once: as after a watch period overlapped
     assert world.store.create_cycle(open_) is None
@@ -363,7 +365,7 @@ def bake_10s_rollout(wakeups: bool) -> tuple[World, Any]:
     if not wakeups:  # as on Azure: only the timer's schedule runs reconciles
         world.services.wakeups = None
     cycle = registered_and_rolling(world)
-    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
+    world.metrics.samples = {cycle.rollout.deployment: HEALTHY, "blue": HEALTHY}
     return world, cycle
 
 
@@ -374,15 +376,12 @@ def test_a_step_with_a_10s_bake_is_checked_10s_after_it_started_not_at_the_next_
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.PROMOTED  # 3 steps x 10 s, well before the 1-minute tick
     assert cycle.rollout is not None
-    steps, checks = cycle.rollout["steps"], cycle.rollout["checks"]
-    assert [s["percent"] for s in steps] == [10, 50, 100]
-    waited = [
-        (datetime.fromisoformat(c["at"]) - datetime.fromisoformat(s["at"])).total_seconds()
-        for s, c in zip(steps, checks, strict=True)
-    ]
+    steps, checks = cycle.rollout.steps, cycle.rollout.checks
+    assert [s.percent for s in steps] == [10, 50, 100]
+    waited = [(c.at - s.at).total_seconds() for s, c in zip(steps, checks, strict=True)]
     assert waited == [10.0, 10.0, 10.0]
     assert [when for when, _ in world.wakeups.asked] == [
-        datetime.fromisoformat(s["at"]) + timedelta(seconds=10) for s in steps
+        s.at + timedelta(seconds=10) for s in steps
     ]
 
 
@@ -392,7 +391,7 @@ def test_without_wakeups_a_step_waits_for_the_timers_next_tick() -> None:
     run_reconcile_timer(world, until=started + timedelta(seconds=35))
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLING_OUT
-    assert cycle.rollout is not None and cycle.rollout["percent"] == 10
+    assert cycle.rollout is not None and cycle.rollout.percent == 10
     run_reconcile_timer(world, until=started + timedelta(minutes=3))
     assert world.store.must(cycle.id).state is CycleState.PROMOTED
 
@@ -404,7 +403,8 @@ def test_the_reason_matches_the_traffic_at_every_step() -> None:
         live = traffic_text(world.platform.traffic["credit-ep"])
         assert live in cycle.reason, (live, cycle.reason)
         assert "0% traffic" not in cycle.reason and "creating" not in cycle.reason
-        due = datetime.fromisoformat(cycle.rollout["next_check_at"])
+        due = cycle.rollout.next_check_at
+        assert due is not None
         assert f"health check due {due:%H:%M:%S} UTC" in cycle.reason
         seen.append(cycle.reason)
         run_reconcile_timer(world, until=due)
@@ -415,14 +415,14 @@ def test_the_reason_matches_the_traffic_at_every_step() -> None:
 
 def test_while_traffic_is_too_thin_the_reason_says_so_and_the_check_is_repeated() -> None:
     world, cycle = bake_10s_rollout(wakeups=True)
-    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 20.0)}
+    world.metrics.samples = {cycle.rollout.deployment: HealthSample(3, 0, 20.0)}
     run_reconcile_timer(world, until=world.clock.now() + timedelta(seconds=10))
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLING_OUT
     assert cycle.reason.startswith("canary at 10%: waiting for traffic (3 requests < 20")
     assert cycle.rollout is not None
-    due = datetime.fromisoformat(cycle.rollout["next_check_at"])
-    assert world.wakeups.asked[-1][0] == due > world.clock.now()
+    due = cycle.rollout.next_check_at
+    assert due is not None and world.wakeups.asked[-1][0] == due > world.clock.now()
 
 
 def test_audit_summaries_and_reasons_name_traffic_as_text_not_as_a_dict() -> None:
@@ -434,7 +434,7 @@ def test_audit_summaries_and_reasons_name_traffic_as_text_not_as_a_dict() -> Non
     run_reconcile_timer(world, until=world.clock.now() + timedelta(minutes=2))
     assert world.store.must(cycle.id).state is CycleState.PROMOTED
     texts = [t for r in world.audit.records for t in (r.summary, r.reason)]
-    first = f"traffic blue 90%, {cycle.rollout['deployment']} 10% on credit-ep (step 1/3)"
+    first = f"traffic blue 90%, {cycle.rollout.deployment} 10% on credit-ep (step 1/3)"
     assert first in texts
     assert not [t for t in texts if "{" in t or "}" in t]
 
@@ -447,13 +447,14 @@ def test_traffic_text_lists_the_largest_share_first() -> None:
 
 def test_a_run_of_waits_keeps_only_its_latest_check() -> None:
     world, cycle = bake_10s_rollout(wakeups=True)
-    world.metrics.samples = {cycle.rollout["deployment"]: HealthSample(3, 0, 20.0)}
+    world.metrics.samples = {cycle.rollout.deployment: HealthSample(3, 0, 20.0)}
     run_reconcile_timer(world, until=world.clock.now() + timedelta(minutes=5))
     cycle = world.store.must(cycle.id)
     assert cycle.rollout is not None
-    assert [c["verdict"] for c in cycle.rollout["checks"]] == ["wait"]
-    world.metrics.samples = {cycle.rollout["deployment"]: HEALTHY, "blue": HEALTHY}
-    run_reconcile_timer(world, until=datetime.fromisoformat(cycle.rollout["next_check_at"]))
+    assert [c.verdict for c in cycle.rollout.checks] == ["wait"]
+    world.metrics.samples = {cycle.rollout.deployment: HEALTHY, "blue": HEALTHY}
+    assert cycle.rollout.next_check_at is not None
+    run_reconcile_timer(world, until=cycle.rollout.next_check_at)
     cycle = world.store.must(cycle.id)
-    assert cycle.rollout is not None and cycle.rollout["percent"] == 50
-    assert [c["verdict"] for c in cycle.rollout["checks"]] == ["wait", "pass"]
+    assert cycle.rollout is not None and cycle.rollout.percent == 50
+    assert [c.verdict for c in cycle.rollout.checks] == ["wait", "pass"]

@@ -27,7 +27,7 @@ def serve_and_look(
 ) -> Any:
     """Both deployments serve (requests, errors, ms) for ``seconds``; then a reconcile."""
     start = world.clock.now()
-    for deployment, (count, errors, ms) in ((cycle.rollout["deployment"], new), ("blue", live)):
+    for deployment, (count, errors, ms) in ((cycle.rollout.deployment, new), ("blue", live)):
         world.metrics.serve(deployment, start, seconds, count, errors, ms)
     world.clock.advance(seconds)
     bus_of(world).handle(Reconcile())
@@ -41,13 +41,13 @@ def decisions(world: World, cycle_id: str) -> list[Any]:
 def test_a_healthy_step_passes_early_with_the_sentence_and_the_band() -> None:
     world = sequential_world()
     cycle = registered_and_rolling(world)
-    assert cycle.rollout["percent"] == 10
+    assert cycle.rollout.percent == 10
     assert world.wakeups.asked[-1][0] == world.clock.now() + _seconds(LOOK)
     looks = 0
-    while cycle.rollout["percent"] == 10 and looks < 10:
+    while cycle.rollout.percent == 10 and looks < 10:
         cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
         looks += 1
-    assert cycle.rollout["percent"] == 50
+    assert cycle.rollout.percent == 50
     assert looks * LOOK < 300  # well before the 5m fixed bake
     passed = decisions(world, cycle.id)[-1]
     evidence = passed.evidence
@@ -63,13 +63,13 @@ def test_a_healthy_step_passes_early_with_the_sentence_and_the_band() -> None:
 def test_a_harmful_step_is_rolled_back_at_the_first_looks() -> None:
     world = sequential_world()
     cycle = registered_and_rolling(world)
-    new = cycle.rollout["deployment"]
+    new = cycle.rollout.deployment
     cycle = serve_and_look(world, cycle, new=(300, 30, 50.0), live=(300, 3, 50.0))
     assert cycle.state is CycleState.ROLLED_BACK
     assert world.platform.traffic["credit-ep"]["blue"] == 100
     assert world.platform.traffic["credit-ep"].get(new, 0) == 0
     assert "rolled back after 300 requests: the error-rate difference is above" in cycle.reason
-    assert cycle.rollout["checks"][-1]["errors"]["lower"] > 0
+    assert cycle.rollout.checks[-1].evidence["errors"]["lower"] > 0
 
 
 def test_a_slower_step_is_rolled_back_on_latency() -> None:
@@ -87,7 +87,7 @@ def test_too_little_traffic_keeps_looking_and_says_so() -> None:
     world = sequential_world()
     cycle = registered_and_rolling(world)
     cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(0, 0, 50.0))
-    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout["percent"] == 10
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.percent == 10
     assert "no requests yet" in cycle.reason and "next look" in cycle.reason
     assert world.wakeups.asked[-1][0] == world.clock.now() + _seconds(LOOK)
     cycle = serve_and_look(world, cycle, new=(5, 0, 50.0), live=(45, 0, 50.0))
@@ -117,23 +117,23 @@ def test_hold_at_max_bake_keeps_the_traffic_and_keeps_looking() -> None:
     assert len(held) == 1  # audited once, not at every look
     for _ in range(70):  # a long hold keeps the cycle's record of looks bounded
         cycle = serve_and_look(world, cycle, new=(1, 0, 50.0), live=(9, 0, 50.0))
-    looks = [c for c in cycle.rollout["checks"] if c.get("step") == 0]
-    assert len(looks) <= 60 and looks[0]["new_requests"] == 3
+    looks = [c for c in cycle.rollout.checks if c.step == 0]
+    assert len(looks) <= 60 and looks[0].new_requests == 3
     assert cycle.state is CycleState.ROLLING_OUT
     # enough traffic later still decides (the sequence is valid however long it looks)
     cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
     cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
-    assert cycle.rollout["percent"] == 50
+    assert cycle.rollout.percent == 50
 
 
 def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
     world = sequential_world()
     cycle = registered_and_rolling(world)
     for _ in range(20):
-        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout["percent"] == 100:
+        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent == 100:
             break
         cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
-    assert cycle.rollout["percent"] == 100
+    assert cycle.rollout.percent == 100
     for _ in range(10):
         if cycle.state is not CycleState.ROLLING_OUT:
             break
@@ -161,9 +161,9 @@ def test_the_watch_rolls_back_on_harm_against_the_previous_deployments_last_wind
     for _ in range(30):
         if cycle.state is not CycleState.ROLLING_OUT:
             break
-        live = (0, 0, 50.0) if cycle.rollout["percent"] == 100 else (400, 0, 50.0)
+        live = (0, 0, 50.0) if cycle.rollout.percent == 100 else (400, 0, 50.0)
         cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
-    assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "watch"
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout.phase == "watch"
     # after promotion the new deployment fails 10% of requests; the previous one, kept warm,
     # serves nothing, so its last window with traffic is the baseline
     for _ in range(5):
@@ -183,31 +183,31 @@ def test_a_healthy_watch_runs_its_course() -> None:
     for _ in range(30):
         if cycle.state is not CycleState.ROLLING_OUT:
             break
-        live = (0, 0, 50.0) if cycle.rollout["percent"] == 100 else (400, 0, 50.0)
+        live = (0, 0, 50.0) if cycle.rollout.percent == 100 else (400, 0, 50.0)
         cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
     for _ in range(25):  # 12.5 minutes past the 10-minute watch
         cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(0, 0, 50.0))
-    assert cycle.state is CycleState.PROMOTED and cycle.rollout["phase"] == "done"
+    assert cycle.state is CycleState.PROMOTED and cycle.rollout.phase == "done"
 
 
 def test_a_reconcile_between_looks_does_not_look_again() -> None:
     world = sequential_world()
     cycle = registered_and_rolling(world)
     cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0))
-    looks = len(cycle.rollout["checks"])
+    looks = len(cycle.rollout.checks)
     cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=5)
-    assert len(cycle.rollout["checks"]) == looks  # 5 s after a look: the next is due at 30 s
+    assert len(cycle.rollout.checks) == looks  # 5 s after a look: the next is due at 30 s
     cycle = serve_and_look(world, cycle, new=(100, 0, 50.0), live=(100, 0, 50.0), seconds=25)
-    assert len(cycle.rollout["checks"]) == looks + 1
+    assert len(cycle.rollout.checks) == looks + 1
 
 
 def full_step(world: World) -> Any:
     cycle = registered_and_rolling(world)
     for _ in range(20):
-        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout["percent"] == 100:
+        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent == 100:
             break
         cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
-    assert cycle.rollout["percent"] == 100
+    assert cycle.rollout.percent == 100
     return cycle
 
 

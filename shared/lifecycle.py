@@ -1,4 +1,5 @@
-"""Small helpers every handler uses to move a cycle and leave evidence."""
+"""The service layer every handler uses: move a cycle and leave evidence, the names it
+derives (job, deployment, cycle id), and the queries over cycles that several handlers need."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from shared.messagebus import Services, stable_suffix
 from shared.model import AuditKind, Cycle, CycleState
+from shared.rollout_state import Phase, RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +82,29 @@ def move(
 def leftover_deployments(cycle: Cycle) -> list[str]:
     """Deployments a closed cycle no longer needs: the candidate after a rollback or failure;
     after a promotion, the previous one once no watch period keeps it warm."""
-    ro = cycle.rollout or {}
-    if cycle.is_active or not ro.get("endpoint"):
+    ro = cycle.rollout
+    if cycle.is_active or ro is None or not ro.endpoint:
         return []
     if cycle.state is CycleState.PROMOTED:
-        name = None if ro.get("phase") == "watch" else ro.get("previous")
+        name = None if ro.phase is Phase.WATCH else ro.previous
     else:
-        name = ro.get("deployment")
+        name = ro.deployment
     return [name] if name else []
 
 
 def schedule_cleanup(cycle: Cycle) -> None:
     """Add the closed cycle's leftover deployments to its pending clean-up list
-    (``rollout["cleanup"]``); ``handlers.cleanup`` deletes them."""
+    (``rollout.cleanup``); ``handlers.cleanup`` deletes them."""
     ro = cycle.rollout
     if ro is None:
         return
-    pending = list(ro.get("cleanup") or [])
-    done = set(ro.get("removed") or []) | set(ro.get("kept") or [])
+    pending = list(ro.cleanup)
+    done = set(ro.removed) | set(ro.kept)
     for name in leftover_deployments(cycle):
         if name not in pending and name not in done:
             pending.append(name)
     if pending:
-        ro["cleanup"] = pending
+        cycle.rollout = ro.cleanup_pending(tuple(pending))
 
 
 def publish(svc: Services, cycle: Cycle, event_type: str, data: dict[str, Any]) -> None:
@@ -139,3 +141,34 @@ def note(
         evidence=evidence or {},
         caused_by=caused_by,
     )
+
+
+def watching(svc: Services, model: str | None = None) -> list[Cycle]:
+    """Promoted cycles still in their watch period (their previous deployment is kept warm)."""
+    return [
+        c
+        for c in svc.store.list_cycles(model)
+        if c.state is CycleState.PROMOTED
+        and c.rollout is not None
+        and c.rollout.phase is Phase.WATCH
+    ]
+
+
+def with_leftovers(svc: Services) -> list[Cycle]:
+    """Closed cycles whose leftover deployments are not all deleted yet."""
+    return [
+        c
+        for c in svc.store.list_cycles()
+        if not c.is_active and c.rollout is not None and c.rollout.cleanup
+    ]
+
+
+def load(svc: Services, cycle_id: str) -> Cycle | None:
+    """The cycle a follow-up message names, as stored now (None: it is gone)."""
+    return svc.store.get_cycle(cycle_id)
+
+
+def rollout_of(cycle: Cycle) -> RolloutState:
+    """The cycle's rollout state (a rollout handler's cycle always has one)."""
+    assert cycle.rollout is not None, f"cycle {cycle.id} has no rollout"
+    return cycle.rollout

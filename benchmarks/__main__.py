@@ -162,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     machine = machine_notes()
     results = run(names, quick=args.quick)
-    if args.out.exists():  # a subset replaces only its own figures
-        previous = json.loads(args.out.read_text()).get("results", {})
-        results = {**previous, **results}
     document: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "quick": args.quick,

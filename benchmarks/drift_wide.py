@@ -37,7 +37,13 @@ EVIDENTLY_BUDGET_S = 600.0
 EVIDENTLY_SLICES = ((1_000, 250), (5_000, 1_000), (20_000, 5_000), (50_000, 10_000))
 
 
-def generate(folder: Path, ref_rows: int, cur_rows: int, seed: int = 20260101) -> dict[str, Path]:
+def generate(
+    folder: Path,
+    ref_rows: int,
+    cur_rows: int,
+    seed: int = 20260101,
+    columns: tuple[int, int] = (NUMERIC, CATEGORICAL),
+) -> dict[str, Path]:
     """Write ``ref.parquet`` and ``cur.parquet`` chunk by chunk (memory: one chunk)."""
     import numpy as np
     import pyarrow as pa
@@ -57,8 +63,8 @@ def generate(folder: Path, ref_rows: int, cur_rows: int, seed: int = 20260101) -
             ref, cur = make_data(
                 sizes["ref"],
                 sizes["cur"],
-                numeric=NUMERIC,
-                categorical=CATEGORICAL,
+                numeric=columns[0],
+                categorical=columns[1],
                 seed=seed + chunk,
             )
         for side, data in (("ref", ref), ("cur", cur)):
@@ -173,26 +179,34 @@ def _evidently(budget_s: float, slices: tuple[tuple[int, int], ...]) -> dict[str
     return {"budget_s": budget_s, "slices": tried, "largest_finished": largest}
 
 
-def run(*, quick: bool = False, evidently_budget_s: float = EVIDENTLY_BUDGET_S) -> dict[str, Any]:
-    ref_rows, cur_rows = (QUICK_REF_ROWS, QUICK_CUR_ROWS) if quick else (REF_ROWS, CUR_ROWS)
+def run(
+    *,
+    quick: bool = False,
+    evidently_budget_s: float = EVIDENTLY_BUDGET_S,
+    rows: tuple[int, int] | None = None,
+    columns: tuple[int, int] = (NUMERIC, CATEGORICAL),
+) -> dict[str, Any]:
+    """Generate, measure at full and a fifth of the rows, then Evidently within its budget."""
+    default = (QUICK_REF_ROWS, QUICK_CUR_ROWS) if quick else (REF_ROWS, CUR_ROWS)
+    ref_rows, cur_rows = rows or default
     folder = Path(tempfile.mkdtemp(prefix="drift-wide-"))
     try:
         t0 = time.perf_counter()
-        paths = generate(folder, ref_rows, cur_rows)
+        paths = generate(folder, ref_rows, cur_rows, columns=columns)
         generate_s = time.perf_counter() - t0
         file_mb = sum(p.stat().st_size for p in paths.values()) / 2**20
         full, ok = _child(["--measure", str(paths["ref"]), str(paths["cur"])], 3600)
         fifth = folder / "fifth"
         fifth.mkdir()
-        small_paths = generate(fifth, ref_rows // 5, cur_rows // 5)
+        small_paths = generate(fifth, ref_rows // 5, cur_rows // 5, columns=columns)
         small, _ = _child(["--measure", str(small_paths["ref"]), str(small_paths["cur"])], 3600)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result: dict[str, Any] = {
         "ref_rows": ref_rows,
         "cur_rows": cur_rows,
-        "numeric_features": NUMERIC,
-        "categorical_features": CATEGORICAL,
+        "numeric_features": columns[0],
+        "categorical_features": columns[1],
         "chunk_rows": CHUNK_ROWS,
         "generate_s": generate_s,
         "parquet_mb": file_mb,

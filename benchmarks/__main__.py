@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks --quick              # tiny inputs (~1 min)
     .venv/bin/python -m benchmarks intake drift         # a subset
     .venv/bin/python -m benchmarks estimation           # CBPE: error, coverage, 1M-row speed
+    .venv/bin/python -m benchmarks drift-wide           # 1,020 columns from Parquet, streamed
     .venv/bin/python -m benchmarks audit-scale          # audit appends on Azurite, 1-32 writers
     .venv/bin/python -m benchmarks intake --profile benchmarks/profiles   # + pyinstrument
 
@@ -22,11 +23,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cold_start, concurrency, drift, estimation, intake, rollout, scaling
+from benchmarks import (
+    cold_start,
+    concurrency,
+    drift,
+    drift_wide,
+    estimation,
+    intake,
+    rollout,
+    scaling,
+)
 from benchmarks.common import ROOT, machine_notes, single_core
 from benchmarks.report import render
 
-NAMES = ("cold_start", "intake", "concurrency", "drift", "estimation", "scaling", "rollout")
+NAMES = (
+    "cold_start",
+    "intake",
+    "concurrency",
+    "drift",
+    "drift-wide",
+    "estimation",
+    "scaling",
+    "rollout",
+)
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "benchmark-scaling.png"
 
@@ -97,6 +116,8 @@ def run(names: list[str], *, quick: bool) -> dict[str, Any]:
                 )
             else:
                 results[name] = drift.run()
+        elif name == "drift-wide":
+            results["drift_wide"] = drift_wide.run(quick=quick)
         elif name == "estimation":
             if quick:
                 results[name] = estimation.run(windows_count=10, speed_rows=50_000, repeats=1)

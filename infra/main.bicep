@@ -123,10 +123,29 @@ param eventMaxDeliveryAttempts int = 30
 @maxValue(1440)
 param eventTimeToLiveInMinutes int = 1440
 
-@description('Events per Event Grid delivery to the function (1 = a failure retries only that event).')
+@description('Where Azure ML events are delivered: trigger = the Event Grid trigger azureml_events (AzureFunction endpoint: one invocation per event, Event Grid fetches the key); webhook = POST /api/events (WebHook endpoint with eventsWebhookKey in its URL: one invocation per delivered batch). See docs/deploy.md.')
+@allowed([
+  'trigger'
+  'webhook'
+])
+param eventDelivery string = 'trigger'
+
+@description('Events per Event Grid delivery (1 = a failure retries only that event). The trigger is invoked once per event whatever this is; the webhook once per delivery (up to 5000).')
 @minValue(1)
 @maxValue(5000)
 param eventMaxEventsPerBatch int = 1
+
+@description('Preferred size of one delivery in KB (webhook: up to 1024, the most /api/events accepts).')
+@minValue(1)
+@maxValue(1024)
+param eventPreferredBatchSizeInKilobytes int = 64
+
+@description('eventDelivery=webhook: the key in the webhook URL (32+ URL-safe characters). Registered as a function key of eventgrid_webhook only (second pass) and appended to AUTOPILOT_FUNCTION_KEYS as <eventsKeyName>=<key>. Unused with the trigger.')
+@secure()
+param eventsWebhookKey string = ''
+
+@description('Name of the webhook key (the audit actor for webhook deliveries).')
+param eventsKeyName string = 'eventgrid'
 
 @description('Name of the workspace\'s Event Grid system topic. Give the existing one\'s name if the workspace already has a system topic (only one per source).')
 param systemTopicName string = ''
@@ -179,7 +198,9 @@ var endpointResourceIds = toObject(onlineEndpointNames, ep => ep, ep => '${amlWo
 var useKeyVaultForKeys = !empty(functionKeysKeyVaultId)
 var alertsKeyEntry = '${alertsKeyName}=${alertsWebhookKey}'
 var operatorKeyEntries = [for item in items(operatorFunctionKeys): '${item.key}=${item.value}']
-var keysFromParameters = join(concat(operatorKeyEntries, [alertsKeyEntry]), ',')
+var useWebhook = eventDelivery == 'webhook'
+var eventsKeyEntries = useWebhook ? ['${eventsKeyName}=${eventsWebhookKey}'] : []
+var keysFromParameters = join(concat(operatorKeyEntries, [alertsKeyEntry], eventsKeyEntries), ',')
 // App Service Key Vault reference syntax: @Microsoft.KeyVault(VaultName=...;SecretName=...)
 var keyVaultReference = '@Microsoft.KeyVault(VaultName=${last(split(functionKeysKeyVaultId, '/'))};SecretName=${functionKeysSecretName})'
 var functionKeysSetting = useKeyVaultForKeys ? keyVaultReference : keysFromParameters
@@ -562,6 +583,19 @@ resource alertsFunctionKey 'Microsoft.Web/sites/functions/keys@2024-04-01' = if 
   value: alertsWebhookKey
 }
 
+resource eventsWebhookFunction 'Microsoft.Web/sites/functions@2024-04-01' existing = {
+  parent: functionApp
+  name: 'eventgrid_webhook'
+}
+
+// Webhook key: a function-level key, valid at the host only for eventgrid_webhook (POST
+// /api/events). Event Grid sends it as ?code=... from the subscription's endpoint URL.
+resource eventsFunctionKey 'Microsoft.Web/sites/functions/keys@2024-04-01' = if (wireEvents && useWebhook) {
+  parent: eventsWebhookFunction
+  name: eventsKeyName
+  value: eventsWebhookKey
+}
+
 module amlSubscriptions 'modules/azureml-subscriptions.bicep' = if (wireEvents) {
   name: 'autopilot-aml-subscriptions'
   scope: resourceGroup(amlSubscriptionId, amlResourceGroup)
@@ -576,11 +610,15 @@ module amlSubscriptions 'modules/azureml-subscriptions.bicep' = if (wireEvents) 
     maxDeliveryAttempts: eventMaxDeliveryAttempts
     eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
     maxEventsPerBatch: eventMaxEventsPerBatch
+    preferredBatchSizeInKilobytes: eventPreferredBatchSizeInKilobytes
+    eventDelivery: eventDelivery
+    webhookUrl: useWebhook ? 'https://${functionApp.properties.defaultHostName}/api/events?code=${eventsWebhookKey}' : ''
   }
   dependsOn: [
     amlTopic
     deadLetterWriter
     appSettings
+    eventsFunctionKey
   ]
 }
 

@@ -50,6 +50,17 @@ class StateStore(Protocol):
         ...
 
     def finish_delivery(self, key: str, now: datetime) -> None: ...
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        """``claim_delivery`` of each (distinct) key, in one store transaction where the
+        store has them (SQLite); in order."""
+        ...
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        """``finish_delivery`` of each key, in one store transaction where it can."""
+        ...
+
     def release_delivery(self, key: str, owner: str = "") -> None:
         """Drop the claim so a redelivery is processed again -- only while ``owner`` holds it
         (a worker whose lease expired and was taken over must not free the new holder's)."""

@@ -74,6 +74,15 @@ class FakeStore:
     def finish_delivery(self, key: str, now: datetime) -> None:
         self.deliveries[key] = ("done", now)
 
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        return [self.claim_delivery(key, now, lease_s, owner) for key in keys]
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        for key in keys:
+            self.finish_delivery(key, now)
+
     def release_delivery(self, key: str, owner: str = "") -> None:
         found = self.deliveries.get(key)
         if found is not None and found[0] == "claimed" and self.owners.get(key) == owner:

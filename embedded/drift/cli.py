@@ -7,10 +7,24 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from embedded.drift.monitor import DriftMonitor
+from embedded.drift.readers import collector_jsonl_chunks, csv_chunks, parquet_chunks
 from embedded.drift.sketch import BaselineSketch, read_csv_columns, summarize
+from embedded.drift.stream import Chunk, summarize_stream
+
+
+def _chunks(paths: list[Path]) -> Iterator[Chunk]:
+    """Row chunks of every file, by its kind (.parquet, .jsonl, else CSV)."""
+    for path in paths:
+        if path.suffix == ".parquet":
+            yield from parquet_chunks(path)
+        elif path.suffix == ".jsonl":
+            yield from collector_jsonl_chunks([path])
+        else:
+            yield from csv_chunks([path])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,8 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m embedded.drift", description="Local data-drift monitor."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    base = sub.add_parser("baseline", help="sketch training CSVs into a baseline JSON")
-    base.add_argument("csv", type=Path, nargs="+", help="CSV files or folders of CSV files")
+    base = sub.add_parser(
+        "baseline", help="sketch training data (CSV, Parquet or collector JSONL) into JSON"
+    )
+    base.add_argument(
+        "csv",
+        type=Path,
+        nargs="+",
+        help="CSV files or folders of CSV files; .parquet and .jsonl files are read in row "
+        "chunks (memory independent of their length)",
+    )
     base.add_argument("--out", type=Path, required=True)
     base.add_argument("--categorical", default="", help="comma-separated categorical columns")
     base.add_argument("--exclude", default="label", help="comma-separated columns to skip")
@@ -42,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         paths: list[Path] = []
         for item in args.csv:
             paths.extend(sorted(item.glob("*.csv")) if item.is_dir() else [item])
-        columns = read_csv_columns(paths)
-        sketch = summarize(
-            columns,
-            categorical=[c for c in args.categorical.split(",") if c] or None,
-            exclude=[c for c in args.exclude.split(",") if c],
-            source=",".join(str(p) for p in paths),
-        )
+        categorical = [c for c in args.categorical.split(",") if c] or None
+        exclude = [c for c in args.exclude.split(",") if c]
+        source = ",".join(str(p) for p in paths)
+        if any(p.suffix in (".parquet", ".jsonl") for p in paths):
+            sketch = summarize_stream(
+                _chunks(paths), categorical=categorical, exclude=exclude, source=source
+            )
+        else:
+            sketch = summarize(
+                read_csv_columns(paths), categorical=categorical, exclude=exclude, source=source
+            )
         sketch.save(args.out)
         print(f"baseline of {sketch.n} rows, {len(sketch.features)} features -> {args.out}")
         return 0

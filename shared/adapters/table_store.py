@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,18 @@ class TableStateStore:
             if self.tables.replace(STATE, {**claim, "until": until}, row.etag):
                 return Claim.RETRY
         return Claim.IN_PROGRESS  # others keep winning: the sender retries later
+
+    # Delivery rows are partitioned by their key (one partition each), so an entity-group
+    # transaction (one partition, at most 100 operations) cannot hold two of them: a batch's
+    # claims and finishes stay one conditional write per key here.
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        return [self.claim_delivery(key, now, lease_s, owner) for key in keys]
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        for key in keys:
+            self.finish_delivery(key, now)
 
     def finish_delivery(self, key: str, now: datetime) -> None:
         """Mark the delivery done (recorded even when it was never claimed)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cold_start, concurrency, drift, intake, scaling
+from benchmarks import cold_start, concurrency, drift, drift_wide, intake, scaling
 from benchmarks.__main__ import main
 from benchmarks.common import markdown_table, percentile
 from benchmarks.report import render
@@ -55,6 +55,20 @@ def test_intake_variants_on_tiny_batches() -> None:
     assert http["events"] == 40 and http["single_event_latency_s"]["median"] > 0
     assert "audit append" in result["store_operations"]
     assert isinstance(result["store_share_of_cpu"], float)
+    batched = variants["in-process sqlite live, batched (group commit)"]
+    assert batched["events"] == 60 and batched["per_batch_s"]["median"] > 0
+    assert sum(batched["outcomes"].values()) == 60
+    assert result["batched_events_per_s"] == batched["events_per_s"] > 0
+    assert result["memory_events_per_s"] > 0
+
+
+def test_drift_wide_on_tiny_parquet_files() -> None:
+    result = drift_wide.run(rows=(6000, 2000), columns=(40, 3), evidently_budget_s=0)
+    full, fifth = result["full"], result["fifth_rows"]
+    assert (full["ref_rows"], full["cur_rows"], full["features"]) == (6000, 2000, 43)
+    assert fifth["ref_rows"] == 1200 and result["peak_rss_mb"] == full["peak_rss_mb"] > 0
+    assert result["seconds"] == full["summarize_s"] + full["compare_s"]
+    assert result["evidently"].get("largest_finished") is None  # no budget (or no Evidently)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside Evidently's dependencies

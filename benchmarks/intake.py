@@ -252,17 +252,9 @@ def run_in_process(
             gc.collect()
             (profile or _call)(work)
         result = measured.report()
-        result.update(
-            store=store,
-            mode=mode,
-            models=models,
-            batched=batched,
-            batch_size=batch_size,
-            batches=bodies_done,
-            cpu=used,
-            mix=dict(stream.counts),
-            cycles_started=len(platform.submitted),
-        )
+        result.update(store=store, mode=mode, models=models, batched=batched, cpu=used)
+        result.update(batch_size=batch_size, batches=bodies_done, mix=dict(stream.counts))
+        result.update(cycles_started=len(platform.submitted))
         return result
 
 

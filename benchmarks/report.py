@@ -35,41 +35,42 @@ def cold_start_table(r: dict[str, Any]) -> str:
     return markdown_table(head, rows) + "\n\n" + note
 
 
-def intake_table(r: dict[str, Any]) -> str:
-    rows = []
-    for name, v in r["variants"].items():
-        if "per_event_s" in v:
-            lat = v["per_event_s"]
-            p50, p99 = lat.get("median", math.nan), lat.get("p99", math.nan)
-            cpu_rate = v["events_per_cpu_s"]
-            note = f"validate {fmt_seconds(v['validate_per_event_s'])}/event; " + (
-                f"{v['cycles_started']} cycles started" if v.get("cycles_started") else "no cycles"
-            )
-        elif "single_event_latency_s" in v:
-            p50 = v["per_event_amortised_s"]["median"]
-            p99 = v["per_event_amortised_s"]["p99"]
-            cpu_rate = v["events_per_server_cpu_s"]
-            single, batch = v["single_event_latency_s"], v["batch_latency_s"]
-            note = (
-                f"batch of {v['batch_size']}: {fmt_seconds(batch['median'])} median, "
-                f"{fmt_seconds(batch['p99'])} p99; one-event POST "
-                f"{fmt_seconds(single['median'])} median, {fmt_seconds(single['p99'])} p99"
-            )
-        else:
-            p50 = p99 = math.nan
-            cpu_rate = v["events_per_cpu_s"]
-            note = f"{v['bytes_per_event']:.0f} bytes/event"
-        rows.append(
-            [
-                name,
-                fmt_number(v["events"]),
-                fmt_number(v["events_per_s"]),
-                fmt_number(cpu_rate),
-                fmt_seconds(p50),
-                fmt_seconds(p99),
-                note,
-            ]
+def _intake_row(name: str, v: dict[str, Any]) -> list[str]:
+    """One variant of the intake benchmark as a table row."""
+    if "per_event_s" in v:
+        lat = v["per_event_s"]
+        p50, p99 = lat.get("median", math.nan), lat.get("p99", math.nan)
+        cpu_rate = v["events_per_cpu_s"]
+        note = f"validate {fmt_seconds(v['validate_per_event_s'])}/event; " + (
+            f"{v['cycles_started']} cycles started" if v.get("cycles_started") else "no cycles"
         )
+    elif "single_event_latency_s" in v:
+        p50 = v["per_event_amortised_s"]["median"]
+        p99 = v["per_event_amortised_s"]["p99"]
+        cpu_rate = v["events_per_server_cpu_s"]
+        single, batch = v["single_event_latency_s"], v["batch_latency_s"]
+        note = (
+            f"batch of {v['batch_size']}: {fmt_seconds(batch['median'])} median, "
+            f"{fmt_seconds(batch['p99'])} p99; one-event POST "
+            f"{fmt_seconds(single['median'])} median, {fmt_seconds(single['p99'])} p99"
+        )
+    else:
+        p50 = p99 = math.nan
+        cpu_rate = v["events_per_cpu_s"]
+        note = f"{v['bytes_per_event']:.0f} bytes/event"
+    return [
+        name,
+        fmt_number(v["events"]),
+        fmt_number(v["events_per_s"]),
+        fmt_number(cpu_rate),
+        fmt_seconds(p50),
+        fmt_seconds(p99),
+        note,
+    ]
+
+
+def intake_table(r: dict[str, Any]) -> str:
+    rows = [_intake_row(name, v) for name, v in r["variants"].items()]
     head = ["variant", "events", "events/s", "events/CPU-s", "p50/event", "p99/event", "notes"]
     ops = r.get("store_operations") or {}
     op_rows = [

@@ -9,6 +9,7 @@ __all__ = [
     "api",
     "azureml_events",
     "console",
+    "eventgrid_webhook",
     "reconcile",
     "runtime",
 ]

@@ -33,4 +33,5 @@ __all__ = [
     "sequential",
     "settings",
     "traffic",
+    "webhook",
 ]

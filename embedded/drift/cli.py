@@ -27,7 +27,7 @@ def _chunks(paths: list[Path]) -> Iterator[Chunk]:
             yield from csv_chunks([path])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m embedded.drift", description="Local data-drift monitor."
     )
@@ -55,29 +55,38 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--window", type=float, default=3600.0, help="seconds")
     watch.add_argument("--interval", type=float, default=60.0, help="seconds; 0 = check once")
     watch.add_argument("--min-samples", type=int, default=1000)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    """Sketch the training data into a baseline JSON file."""
+    paths: list[Path] = []
+    for item in args.csv:
+        paths.extend(sorted(item.glob("*.csv")) if item.is_dir() else [item])
+    categorical = [c for c in args.categorical.split(",") if c] or None
+    exclude = [c for c in args.exclude.split(",") if c]
+    source = ",".join(str(p) for p in paths)
+    if any(p.suffix in (".parquet", ".jsonl") for p in paths):
+        sketch = summarize_stream(
+            _chunks(paths), categorical=categorical, exclude=exclude, source=source
+        )
+    else:
+        sketch = summarize(
+            read_csv_columns(paths), categorical=categorical, exclude=exclude, source=source
+        )
+    sketch.save(args.out)
+    print(f"baseline of {sketch.n} rows, {len(sketch.features)} features -> {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from shared import log_escape
 
     log_escape.install()  # request and alert text cannot forge log lines
     if args.command == "baseline":
-        paths: list[Path] = []
-        for item in args.csv:
-            paths.extend(sorted(item.glob("*.csv")) if item.is_dir() else [item])
-        categorical = [c for c in args.categorical.split(",") if c] or None
-        exclude = [c for c in args.exclude.split(",") if c]
-        source = ",".join(str(p) for p in paths)
-        if any(p.suffix in (".parquet", ".jsonl") for p in paths):
-            sketch = summarize_stream(
-                _chunks(paths), categorical=categorical, exclude=exclude, source=source
-            )
-        else:
-            sketch = summarize(
-                read_csv_columns(paths), categorical=categorical, exclude=exclude, source=source
-            )
-        sketch.save(args.out)
-        print(f"baseline of {sketch.n} rows, {len(sketch.features)} features -> {args.out}")
-        return 0
+        return _baseline(args)
     monitor = DriftMonitor(
         args.data_dir,
         model=args.model,

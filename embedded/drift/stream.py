@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -324,32 +325,47 @@ def compare_stream(
                 stream.add(block, finite)
     if exact.chunks is not None:
         return compare(baseline, exact.columns(), thresholds, min_samples=min_samples)
-    features: list[FeatureDrift] = []
-    for name, sketch in sketches.items():
-        limits = thresholds.for_kind(sketch.kind)
-        stats: dict[str, float] = {}
-        if isinstance(sketch, NumericSketch):
-            j = numeric.index(name)
-            count = int(moments.count[j]) if name in present else 0
-            missing = n - count if name in present else 0
-            if count:
-                values, weights = stream.column(j)
-                stats = numeric_statistics_from_summary(
-                    sketch, bins.counts[j], values, weights, float(moments.mean[j])
-                )
-        else:
-            table = counts[name]
-            count, missing = sum(table.values()), table.get(MISSING, 0)
-            stats = categorical_statistics_from_counts(sketch, dict(table)) if count else {}
-        breaches = tuple(
-            metric
-            for metric, limit in limits.items()
-            if metric in stats and Thresholds.breached(metric, stats[metric], limit)
-        )
-        features.append(
-            FeatureDrift(name, sketch.kind, count, missing, stats, dict(limits), breaches)
-        )
-    return DriftReport(n, min_samples, tuple(features))
+    seen = _Seen(n, present, numeric, moments, bins, stream, counts)
+    features = tuple(_feature(name, sketch, thresholds, seen) for name, sketch in sketches.items())
+    return DriftReport(n, min_samples, features)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What the window's chunks added up to: rows, columns present and the running summaries."""
+
+    n: int
+    present: set[str]
+    numeric: list[str]
+    moments: _Moments
+    bins: _BinCounts
+    stream: quantiles.Stream
+    counts: dict[str, Counter[str]]
+
+
+def _feature(name: str, sketch: FeatureSketch, thresholds: Thresholds, seen: _Seen) -> FeatureDrift:
+    """One feature's drift from the window's summaries, as ``compare`` reports it."""
+    limits = thresholds.for_kind(sketch.kind)
+    stats: dict[str, float] = {}
+    if isinstance(sketch, NumericSketch):
+        j = seen.numeric.index(name)
+        count = int(seen.moments.count[j]) if name in seen.present else 0
+        missing = seen.n - count if name in seen.present else 0
+        if count:
+            values, weights = seen.stream.column(j)
+            stats = numeric_statistics_from_summary(
+                sketch, seen.bins.counts[j], values, weights, float(seen.moments.mean[j])
+            )
+    else:
+        table = seen.counts[name]
+        count, missing = sum(table.values()), table.get(MISSING, 0)
+        stats = categorical_statistics_from_counts(sketch, dict(table)) if count else {}
+    breaches = tuple(
+        metric
+        for metric, limit in limits.items()
+        if metric in stats and Thresholds.breached(metric, stats[metric], limit)
+    )
+    return FeatureDrift(name, sketch.kind, count, missing, stats, dict(limits), breaches)
 
 
 def _numeric(sketch: FeatureSketch) -> NumericSketch:

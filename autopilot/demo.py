@@ -115,6 +115,7 @@ class _Run:
     service: LocalService
     traffic: Traffic | None = None
     monitor_stop: threading.Event = field(default_factory=threading.Event)
+    monitor_estimate: dict[str, Any] | None = None  # the drift monitor's estimate (silent)
 
     @property
     def silent(self) -> bool:
@@ -181,6 +182,7 @@ class _Run:
             key=self.service.key,
             window_s=6.0,
             min_samples=1000,
+            estimate=_estimate_signal(self.data_dir / "platform", MODEL),  # None: no estimate
         )
         threading.Thread(target=monitor.run, args=(1.0, self.monitor_stop), daemon=True).start()
         return monitor
@@ -197,6 +199,9 @@ class _Run:
                 f"{trigger.get('estimate')} {trigger.get('interval')} vs reference "
                 f"{trigger.get('reference')}; drift alert fired: {monitor.firing}"
             )
+            seen = monitor.check().estimate  # the monitor's report of the same kind of window
+            self.monitor_estimate = seen.to_json() if seen else None
+            say(f"   drift monitor: {seen.summary() if seen else 'no estimate'}")
             return cycle
         progress.wait_for(lambda: monitor.firing, 60, "the drift alert")
         say("5. drift monitor fired an Azure Monitor alert; the rule fires twice more:")
@@ -215,7 +220,7 @@ class _Run:
             threading.Thread(
                 target=inject_errors_when_rolling, args=(progress, platform, cycle), daemon=True
             ).start()
-        progress.wait_for(lambda: state_of(progress, cycle) in CLOSED, 150, "the cycle to close")
+        progress.wait_for(lambda: state_of(progress, cycle) in CLOSED, 400, "the cycle to close")
         if self.scenario == "alert" and state_of(progress, cycle) == "PROMOTED":
             say(
                 "6. after promotion, Azure Monitor fires the endpoint's health alert "
@@ -264,6 +269,7 @@ class _Run:
                 "server_errors": traffic.server_errors,
             },
             "seconds": round(time.monotonic() - started, 1),
+            "monitor_estimate": self.monitor_estimate,
         }
         (data_dir / "demo-result.json").write_text(json.dumps(result, indent=2))
         say(f"\nresult: cycle {cycle} {final} ({expectation}) in {time.monotonic() - started:.0f}s")
@@ -302,6 +308,23 @@ def _ensure_v1(progress: Progress, service: LocalService, platform: Any) -> str:
     if state_of(progress, cycle) != "PROMOTED":
         raise DemoFailed(f"v1 cycle ended {state_of(progress, cycle)}")
     return str(platform.champion_version(MODEL, MODEL))
+
+
+def _estimate_signal(platform_dir: Path, endpoint: str) -> Any:
+    """The drift monitor's estimate signal, calibrated like the service's check (the
+    champion's evaluation), when the policy asks for an estimate; else None."""
+    from embedded.estimate_monitor import EstimateSignal
+    from functions import runtime
+    from shared.estimated_performance import champion_reference
+
+    services = runtime.current().services
+    spec = services.policy.models[MODEL].signals.estimated_performance
+    ref = champion_reference(services, MODEL, spec) if spec else None
+    if spec is None or ref is None:
+        return None
+    return EstimateSignal(
+        platform_dir, endpoint=endpoint, spec=spec, fitted=ref.fitted, reference=ref.value
+    )
 
 
 def _make_training_worse(policy_path: Path) -> None:

@@ -88,7 +88,7 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
         "delta": 0.1,
         "latency_tolerance": 0.15,
         "check_every": "2s",
-        "max_bake": "60s",
+        "max_bake": "120s",  # no decision by then fails safe; a busy machine sends fewer requests
     }
     path = data_dir / "demo-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))

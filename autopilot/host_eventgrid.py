@@ -11,21 +11,12 @@ from autopilot.host_functions import Function, KeyedHost, call_function
 from autopilot.host_http import NeedsBody, Reply, Request, json_reply
 from autopilot.host_triggers import TriggerDecodeError, decode, eventgrid_datum
 from shared.errors import AutopilotError, PayloadTooLarge, TransientError
+from shared.webhook import EVENTGRID_ORIGINS, VALIDATION_EVENT
 
 log = logging.getLogger("autopilot.host")
 
 EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
-VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
-# The origins the real Event Grid extension echoes in the CloudEvents handshake.
-EVENTGRID_ORIGINS = frozenset(
-    {
-        "eventgrid.azure.net",
-        "eventgrid.azure.us",
-        "eventgrid.azure.cn",
-        "eventgrid.azure.eaglex.ic.gov",
-        "eventgrid.azure.microsoft.scloud",
-    }
-)
+__all__ = ["EVENTGRID_ORIGINS", "EVENTGRID_PATH", "VALIDATION_EVENT", "EventGridHost"]
 
 
 class EventGridHost(KeyedHost):

@@ -81,6 +81,16 @@ def check_port(port: int) -> None:
         raise SettingsError(f"--port must be 0-65535 (0 picks a free port), got {port}")
 
 
+def check_host(host: str) -> None:
+    """An empty --host would listen on every interface: say so instead of doing it silently
+    (listening everywhere stays possible, explicitly, with 0.0.0.0)."""
+    if not host.strip():
+        raise SettingsError(
+            "--host is empty, which would listen on every interface; check --host: "
+            "an IPv4 address or name of this machine, e.g. 127.0.0.1 (0.0.0.0 for all)"
+        )
+
+
 def event_batch_validator(
     policy_getter: Callable[[], Any],
 ) -> Callable[[bytes], list[dict[str, Any]]]:
@@ -177,6 +187,7 @@ def start_service(
     # Everything that can be refused is checked before the port is bound, and nothing is
     # written to the data folder until it is.
     check_port(port)
+    check_host(host)
     load_policy(policy)
     check_state_files(data_dir)
     keys, generated = load_or_create_keys(data_dir, env)

@@ -4,6 +4,8 @@
     .venv/bin/python -m benchmarks --quick              # tiny inputs (~1 min)
     .venv/bin/python -m benchmarks intake drift         # a subset
     .venv/bin/python -m benchmarks estimation           # CBPE: error, coverage, 1M-row speed
+    .venv/bin/python -m benchmarks drift-wide           # 1,020 columns from Parquet, streamed
+    .venv/bin/python -m benchmarks audit-scale          # audit appends on Azurite, 1-32 writers
     .venv/bin/python -m benchmarks intake --profile benchmarks/profiles   # + pyinstrument
 
 Every baseline runs in the same invocation as what it is compared with.
@@ -21,11 +23,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cold_start, concurrency, drift, estimation, intake, rollout, scaling
+from benchmarks import (
+    cold_start,
+    concurrency,
+    drift,
+    drift_wide,
+    estimation,
+    intake,
+    rollout,
+    scaling,
+)
 from benchmarks.common import ROOT, machine_notes, single_core
 from benchmarks.report import render
 
-NAMES = ("cold_start", "intake", "concurrency", "drift", "estimation", "scaling", "rollout")
+NAMES = (
+    "cold_start",
+    "intake",
+    "concurrency",
+    "drift",
+    "drift-wide",
+    "estimation",
+    "scaling",
+    "rollout",
+)
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 DEFAULT_PLOT = ROOT / "docs" / "img" / "benchmark-scaling.png"
 
@@ -96,6 +116,8 @@ def run(names: list[str], *, quick: bool) -> dict[str, Any]:
                 )
             else:
                 results[name] = drift.run()
+        elif name == "drift-wide":
+            results["drift_wide"] = drift_wide.run(quick=quick)
         elif name == "estimation":
             if quick:
                 results[name] = estimation.run(windows_count=10, speed_rows=50_000, repeats=1)
@@ -110,6 +132,11 @@ def run(names: list[str], *, quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["audit-scale"]:  # Azurite, its own results key (issue 20)
+        from benchmarks import audit_scale
+
+        return audit_scale.main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
@@ -152,10 +179,48 @@ def main(argv: list[str] | None = None) -> int:
         document["profiles"] = _profile(args.profile, names, args.quick)
     document["duration_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    merged = merge(_previous(args.out), document)
+    args.out.write_text(json.dumps(merged, indent=2, default=str) + "\n")
     print(render(document))
-    print(f"\nresults: {args.out}")
+    print(f"\nresults: {args.out} (updated: {', '.join(results)})")
     return 0
+
+
+def _previous(path: Path) -> dict[str, Any] | None:
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def merge(previous: dict[str, Any] | None, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` written over ``previous``: the benchmarks run now replace theirs, every
+    other benchmark's results stay; ``runs`` says when and how each one was last measured."""
+    run = {
+        key: document[key]
+        for key in ("started", "quick", "machine", "load_avg_at_end", "duration_s")
+        if key in document
+    }
+    if previous is None or not isinstance(previous.get("results"), dict):
+        merged = dict(document)
+        merged["runs"] = {name: run for name in document["results"]}
+        return merged
+    merged = {**previous, **document}
+    merged["results"] = {**previous["results"], **document["results"]}
+    earlier = previous.get("runs")
+    runs = dict(earlier) if isinstance(earlier, dict) else {}
+    for name in previous["results"]:  # measured before runs were kept: the old run's notes
+        runs.setdefault(
+            name,
+            {
+                key: previous[key]
+                for key in ("started", "quick", "machine", "load_avg_at_end", "duration_s")
+                if key in previous
+            },
+        )
+    merged["runs"] = {**runs, **{name: run for name in document["results"]}}
+    return merged
 
 
 if __name__ == "__main__":

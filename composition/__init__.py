@@ -9,3 +9,9 @@ the adapters (``embedded`` included).
 ``functions/``, ``autopilot serve``, the CLI, the demo and the tests get their bus from here;
 fault injection (``autopilot.faults``) is wired by ``autopilot`` on top of it.
 """
+
+__all__ = [
+    "bootstrap",
+    "delivery",
+    "wiring",
+]

@@ -6,14 +6,16 @@ the handlers finished, and released on failure so the redelivery is processed ag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared.budget import invocation_budget
-from shared.envelope import Envelope
+from shared.envelope import Envelope, envelope_from_dict
 from shared.errors import BadEvent, PermanentError, TransientError
-from shared.messagebus import MessageBus
+from shared.messagebus import MessageBus, Services
 from shared.messages import EventIgnored, Message
-from shared.model import AuditKind
+from shared.model import AuditEntry, AuditKind
 from shared.normalise import normalise_azureml, parse_alert
 from shared.ports import Claim
 
@@ -132,3 +134,151 @@ def deliver_alert(bus: MessageBus, payload: Any) -> str:
         evidence,
         f"alert {evidence.get('rule', '')} {type(message).__name__}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """One event of a delivered batch, checked and normalised, not yet applied."""
+
+    envelope: Envelope
+    message: Message
+
+    @property
+    def summary(self) -> str:
+        return f"{self.envelope.type.rsplit('.', 1)[-1]} {self.envelope.subject}"
+
+
+def validate_batch(events: Sequence[Any], policy: Any) -> list[Validated]:
+    """Every event of a delivery checked and normalised before any is applied.
+
+    Raises BadEvent naming the first bad event (``event [i]: ...``): the whole batch is refused.
+    """
+    validated = []
+    for index, event in enumerate(events):
+        try:
+            envelope = envelope_from_dict(event, index)
+            validated.append(Validated(envelope, normalise_azureml(envelope, policy)))
+        except BadEvent as exc:
+            raise BadEvent(f"event [{index}]: {exc}") from exc
+    return validated
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """How many events of a batch were processed, duplicates, or failed permanently."""
+
+    processed: int = 0
+    duplicate: int = 0
+    failed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"processed": self.processed, "duplicate": self.duplicate, "failed": self.failed}
+
+
+def deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
+    """A validated batch with group commit: one store transaction claims every event, one
+    audit transaction records their receipt, the handlers run, one transaction finishes them.
+
+    The sender is answered only after the finishing commit: a crash before it leaves the
+    claims to expire and a redelivery processes the batch again (handlers act once through
+    their deterministic names), a crash after it makes the redelivery all duplicates. An
+    event another worker holds is left to it; the batch is then answered with a
+    ``TransientError`` (503) after the rest is done, so its redelivery finds them duplicates.
+    """
+    with invocation_budget():
+        return _deliver_batch(bus, batch)
+
+
+def _deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
+    svc = bus.services
+    owner = svc.new_id()
+    first: dict[str, Validated] = {}
+    repeated: list[Validated] = []
+    for item in batch:  # the same event twice in one batch is applied once
+        if item.envelope.dedup_key in first:
+            repeated.append(item)
+        else:
+            first[item.envelope.dedup_key] = item
+    lease = svc.settings.delivery_lease_s
+    claims = svc.store.claim_deliveries(list(first), svc.now(), lease, owner)
+    receipts: list[tuple[AuditKind, str, dict[str, Any]]] = []
+    todo: list[tuple[str, Validated]] = []
+    busy = duplicates = 0
+    for (key, item), claim in zip(first.items(), claims, strict=True):
+        if claim is Claim.IN_PROGRESS:
+            busy += 1
+        elif claim is Claim.DUPLICATE:
+            receipts.append(_duplicate(key, item))
+            duplicates += 1
+        else:
+            if not isinstance(item.message, EventIgnored):
+                receipts.append(_receipt(key, item, retry=claim is Claim.RETRY))
+            todo.append((key, item))
+    receipts += [_duplicate(item.envelope.dedup_key, item) for item in repeated]
+    duplicates += len(repeated)
+    done: list[str] = []
+    failed = 0
+    try:
+        _record_all(svc, receipts)
+        for key, item in todo:
+            try:
+                bus.handle(item.message)
+            except PermanentError as exc:  # retrying cannot help: audit it, acknowledge it
+                svc.record(
+                    AuditKind.ERROR,
+                    f"{item.summary}: failed permanently",
+                    model=_model_of(item.message),
+                    reason=str(exc),
+                    caused_by=key,
+                )
+                failed += 1
+            done.append(key)
+    except Exception:  # a real crash skips this: the leases expire, a redelivery retries
+        svc.store.finish_deliveries(done, svc.now())
+        for key, _ in todo[len(done) :]:
+            svc.store.release_delivery(key, owner)
+        raise
+    svc.store.finish_deliveries(done, svc.now())
+    if busy:
+        raise TransientError(
+            f"{busy} event(s) of this batch are being processed by another worker; "
+            "the rest is done, retry later",
+            retry_after=IN_PROGRESS_RETRY_AFTER_S,
+        )
+    return BatchOutcome(processed=len(done) - failed, duplicate=duplicates, failed=failed)
+
+
+def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any]]]) -> None:
+    """The batch's receipts and duplicates, scrubbed as ``Services.record`` does, appended
+    with ``AuditLog.append_many`` (SQLite: one transaction; Table Storage: entity-group
+    transactions of up to 99 records)."""
+    scrub = svc.redactor
+    entries = [
+        AuditEntry(
+            kind=kind,
+            summary=scrub.text(summary),
+            **{name: scrub.json(value) for name, value in fields.items()},
+        )
+        for kind, summary, fields in records
+    ]
+    if entries:
+        svc.audit.append_many(entries)
+
+
+def _receipt(key: str, item: Validated, *, retry: bool) -> tuple[AuditKind, str, dict[str, Any]]:
+    fields: dict[str, Any] = {
+        "model": _model_of(item.message),
+        "evidence": item.envelope.to_json(),
+        "caused_by": key,
+        "reason": "redelivered after an unfinished attempt" if retry else "",
+    }
+    return AuditKind.EVENT_RECEIVED, item.summary, fields
+
+
+def _duplicate(key: str, item: Validated) -> tuple[AuditKind, str, dict[str, Any]]:
+    fields: dict[str, Any] = {
+        "model": _model_of(item.message),
+        "reason": "this event was already processed (same source, type, subject, id)",
+        "caused_by": key,
+    }
+    return AuditKind.IGNORED, f"duplicate delivery: {item.summary}", fields

@@ -27,6 +27,7 @@ from shared.redact import Redactor
 from shared.settings import AppSettings, app_path
 
 if TYPE_CHECKING:
+    from shared.ground_truth import GroundTruthReader
     from shared.policy import Policy
 
 
@@ -92,7 +93,8 @@ def build_store(settings: AppSettings) -> tuple[StateStore, AuditLog]:
         az = settings.azure
         conn = az.table_connection_string or None
         endpoint = None if conn else az.table_endpoint
-        return TableStateStore(conn, endpoint=endpoint), TableAuditLog(conn, endpoint=endpoint)
+        audit = TableAuditLog(conn, endpoint=endpoint, shards=settings.audit_shards)
+        return TableStateStore(conn, endpoint=endpoint), audit
     from shared.adapters.sqlite_audit import SqliteAuditLog
     from shared.adapters.sqlite_store import SqliteStateStore
 
@@ -144,6 +146,36 @@ def build_scored(settings: AppSettings, policy: Policy) -> ScoredLog | None:
             "workspace blob datastore's container URL"
         )
     return None
+
+
+def build_labels(settings: AppSettings, policy: Policy) -> GroundTruthReader:
+    """Where ``ground_truth`` sources are read: local files, and datastore paths in the
+    workspace blob datastore's container (``AUTOPILOT_COLLECTOR_CONTAINER_URL``, identity)."""
+    from shared.ground_truth import GroundTruthReader, datastore_path
+
+    url = settings.azure.collector_container_url
+    if url:
+        from azure.identity import DefaultAzureCredential
+        from azure.storage.blob import ContainerClient
+
+        from shared.adapters.ground_truth_blob import BlobGroundTruth
+
+        container = ContainerClient.from_container_url(url, credential=DefaultAzureCredential())
+        return GroundTruthReader(BlobGroundTruth(container))
+    asking = [
+        name
+        for name, spec in policy.spec.models.items()
+        if spec.signals.estimated_performance
+        and spec.signals.estimated_performance.ground_truth
+        and datastore_path(spec.signals.estimated_performance.ground_truth)
+    ]
+    if asking:
+        raise SettingsError(
+            f"model(s) {', '.join(asking)} read ground truth from a datastore path "
+            "(estimated_performance.ground_truth: azureml://...): set "
+            "AUTOPILOT_COLLECTOR_CONTAINER_URL to the workspace blob datastore's container URL"
+        )
+    return GroundTruthReader()
 
 
 def require_request_logs(settings: AppSettings, policy: Policy) -> None:
@@ -207,6 +239,7 @@ def build_services(
         policy=policy,
         logs=logs,
         scored=build_scored(settings, policy),
+        labels=build_labels(settings, policy),
         settings=Settings(
             stale_after_s=settings.stale_after_s,
             delivery_retention_s=settings.delivery_retention_s,

@@ -3,7 +3,9 @@
 ``GET /api/console`` answers a single HTML page with its CSS and JavaScript inline, so one
 authenticated request loads everything (the page is opened as ``/api/console?code=KEY``; its
 script sends the key as ``x-functions-key`` on every API call). ``GET /api/models`` summarises
-each model of the policy; ``GET /api/audit/verify`` checks the audit hash chain. Every route is
+each model of the policy; ``GET /api/models/{model}/estimates`` the label-free estimates set
+against realised performance over time; ``GET /api/audit/verify`` checks the audit hash
+chain. Every route is
 GET and needs a function key: nothing here changes state (approve/deny stay in the CLI and API).
 
 The page route is anonymous to the Functions host and checks the key itself, so that a browser
@@ -17,6 +19,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import azure.functions as func
 from functions import runtime
 from functions.http import actor_for, authenticated, error, respond
 from shared.errors import PolicyError, SettingsError
+from shared.estimated_performance import SERIES
 from shared.messagebus import Services
 from shared.model import AuditRecord, Cycle
 
@@ -243,3 +247,70 @@ def verify_audit(req: func.HttpRequest, actor: str) -> func.HttpResponse:
     """Verify the audit log's hash chain: ok, record count, first bad record and why."""
     result = runtime.current().services.audit.verify()
     return respond(200, dataclasses.asdict(result))
+
+
+ESTIMATE_POINTS = 500  # newest estimate-vs-realised records plotted per model
+ESTIMATE_SERIES = SERIES  # the mark of the audit records the model page plots
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _estimate_point(record: AuditRecord) -> dict[str, Any] | None:
+    """One audited check with ground truth: the estimate, its interval and the realised value."""
+    ev = record.evidence
+    if not isinstance(ev, dict) or ev.get("series") != ESTIMATE_SERIES:
+        return None
+    estimate = _finite(ev.get("estimate"))
+    if estimate is None:
+        return None
+    interval = ev.get("interval")
+    low, high = (
+        (_finite(interval[0]), _finite(interval[1]))
+        if isinstance(interval, list) and len(interval) == 2
+        else (None, None)
+    )
+    window = ev.get("window")
+    rows = ev.get("rows")
+    return {
+        "seq": record.seq,
+        "time": record.time.isoformat(),
+        "metric": str(ev.get("metric", "")),
+        "window": [str(w) for w in window] if isinstance(window, list) else None,
+        "estimate": estimate,
+        "low": low,
+        "high": high,
+        "realised": _finite(ev.get("value")),
+        "reference": _finite(ev.get("reference")),
+        "rows": rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+        "covered": ev.get("covered") if isinstance(ev.get("covered"), bool) else None,
+    }
+
+
+def estimate_series(services: Services, model: str) -> dict[str, Any]:
+    """Estimated against realised performance over time, from the audit log's records."""
+    est = services.policy.models[model].signals.estimated_performance
+    records = services.audit.query(model=model, kind="decision", limit=4 * ESTIMATE_POINTS)
+    points = [p for p in map(_estimate_point, records) if p is not None]
+    return {
+        "model": model,
+        "metric": est.metric if est else None,
+        "threshold": est.threshold if est else None,
+        "max_drop": est.max_drop if est else None,
+        "ground_truth": bool(est and est.ground_truth),
+        "points": points[-ESTIMATE_POINTS:],
+    }
+
+
+@bp.route(route="models/{model}/estimates", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@authenticated
+def model_estimates(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+    """The model's label-free estimates against the realised values, oldest first."""
+    services = runtime.current().services
+    model = req.route_params.get("model", "")
+    if model not in services.policy.models:
+        return error(404, "no such model in the policy")
+    return respond(200, estimate_series(services, model))

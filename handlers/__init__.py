@@ -7,10 +7,11 @@ only place that knows every handler module.
 
 from __future__ import annotations
 
-from handlers import approvals, cleanup, reconcile, rollout, signals, training
+from handlers import approvals, cleanup, reconcile, rollout, signals, training, watch
 from shared.messagebus import Handler
 from shared.messages import (
     AdvanceRollout,
+    AnchorAudit,
     Approve,
     CheckJob,
     CleanUpDeployments,
@@ -41,6 +42,8 @@ from shared.messages import (
     WatchRollout,
 )
 
+__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS"]
+
 EVENT_HANDLERS: dict[type[Event], list[Handler]] = {
     DriftSignalled: [signals.on_drift_signal],
     SignalResolved: [signals.on_signal_resolved],
@@ -64,7 +67,7 @@ COMMAND_HANDLERS: dict[type[Command], Handler] = {
     RegisterCandidate: training.on_register,
     StartRollout: rollout.on_start_rollout,
     AdvanceRollout: rollout.on_advance,
-    WatchRollout: rollout.on_watch,
+    WatchRollout: watch.on_watch,
     RollBack: rollout.on_roll_back,
     FailRollout: rollout.on_fail_rollout,
     CleanUpDeployments: cleanup.on_clean_up,
@@ -73,4 +76,5 @@ COMMAND_HANDLERS: dict[type[Command], Handler] = {
     ReconcileCleanUps: reconcile.on_clean_ups,
     ReconcileEstimates: reconcile.on_estimates,
     PurgeDeliveries: reconcile.on_purge,
+    AnchorAudit: reconcile.on_anchor,
 }

@@ -2,12 +2,13 @@
 
 Event Grid may drop or delay events; this timer makes sure no cycle hangs forever. What it
 does is audited as ``reconciled`` and goes through the same steps the missing event would.
-It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``).
+It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``)
+and anchors the audit log's chains (``AuditLog.anchor``).
 
 Each tick is follow-up work on the bus, in this order: one ``ReconcileCycle`` per active
-cycle, then the watch periods, the clean-ups, the estimated-performance checks and the purge
-of old dedup keys. The work on one cycle is guarded (:func:`contain_cycle_errors`): one
-cycle's outage does not stall the others.
+cycle, then the watch periods, the clean-ups, the estimated-performance checks, the purge
+of old dedup keys and the audit anchor. The work on one cycle is guarded
+(:func:`contain_cycle_errors`): one cycle's outage does not stall the others.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shared.lifecycle import is_stale, load, move, watching, with_leftovers
 from shared.messagebus import Services
 from shared.messages import (
     AdvanceRollout,
+    AnchorAudit,
     CheckJob,
     CleanUpDeployments,
     CycleWork,
@@ -51,6 +53,7 @@ def reconcile(cmd: Reconcile, svc: Services) -> None:
     svc.emit(ReconcileCleanUps(key))  # leftover deployments of closed cycles
     svc.emit(ReconcileEstimates(key))
     svc.emit(PurgeDeliveries(key))
+    svc.emit(AnchorAudit(key))
 
 
 def on_watches(msg: ReconcileWatches, svc: Services) -> None:
@@ -87,6 +90,15 @@ def on_purge(msg: PurgeDeliveries, svc: Services) -> None:
         return
     if purged:
         log.info("forgot %d delivery key(s) processed before %s", purged, before.isoformat())
+
+
+def on_anchor(msg: AnchorAudit, svc: Services) -> None:
+    """Commit every audit chain's head in the anchor chain, so a record cut off any chain
+    later is caught by ``verify`` (housekeeping: a failure waits for the next tick)."""
+    try:
+        svc.audit.anchor()
+    except TransientError as exc:
+        log.warning("audit anchor deferred: %s", exc)
 
 
 def contain_cycle_errors(exc: Exception, work: Any, svc: Services) -> None:

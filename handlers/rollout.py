@@ -4,33 +4,28 @@ Steps advance on the reconcile tick once their bake time has passed: each step r
 its health check is due (``next_check_at``) and asks ``svc.wakeups`` for a reconcile then (the
 local host runs one at that time; on Azure the timer's next tick after it checks). Health of
 the new deployment is compared with the live one over the same window; too little traffic
-means wait, not pass. Every traffic change is read back to confirm it took effect. The
-cycle's reason always says where the rollout stands (traffic, step, when the check is due).
-Whenever a cycle closes, the deployments it no longer needs are deleted: the rollout records
-``CleanUpDeployments`` and the bus runs ``handlers.cleanup`` next. The judges (is the new
-deployment healthy?) are ``shared.canary_judges``; this module acts on their verdicts.
-
-No invocation waits for a long-running platform operation: when the platform answers
-``InProgress`` (a deployment still provisioning, an endpoint update still running), the cycle
-records what it waits for (``in_progress``) and the reconciler's next tick repeats the same
-call, which checks on it.
+means wait, not pass. The cycle's reason always says where the rollout stands (traffic, step,
+when the check is due). The judges are ``shared.canary_judges``, traffic changes, failing
+safe and rollback ``shared.traffic`` (no invocation waits for a long-running platform
+operation), the watch period after promotion ``handlers.watch``. A closed cycle records
+``CleanUpDeployments``: the bus runs ``handlers.cleanup`` next.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared import estimated_performance as performance
 from shared.canary_judges import (
     StepLook,
     health_json,
+    keep_looking,
     look_at_step,
-    look_at_watch,
     threshold_verdict,
-    without_look,
 )
-from shared.errors import AlreadyExists, InProgress, PermanentError, TransientError
+from shared.errors import AlreadyExists, InProgress, PermanentError
 from shared.lifecycle import (
     CYCLE_TAG,
     deployment_name_for,
@@ -39,7 +34,7 @@ from shared.lifecycle import (
     move,
     note,
     publish,
-    schedule_cleanup,
+    rollout_of,
 )
 from shared.messagebus import Services
 from shared.messages import (
@@ -49,37 +44,23 @@ from shared.messages import (
     ModelRegistered,
     RollBack,
     StartRollout,
-    WatchRollout,
 )
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
-from shared.rollout_state import Check, Phase, RollingBack, RolloutState, traffic_text
+from shared.rollout_state import Check, Phase, RolloutState, traffic_text
+from shared.traffic import (
+    change_traffic,
+    check_due,
+    clock,
+    fail_rollout,
+    finish_roll_back,
+    roll_back,
+    wait_for_platform,
+    wake,
+)
 
 WAIT_RECHECK_MIN_S = 5.0  # "not enough traffic yet" is looked at again no sooner than this
 
-
 __all__ = ["traffic_text"]  # re-exported from shared.rollout_state (older imports)
-
-
-def _ro(cycle: Cycle) -> RolloutState:
-    assert cycle.rollout is not None, f"cycle {cycle.id} has no rollout"
-    return cycle.rollout
-
-
-def _clock(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
-
-
-def _check_due(cycle: Cycle, due: datetime) -> datetime:
-    """Record when the rollout must be looked at next (``_wake`` asks for it once saved)."""
-    cycle.rollout = _ro(cycle).due(due)
-    return due
-
-
-def _wake(cycle: Cycle, svc: Services) -> None:
-    """After the cycle is saved: ask for a reconcile when its next check is due."""
-    due = cycle.rollout.next_check_at if cycle.rollout is not None else None
-    if svc.wakeups is not None and due:
-        svc.wakeups.at(due, f"rollout of cycle {cycle.id}")
 
 
 def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
@@ -106,139 +87,6 @@ def on_model_registered(msg: ModelRegistered, svc: Services) -> None:
         )
         return
     start_rollout(cycle, svc, msg.event_key)
-
-
-def _set_and_confirm(svc: Services, endpoint: str, traffic: dict[str, int]) -> None:
-    svc.platform.set_traffic(endpoint, traffic)
-    # Deployment names compare case-insensitively, as Azure does (the SDK lower-cases them).
-    actual = {k.lower(): v for k, v in svc.platform.get_traffic(endpoint).items() if v}
-    wanted = {k.lower(): v for k, v in traffic.items() if v}
-    if actual != wanted:
-        raise TransientError(
-            f"endpoint {endpoint}: traffic is {traffic_text(actual)}, "
-            f"expected {traffic_text(wanted)}"
-        )
-
-
-def _wait_for_platform(
-    cycle: Cycle, svc: Services, what: str, exc: InProgress, caused_by: str
-) -> None:
-    """Record that ``what`` runs on in the platform; the reconciler's next tick checks it."""
-    ro = _ro(cycle)
-    first = ro.in_progress != what
-    cycle.rollout = ro.waiting_for(what)
-    svc.store.save_cycle(cycle)
-    if first:  # audited once, not on every tick it is still running
-        note(
-            svc,
-            AuditKind.ACTION,
-            f"{what} in progress; the reconciler checks it on its next tick",
-            cycle,
-            reason=str(exc),
-            caused_by=caused_by,
-        )
-
-
-def _change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused_by: str) -> bool:
-    """Change traffic and confirm it took effect. On failure count the attempt; after the
-    policy's attempts, fail safe: the previous deployment keeps or regains all traffic."""
-    ro = _ro(cycle)
-    spec = svc.policy.models[cycle.model].rollout
-    assert spec is not None
-    try:
-        _set_and_confirm(svc, ro.endpoint, traffic)
-    except InProgress as exc:  # not a failed attempt: the change is still being applied
-        _wait_for_platform(cycle, svc, f"traffic change to {traffic}", exc, caused_by)
-        return False
-    except TransientError as exc:
-        cycle.rollout = ro = ro.traffic_unconfirmed()
-        if ro.traffic_failures < spec.traffic_attempts:
-            cycle.reason = (
-                f"traffic change to {traffic_text(traffic)} on {ro.endpoint} not confirmed "
-                f"(attempt {ro.traffic_failures}/{spec.traffic_attempts}); "
-                "retrying at the next reconcile"
-            )
-            svc.store.save_cycle(cycle)
-            note(
-                svc,
-                AuditKind.ERROR,
-                f"traffic change not confirmed "
-                f"(attempt {ro.traffic_failures}/{spec.traffic_attempts}); will retry",
-                cycle,
-                reason=str(exc),
-                caused_by=caused_by,
-            )
-            return False
-        fail_rollout(
-            cycle,
-            svc,
-            f"traffic change did not take effect after {spec.traffic_attempts} attempts",
-            caused_by,
-            evidence={"wanted": traffic, "error": str(exc)},
-        )
-        return False
-    cycle.rollout = ro.traffic_confirmed()
-    return True
-
-
-def fail_rollout(
-    cycle: Cycle,
-    svc: Services,
-    reason: str,
-    caused_by: str,
-    *,
-    evidence: dict[str, Any] | None = None,
-) -> None:
-    """Fail a rollout safely: the previous deployment back to 100% (mirror off), then FAILED.
-
-    If that restore does not take effect now (a transient outage), the cycle stays
-    ROLLING_OUT in phase ``restoring``, keeping the model's lock, and every reconcile tick
-    tries again until the endpoint is back on the previous deployment; only then is the cycle
-    closed. A permanent error while restoring closes it at once, saying so.
-    """
-    ro = cycle.rollout
-    if ro is None or not ro.endpoint:
-        move(svc, cycle, CycleState.FAILED, reason, caused_by=caused_by, kind=AuditKind.ERROR)
-        return
-    previous = ro.previous
-    try:
-        if ro.phase is Phase.SHADOW or ro.mirror_off_pending:
-            cycle.rollout = ro = ro.mirror_off(pending=True)
-            svc.platform.set_mirror(ro.endpoint, {})
-            cycle.rollout = ro = ro.mirror_off(pending=False)
-        if previous:
-            _set_and_confirm(svc, ro.endpoint, {previous: 100, ro.deployment: 0})
-        restored = f"{previous} at 100%" if previous else "no previous deployment"
-    except TransientError as exc:
-        cycle.rollout = ro = ro.restoring(reason, evidence)
-        cycle.reason = (
-            f"failing safe: restoring {previous} to 100% not confirmed yet "
-            f"(attempt {ro.restore_attempts}); {reason}"
-        )
-        svc.store.save_cycle(cycle)
-        note(
-            svc,
-            AuditKind.ERROR,
-            f"failing safe: restoring {previous} did not take effect "
-            f"(attempt {ro.restore_attempts}); retrying every reconcile tick",
-            cycle,
-            reason=f"{reason}; {exc}",
-            caused_by=caused_by,
-        )
-        return
-    except PermanentError as exc:
-        restored = f"restoring {previous} failed permanently: {exc}"
-    cycle.rollout = ro.failed()
-    move(
-        svc,
-        cycle,
-        CycleState.FAILED,
-        f"{reason}; failed safe ({restored})",
-        caused_by=caused_by,
-        kind=AuditKind.ERROR,
-        evidence=evidence,
-    )
-    svc.emit(CleanUpDeployments(cycle.id, caused_by))
 
 
 def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
@@ -287,7 +135,7 @@ def start_rollout(cycle: Cycle, svc: Services, caused_by: str) -> None:
 
 def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
     """Create the (deterministically named) deployment if needed and enter the first step."""
-    ro = _ro(cycle)
+    ro = rollout_of(cycle)
     assert cycle.candidate_version
     try:
         svc.platform.create_deployment(
@@ -296,7 +144,7 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
     except AlreadyExists:
         pass  # created before a crash or by a concurrent worker: the name is deterministic
     except InProgress as exc:  # still provisioning (or a same-named one still being deleted)
-        _wait_for_platform(cycle, svc, f"deployment {ro.deployment}", exc, caused_by)
+        wait_for_platform(cycle, svc, f"deployment {ro.deployment}", exc, caused_by)
         return
     except PermanentError as exc:
         move(
@@ -317,33 +165,41 @@ def resume(cycle: Cycle, svc: Services, caused_by: str) -> None:
     )
     spec = svc.policy.models[cycle.model].rollout
     assert spec is not None
-    shadow = spec.shadow
-    if shadow is not None and ro.previous:
-        try:
-            svc.platform.set_mirror(ro.endpoint, {ro.deployment: shadow.percent})
-        except InProgress as exc:
-            _wait_for_platform(cycle, svc, f"mirroring to {ro.deployment}", exc, caused_by)
-            return
-        now = svc.now()
-        cycle.rollout = ro = ro.platform_done().in_shadow(now, shadow.percent)
-        first = spec.sequential.check_every if spec.analysis == "sequential" else shadow.bake
-        due = _check_due(cycle, now + timedelta(seconds=first))
-        cycle.reason = (
-            f"shadow: {ro.previous} serves 100% on {ro.endpoint}, {shadow.percent}% "
-            f"mirrored to {ro.deployment}; health check due {_clock(due)}"
-        )
-        svc.store.save_cycle(cycle)
-        _wake(cycle, svc)
-        note(
-            svc,
-            AuditKind.ACTION,
-            f"shadow: {shadow.percent}% of live traffic mirrored to "
-            f"{ro.deployment} (responses discarded)",
-            cycle,
-            caused_by=caused_by,
-        )
+    if spec.shadow is not None and ro.previous:
+        _enter_shadow(cycle, svc, caused_by)
         return
     _enter_step(cycle, svc, 0, caused_by)
+
+
+def _enter_shadow(cycle: Cycle, svc: Services, caused_by: str) -> None:
+    """Mirror a share of live traffic to the new deployment (its responses discarded)."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None and spec.shadow is not None
+    shadow = spec.shadow
+    ro = rollout_of(cycle)
+    try:
+        svc.platform.set_mirror(ro.endpoint, {ro.deployment: shadow.percent})
+    except InProgress as exc:
+        wait_for_platform(cycle, svc, f"mirroring to {ro.deployment}", exc, caused_by)
+        return
+    now = svc.now()
+    cycle.rollout = ro = ro.platform_done().in_shadow(now, shadow.percent)
+    first = spec.sequential.check_every if spec.analysis == "sequential" else shadow.bake
+    due = check_due(cycle, now + timedelta(seconds=first))
+    cycle.reason = (
+        f"shadow: {ro.previous} serves 100% on {ro.endpoint}, {shadow.percent}% "
+        f"mirrored to {ro.deployment}; health check due {clock(due)}"
+    )
+    svc.store.save_cycle(cycle)
+    wake(cycle, svc)
+    note(
+        svc,
+        AuditKind.ACTION,
+        f"shadow: {shadow.percent}% of live traffic mirrored to "
+        f"{ro.deployment} (responses discarded)",
+        cycle,
+        caused_by=caused_by,
+    )
 
 
 def _enter_step(
@@ -351,25 +207,25 @@ def _enter_step(
 ) -> None:
     spec = svc.policy.models[cycle.model].rollout
     assert spec is not None
-    ro = _ro(cycle)
+    ro = rollout_of(cycle)
     steps = spec.steps if ro.previous else (100,)
     percent = steps[index]
     traffic = ro.traffic_for(percent)
     cycle.rollout = ro.applying_step(index)  # what a retry must apply if this does not take
-    if not _change_traffic(cycle, svc, traffic, caused_by):
+    if not change_traffic(cycle, svc, traffic, caused_by):
         return
     now = svc.now()
-    cycle.rollout = ro = _ro(cycle).in_step(index, percent, now, traffic)
+    cycle.rollout = ro = rollout_of(cycle).in_step(index, percent, now, traffic)
     where = f"{traffic_text(traffic)} on {spec.endpoint} (step {index + 1}/{len(steps)})"
     if ro.previous:
         first = spec.sequential.check_every if spec.analysis == "sequential" else spec.bake
-        due = _check_due(cycle, now + timedelta(seconds=first))
-        cycle.reason = f"canary: {where}; health check due {_clock(due)}"
+        due = check_due(cycle, now + timedelta(seconds=first))
+        cycle.reason = f"canary: {where}; health check due {clock(due)}"
     else:
         cycle.rollout = ro.due(None)
         cycle.reason = f"first deployment: {where}"
     svc.store.save_cycle(cycle)
-    _wake(cycle, svc)
+    wake(cycle, svc)
     note(
         svc,
         kind,
@@ -392,28 +248,15 @@ def _health(
 
 
 def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
-    """One reconcile tick of a rollout: hold, wait for traffic, step on, promote or roll back."""
+    """One reconcile tick of a rollout: finish what was cut short, else judge the running
+    step (hold, wait for traffic, step on, promote or roll back)."""
     spec = svc.policy.models[cycle.model].rollout
     ro = cycle.rollout
     if spec is None or ro is None:
         return
-    if ro.phase is Phase.RESTORING:  # failing safe: the restore has not taken effect yet
-        fail_rollout(cycle, svc, ro.failed_because, caused_by, evidence=ro.failed_evidence)
-        return
-    if ro.rolling_back:  # a rollback whose traffic change was still running
-        _finish_roll_back(cycle, svc, ro.rolling_back, caused_by)
-        return
-    if not ro.judging:
-        if ro.traffic_failures or ro.in_progress or is_stale(cycle, svc):
-            resume(cycle, svc, caused_by)  # retry a step that did not take effect, or a crash
-        return
-    pending_change = bool(ro.in_progress) and ro.pending_step is not None
-    if (ro.phase is Phase.CANARY and ro.traffic_failures) or pending_change:
-        # retry the change that was not confirmed (not the step before it, which would reset
-        # the attempt count and step back and forth for ever)
-        pending = ro.pending_step
-        _enter_step(cycle, svc, pending if pending is not None else ro.step, caused_by)
-        return
+    for finished_something in _UNFINISHED:
+        if finished_something(cycle, svc, ro, caused_by):
+            return
     bake = spec.shadow.bake if ro.phase is Phase.SHADOW and spec.shadow else spec.bake
     now = svc.now()
     started = ro.step_started_at
@@ -423,8 +266,67 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         if look is not None:
             _act_on_look(cycle, svc, look, now, caused_by)
         return
-    if now - started < timedelta(seconds=bake):
-        return
+    if now - started >= timedelta(seconds=bake):
+        _threshold_check(cycle, svc, (started, now), bake, caused_by)
+
+
+def _restoring(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """Failing safe, the restore has not taken effect yet: try it again."""
+    if ro.phase is not Phase.RESTORING:
+        return False
+    fail_rollout(cycle, svc, ro.failed_because, caused_by, evidence=ro.failed_evidence)
+    return True
+
+
+def _rolling_back(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """A rollback whose traffic change was still running: finish it."""
+    if not ro.rolling_back:
+        return False
+    finish_roll_back(cycle, svc, ro.rolling_back, caused_by)
+    return True
+
+
+def _not_started(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """No step runs yet: retry the one that did not take effect, or resume after a crash."""
+    if ro.judging:
+        return False
+    if ro.traffic_failures or ro.in_progress or is_stale(cycle, svc):
+        resume(cycle, svc, caused_by)
+    return True
+
+
+def _change_unconfirmed(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
+    """Retry the traffic change that was not confirmed (not the step before it, which would
+    reset the attempt count and step back and forth for ever)."""
+    pending_change = bool(ro.in_progress) and ro.pending_step is not None
+    if not ((ro.phase is Phase.CANARY and ro.traffic_failures) or pending_change):
+        return False
+    pending = ro.pending_step
+    _enter_step(cycle, svc, pending if pending is not None else ro.step, caused_by)
+    return True
+
+
+# In order: the first that finds something cut short finishes it, and the tick ends there.
+_UNFINISHED: tuple[Callable[[Cycle, Services, RolloutState, str], bool], ...] = (
+    _restoring,
+    _rolling_back,
+    _not_started,
+    _change_unconfirmed,
+)
+
+
+def _threshold_check(
+    cycle: Cycle,
+    svc: Services,
+    window: tuple[datetime, datetime],
+    bake: float,
+    caused_by: str,
+) -> None:
+    """The threshold judge once the bake time is over: breach, wait for traffic, or pass."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    ro = rollout_of(cycle)
+    started, now = window
     new = _health(svc, spec.endpoint, ro.deployment, started, now)
     old = _health(svc, spec.endpoint, ro.previous, started, now)
     assert new is not None
@@ -453,28 +355,7 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
         )
         return
     if verdict == "wait":
-        deadline = started + timedelta(seconds=bake + spec.max_wait)
-        if now > deadline:
-            roll_back(
-                cycle,
-                svc,
-                f"not enough traffic for a verdict within the wait: {why}",
-                caused_by,
-                evidence=evidence,
-            )
-            return
-        checks = ro.checks
-        if len(checks) > 1 and checks[-2].verdict == "wait":
-            # keep the latest of a run of waits: they are rechecked often
-            cycle.rollout = ro.with_checks((*checks[:-2], checks[-1]))
-        recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
-        due = _check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
-        cycle.reason = (
-            f"{phase}: waiting for traffic ({why}); next health check {_clock(due)}, "
-            f"rolled back if still too little after {_clock(deadline)}"
-        )
-        svc.store.save_cycle(cycle)
-        _wake(cycle, svc)
+        _wait_for_traffic(cycle, svc, window, bake, why, evidence, caused_by)
         return
     svc.store.save_cycle(cycle)
     note(
@@ -489,10 +370,48 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     _next_stage(cycle, svc, why, caused_by)
 
 
+def _wait_for_traffic(
+    cycle: Cycle,
+    svc: Services,
+    window: tuple[datetime, datetime],
+    bake: float,
+    why: str,
+    evidence: dict[str, Any],
+    caused_by: str,
+) -> None:
+    """Too little traffic for a verdict: look again soon; roll back after the wait."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    ro = rollout_of(cycle)
+    started, now = window
+    deadline = started + timedelta(seconds=bake + spec.max_wait)
+    if now > deadline:
+        roll_back(
+            cycle,
+            svc,
+            f"not enough traffic for a verdict within the wait: {why}",
+            caused_by,
+            evidence=evidence,
+        )
+        return
+    checks = ro.checks
+    if len(checks) > 1 and checks[-2].verdict == "wait":
+        # keep the latest of a run of waits: they are rechecked often
+        cycle.rollout = ro.with_checks((*checks[:-2], checks[-1]))
+    recheck = now + timedelta(seconds=max(bake, WAIT_RECHECK_MIN_S))
+    due = check_due(cycle, min(recheck, deadline + timedelta(seconds=1)))
+    cycle.reason = (
+        f"{ro.stage()}: waiting for traffic ({why}); next health check {clock(due)}, "
+        f"rolled back if still too little after {clock(deadline)}"
+    )
+    svc.store.save_cycle(cycle)
+    wake(cycle, svc)
+
+
 def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
     """Make the candidate champion; keep the previous deployment warm for the watch period."""
     spec = svc.policy.models[cycle.model].rollout
-    ro = _ro(cycle)
+    ro = rollout_of(cycle)
     assert cycle.candidate_version and spec is not None
     svc.platform.set_champion(cycle.model, cycle.candidate_version)
     now = svc.now()
@@ -500,7 +419,7 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
     until = now + timedelta(seconds=spec.watch) if watching else None
     cycle.rollout = ro = ro.promoted(now, until)
     if until is not None:
-        _check_due(cycle, until)
+        check_due(cycle, until)
     move(
         svc,
         cycle,
@@ -510,129 +429,14 @@ def _promote(cycle: Cycle, svc: Services, caused_by: str, why: str) -> None:
         kind=AuditKind.ACTION,
         evidence={"watch_until": until.isoformat() if until else None, "kept_warm": ro.previous},
     )
-    _wake(cycle, svc)  # the watch period ends then
+    wake(cycle, svc)  # the watch period ends then
     svc.emit(CleanUpDeployments(cycle.id, caused_by))  # no watch period: the previous goes now
-
-
-def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
-    """A reconcile tick after promotion: roll back on a health breach; end the watch on time."""
-    spec = svc.policy.models[cycle.model].rollout
-    ro = _ro(cycle)
-    assert spec is not None
-    if ro.rolling_back:  # a rollback whose traffic change was still running
-        _finish_roll_back(cycle, svc, ro.rolling_back, caused_by)
-        return
-    now = svc.now()
-    promoted = ro.promoted_at
-    assert promoted is not None
-    new = svc.metrics.deployment_health(ro.endpoint, ro.deployment, promoted, now)
-    verdict, why = threshold_verdict(new, None, spec.health)
-    before = promoted - (now - promoted)  # live's own traffic: as long a window before promotion
-    perf = performance.guard(
-        svc, cycle, (ro.deployment, promoted, now), (ro.previous, before, promoted)
-    )
-    if verdict != "breach" and perf.verdict == "breach":
-        verdict, why = "breach", f"estimated performance: {perf.why}"
-    if verdict == "breach":
-        roll_back(
-            cycle,
-            svc,
-            f"health breach during the watch period: {why}",
-            caused_by,
-            evidence={
-                "new": health_json(new),
-                "window": [promoted.isoformat(), now.isoformat()],
-                "estimated_performance": perf.evidence or None,
-            },
-        )
-        return
-    if spec.analysis == "sequential":
-        breach = look_at_watch(cycle, svc, promoted, now)
-        if breach is not None:
-            why, evidence = breach
-            roll_back(cycle, svc, f"during the watch period: {why}", caused_by, evidence=evidence)
-            return
-    assert ro.watch_until is not None
-    if now < ro.watch_until:
-        return
-    cycle.rollout = ro.watch_over()
-    schedule_cleanup(cycle)
-    svc.store.save_cycle(cycle)
-    note(
-        svc,
-        AuditKind.ACTION,
-        f"watch period over; deleting previous deployment {ro.previous}",
-        cycle,
-        reason=why,
-        caused_by=caused_by,
-    )
-    svc.emit(CleanUpDeployments(cycle.id, caused_by))
-
-
-def _finish_roll_back(cycle: Cycle, svc: Services, pending: RollingBack, caused_by: str) -> None:
-    """Finish a rollback whose traffic change was still running when it was asked for."""
-    roll_back(
-        cycle,
-        svc,
-        pending.reason,
-        caused_by,
-        evidence=pending.evidence,
-        actor=pending.actor,
-    )
-
-
-def roll_back(
-    cycle: Cycle,
-    svc: Services,
-    reason: str,
-    caused_by: str,
-    *,
-    evidence: dict[str, Any] | None = None,
-    actor: str = "system",
-) -> None:
-    """Return every request to the previous deployment in one step, then close the cycle.
-
-    After promotion (watch period) the previous champion is restored too. If the traffic
-    change is still running, the cycle records the rollback and the reconciler finishes it.
-    """
-    ro = cycle.rollout
-    previous = ro.previous if ro is not None else None
-    try:
-        if ro is not None and ro.phase is Phase.SHADOW:
-            svc.platform.set_mirror(ro.endpoint, {})
-        if ro is not None and previous:
-            _set_and_confirm(svc, ro.endpoint, {previous: 100, ro.deployment: 0})
-    except InProgress as exc:
-        assert ro is not None
-        cycle.rollout = ro.rollback_pending(RollingBack(reason, evidence or {}, actor))
-        _wait_for_platform(cycle, svc, f"rollback to {previous}", exc, caused_by)
-        return
-    if ro is not None:
-        if cycle.state is CycleState.PROMOTED and ro.previous_champion:
-            svc.platform.set_champion(cycle.model, ro.previous_champion)
-        cycle.rollout = ro.rolled_back()
-    move(
-        svc,
-        cycle,
-        CycleState.ROLLED_BACK,
-        f"rolled back: {reason}",
-        caused_by=caused_by,
-        kind=AuditKind.DECISION,  # the model's latest decision (the console shows it)
-        evidence={**(evidence or {}), "restored": {previous: 100} if previous else None},
-        actor=actor,
-    )
-    svc.emit(CleanUpDeployments(cycle.id, caused_by, actor))
 
 
 def _act_on_look(
     cycle: Cycle, svc: Services, look: StepLook, now: datetime, caused_by: str
 ) -> None:
-    """Act on one sequential look: pass the step, roll back, or keep looking (a wakeup
-    ``check_every`` later). At ``max_bake`` without a decision: hold or fail safe, as the
-    policy says."""
-    spec = svc.policy.models[cycle.model].rollout
-    assert spec is not None
-    seq = spec.sequential
+    """Act on one sequential look: pass the step, roll back, or keep looking."""
     phase, evidence = look.stage, look.evidence
     if look.decision == "rollback":
         roll_back(cycle, svc, f"{phase}: {look.why}", caused_by, evidence=evidence)
@@ -650,43 +454,13 @@ def _act_on_look(
         )
         _next_stage(cycle, svc, look.why, caused_by)
         return
-    deadline = look.deadline
-    if now >= deadline and seq.on_max_bake == "fail":
-        roll_back(
-            cycle,
-            svc,
-            f"{phase}: no decision within max_bake ({seq.max_bake:g}s), failing safe: {look.why}",
-            caused_by,
-            evidence=evidence,
-        )
-        return
-    ro = _ro(cycle)
-    if now >= deadline and ro.held != ro.step:
-        cycle.rollout = ro.holding(ro.step)
-        note(
-            svc,
-            AuditKind.DECISION,
-            f"{phase} held at max_bake: no decision yet; still looking",
-            cycle,
-            reason=look.why,
-            evidence=evidence,
-            caused_by=caused_by,
-        )
-    if look.stale is not None:  # a look without new traffic adds nothing to the band
-        cycle.rollout = without_look(_ro(cycle), look.stale)
-    next_look = _check_due(cycle, now + timedelta(seconds=seq.check_every))
-    held = " (held past max_bake)" if now >= deadline else ""
-    cycle.reason = f"{phase}{held}: {look.why}; next look {_clock(next_look)}" + (
-        "" if now >= deadline else f", decision by {_clock(deadline)} at the latest"
-    )
-    svc.store.save_cycle(cycle)
-    _wake(cycle, svc)
+    keep_looking(cycle, svc, look, now, caused_by)
 
 
 def _next_stage(cycle: Cycle, svc: Services, why: str, caused_by: str) -> None:
     """A healthy stage: from shadow to the first canary step, from 100% to promotion, else
     to the next step."""
-    ro = _ro(cycle)
+    ro = rollout_of(cycle)
     if ro.phase is Phase.SHADOW:
         svc.platform.set_mirror(ro.endpoint, {})
         _enter_step(cycle, svc, 0, caused_by)
@@ -709,12 +483,6 @@ def on_advance(msg: AdvanceRollout, svc: Services) -> None:
     cycle = load(svc, msg.cycle_id)
     if cycle is not None:
         advance(cycle, svc, msg.event_key)
-
-
-def on_watch(msg: WatchRollout, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
-    if cycle is not None:
-        watch(cycle, svc, msg.event_key)
 
 
 def on_roll_back(msg: RollBack, svc: Services) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import AlreadyExists, Conflict, NotFound, PermanentError
 from shared.lifecycle import cycle_id_for, note, publish, watching
@@ -20,6 +23,9 @@ from shared.messages import (
     StartRetraining,
 )
 from shared.model import AuditKind, Cycle, CycleState
+
+if TYPE_CHECKING:
+    from shared.policy import ModelPolicy
 
 
 def on_drift_signal(msg: DriftSignalled, svc: Services) -> None:
@@ -40,7 +46,22 @@ def retrain(cmd: RetrainRequested, svc: Services) -> None:
     _signal(signal, svc, manual=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    """One drift signal on its way to a cycle, with what every guard reads."""
+
+    msg: DriftSignalled
+    svc: Services
+    manual: bool  # an operator's request: no cooldown, no confirmation
+    spec: ModelPolicy
+    now: datetime
+    evidence: dict[str, Any]  # audited with every decision (a confirmation count may join it)
+    cycle_id: str  # the cycle this signal opens (deterministic: a redelivery finds it)
+
+
 def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
+    """Dedup, cooldown, confirmation, coalescing: the first guard that stops the signal
+    audits why; a signal no guard stops opens a cycle."""
     spec = svc.policy.model(msg.model)
     if spec is None:  # bindings come from the policy, so this is a policy reload race
         note(
@@ -51,118 +72,143 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
             caused_by=msg.event_key,
         )
         return
-    now = svc.now()
     evidence = {"source": msg.source, "signal": msg.signal, **msg.evidence}
-    my_cycle_id = cycle_id_for(msg.model, msg.event_key)
-
-    active = svc.store.active_cycle(msg.model)
-    if active is not None:
-        if active.id == my_cycle_id:
-            # Redelivery of the event that started this cycle (e.g. after a crash): resume it.
-            svc.emit(ResumeCycle(active.id, msg.event_key))
+    cycle_id = cycle_id_for(msg.model, msg.event_key)
+    signal = _Signal(msg, svc, manual, spec, svc.now(), evidence, cycle_id)
+    for stops in _GUARDS:
+        if stops(signal):
             return
-        active.coalesced += 1
-        svc.store.save_cycle(active)
-        note(
-            svc,
-            AuditKind.DECISION,
-            f"drift signal coalesced into active cycle ({active.coalesced} so far)",
-            active,
-            reason=f"{msg.model} already has an active cycle in {active.state.value}",
-            evidence=evidence,
-            caused_by=msg.event_key,
-        )
-        return
+    _open_cycle(signal)
 
-    finished = svc.store.get_cycle(my_cycle_id)
-    if finished is not None:
-        # This signal's own cycle ran and closed: a redelivery after its lease expired (the
-        # worker died before acknowledging). Starting it again would retrain twice.
-        _already_handled(svc, msg, finished)
-        return
 
-    last = svc.store.last_closed_at(msg.model)
-    cooldown = svc.policy.cooldown(msg.model)
-    if not manual and last is not None and now - last < timedelta(seconds=cooldown):
-        until = last + timedelta(seconds=cooldown)
-        note(
-            svc,
-            AuditKind.DECISION,
-            "drift signal suppressed by cooldown",
-            model=msg.model,
-            reason=f"last cycle closed {last.isoformat()}; cooldown until {until.isoformat()}",
-            evidence=evidence,
-            caused_by=msg.event_key,
-        )
-        return
+def _joins_active_cycle(s: _Signal) -> bool:
+    """A cycle is open: its own trigger again resumes it; any other signal is coalesced."""
+    active = s.svc.store.active_cycle(s.msg.model)
+    if active is None:
+        return False
+    if active.id == s.cycle_id:
+        # Redelivery of the event that started this cycle (e.g. after a crash): resume it.
+        s.svc.emit(ResumeCycle(active.id, s.msg.event_key))
+        return True
+    active.coalesced += 1
+    s.svc.store.save_cycle(active)
+    note(
+        s.svc,
+        AuditKind.DECISION,
+        f"drift signal coalesced into active cycle ({active.coalesced} so far)",
+        active,
+        reason=f"{s.msg.model} already has an active cycle in {active.state.value}",
+        evidence=s.evidence,
+        caused_by=s.msg.event_key,
+    )
+    return True
 
-    svc.store.add_signal(msg.model, signal_key(msg.source, msg.signal, msg.event_key), now)
-    confirm = spec.confirm
+
+def _already_ran(s: _Signal) -> bool:
+    """This signal's own cycle ran and closed: a redelivery after its lease expired (the
+    worker died before acknowledging). Starting it again would retrain twice."""
+    finished = s.svc.store.get_cycle(s.cycle_id)
+    if finished is None:
+        return False
+    _already_handled(s.svc, s.msg, finished)
+    return True
+
+
+def _in_cooldown(s: _Signal) -> bool:
+    last = s.svc.store.last_closed_at(s.msg.model)
+    cooldown = s.svc.policy.cooldown(s.msg.model)
+    if s.manual or last is None or s.now - last >= timedelta(seconds=cooldown):
+        return False
+    until = last + timedelta(seconds=cooldown)
+    note(
+        s.svc,
+        AuditKind.DECISION,
+        "drift signal suppressed by cooldown",
+        model=s.msg.model,
+        reason=f"last cycle closed {last.isoformat()}; cooldown until {until.isoformat()}",
+        evidence=s.evidence,
+        caused_by=s.msg.event_key,
+    )
+    return True
+
+
+def _unconfirmed(s: _Signal) -> bool:
+    """Record the signal as pending; stop it while the policy's confirmation is not met."""
+    msg = s.msg
+    s.svc.store.add_signal(msg.model, signal_key(msg.source, msg.signal, msg.event_key), s.now)
+    confirm = s.spec.confirm
     needed = confirm.signals
-    if not manual and (needed > 1 or confirm.query):
-        if confirm.query:
-            seen = _logged_count(svc, msg.model, confirm.query, confirm.within)
-            evidence["confirmation_query_count"] = seen
-            requirement = f"its Log Analytics query to count {needed} within {confirm.within:g}s"
-        else:
-            seen = svc.store.count_signals(msg.model, now - timedelta(seconds=confirm.within))
-            requirement = f"{needed} signals within {confirm.within:g}s"
-        if seen < needed:
-            note(
-                svc,
-                AuditKind.DECISION,
-                f"drift signal awaiting confirmation ({seen}/{needed})",
-                model=msg.model,
-                reason=f"policy requires {requirement}",
-                evidence=evidence,
-                caused_by=msg.event_key,
-            )
-            return
+    if s.manual or not (needed > 1 or confirm.query):
+        return False
+    if confirm.query:
+        seen = _logged_count(s.svc, msg.model, confirm.query, confirm.within)
+        s.evidence["confirmation_query_count"] = seen
+        requirement = f"its Log Analytics query to count {needed} within {confirm.within:g}s"
+    else:
+        seen = s.svc.store.count_signals(msg.model, s.now - timedelta(seconds=confirm.within))
+        requirement = f"{needed} signals within {confirm.within:g}s"
+    if seen >= needed:
+        return False
+    note(
+        s.svc,
+        AuditKind.DECISION,
+        f"drift signal awaiting confirmation ({seen}/{needed})",
+        model=msg.model,
+        reason=f"policy requires {requirement}",
+        evidence=s.evidence,
+        caused_by=msg.event_key,
+    )
+    return True
 
-    if svc.policy.mode(msg.model) == "observe":
-        note(
-            svc,
-            AuditKind.DECISION,
-            "dry run: would start a retraining cycle",
-            model=msg.model,
-            reason="model is in observe mode; no job, registration or traffic change happens",
-            evidence={**evidence, "dry_run": True, "would_create_cycle": my_cycle_id},
-            caused_by=msg.event_key,
-        )
-        svc.store.clear_signals(msg.model)
-        return
 
+def _observe_only(s: _Signal) -> bool:
+    if s.svc.policy.mode(s.msg.model) != "observe":
+        return False
+    note(
+        s.svc,
+        AuditKind.DECISION,
+        "dry run: would start a retraining cycle",
+        model=s.msg.model,
+        reason="model is in observe mode; no job, registration or traffic change happens",
+        evidence={**s.evidence, "dry_run": True, "would_create_cycle": s.cycle_id},
+        caused_by=s.msg.event_key,
+    )
+    s.svc.store.clear_signals(s.msg.model)
+    return True
+
+
+# In order; each audits why it stops the signal.
+_GUARDS: tuple[Callable[[_Signal], bool], ...] = (
+    _joins_active_cycle,
+    _already_ran,
+    _in_cooldown,
+    _unconfirmed,
+    _observe_only,
+)
+
+
+def _open_cycle(s: _Signal) -> None:
+    """Open the signal's cycle (one per model: a concurrent one wins) and start retraining."""
+    msg, svc, evidence = s.msg, s.svc, s.evidence
     cycle = Cycle(
-        id=my_cycle_id,
+        id=s.cycle_id,
         model=msg.model,
         state=CycleState.TRIGGERED,
-        created_at=now,
-        updated_at=now,
+        created_at=s.now,
+        updated_at=s.now,
         trigger=svc.redactor.json(evidence),  # alert text may quote a secret
         caused_by=msg.event_key,
     )
     try:
         winner = svc.store.create_cycle(cycle)
     except AlreadyExists:  # closed between our read and this write: same as above
-        finished = svc.store.get_cycle(my_cycle_id)
+        finished = svc.store.get_cycle(s.cycle_id)
         if finished is None:
             raise
         _already_handled(svc, msg, finished)
         return
     if winner is not None:  # another worker opened a cycle first: coalesce into it
-        raced = svc.store.get_cycle(winner)
-        if raced is not None:
-            raced.coalesced += 1
-            svc.store.save_cycle(raced)
-        note(
-            svc,
-            AuditKind.DECISION,
-            "drift signal coalesced into a concurrently opened cycle",
-            model=msg.model,
-            reason=f"cycle {winner} was opened at the same moment",
-            evidence=evidence,
-            caused_by=msg.event_key,
-        )
+        _coalesce_into_winner(s, winner)
         return
     svc.store.clear_signals(msg.model)
     note(
@@ -170,13 +216,29 @@ def _signal(msg: DriftSignalled, svc: Services, *, manual: bool) -> None:
         AuditKind.DECISION,
         "retraining cycle started",
         cycle,
-        actor=str(msg.evidence.get("actor", "system")) if manual else "system",
+        actor=str(msg.evidence.get("actor", "system")) if s.manual else "system",
         reason=f"{msg.source} signal {msg.signal!r}",
         evidence=evidence,
         caused_by=msg.event_key,
     )
     publish(svc, cycle, "cycle.started", {"trigger": evidence})
-    svc.emit(StartRetraining(cycle.id, msg.event_key))
+    svc.emit(StartRetraining(cycle.id, msg.event_key))  # handlers.training
+
+
+def _coalesce_into_winner(s: _Signal, winner: str) -> None:
+    raced = s.svc.store.get_cycle(winner)
+    if raced is not None:
+        raced.coalesced += 1
+        s.svc.store.save_cycle(raced)
+    note(
+        s.svc,
+        AuditKind.DECISION,
+        "drift signal coalesced into a concurrently opened cycle",
+        model=s.msg.model,
+        reason=f"cycle {winner} was opened at the same moment",
+        evidence=s.evidence,
+        caused_by=s.msg.event_key,
+    )
 
 
 def _logged_count(svc: Services, model: str, query: str, within: float) -> int:

@@ -64,6 +64,9 @@ param workspaceStorageAccountId string = ''
 ])
 param workspaceStorageAccess string = 'read'
 
+@description('Container of the workspace default blob datastore, workspaceblobstore (az ml datastore show -n workspaceblobstore --query container_name; azureml-blobstore-<guid>). With workspaceStorageAccountId and read access: AUTOPILOT_COLLECTOR_CONTAINER_URL, where estimated_performance reads the data collector\'s model outputs and azureml://datastores/workspaceblobstore/paths/... ground truth. Empty: not set.')
+param workspaceBlobContainer string = ''
+
 @description('Resource id of an existing Log Analytics workspace that receives the online endpoints\' logs (AmlOnlineEndpointTrafficLog). Empty: the workspace created here.')
 param endpointLogsWorkspaceId string = ''
 
@@ -120,10 +123,29 @@ param eventMaxDeliveryAttempts int = 30
 @maxValue(1440)
 param eventTimeToLiveInMinutes int = 1440
 
-@description('Events per Event Grid delivery to the function (1 = a failure retries only that event).')
+@description('Where Azure ML events are delivered: trigger = the Event Grid trigger azureml_events (AzureFunction endpoint: one invocation per event, Event Grid fetches the key); webhook = POST /api/events (WebHook endpoint with eventsWebhookKey in its URL: one invocation per delivered batch). See docs/deploy.md.')
+@allowed([
+  'trigger'
+  'webhook'
+])
+param eventDelivery string = 'trigger'
+
+@description('Events per Event Grid delivery (1 = a failure retries only that event). The trigger is invoked once per event whatever this is; the webhook once per delivery (up to 5000).')
 @minValue(1)
 @maxValue(5000)
 param eventMaxEventsPerBatch int = 1
+
+@description('Preferred size of one delivery in KB (webhook: up to 1024, the most /api/events accepts).')
+@minValue(1)
+@maxValue(1024)
+param eventPreferredBatchSizeInKilobytes int = 64
+
+@description('eventDelivery=webhook: the key in the webhook URL (32+ URL-safe characters). Registered as a function key of eventgrid_webhook only (second pass) and appended to AUTOPILOT_FUNCTION_KEYS as <eventsKeyName>=<key>. Unused with the trigger.')
+@secure()
+param eventsWebhookKey string = ''
+
+@description('Name of the webhook key (the audit actor for webhook deliveries).')
+param eventsKeyName string = 'eventgrid'
 
 @description('Name of the workspace\'s Event Grid system topic. Give the existing one\'s name if the workspace already has a system topic (only one per source).')
 param systemTopicName string = ''
@@ -176,7 +198,9 @@ var endpointResourceIds = toObject(onlineEndpointNames, ep => ep, ep => '${amlWo
 var useKeyVaultForKeys = !empty(functionKeysKeyVaultId)
 var alertsKeyEntry = '${alertsKeyName}=${alertsWebhookKey}'
 var operatorKeyEntries = [for item in items(operatorFunctionKeys): '${item.key}=${item.value}']
-var keysFromParameters = join(concat(operatorKeyEntries, [alertsKeyEntry]), ',')
+var useWebhook = eventDelivery == 'webhook'
+var eventsKeyEntries = useWebhook ? ['${eventsKeyName}=${eventsWebhookKey}'] : []
+var keysFromParameters = join(concat(operatorKeyEntries, [alertsKeyEntry], eventsKeyEntries), ',')
 // App Service Key Vault reference syntax: @Microsoft.KeyVault(VaultName=...;SecretName=...)
 var keyVaultReference = '@Microsoft.KeyVault(VaultName=${last(split(functionKeysKeyVaultId, '/'))};SecretName=${functionKeysSecretName})'
 var functionKeysSetting = useKeyVaultForKeys ? keyVaultReference : keysFromParameters
@@ -187,6 +211,9 @@ var useOwnLogAnalytics = empty(endpointLogsWorkspaceId)
 var logsParts = split(useOwnLogAnalytics ? '${resourceGroup().id}/providers/Microsoft.OperationalInsights/workspaces/${logAnalyticsName}' : endpointLogsWorkspaceId, '/')
 var grantWorkspaceStorage = !empty(workspaceStorageAccountId) && workspaceStorageAccess != 'none'
 var workspaceStorageParts = split(empty(workspaceStorageAccountId) ? '${resourceGroup().id}/providers/Microsoft.Storage/storageAccounts/none' : workspaceStorageAccountId, '/')
+// estimated_performance: the collector's output and ground truth, read with the identity (the
+// Storage Blob Data Reader or Contributor role on that account, below)
+var collectorContainerUrl = grantWorkspaceStorage && !empty(workspaceBlobContainer) ? 'https://${last(workspaceStorageParts)}.blob.${environment().suffixes.storage}/${workspaceBlobContainer}' : ''
 var keyVaultParts = split(useKeyVaultForKeys ? functionKeysKeyVaultId : '${resourceGroup().id}/providers/Microsoft.KeyVault/vaults/none', '/')
 
 var blobServiceUri = 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
@@ -371,7 +398,8 @@ module endpointLogs 'modules/role-loganalytics.bicep' = {
   ]
 }
 
-// Storage behind the workspace default datastore (evaluation.json; code uploads if 'write').
+// Storage behind the workspace default datastore (evaluation.json, the data collector's model
+// outputs and ground truth for estimated_performance; code uploads if 'write').
 module workspaceStorageRole 'modules/role-storage.bicep' = if (grantWorkspaceStorage) {
   name: 'autopilot-aml-storage'
   scope: resourceGroup(workspaceStorageParts[2], workspaceStorageParts[4])
@@ -379,7 +407,7 @@ module workspaceStorageRole 'modules/role-storage.bicep' = if (grantWorkspaceSto
     storageAccountName: last(workspaceStorageParts)
     principalId: functionApp.identity.principalId
     roleDefinitionGuid: workspaceStorageAccess == 'write' ? roleIds.storageBlobDataContributor : roleIds.storageBlobDataReader
-    assignmentDescription: 'MLOps Autopilot: read training job outputs (evaluation.json) from the workspace datastore'
+    assignmentDescription: 'MLOps Autopilot: read training job outputs (evaluation.json), collected model outputs and ground truth from the workspace datastore'
   }
 }
 
@@ -425,6 +453,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AUTOPILOT_TABLE_ENDPOINT: tableServiceUri
     AUTOPILOT_EVENTS_TOPIC_ENDPOINT: eventsTopic.properties.endpoint
     AUTOPILOT_LOG_WORKSPACE_ID: endpointLogs.outputs.customerId
+    AUTOPILOT_COLLECTOR_CONTAINER_URL: collectorContainerUrl
   }
   dependsOn: [
     functionKeysVaultRole
@@ -554,6 +583,19 @@ resource alertsFunctionKey 'Microsoft.Web/sites/functions/keys@2024-04-01' = if 
   value: alertsWebhookKey
 }
 
+resource eventsWebhookFunction 'Microsoft.Web/sites/functions@2024-04-01' existing = {
+  parent: functionApp
+  name: 'eventgrid_webhook'
+}
+
+// Webhook key: a function-level key, valid at the host only for eventgrid_webhook (POST
+// /api/events). Event Grid sends it as ?code=... from the subscription's endpoint URL.
+resource eventsFunctionKey 'Microsoft.Web/sites/functions/keys@2024-04-01' = if (wireEvents && useWebhook) {
+  parent: eventsWebhookFunction
+  name: eventsKeyName
+  value: eventsWebhookKey
+}
+
 module amlSubscriptions 'modules/azureml-subscriptions.bicep' = if (wireEvents) {
   name: 'autopilot-aml-subscriptions'
   scope: resourceGroup(amlSubscriptionId, amlResourceGroup)
@@ -568,11 +610,15 @@ module amlSubscriptions 'modules/azureml-subscriptions.bicep' = if (wireEvents) 
     maxDeliveryAttempts: eventMaxDeliveryAttempts
     eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
     maxEventsPerBatch: eventMaxEventsPerBatch
+    preferredBatchSizeInKilobytes: eventPreferredBatchSizeInKilobytes
+    eventDelivery: eventDelivery
+    webhookUrl: useWebhook ? 'https://${functionApp.properties.defaultHostName}/api/events?code=${eventsWebhookKey}' : ''
   }
   dependsOn: [
     amlTopic
     deadLetterWriter
     appSettings
+    eventsFunctionKey
   ]
 }
 

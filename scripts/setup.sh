@@ -9,6 +9,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (
   echo "setup: Python 3.11 is required (found $("$PYTHON" --version 2>&1)); set PYTHON=..." >&2
   exit 2
 fi
+# Azurite (the Table Storage emulator, npm) for the Table Storage tests: installed into .azurite/
+# once, in the background while pip works (standard library only); the tests start and stop it
+# on a loopback port. Without npm the Table Storage tests fail saying why.
+azurite_pid=
+if command -v npm >/dev/null; then
+  "$PYTHON" tests/integration/azurite_install.py &
+  azurite_pid=$!
+  trap 'wait "$azurite_pid" 2>/dev/null || true' EXIT  # never left running if set-up fails
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
@@ -29,9 +38,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
-# Azurite (the Table Storage emulator, npm) for the Table Storage tests: installed into .azurite/
-# once; the tests start and stop it on a loopback port.
-if command -v npm >/dev/null; then
-  .venv/bin/python -c 'from tests.integration.azurite import install; install()' \
-    || echo "setup: could not install Azurite; the Table Storage tests will say why" >&2
+# Azurite has been installing meanwhile (started above); its failure does not fail set-up.
+if [ -n "$azurite_pid" ]; then
+  wait "$azurite_pid" || true
 fi

@@ -47,7 +47,7 @@ def hash_fields(record: AuditRecord) -> dict[str, Any]:
     """The record's fields as they are hashed: every field but ``hash``, in canonical form."""
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(record):
-        if f.name == "hash":
+        if f.name in ("hash", "chain"):
             continue
         value = getattr(record, f.name)
         if isinstance(value, datetime):

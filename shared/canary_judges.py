@@ -1,4 +1,5 @@
-"""The canary judges: is the new deployment as healthy as live? ``handlers.rollout`` acts.
+"""The canary judges: is the new deployment as healthy as live? ``handlers.rollout`` acts
+on a verdict; a sequential look without a decision yet is kept here (:func:`keep_looking`).
 
 The threshold judge (``rollout.analysis: threshold``) compares one window's health samples
 after the step's bake time. The sequential judge (``rollout.analysis: sequential``) looks on
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.lifecycle import note, rollout_of
 from shared.messagebus import Services
-from shared.model import Cycle, HealthSample
+from shared.model import AuditKind, Cycle, HealthSample
 from shared.rollout_state import JSON, Check, RolloutState
 from shared.sequential import Bound, Decision, RequestSample, Settings, judge
+from shared.traffic import check_due, clock, roll_back, wake
 
 if TYPE_CHECKING:
     from shared.policy import Health, Rollout
@@ -248,3 +251,44 @@ def look_at_watch(
         "sentence": verdict.why,
     }
     return verdict.why, evidence
+
+
+def keep_looking(
+    cycle: Cycle, svc: Services, look: StepLook, now: datetime, caused_by: str
+) -> None:
+    """No decision yet: look again ``check_every`` later. At ``max_bake``: fail safe, or hold
+    (audited once) and keep looking, as the policy says."""
+    spec = svc.policy.models[cycle.model].rollout
+    assert spec is not None
+    seq = spec.sequential
+    phase, evidence, deadline = look.stage, look.evidence, look.deadline
+    if now >= deadline and seq.on_max_bake == "fail":
+        roll_back(
+            cycle,
+            svc,
+            f"{phase}: no decision within max_bake ({seq.max_bake:g}s), failing safe: {look.why}",
+            caused_by,
+            evidence=evidence,
+        )
+        return
+    ro = rollout_of(cycle)
+    if now >= deadline and ro.held != ro.step:
+        cycle.rollout = ro.holding(ro.step)
+        note(
+            svc,
+            AuditKind.DECISION,
+            f"{phase} held at max_bake: no decision yet; still looking",
+            cycle,
+            reason=look.why,
+            evidence=evidence,
+            caused_by=caused_by,
+        )
+    if look.stale is not None:  # a look without new traffic adds nothing to the band
+        cycle.rollout = without_look(rollout_of(cycle), look.stale)
+    next_look = check_due(cycle, now + timedelta(seconds=seq.check_every))
+    held = " (held past max_bake)" if now >= deadline else ""
+    cycle.reason = f"{phase}{held}: {look.why}; next look {clock(next_look)}" + (
+        "" if now >= deadline else f", decision by {clock(deadline)} at the latest"
+    )
+    svc.store.save_cycle(cycle)
+    wake(cycle, svc)

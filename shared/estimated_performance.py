@@ -27,11 +27,13 @@ from shared.model import Cycle, CycleState
 from shared.ports import Claim
 
 if TYPE_CHECKING:  # numpy and pydantic stay out of the function app's import (cold start)
-    from shared.estimation import Calibrator
+    from shared.estimation import Calibrator, Estimate
+    from shared.loss_estimation import LossEstimate, LossModel
     from shared.policy import EstimatedPerformance
 
 log = logging.getLogger(__name__)
 SOURCE = "estimated_performance"
+SERIES = "estimate_vs_realised"  # marks the audit records the console plots
 MAX_ROWS = 1_000_000  # newest rows read per window
 MIN_LABELLED = 30  # labelled rows needed for a realised value
 MAX_CYCLES_SEARCHED = 20  # newest cycles searched for the champion's evaluation
@@ -39,7 +41,7 @@ MAX_CYCLES_SEARCHED = 20  # newest cycles searched for the champion's evaluation
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    calibrator: Calibrator
+    fitted: Calibrator | LossModel  # CBPE's calibration or DLE's loss model
     value: float  # the metric realised on the reference set
     job: str
 
@@ -47,18 +49,35 @@ class Reference:
 def _reference(
     examples: dict[str, Any], score_key: str, spec: EstimatedPerformance, job: str
 ) -> Reference | None:
+    """Fit the estimator on an evaluation's per-example labels (targets) and scores
+    (predictions); None when they are missing or cannot support an estimate."""
     from shared.estimation import EstimationError, fit_isotonic, realised
+    from shared.loss_estimation import fit_loss_model, realised_loss
 
     labels, scores = examples.get("label"), examples.get(score_key)
     if not isinstance(labels, list) or not isinstance(scores, list) or not labels:
         return None
     try:
-        calibrator = fit_isotonic(scores, labels)
-        value = realised(scores, labels, spec.decision_threshold)[spec.metric]
-    except EstimationError as exc:
-        log.warning("evaluation of %s cannot calibrate an estimate: %s", job, exc)
+        fitted: Calibrator | LossModel
+        if spec.is_loss:
+            fitted = fit_loss_model(scores, labels)
+            value = realised_loss(scores, labels)[spec.metric]
+        else:
+            fitted = fit_isotonic(scores, labels)
+            value = realised(scores, labels, spec.decision_threshold)[spec.metric]
+    except (EstimationError, TypeError) as exc:
+        log.warning("evaluation of %s cannot fit an estimate: %s", job, exc)
         return None
-    return Reference(calibrator, value, job)
+    return Reference(fitted, value, job)
+
+
+def _estimate(
+    ref: Reference, scores: list[float], spec: EstimatedPerformance
+) -> Estimate | LossEstimate:
+    """CBPE or DLE, as the policy's metric asks."""
+    from shared.loss_estimation import estimate_with
+
+    return estimate_with(ref.fitted, scores, threshold=spec.decision_threshold)
 
 
 def _evaluation(svc: Services, job: str) -> dict[str, Any]:
@@ -152,19 +171,10 @@ def _breach(
     if ref is None:
         log.info("%s: no champion evaluation with per-example scores to calibrate", model)
         return None
-    from shared.estimation import estimate
-
-    result = estimate(ref.calibrator, scores, threshold=spec.decision_threshold)
+    result = _estimate(ref, scores, spec)
     value = result.metric(spec.metric).value
-    truth = _realised(svc, model, spec, start, now, value, result.metric(spec.metric))
-    reasons = []
-    if spec.threshold is not None and value < spec.threshold:
-        reasons.append(f"estimated {spec.metric} {value:.4f} < threshold {spec.threshold:g}")
-    if spec.max_drop is not None and ref.value - value > spec.max_drop:
-        reasons.append(
-            f"estimated {spec.metric} {value:.4f} is {ref.value - value:.4f} under the "
-            f"reference {ref.value:.4f} (max_drop {spec.max_drop:g})"
-        )
+    truth = _realised(svc, model, spec, (start, now), result.metric(spec.metric), ref.value)
+    reasons = spec.breaches(value, ref.value)
     if not reasons:
         log.info("%s: estimated %s %.4f within policy", model, spec.metric, value)
         return None
@@ -189,30 +199,30 @@ def _realised(
     svc: Services,
     model: str,
     spec: EstimatedPerformance,
-    start: datetime,
-    end: datetime,
-    estimated: float,
+    window: tuple[datetime, datetime],
     interval: Any,
+    reference: float,
 ) -> dict[str, Any] | None:
     """With a ``ground_truth`` source: the metric realised on the window's labelled rows,
-    audited next to the estimate (so users can see how far to trust it)."""
+    audited next to the estimate (so users can see how far to trust it; the console plots
+    these records, marked ``series: estimate_vs_realised``, on the model's page)."""
+    start, end = window
+    estimated = float(interval.value)
     if not spec.ground_truth:
         return None
-    from pathlib import Path
+    from shared.ground_truth import GroundTruthReader
 
-    from shared.estimation import EstimationError, realised
-    from shared.ground_truth import read_window
-
+    reader = svc.labels or GroundTruthReader()
     try:
-        labelled = read_window(Path(spec.ground_truth), start, end)
-    except OSError as exc:
+        labelled = reader.read(spec.ground_truth, start, end, binary=not spec.is_loss)
+    except (OSError, TransientError) as exc:  # the estimate still counts; the next check retries
         log.warning("%s: ground truth %s unreadable: %s", model, spec.ground_truth, exc)
         return None
-    if len(labelled.labels) < MIN_LABELLED or len(set(labelled.labels)) < 2:
+    one_class = not spec.is_loss and len(set(labelled.labels)) < 2
+    if len(labelled.labels) < MIN_LABELLED or one_class:
         return {"rows": len(labelled.labels), "value": None}
-    try:
-        value = realised(labelled.scores, labelled.labels, spec.decision_threshold)[spec.metric]
-    except EstimationError:
+    value = _realised_value(spec, labelled.scores, labelled.labels)
+    if value is None:
         return None
     truth = {
         "rows": len(labelled.labels),
@@ -231,9 +241,33 @@ def _realised(
         f"estimated {spec.metric} {estimated:.4f} vs realised {value:.4f}",
         model=model,
         reason=f"{len(labelled.labels)} labelled rows from {spec.ground_truth}",
-        evidence={"metric": spec.metric, "window": [start.isoformat(), end.isoformat()], **truth},
+        evidence={
+            "source": SOURCE,
+            "series": SERIES,
+            "metric": spec.metric,
+            "window": [start.isoformat(), end.isoformat()],
+            "reference": round(reference, 6),
+            **truth,
+        },
     )
     return truth
+
+
+def _realised_value(
+    spec: EstimatedPerformance, scores: list[float], labels: list[float]
+) -> float | None:
+    """The policy's metric realised on labelled rows; None when it cannot be computed."""
+    from shared.estimation import EstimationError, realised
+    from shared.loss_estimation import realised_loss
+
+    try:
+        return (
+            realised_loss(scores, labels)
+            if spec.is_loss
+            else realised(scores, labels, spec.decision_threshold)
+        )[spec.metric]
+    except EstimationError:
+        return None
 
 
 Verdict = Literal["ok", "breach", "skip"]
@@ -278,11 +312,9 @@ def guard(
             "skip",
             f"{len(new_scores)}/{len(live_scores)} scored rows (new/live) < {est.min_rows}",
         )
-    from shared.estimation import estimate
-
     metric = est.metric
-    mine = estimate(new_ref.calibrator, new_scores, threshold=est.decision_threshold)
-    theirs = estimate(live_ref.calibrator, live_scores, threshold=est.decision_threshold)
+    mine = _estimate(new_ref, new_scores, est)
+    theirs = _estimate(live_ref, live_scores, est)
     a, b = mine.metric(metric).value, theirs.metric(metric).value
     evidence = {
         "metric": metric,
@@ -290,9 +322,10 @@ def guard(
         "live": {"deployment": live_dep, **theirs.metric(metric).as_dict(), "rows": theirs.rows},
         "tolerance": est.guard_tolerance,
     }
-    if b - a > est.guard_tolerance:
+    if est.worse_by(b, a) > est.guard_tolerance:
         why = (
-            f"estimated {metric} {a:.4f} is {b - a:.4f} under live's {b:.4f} "
+            f"estimated {metric} {a:.4f} is {est.worse_by(b, a):.4f} "
+            f"{'over' if est.is_loss else 'under'} live's {b:.4f} "
             f"(tolerance {est.guard_tolerance:g})"
         )
         return GuardVerdict("breach", why, evidence)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import PermanentError
 
 if TYPE_CHECKING:
-    from shared.policy import Gate
+    from shared.policy import Gate, SliceCheck
 
 EVALUATION_SCHEMA = "autopilot.evaluation/v1"
 
@@ -86,8 +86,17 @@ def _metric(metrics: dict[str, float], name: str, side: str) -> float:
     return metrics[name]
 
 
-def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
-    """Apply every rule of ``gate`` to the evaluation ``doc``; PermanentError if malformed."""
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """What the gate reads from the evaluation document."""
+
+    challenger: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+    n: int | None
+
+
+def _read(doc: dict[str, Any]) -> _Document:
     if not isinstance(doc, dict):
         raise PermanentError("evaluation document must be a JSON object")
     if doc.get("schema") not in (None, EVALUATION_SCHEMA):
@@ -100,103 +109,116 @@ def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
     champion_version = champion_block.get("version") if isinstance(champion_block, dict) else None
     n_raw = doc.get("n")
     n = int(n_raw) if isinstance(n_raw, int | float) and not isinstance(n_raw, bool) else None
+    return _Document(challenger, champion, champion_version, n)
 
-    rules: list[RuleResult] = []
+
+def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:
+    """Apply every rule of ``gate`` to the evaluation ``doc``; PermanentError if malformed."""
+    read = _read(doc)
+    rules = [*_sample_rules(gate, read.n), *_floor_rules(gate, read.challenger)]
     evidence: dict[str, Any] = {}
-    if gate.min_samples:
-        rules.append(
-            RuleResult(
-                "min_samples",
-                None,
-                float(n) if n is not None else None,
-                float(gate.min_samples),
-                n is not None and n >= gate.min_samples,
-                f"{n} evaluation examples; at least {gate.min_samples} required",
-            )
-        )
-    for floor in gate.floors:
-        value = _metric(challenger, floor.metric, "challenger")
-        if floor.min is not None:
-            rules.append(
-                RuleResult(
-                    "floor",
-                    floor.metric,
-                    value,
-                    floor.min,
-                    value >= floor.min,
-                    f"challenger {floor.metric} {value:.4g} must be >= {floor.min:g}",
-                )
-            )
-        if floor.max is not None:
-            rules.append(
-                RuleResult(
-                    "ceiling",
-                    floor.metric,
-                    value,
-                    floor.max,
-                    value <= floor.max,
-                    f"challenger {floor.metric} {value:.4g} must be <= {floor.max:g}",
-                )
-            )
-
-    if champion is not None:
+    if read.champion is not None:
         sign = 1.0 if gate.direction == "maximize" else -1.0
-        new = _metric(challenger, gate.primary_metric, "challenger")
-        old = _metric(champion, gate.primary_metric, "champion")
-        gain = (new - old) * sign
-        if gate.improvement == "relative":
-            observed = gain / abs(old) if old else math.inf if gain > 0 else 0.0
-            unit = "relative"
-        else:
-            observed = gain
-            unit = "absolute"
-        passed = gain > 0 and observed >= gate.min_improvement
-        rules.append(
-            RuleResult(
-                "improvement",
-                gate.primary_metric,
-                observed,
-                gate.min_improvement,
-                passed,
-                f"{gate.primary_metric} {old:.4g} -> {new:.4g} ({gate.direction}): "
-                f"{change_words(observed, unit)}; must be better by at least "
-                f"{gate.min_improvement:g}{'' if unit == 'absolute' else ' (' + unit + ')'}",
-            )
-        )
-        for guard in gate.guardrails:
-            g_sign = 1.0 if guard.direction == "maximize" else -1.0
-            g_new = _metric(challenger, guard.metric, "challenger")
-            g_old = _metric(champion, guard.metric, "champion")
-            regression = (g_old - g_new) * g_sign
-            rules.append(
-                RuleResult(
-                    "guardrail",
-                    guard.metric,
-                    regression,
-                    guard.tolerance,
-                    regression <= guard.tolerance,
-                    f"{guard.metric} {g_old:.4g} -> {g_new:.4g}: {change_words(-regression)}; "
-                    f"may be worse by at most {guard.tolerance:g}",
-                )
-            )
-
-        rules += _per_example_rules(doc, gate, n, sign, evidence)
-
+        rules.append(_improvement_rule(gate, read.challenger, read.champion, sign))
+        rules += _guardrail_rules(gate, read.challenger, read.champion)
+        rules += _per_example_rules(doc, gate, read.n, sign, evidence)
     passed = all(r.passed for r in rules)
-    failed = [r.rule + (f"({r.metric})" if r.metric else "") for r in rules if not r.passed]
-    if champion is None:
-        lead = "no champion yet: only floors and sample size apply"
-    else:
-        lead = f"challenger vs champion v{champion_version}"
-    summary = f"{lead}; " + ("every rule passed" if passed else "failed: " + ", ".join(failed))
     return GateDecision(
         passed,
-        champion is not None,
-        champion_version,
-        summary,
+        read.champion is not None,
+        read.champion_version,
+        _summary(read, rules, passed),
         tuple(rules),
         evidence.get("bootstrap"),
     )
+
+
+def _summary(read: _Document, rules: list[RuleResult], passed: bool) -> str:
+    failed = [r.rule + (f"({r.metric})" if r.metric else "") for r in rules if not r.passed]
+    if read.champion is None:
+        lead = "no champion yet: only floors and sample size apply"
+    else:
+        lead = f"challenger vs champion v{read.champion_version}"
+    return f"{lead}; " + ("every rule passed" if passed else "failed: " + ", ".join(failed))
+
+
+def _sample_rules(gate: Gate, n: int | None) -> list[RuleResult]:
+    if not gate.min_samples:
+        return []
+    return [
+        RuleResult(
+            "min_samples",
+            None,
+            float(n) if n is not None else None,
+            float(gate.min_samples),
+            n is not None and n >= gate.min_samples,
+            f"{n} evaluation examples; at least {gate.min_samples} required",
+        )
+    ]
+
+
+def _floor_rules(gate: Gate, challenger: dict[str, float]) -> list[RuleResult]:
+    """Floors (``min``) and ceilings (``max``) on the challenger's own metrics."""
+    rules: list[RuleResult] = []
+    for floor in gate.floors:
+        value = _metric(challenger, floor.metric, "challenger")
+        bounds = (("floor", floor.min, ">="), ("ceiling", floor.max, "<="))
+        for rule, limit, op in bounds:
+            if limit is None:
+                continue
+            ok = value >= limit if op == ">=" else value <= limit
+            detail = f"challenger {floor.metric} {value:.4g} must be {op} {limit:g}"
+            rules.append(RuleResult(rule, floor.metric, value, limit, ok, detail))
+    return rules
+
+
+def _improvement_rule(
+    gate: Gate, challenger: dict[str, float], champion: dict[str, float], sign: float
+) -> RuleResult:
+    """The primary metric must be better than the champion's by ``min_improvement``."""
+    new = _metric(challenger, gate.primary_metric, "challenger")
+    old = _metric(champion, gate.primary_metric, "champion")
+    gain = (new - old) * sign
+    if gate.improvement == "relative":
+        observed = gain / abs(old) if old else math.inf if gain > 0 else 0.0
+        unit = "relative"
+    else:
+        observed = gain
+        unit = "absolute"
+    return RuleResult(
+        "improvement",
+        gate.primary_metric,
+        observed,
+        gate.min_improvement,
+        gain > 0 and observed >= gate.min_improvement,
+        f"{gate.primary_metric} {old:.4g} -> {new:.4g} ({gate.direction}): "
+        f"{change_words(observed, unit)}; must be better by at least "
+        f"{gate.min_improvement:g}{'' if unit == 'absolute' else ' (' + unit + ')'}",
+    )
+
+
+def _guardrail_rules(
+    gate: Gate, challenger: dict[str, float], champion: dict[str, float]
+) -> list[RuleResult]:
+    """Other metrics may be worse than the champion's by at most their tolerance."""
+    rules: list[RuleResult] = []
+    for guard in gate.guardrails:
+        g_sign = 1.0 if guard.direction == "maximize" else -1.0
+        g_new = _metric(challenger, guard.metric, "challenger")
+        g_old = _metric(champion, guard.metric, "champion")
+        regression = (g_old - g_new) * g_sign
+        rules.append(
+            RuleResult(
+                "guardrail",
+                guard.metric,
+                regression,
+                guard.tolerance,
+                regression <= guard.tolerance,
+                f"{guard.metric} {g_old:.4g} -> {g_new:.4g}: {change_words(-regression)}; "
+                f"may be worse by at most {guard.tolerance:g}",
+            )
+        )
+    return rules
 
 
 def _examples(doc: dict[str, Any], n: int | None) -> dict[str, Any] | None:
@@ -218,36 +240,51 @@ def _per_example_rules(
     """Confidence (paired bootstrap) and slice rules: they need per-example results."""
     if gate.confidence is None and not gate.slices:
         return []
+    found = _scored_examples(doc, gate, n)
+    if isinstance(found, RuleResult):
+        return [found]
+    rules: list[RuleResult] = []
+    if gate.confidence is not None:
+        rules.append(_confidence_rule(gate, found, sign, evidence))
+    for check in gate.slices:
+        rules += _slice_rules(check, gate.primary_metric, found, sign)
+    return rules
+
+
+def _unusable(metric: str, detail: str) -> RuleResult:
+    return RuleResult("per_example", metric, None, None, False, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """The per-example results as arrays: labels, challenger and champion scores."""
+
+    examples: dict[str, Any]
+    labels: Any  # numpy arrays (numpy stays out of the module's import)
+    new: Any
+    old: Any
+
+
+def _scored_examples(doc: dict[str, Any], gate: Gate, n: int | None) -> _Scored | RuleResult:
+    """The examples as arrays, or the failed rule saying why they cannot be used."""
     examples = _examples(doc, n)
     metric_name = gate.primary_metric
     if examples is None:
-        return [
-            RuleResult(
-                "per_example",
-                metric_name,
-                None,
-                None,
-                False,
-                "the policy asks for confidence or slice checks, but the evaluation "
-                "has no per-example results ('examples')",
-            )
-        ]
+        return _unusable(
+            metric_name,
+            "the policy asks for confidence or slice checks, but the evaluation "
+            "has no per-example results ('examples')",
+        )
     import numpy as np
 
     from shared import stats
 
     if metric_name not in stats.METRICS:
-        return [
-            RuleResult(
-                "per_example",
-                metric_name,
-                None,
-                None,
-                False,
-                f"{metric_name!r} cannot be computed from per-example results; "
-                f"known: {', '.join(sorted(stats.METRICS))}",
-            )
-        ]
+        return _unusable(
+            metric_name,
+            f"{metric_name!r} cannot be computed from per-example results; "
+            f"known: {', '.join(sorted(stats.METRICS))}",
+        )
     try:
         labels = np.asarray(examples["label"], dtype=np.float64)
         new = np.asarray(examples["challenger_score"], dtype=np.float64)
@@ -257,76 +294,85 @@ def _per_example_rules(
     if not all(np.isfinite(values).all() for values in (labels, new, old)):
         # null becomes NaN here, and a NaN row would silently drop every resample drawing it
         raise PermanentError("evaluation: per-example results must be numbers: null or not finite")
+    return _Scored(examples, labels, new, old)
+
+
+def _confidence_rule(
+    gate: Gate, scored: _Scored, sign: float, evidence: dict[str, Any]
+) -> RuleResult:
+    """The paired-bootstrap interval of the gain must exclude zero (kept in ``evidence``)."""
+    from shared import stats
+
+    assert gate.confidence is not None
+    metric_name = gate.primary_metric
+    boot = stats.paired_bootstrap(
+        metric_name,
+        scored.labels,
+        scored.new,
+        scored.old,
+        sign=sign,
+        level=gate.confidence,
+        samples=gate.bootstrap_samples,
+        seed=gate.seed,
+    )
+    evidence["bootstrap"] = {
+        "metric": metric_name,
+        "estimate": boot.estimate,
+        "low": boot.low,
+        "high": boot.high,
+        "level": boot.level,
+        "samples": boot.samples,
+        "seed": boot.seed,
+        "histogram": {"edges": list(boot.histogram[0]), "counts": list(boot.histogram[1])},
+    }
+    return RuleResult(
+        "confidence",
+        metric_name,
+        boot.low,
+        0.0,
+        boot.low > 0,
+        f"{boot.level:.0%} paired bootstrap CI of the {metric_name} gain "
+        f"[{boot.low:+.4g}, {boot.high:+.4g}] ({boot.samples} resamples, seed {boot.seed}) "
+        "must exclude zero",
+    )
+
+
+def _slice_rules(
+    check: SliceCheck, metric_name: str, scored: _Scored, sign: float
+) -> list[RuleResult]:
+    """Each large enough value of a segment column may be worse by at most the tolerance."""
+    import numpy as np
+
+    from shared import stats
+
+    segments = scored.examples.get("segments") or {}
+    column = segments.get(check.column) if isinstance(segments, dict) else None
+    labels, new, old = scored.labels, scored.new, scored.old
+    if not isinstance(column, list) or len(column) != len(labels):
+        detail = f"segment column {check.column!r} missing from examples"
+        return [RuleResult("slice", metric_name, None, None, False, detail)]
     rules: list[RuleResult] = []
-    if gate.confidence is not None:
-        boot = stats.paired_bootstrap(
-            metric_name,
-            labels,
-            new,
-            old,
-            sign=sign,
-            level=gate.confidence,
-            samples=gate.bootstrap_samples,
-            seed=gate.seed,
+    values = np.asarray([str(v) for v in column])
+    for value in sorted(set(values.tolist())):
+        mask = values == value
+        size = int(mask.sum())
+        if size < check.min_samples:
+            continue
+        gain = sign * (
+            stats.metric(metric_name, labels[mask], new[mask])
+            - stats.metric(metric_name, labels[mask], old[mask])
         )
-        evidence["bootstrap"] = {
-            "metric": metric_name,
-            "estimate": boot.estimate,
-            "low": boot.low,
-            "high": boot.high,
-            "level": boot.level,
-            "samples": boot.samples,
-            "seed": boot.seed,
-            "histogram": {"edges": list(boot.histogram[0]), "counts": list(boot.histogram[1])},
-        }
+        if not math.isfinite(gain):
+            continue  # e.g. AUC of a one-class slice
         rules.append(
             RuleResult(
-                "confidence",
+                "slice",
                 metric_name,
-                boot.low,
-                0.0,
-                boot.low > 0,
-                f"{boot.level:.0%} paired bootstrap CI of the {metric_name} gain "
-                f"[{boot.low:+.4g}, {boot.high:+.4g}] ({boot.samples} resamples, seed {boot.seed}) "
-                "must exclude zero",
+                -gain,
+                check.tolerance,
+                -gain <= check.tolerance,
+                f"{check.column}={value} (n={size}): {metric_name} {change_words(gain)}; "
+                f"may be worse by at most {check.tolerance:g}",
             )
         )
-    segments = examples.get("segments") or {}
-    for check in gate.slices:
-        column = segments.get(check.column) if isinstance(segments, dict) else None
-        if not isinstance(column, list) or len(column) != len(labels):
-            rules.append(
-                RuleResult(
-                    "slice",
-                    metric_name,
-                    None,
-                    None,
-                    False,
-                    f"segment column {check.column!r} missing from examples",
-                )
-            )
-            continue
-        values = np.asarray([str(v) for v in column])
-        for value in sorted(set(values.tolist())):
-            mask = values == value
-            size = int(mask.sum())
-            if size < check.min_samples:
-                continue
-            gain = sign * (
-                stats.metric(metric_name, labels[mask], new[mask])
-                - stats.metric(metric_name, labels[mask], old[mask])
-            )
-            if not math.isfinite(gain):
-                continue  # e.g. AUC of a one-class slice
-            rules.append(
-                RuleResult(
-                    "slice",
-                    metric_name,
-                    -gain,
-                    check.tolerance,
-                    -gain <= check.tolerance,
-                    f"{check.column}={value} (n={size}): {metric_name} {change_words(gain)}; "
-                    f"may be worse by at most {check.tolerance:g}",
-                )
-            )
     return rules

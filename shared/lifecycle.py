@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.messagebus import Services, stable_suffix
 from shared.model import AuditKind, Cycle, CycleState
-from shared.rollout_state import Phase
+from shared.rollout_state import Phase, RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +166,9 @@ def with_leftovers(svc: Services) -> list[Cycle]:
 def load(svc: Services, cycle_id: str) -> Cycle | None:
     """The cycle a follow-up message names, as stored now (None: it is gone)."""
     return svc.store.get_cycle(cycle_id)
+
+
+def rollout_of(cycle: Cycle) -> RolloutState:
+    """The cycle's rollout state (a rollout handler's cycle always has one)."""
+    assert cycle.rollout is not None, f"cycle {cycle.id} has no rollout"
+    return cycle.rollout

@@ -30,6 +30,7 @@ from shared.ports import (
     AuditLog,
     Clock,
     EventPublisher,
+    GroundTruth,
     LogQueries,
     Metrics,
     MLPlatform,
@@ -79,6 +80,7 @@ class Services:
     logs: LogQueries | None = None  # Log Analytics, for policies that confirm with a query
     wakeups: Wakeups | None = None  # one-shot reconcile at a due time (local host only)
     scored: ScoredLog | None = None  # scores served to live traffic, for estimated_performance
+    labels: GroundTruth | None = None  # late labels (ground_truth); None: local files only
     clock: Clock = field(default_factory=SystemClock)
     settings: Settings = field(default_factory=Settings)
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
@@ -129,7 +131,7 @@ class MessageBus:
         self.services = services
         self.event_handlers = event_handlers
         self.command_handlers = command_handlers
-        self.dispatched: list[Message] = []  # every message this bus ran, follow-ups included
+        self.dispatched: list[Message] = []  # what the last ``handle`` ran, follow-ups included
 
     def handle(self, message: Message) -> None:
         """Run the handlers of ``message``, then the follow-up work they recorded.
@@ -140,6 +142,7 @@ class MessageBus:
         guard instead. All of it shares one invocation budget for waits on the cloud
         (``shared.budget``).
         """
+        self.dispatched = []
         with invocation_budget():
             self._dispatch(FollowUp(message), guarded=False)
 

@@ -263,3 +263,10 @@ class PurgeDeliveries(Command):
     """Forget dedup keys older than the retention."""
 
     event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorAudit(Command):
+    """Commit every audit chain's head in the anchor chain (the reconciler's last pass)."""
+
+    event_key: str

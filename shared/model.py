@@ -157,6 +157,7 @@ class AuditKind(enum.StrEnum):
     IGNORED = "ignored"
     REJECTED = "rejected"
     RECONCILED = "reconciled"
+    ANCHOR = "anchor"  # a record of the anchor chain: every chain's head at one moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,9 @@ class AuditRecord:
     caused_by: str | None
     prev_hash: str
     hash: str
+    # Which of the audit log's chains holds the record (0 = the first; structural, so not
+    # hashed: records written before sharding keep their hashes).
+    chain: int = 0
 
     def to_json(self) -> JSON:
         """A JSON-ready view; ``evidence`` is shared, not copied (``asdict`` deep-copies it,
@@ -207,6 +211,7 @@ class VerifyResult:
     records: int
     first_bad_seq: int | None = None
     problem: str = ""
+    chain: str | None = None  # the chain of the first bad record: "0", "1", ... or "anchor"
 
 
 class JobStatus(enum.StrEnum):

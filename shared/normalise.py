@@ -7,7 +7,7 @@ a payload chooses a command, a path or a deployment target.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.envelope import Envelope
@@ -89,77 +89,111 @@ def _data(envelope: Envelope) -> CIDict:
 
 def normalise_azureml(envelope: Envelope, policy: Policy) -> Message:
     """Turn one Azure ML system event into a message. Raises BadEvent for malformed data."""
-    key = envelope.dedup_key
     kind = envelope.type.removeprefix(AML) if envelope.type.startswith(AML) else ""
+    reader = _AZUREML.get(kind)
+    if reader is None:
+        return EventIgnored(envelope.type or "(none)", "event type not handled", envelope.dedup_key)
+    return reader(envelope, policy)
 
-    if kind == "ModelRegistered":
-        data = _data(envelope)
-        name = data.text("modelName", required=True) or ""
-        version = data.text("modelVersion", required=True) or ""
-        return ModelRegistered(name, version, data.mapping("modelTags"), key)
 
-    if kind in ("RunCompleted", "RunStatusChanged"):
-        data = _data(envelope)
-        run_id = data.text("runId", required=True) or ""
-        tags = data.mapping("runTags")
-        experiment = data.text("experimentName") or ""
-        breach = next((v for k, v in tags.items() if k.lower() == MONITOR_BREACH_TAG), None)
-        if breach is not None:
-            texts = [breach, experiment, run_id, *data.mapping("runProperties").values()]
-            binding = policy.bind_monitor(texts)
-            if binding is None:
-                return EventIgnored(
-                    envelope.type,
-                    "model monitor breach bound to no model in the policy",
-                    key,
-                    evidence={"breach": breach, "experiment": experiment},
-                )
-            return DriftSignalled(
-                binding.model,
-                "model_monitor",
-                experiment or run_id,
-                key,
-                evidence={"breach": breach, "run_id": run_id},
-            )
-        if kind == "RunCompleted":
-            status = "Completed"
-        else:
-            raw_status = data.text("runStatus", required=True) or ""
-            known = azure_run_status(raw_status)
-            if known is None or not known.is_terminal:
-                return EventIgnored(
-                    envelope.type, f"run status {raw_status.lower()!r} is not terminal", key
-                )
-            status = known.value
-        return JobStatusChanged(run_id, status, tags, key, experiment)
+def _model_registered(envelope: Envelope, policy: Policy) -> Message:
+    data = _data(envelope)
+    name = data.text("modelName", required=True) or ""
+    version = data.text("modelVersion", required=True) or ""
+    return ModelRegistered(name, version, data.mapping("modelTags"), envelope.dedup_key)
 
-    if kind == "DatasetDriftDetected":
-        data = _data(envelope)
-        name = data.text("dataDriftName", required=True) or ""
-        binding = policy.bind_datadrift(name)
-        evidence = {
-            k: data.text(k)
-            for k in ("dataDriftId", "runId", "driftCoefficient", "startTime", "endTime")
-        }
-        if binding is None:
+
+def _run_completed(envelope: Envelope, policy: Policy) -> Message:
+    return _run_event(envelope, policy, completed=True)
+
+
+def _run_status_changed(envelope: Envelope, policy: Policy) -> Message:
+    return _run_event(envelope, policy, completed=False)
+
+
+def _run_event(envelope: Envelope, policy: Policy, *, completed: bool) -> Message:
+    """A run that ended (a job of ours, or one to adopt), or a model monitor's breach."""
+    key = envelope.dedup_key
+    data = _data(envelope)
+    run_id = data.text("runId", required=True) or ""
+    tags = data.mapping("runTags")
+    experiment = data.text("experimentName") or ""
+    breach = next((v for k, v in tags.items() if k.lower() == MONITOR_BREACH_TAG), None)
+    if breach is not None:
+        return _monitor_breach(envelope, policy, data, breach)
+    if completed:
+        status = "Completed"
+    else:
+        raw_status = data.text("runStatus", required=True) or ""
+        known = azure_run_status(raw_status)
+        if known is None or not known.is_terminal:
             return EventIgnored(
-                envelope.type,
-                f"data drift monitor {name!r} is bound to no model",
-                key,
-                evidence=evidence,
+                envelope.type, f"run status {raw_status.lower()!r} is not terminal", key
             )
-        return DriftSignalled(binding.model, "datadrift", name, key, evidence=evidence)
+        status = known.value
+    return JobStatusChanged(run_id, status, tags, key, experiment)
 
-    if kind == "ModelDeployed":
-        data = _data(envelope)
+
+def _monitor_breach(envelope: Envelope, policy: Policy, data: CIDict, breach: str) -> Message:
+    """v2 model monitoring: a breach is a drift signal of the model bound to the monitor."""
+    key = envelope.dedup_key
+    run_id = data.text("runId", required=True) or ""
+    experiment = data.text("experimentName") or ""
+    texts = [breach, experiment, run_id, *data.mapping("runProperties").values()]
+    binding = policy.bind_monitor(texts)
+    if binding is None:
         return EventIgnored(
             envelope.type,
-            "deployments are driven by rollouts; recorded only",
+            "model monitor breach bound to no model in the policy",
             key,
-            evidence={"service": data.text("serviceName"), "models": data.text("modelIds")},
+            evidence={"breach": breach, "experiment": experiment},
         )
+    return DriftSignalled(
+        binding.model,
+        "model_monitor",
+        experiment or run_id,
+        key,
+        evidence={"breach": breach, "run_id": run_id},
+    )
 
-    return EventIgnored(envelope.type or "(none)", "event type not handled", key)
+
+def _dataset_drift(envelope: Envelope, policy: Policy) -> Message:
+    """v1 data drift: a drift signal of the model bound to the drift monitor."""
+    data = _data(envelope)
+    name = data.text("dataDriftName", required=True) or ""
+    binding = policy.bind_datadrift(name)
+    evidence = {
+        k: data.text(k)
+        for k in ("dataDriftId", "runId", "driftCoefficient", "startTime", "endTime")
+    }
+    if binding is None:
+        return EventIgnored(
+            envelope.type,
+            f"data drift monitor {name!r} is bound to no model",
+            envelope.dedup_key,
+            evidence=evidence,
+        )
+    return DriftSignalled(binding.model, "datadrift", name, envelope.dedup_key, evidence=evidence)
+
+
+def _model_deployed(envelope: Envelope, policy: Policy) -> Message:
+    data = _data(envelope)
+    return EventIgnored(
+        envelope.type,
+        "deployments are driven by rollouts; recorded only",
+        envelope.dedup_key,
+        evidence={"service": data.text("serviceName"), "models": data.text("modelIds")},
+    )
+
+
+# Azure ML event type (after ``Microsoft.MachineLearningServices.``) -> its reader
+_AZUREML: dict[str, Callable[[Envelope, Policy], Message]] = {
+    "ModelRegistered": _model_registered,
+    "RunCompleted": _run_completed,
+    "RunStatusChanged": _run_status_changed,
+    "DatasetDriftDetected": _dataset_drift,
+    "ModelDeployed": _model_deployed,
+}
 
 
 # --- Azure Monitor common alert schema ------------------------------------------------------

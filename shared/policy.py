@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -24,37 +22,15 @@ from pydantic import (
 )
 
 from shared.errors import PolicyError
+from shared.policy_estimate import LOSS_METRICS as LOSS_METRICS
+from shared.policy_estimate import EstimatedPerformance as EstimatedPerformance
+from shared.policy_fields import Duration, Name, _Strict
+from shared.policy_fields import parse_duration as parse_duration
 from shared.policy_source import format_errors, read_yaml
 from shared.settings import app_path
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
 _INPUT_PLACEHOLDER = re.compile(r"\{inputs\.([^}]*)\}")
 BUILT_IN_INPUTS = ("model_name", "champion_version")  # set per job by handlers.training
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like '90s', '5m', '6h', '1d'."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m, 6h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    else:
-        raise ValueError(f"invalid duration {value!r}; use a number of seconds or 30s, 5m, 6h, 1d")
-    if seconds < 0:
-        raise ValueError("duration must not be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Name = Annotated[str, Field(pattern=_NAME)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MonitorBinding(_Strict):
@@ -62,40 +38,6 @@ class MonitorBinding(_Strict):
 
     name: str = Field(min_length=1)
     signals: tuple[str, ...] = ()  # empty = any signal of this monitor
-
-
-class EstimatedPerformance(_Strict):
-    """Label-free performance estimate (CBPE, ``shared.estimation``) on the scored-input log.
-
-    A trigger: every ``check_every``, the last ``window`` of live traffic is estimated; below
-    ``threshold``, or more than ``max_drop`` under the reference (the champion's evaluation),
-    it is a drift signal. A guard: during canary steps and the watch period, a new deployment
-    whose estimate is more than ``guard_tolerance`` under live's fails the step.
-    """
-
-    metric: Literal["auc", "accuracy", "f1"] = "auc"
-    threshold: float | None = Field(default=None, ge=0, le=1)
-    max_drop: float | None = Field(default=None, ge=0, le=1)
-    window: Duration = 3600.0
-    min_rows: int = Field(default=500, ge=30, le=10_000_000)
-    check_every: Duration = 600.0
-    decision_threshold: float = Field(default=0.5, gt=0, lt=1)  # score >= this predicts 1
-    guard_tolerance: float | None = Field(default=0.02, ge=0, le=1)  # None: no guard
-    # labels that arrived later (CSV/JSONL with time, score, label): realised vs estimated
-    ground_truth: str | None = Field(default=None, min_length=1)
-
-    @field_validator("ground_truth")
-    @classmethod
-    def _app_relative(cls, value: str | None) -> str | None:
-        return str(app_path(value)) if value else value
-
-    @model_validator(mode="after")
-    def _has_a_bound(self) -> EstimatedPerformance:
-        if self.threshold is None and self.max_drop is None:
-            raise ValueError("give 'threshold' (absolute) or 'max_drop' (under the reference)")
-        if self.window <= 0 or self.check_every <= 0:
-            raise ValueError("'window' and 'check_every' must be longer than 0s")
-        return self
 
 
 class Signals(_Strict):

@@ -7,9 +7,11 @@ their state as plain data. Handlers import only this module, never an SDK.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from shared.ground_truth import Labelled
 from shared.model import (
     AuditEntry,
     AuditRecord,
@@ -48,6 +50,17 @@ class StateStore(Protocol):
         ...
 
     def finish_delivery(self, key: str, now: datetime) -> None: ...
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        """``claim_delivery`` of each (distinct) key, in one store transaction where the
+        store has them (SQLite); in order."""
+        ...
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        """``finish_delivery`` of each key, in one store transaction where it can."""
+        ...
+
     def release_delivery(self, key: str, owner: str = "") -> None:
         """Drop the claim so a redelivery is processed again -- only while ``owner`` holds it
         (a worker whose lease expired and was taken over must not free the new holder's)."""
@@ -95,9 +108,15 @@ class StateStore(Protocol):
 
 
 class AuditLog(Protocol):
-    """Append-only, hash-chained log of every event, decision and action."""
+    """Append-only, hash-chained log of every event, decision and action, in one or more
+    chains (``AuditRecord.chain``), committed together by anchors (``shared.audit_anchor``)."""
 
     def append(self, entry: AuditEntry) -> AuditRecord: ...
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Append ``entries`` in order to one chain; a batch of up to 99 is written at once
+        (one transaction), all or none."""
+        ...
+
     def query(
         self,
         *,
@@ -107,8 +126,17 @@ class AuditLog(Protocol):
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditRecord]: ...
-    def get(self, seq: int) -> AuditRecord | None: ...
-    def verify(self) -> VerifyResult: ...
+    def get(self, seq: int, chain: int = 0) -> AuditRecord | None: ...
+    def verify(self) -> VerifyResult:
+        """Every chain and the anchor chain recomputed; every chain checked against the newest
+        anchor (records cut off or rewritten after it are caught)."""
+        ...
+
+    def anchor(self) -> AuditRecord:
+        """Write an anchor committing every chain's head (the newest one if none moved)."""
+        ...
+
+    def get_anchor(self, seq: int) -> AuditRecord | None: ...
 
 
 class MLPlatform(Protocol):
@@ -208,4 +236,13 @@ class ScoredLog(Protocol):
     ) -> list[float]:
         """Positive-class scores of live (not mirrored) rows with ``start <= time < end``,
         the newest ``limit`` of them; ``deployment`` None means every deployment."""
+        ...
+
+
+class GroundTruth(Protocol):
+    """Labels that arrived later (``estimated_performance.ground_truth``)."""
+
+    def read(self, source: str, start: datetime, end: datetime, *, binary: bool) -> Labelled:
+        """Scores and labels of ``source``'s rows with ``start <= time < end``; OSError when
+        the source cannot be read, TransientError when its store is briefly unavailable."""
         ...

@@ -261,6 +261,23 @@ def _left(policy: RetryPolicy, budget: _Budget) -> float:
     return budgets.remaining(max(0.0, policy.total_s - budget.elapsed()))
 
 
+def _next_wait(
+    policy: RetryPolicy, budget: _Budget, state: tenacity.RetryCallState
+) -> tuple[float, bool]:
+    """How long to wait before the next attempt, and whether that fits in the budget."""
+    exc = state.outcome.exception() if state.outcome else None
+    remaining = _left(policy, budget)
+    hint = retry_after_s(exc) if exc is not None else None
+    if hint is not None:
+        # The server said when; if that does not fit in the budget, give up now and let
+        # the caller (or Event Grid's redelivery) come back later.
+        seconds = min(hint, policy.max_interval_s)
+        return seconds, seconds <= remaining
+    base = policy.backoff_s(state.attempt_number)
+    jittered = base + random.uniform(0, policy.jitter * base)  # noqa: S311 - jitter
+    return min(jittered, policy.max_interval_s, remaining), remaining > 0
+
+
 def call_with_retry(
     policy: RetryPolicy, fn: Callable[..., T], *args: Any, what: str, **kwargs: Any
 ) -> T:
@@ -273,19 +290,7 @@ def call_with_retry(
     planned: dict[str, float | bool] = {"seconds": 0.0, "fits": True}
 
     def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        remaining = _left(policy, budget)
-        hint = retry_after_s(exc) if exc is not None else None
-        if hint is not None:
-            # The server said when; if that does not fit in the budget, give up now and let
-            # the caller (or Event Grid's redelivery) come back later.
-            seconds = min(hint, policy.max_interval_s)
-            fits = seconds <= remaining
-        else:
-            base = policy.backoff_s(state.attempt_number)
-            jittered = base + random.uniform(0, policy.jitter * base)  # noqa: S311 - jitter
-            seconds = min(jittered, policy.max_interval_s, remaining)
-            fits = remaining > 0
+        seconds, fits = _next_wait(policy, budget, state)
         planned["seconds"], planned["fits"] = seconds, fits
         return seconds if fits else 0.0
 

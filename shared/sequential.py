@@ -164,41 +164,48 @@ def judge(new: RequestSample, live: RequestSample, settings: Settings) -> Verdic
     rho = rho_for(settings.delta, settings.alpha)
     a, b = settings.alpha, settings.beta
     errors = difference_bound(new.errors, new.requests, live.errors, live.requests, a, b, rho)
-    latency: Bound | None = None
-    live_p95: float | None = None
-    if new.latencies_ms and live.latencies_ms:
-        live_p95 = percentile(live.latencies_ms, 95)
-        slow_new = sum(1 for ms in new.latencies_ms if ms > live_p95)
-        slow_live = sum(1 for ms in live.latencies_ms if ms > live_p95)
-        lat_rho = rho_for(settings.latency_tolerance * 2.0, settings.alpha)
-        latency = difference_bound(
-            slow_new, len(new.latencies_ms), slow_live, len(live.latencies_ms), a, b, lat_rho
-        )
-    n = new.requests
-    confidence = f"{1 - settings.beta:.0%}"
+    latency, live_p95 = _latency_bound(new, live, settings)
+    decision, why = _decision(new.requests, live, errors, latency, live_p95, settings)
+    return Verdict(decision, errors, latency, new.requests, live.requests, live_p95, why)
+
+
+def _latency_bound(
+    new: RequestSample, live: RequestSample, settings: Settings
+) -> tuple[Bound | None, float | None]:
+    """The bound on the difference in the share slower than live's p95 (and that p95), when
+    both sides have latencies."""
+    if not (new.latencies_ms and live.latencies_ms):
+        return None, None
+    live_p95 = percentile(live.latencies_ms, 95)
+    slow_new = sum(1 for ms in new.latencies_ms if ms > live_p95)
+    slow_live = sum(1 for ms in live.latencies_ms if ms > live_p95)
+    lat_rho = rho_for(settings.latency_tolerance * 2.0, settings.alpha)
+    a, b = settings.alpha, settings.beta
+    bound = difference_bound(
+        slow_new, len(new.latencies_ms), slow_live, len(live.latencies_ms), a, b, lat_rho
+    )
+    return bound, live_p95
+
+
+def _decision(
+    n: int,
+    live: RequestSample,
+    errors: Bound,
+    latency: Bound | None,
+    live_p95: float | None,
+    settings: Settings,
+) -> tuple[Decision, str]:
+    """Roll back on errors, then on latency; pass when both are within tolerance; else go on."""
+    sure = f"{1 - settings.alpha:.0%} confidence at every look"
     if errors.lower > 0:
-        return Verdict(
-            "rollback",
-            errors,
-            latency,
-            n,
-            live.requests,
-            live_p95,
+        return "rollback", (
             f"rolled back after {n} requests: the error-rate difference is above "
-            f"{_pp(errors.lower)} (live's {live.errors / live.requests:.2%}) with "
-            f"{1 - settings.alpha:.0%} confidence at every look",
+            f"{_pp(errors.lower)} (live's {live.errors / live.requests:.2%}) with {sure}"
         )
     if latency is not None and latency.lower > 0:
-        return Verdict(
-            "rollback",
-            errors,
-            latency,
-            n,
-            live.requests,
-            live_p95,
+        return "rollback", (
             f"rolled back after {n} requests: the share slower than live's p95 "
-            f"({live_p95:.0f} ms) exceeds live's by more than {_pp(latency.lower)} with "
-            f"{1 - settings.alpha:.0%} confidence at every look",
+            f"({live_p95:.0f} ms) exceeds live's by more than {_pp(latency.lower)} with {sure}"
         )
     latency_ok = latency is None or latency.upper < settings.latency_tolerance
     if errors.upper < settings.tolerance and latency_ok:
@@ -207,23 +214,11 @@ def judge(new: RequestSample, live: RequestSample, settings: Settings) -> Verdic
             if latency is not None
             else ""
         )
-        return Verdict(
-            "pass",
-            errors,
-            latency,
-            n,
-            live.requests,
-            live_p95,
+        return "pass", (
             f"passed after {n} requests: the error-rate difference is below "
-            f"{_pp(errors.upper)} with {confidence} confidence at every look{slower}",
+            f"{_pp(errors.upper)} with {1 - settings.beta:.0%} confidence at every look{slower}"
         )
-    return Verdict(
-        "continue",
-        errors,
-        latency,
-        n,
-        live.requests,
-        live_p95,
+    return "continue", (
         f"{n} requests: error-rate difference between {_pp(errors.lower)} and "
-        f"{_pp(errors.upper)}, tolerance {_pp(settings.tolerance)}; not decided yet",
+        f"{_pp(errors.upper)}, tolerance {_pp(settings.tolerance)}; not decided yet"
     )

@@ -133,6 +133,7 @@ class AppSettings:
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     stale_after_s: float = 600.0
     delivery_retention_s: float = 7 * 24 * 3600.0
+    audit_shards: int = 1  # chains of the Table Storage audit log (SQLite keeps one)
     azure: AzureSettings = field(default_factory=AzureSettings)
 
     @classmethod
@@ -163,6 +164,11 @@ class AppSettings:
                 "(48 hours): Event Grid redelivers for up to 24 hours, and a key forgotten "
                 "earlier would let a redelivered event act twice"
             )
+        shards_text = env.get("AUTOPILOT_AUDIT_SHARDS", "1").strip() or "1"
+        if not (shards_text.isascii() and shards_text.isdigit() and 1 <= int(shards_text) <= 256):
+            raise SettingsError(
+                f"AUTOPILOT_AUDIT_SHARDS must be a whole number from 1 to 256, not {shards_text!r}"
+            )
         return cls(
             data_dir=Path(env.get("AUTOPILOT_DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
             policy_path=Path(policy) if policy else None,
@@ -173,6 +179,7 @@ class AppSettings:
             or DEFAULT_RECONCILE_SCHEDULE,
             stale_after_s=stale,
             delivery_retention_s=retention,
+            audit_shards=int(shards_text),
             azure=_checked_azure(platform, store, env),
         )
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.audit_anchor import Head, anchor_entry
 from shared.errors import (
     AlreadyExists,
     ConcurrencyError,
@@ -71,6 +73,15 @@ class FakeStore:
 
     def finish_delivery(self, key: str, now: datetime) -> None:
         self.deliveries[key] = ("done", now)
+
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        return [self.claim_delivery(key, now, lease_s, owner) for key in keys]
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        for key in keys:
+            self.finish_delivery(key, now)
 
     def release_delivery(self, key: str, owner: str = "") -> None:
         found = self.deliveries.get(key)
@@ -153,6 +164,7 @@ class FakeStore:
 class FakeAudit:
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
+        self.anchors: list[AuditRecord] = []
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         json.dumps(entry.evidence, default=str)  # evidence must be serialisable
@@ -193,11 +205,32 @@ class FakeAudit:
         ]
         return out[-limit:] if limit else out
 
-    def get(self, seq: int) -> AuditRecord | None:
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        return [self.append(entry) for entry in entries]
+
+    def get(self, seq: int, chain: int = 0) -> AuditRecord | None:
+        if chain != 0:
+            return None
         return self.records[seq - 1] if 0 < seq <= len(self.records) else None
 
     def verify(self) -> VerifyResult:
         return VerifyResult(True, len(self.records))
+
+    def anchor(self) -> AuditRecord:
+        """An anchor of the one chain, kept apart from the records."""
+        head = self.records[-1] if self.records else None
+        heads = [Head(0, head.seq, head.hash) if head else Head(0, 0, "0" * 64)]
+        if (
+            not self.anchors
+            or self.anchors[-1].evidence["heads"] != anchor_entry(heads).evidence["heads"]
+        ):
+            entry = anchor_entry(heads)
+            self.anchors.append(replace(self.append(entry), seq=len(self.anchors) + 1, chain=-1))
+            self.records.pop()
+        return self.anchors[-1]
+
+    def get_anchor(self, seq: int) -> AuditRecord | None:
+        return self.anchors[seq - 1] if 0 < seq <= len(self.anchors) else None
 
     def summaries(self, kind: str | None = None) -> list[str]:
         return [r.summary for r in self.records if kind is None or r.kind == kind]

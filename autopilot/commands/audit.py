@@ -32,7 +32,10 @@ EXAMPLES = {
   {AP} audit show 1""",
     "audit verify": f"""examples:
   {AP} audit verify
-  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>""",
+  {AP} audit verify --anchor <SEQ:HASH printed by an earlier verify>
+  {AP} audit verify --anchor <aSEQ:HASH printed by audit anchor>""",
+    "audit anchor": f"""examples:
+  {AP} audit anchor""",
 }
 
 
@@ -57,10 +60,15 @@ def _since(raw: str | None) -> datetime | None:
     return value
 
 
-def _kind(raw: str | None) -> str | None:
+def _kinds() -> list[str]:
+    """The kinds ``audit list`` shows (anchors have a chain of their own: ``audit anchor``)."""
     from shared.model import AuditKind
 
-    valid = [k.value for k in AuditKind]
+    return [k.value for k in AuditKind if k is not AuditKind.ANCHOR]
+
+
+def _kind(raw: str | None) -> str | None:
+    valid = _kinds()
     if raw is not None and raw not in valid:
         raise UsageError(f"--kind {raw!r} is not an audit kind; choose one of {', '.join(valid)}")
     return raw
@@ -105,11 +113,40 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _anchor(text: str) -> tuple[int, str]:
-    seq, sep, digest = text.partition(":")
+def _anchor(text: str) -> tuple[int, str, bool]:
+    """``SEQ:HASH`` (a record of the first chain) or ``aSEQ:HASH`` (of the anchor chain)."""
+    in_anchors = text[:1] in ("a", "A")
+    seq, sep, digest = text[1 if in_anchors else 0 :].partition(":")
     if not sep or not seq.isascii() or not seq.isdigit() or len(digest) != 64:
-        raise argparse.ArgumentTypeError(f"--anchor must look like SEQ:SHA256HEX, not {text!r}")
-    return int(seq), digest.lower()
+        raise argparse.ArgumentTypeError(
+            f"--anchor must look like SEQ:SHA256HEX or aSEQ:SHA256HEX, not {text!r}"
+        )
+    return int(seq), digest.lower(), in_anchors
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    """Commit every chain's head in the anchor chain (the reconcile timer does it too)."""
+    record = open_audit(data_dir_arg(args)).anchor()
+    if args.json:
+        print_json(record_doc(record))
+        return EXIT_OK
+    heads = ", ".join(f"chain {c} at {s}" for c, s, _ in record.evidence["heads"])
+    print(f"anchor a{record.seq}:{record.hash} ({heads})")
+    return EXIT_OK
+
+
+def _check_anchor(log: Any, anchor: tuple[int, str, bool], records: int) -> tuple[int, str] | None:
+    """(first bad seq, problem) when the anchored record is gone or changed; else None."""
+    seq, digest, in_anchors = anchor
+    anchored = log.get_anchor(seq) if in_anchors else log.get(seq)
+    if anchored is None:
+        cut = (
+            "the anchor chain was cut back" if in_anchors else f"the log was cut back to {records}"
+        )
+        return seq, f"anchored record {seq} is gone: {cut}"
+    if anchored.hash != digest:
+        return seq, f"record {seq} no longer has the anchored hash: the log was rewritten"
+    return None
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -129,15 +166,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     activity = earlier_activity(data_dir) if ok and result.records == 0 else None
     if activity:
         ok, problem = False, f"the audit log has no records although {activity}: it was lost"
-    if ok and args.anchor is not None:
-        seq, digest = args.anchor
-        anchored = log.get(seq)
-        if anchored is None:
-            ok, first_bad = False, seq
-            problem = f"anchored record {seq} is gone: the log was cut back to {result.records}"
-        elif anchored.hash != digest:
-            ok, first_bad = False, seq
-            problem = f"record {seq} no longer has the anchored hash: the log was rewritten"
+    broken = _check_anchor(log, args.anchor, result.records) if ok and args.anchor else None
+    if broken:
+        ok, (first_bad, problem) = False, broken
     newest = log.query(limit=1)
     head = {"seq": newest[0].seq, "hash": newest[0].hash} if newest else None
     if args.json:
@@ -169,9 +200,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """``audit list``, ``audit show`` and ``audit verify`` under ``sub``."""
-    from shared.model import AuditKind
-
+    """``audit list``, ``audit show``, ``audit verify`` and ``audit anchor`` under ``sub``."""
     audit = group(sub, "audit", "the audit log", "audit_cmd")
     p = command(
         audit,
@@ -184,7 +213,7 @@ def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--cycle", help="only this cycle's records (default: all)")
     p.add_argument(
         "--kind",
-        help=f"only this kind: {', '.join(k.value for k in AuditKind)} (default: all)",
+        help=f"only this kind: {', '.join(_kinds())} (default: all)",
     )
     p.add_argument(
         "--since",
@@ -217,7 +246,16 @@ def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--anchor",
         type=_anchor,
         metavar="SEQ:HASH",
-        help="a head printed by an earlier verify: fail if that record is gone or changed "
-        "(default: none)",
+        help="a head printed by an earlier verify, or aSEQ:HASH printed by `audit anchor`: "
+        "fail if that record is gone or changed (default: none)",
     )
     p.set_defaults(func=cmd_audit_verify)
+    p = command(
+        audit,
+        "anchor",
+        "commit every chain's head in the anchor chain",
+        EXAMPLES["audit anchor"],
+        parents=[common],
+    )
+    p.add_argument("--json", action="store_true", help="print the anchor record as JSON")
+    p.set_defaults(func=cmd_audit_anchor)

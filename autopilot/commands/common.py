@@ -138,5 +138,6 @@ def command(sub: Any, name: str, help_text: str, examples: str, **kw: Any) -> An
 
 
 def group(sub: Any, name: str, help_text: str, dest: str) -> Any:
-    group = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
-    return group.add_subparsers(dest=dest, required=True, metavar="COMMAND", parser_class=Parser)
+    """A group of sub-commands (``audit``, ``cycles``...); returns where to add them."""
+    parent = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
+    return parent.add_subparsers(dest=dest, required=True, metavar="COMMAND", parser_class=Parser)

@@ -25,8 +25,12 @@ of a 300-row window is about 0.07 on average (and exceeds 0.1 in some windows), 
 window about 0.03. Hence ``min_samples`` defaults to 1,000 rows: a smaller window gives no
 verdict rather than a false alarm.
 
+Data wider or longer than memory is summarised and compared from row chunks (``stream``,
+with ``quantiles`` summaries) read from Parquet, CSV or data collector JSONL (``readers``).
+
 Modules: ``sketch`` (the baseline), ``statistics`` (the report), ``alerts`` (the payloads),
-``monitor`` (the stateful check loop), ``cli`` (``python -m embedded.drift``).
+``monitor`` (the stateful check loop), ``stream``/``quantiles``/``readers`` (chunked input),
+``cli`` (``python -m embedded.drift``).
 """
 
 from embedded.drift.alerts import alert_payload, alert_rule_id, iso_duration
@@ -52,6 +56,7 @@ from embedded.drift.statistics import (
     numeric_statistics,
     psi,
 )
+from embedded.drift.stream import compare_stream, summarize_stream
 
 __all__ = [
     "BaselineSketch",
@@ -67,6 +72,7 @@ __all__ = [
     "alert_rule_id",
     "categorical_statistics",
     "compare",
+    "compare_stream",
     "iso_duration",
     "jensen_shannon",
     "numeric_statistics",
@@ -76,4 +82,5 @@ __all__ = [
     "summarize",
     "summarize_categorical",
     "summarize_numeric",
+    "summarize_stream",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -15,6 +16,7 @@ from embedded.drift.alerts import alert_payload
 from embedded.drift.sketch import BaselineSketch, rows_to_columns
 from embedded.drift.statistics import DriftReport, Thresholds, compare
 from embedded.endpoint import telemetry_path
+from embedded.estimate_monitor import EstimateReport, EstimateSignal
 from embedded.events import Poster, urllib_post, utc_iso
 from embedded.files import read_json, write_json_atomic
 from embedded.telemetry import TelemetryStore
@@ -32,6 +34,7 @@ class DriftCheck:
     delivered: bool | None = None
     status: int | None = None
     error: str = ""
+    estimate: EstimateReport | None = None  # the label-free estimate of the same window
 
 
 class DriftMonitor:
@@ -60,7 +63,9 @@ class DriftMonitor:
         rule: str | None = None,
         post: Poster | None = None,
         timeout_s: float = 10.0,
+        estimate: EstimateSignal | None = None,
     ) -> None:
+        self.estimate = estimate
         self.data_dir = data_dir.resolve()
         self.model = model
         self.endpoint = endpoint
@@ -117,10 +122,17 @@ class DriftMonitor:
         return False, status, f"HTTP {status}"
 
     def check(self, end: datetime | None = None, start: datetime | None = None) -> DriftCheck:
-        """Check the window ending at ``end`` (default now); fire or resolve as needed."""
+        """Check the window ending at ``end`` (default now); fire or resolve as needed; with an
+        ``estimate`` signal, report the label-free estimate of the same window too."""
+        end = end or datetime.now(UTC)
+        start = start or end - timedelta(seconds=self.window_s)
+        result = self._check_drift(end, start)
+        if self.estimate is None:
+            return result
+        return dataclasses.replace(result, estimate=self.estimate.evaluate(start, end))
+
+    def _check_drift(self, end: datetime, start: datetime) -> DriftCheck:
         with self._lock:
-            end = end or datetime.now(UTC)
-            start = start or end - timedelta(seconds=self.window_s)
             report = self.evaluate(start, end)
             if not report.enough_data:
                 return DriftCheck(report, "insufficient-data")
@@ -185,6 +197,8 @@ class DriftMonitor:
                     result.report.n,
                     ", ".join(result.report.drifted_features) or "none",
                 )
+                if result.estimate is not None:
+                    log.info("drift check %s: %s", self.rule, result.estimate.summary())
             except Exception:
                 log.exception("drift check %s failed", self.rule)
             stop.wait(interval_s)

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from embedded.drift.sketch import (
     MISSING,
@@ -60,11 +61,45 @@ def numeric_statistics(sketch: NumericSketch, x: FloatArray) -> dict[str, float]
     }
 
 
-def categorical_statistics(sketch: CategoricalSketch, values: Sequence[str]) -> dict[str, float]:
-    from scipy.stats import chi2_contingency
+def numeric_statistics_from_summary(
+    sketch: NumericSketch,
+    bin_counts: npt.NDArray[np.int64],
+    values: FloatArray,
+    weights: FloatArray,
+    mean: float,
+) -> dict[str, float]:
+    """``numeric_statistics`` of a window known by its counts in the baseline bins, a
+    weighted quantile summary of its values and its mean (``embedded.drift.stream``)."""
+    from scipy.stats import wasserstein_distance
 
+    current = bin_counts / bin_counts.sum()
+    reference = sketch.proportions()
+    distance = float(
+        wasserstein_distance(np.asarray(sketch.sample, dtype=float), values, None, weights)
+    )
+    scale = sketch.std if sketch.std > 0 else 1.0
+    return {
+        "normalized_wasserstein": distance / scale,
+        "wasserstein": distance,
+        "jensen_shannon": jensen_shannon(reference, current),
+        "psi": psi(reference, current),
+        "mean": mean,
+        "baseline_mean": sketch.mean,
+    }
+
+
+def categorical_statistics(sketch: CategoricalSketch, values: Sequence[str]) -> dict[str, float]:
     names, counts = np.unique(np.asarray(values, dtype=object), return_counts=True)
     current_counts = {str(k): int(c) for k, c in zip(names, counts, strict=True)}
+    return categorical_statistics_from_counts(sketch, current_counts)
+
+
+def categorical_statistics_from_counts(
+    sketch: CategoricalSketch, current_counts: Mapping[str, int]
+) -> dict[str, float]:
+    """The categorical statistics of a window given as its category counts."""
+    from scipy.stats import chi2_contingency
+
     categories = sorted(set(sketch.counts) | set(current_counts))
     ref = np.array([sketch.counts.get(c, 0) for c in categories], dtype=float)
     cur = np.array([current_counts.get(c, 0) for c in categories], dtype=float)

@@ -359,8 +359,8 @@ class EndpointServer:
 
 
 def _scores(request: RequestRecord, predictions: Any) -> list[ScoreRecord]:
-    """Positive-class scores of a live response's predictions (probabilities only: class
-    labels and other shapes give none)."""
+    """Positive-class scores (or regression predictions) of a live response's predictions
+    (floats only: class labels and other shapes give none)."""
     from shared.adapters.collector_blob import score_of
 
     if not isinstance(predictions, list):

@@ -261,6 +261,22 @@ def evaluation_document(
     return document
 
 
+def run_params(
+    args: argparse.Namespace, split: Split, champion: tuple[str, Any] | None
+) -> dict[str, Any]:
+    """The run's parameters as MLflow records them."""
+    return {
+        "algorithm": args.algorithm,
+        "window": args.window,
+        "rows_used": split.rows,
+        "train_rows": len(split.y_train),
+        "holdout_rows": len(split.y_test),
+        "seed": args.seed,
+        "quality": args.quality,
+        "champion_version": champion[0] if champion else "none",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
@@ -295,18 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_metrics(
                 {f"champion_{k}": v for k, v in document["champion"]["metrics"].items()}
             )
-        mlflow.log_params(
-            {
-                "algorithm": args.algorithm,
-                "window": args.window,
-                "rows_used": split.rows,
-                "train_rows": len(split.y_train),
-                "holdout_rows": len(split.y_test),
-                "seed": args.seed,
-                "quality": args.quality,
-                "champion_version": champion[0] if champion else "none",
-            }
-        )
+        mlflow.log_params(run_params(args, split, champion))
         mlflow.log_metrics(challenger_metrics)
         serve = "predict_proba" if args.serve_probabilities else "predict"
         mlflow.sklearn.log_model(

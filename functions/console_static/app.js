@@ -160,6 +160,12 @@
 
   // ---- <details> that stay open across refreshes ----------------------------------------
   const openDetails = new Set();
+  // A record's place: its seq, after its chain's number when the log has several chains
+  // (order across chains is by time; each chain has its own seqs).
+  function recId(r) {
+    return r.chain ? r.chain + "/" + r.seq : String(r.seq);
+  }
+
   function evidence(id, value, label) {
     if (value === null || value === undefined) return null;
     if (typeof value === "object" && !Object.keys(value).length) return null;
@@ -450,6 +456,128 @@
     return charts;
   }
 
+
+  /** Estimated against realised performance over time: the estimate with its interval (band
+   *  and whiskers), the realised value once labels arrived, the reference and the threshold. */
+  function estimateChart(series) {
+    const pts = series.points;
+    const at = (p) => new Date(p.window ? p.window[1] : p.time).getTime(); // the window's end
+    const metric = series.metric || (pts.length ? pts[pts.length - 1].metric : "metric");
+    const W = 1100, H = 320, m = { l: 56, r: 20, t: 30, b: 62 };
+    const times = pts.map((p) => at(p));
+    let t0 = Math.min(...times), t1 = Math.max(...times);
+    const span = Math.max(t1 - t0, 60000);
+    t0 -= span * 0.04;
+    t1 += span * 0.04;
+    const reference = pts.length ? pts[pts.length - 1].reference : null;
+    const values = pts.flatMap((p) => [p.estimate, p.low, p.high, p.realised]).concat([reference, series.threshold]).filter((v) => typeof v === "number");
+    let lo = Math.min(...values), hi = Math.max(...values);
+    const padY = (hi - lo) * 0.1 || 0.01;
+    lo -= padY;
+    hi += padY;
+    const x = (t) => m.l + ((t - t0) / (t1 - t0)) * (W - m.l - m.r);
+    const y = (v) => H - m.b - ((v - lo) / (hi - lo)) * (H - m.t - m.b);
+    const svg = s("svg", { class: "chart estimates", viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "estimated and realised " + metric + " over time" });
+    for (const t of niceTicks(lo, hi, 5)) {
+      svg.append(s("line", { class: "grid", x1: m.l, x2: W - m.r, y1: y(t), y2: y(t) }));
+      svg.append(s("text", { x: m.l - 6, y: y(t) + 4, "text-anchor": "end" }, fmtNum(t)));
+    }
+    const banded = pts.filter((p) => typeof p.low === "number" && typeof p.high === "number");
+    if (banded.length > 1) {
+      const upper = banded.map((p) => x(at(p)) + "," + y(p.high));
+      const lower = banded.slice().reverse().map((p) => x(at(p)) + "," + y(p.low));
+      svg.append(s("polygon", { points: upper.concat(lower).join(" "), fill: "#3b6fb6", "fill-opacity": 0.15, "data-series": "interval" }));
+    }
+    const line = (name, color, dash, value) => {
+      if (typeof value !== "number") return;
+      svg.append(s("line", { x1: m.l, x2: W - m.r, y1: y(value), y2: y(value), stroke: color, "stroke-width": 1.5, "stroke-dasharray": dash, "data-series": name }));
+      svg.append(s("text", { x: W - m.r - 4, y: y(value) - 5, "text-anchor": "end", fill: color }, name + " " + fmtNum(value)));
+    };
+    line("reference", "#5f6b7a", "6 4", reference);
+    line("threshold", "#b42318", "3 3", series.threshold);
+    const path = (key) => pts.filter((p) => typeof p[key] === "number").map((p) => x(at(p)) + "," + y(p[key])).join(" ");
+    const est = s("g", { "data-series": "estimate" });
+    est.append(s("polyline", { points: path("estimate"), fill: "none", stroke: "#2458b3", "stroke-width": 2 }));
+    const real = s("g", { "data-series": "realised" });
+    real.append(s("polyline", { points: path("realised"), fill: "none", stroke: "#c98a1a", "stroke-width": 2, "stroke-dasharray": "5 3" }));
+    for (const p of pts) {
+      const xp = x(at(p));
+      const tip = fmtTime(new Date(at(p)).toISOString()) + ": estimated " + fmtNum(p.estimate) + (typeof p.low === "number" ? " [" + fmtNum(p.low) + ", " + fmtNum(p.high) + "]" : "") + ", realised " + fmtNum(p.realised) + (p.rows ? " (" + p.rows + " labelled rows)" : "");
+      if (typeof p.low === "number" && typeof p.high === "number") {
+        est.append(s("line", { x1: xp, x2: xp, y1: y(p.low), y2: y(p.high), stroke: "#2458b3", "stroke-width": 1.5 }));
+      }
+      est.append(s("circle", { cx: xp, cy: y(p.estimate), r: 4.5, fill: "#2458b3", "data-point": "estimate" }, s("title", null, tip)));
+      if (typeof p.realised === "number") {
+        const yr = y(p.realised);
+        real.append(s("rect", { x: xp - 4, y: yr - 4, width: 8, height: 8, fill: p.covered === false ? "#b42318" : "#c98a1a", "data-point": "realised" }, s("title", null, tip)));
+      }
+    }
+    svg.append(est, real);
+    svg.append(s("line", { class: "axis", x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b }));
+    for (let k = 0; k <= 5; k++) {
+      const t = t0 + ((t1 - t0) * k) / 5;
+      const anchor = k === 0 ? "start" : k === 5 ? "end" : "middle";
+      svg.append(s("text", { x: x(t), y: H - m.b + 16, "text-anchor": anchor }, fmtTime(new Date(t).toISOString(), true)));
+    }
+    svg.append(s("text", { class: "title", x: m.l, y: 16 }, metric + ((metric === "mae" || metric === "rmse") ? " (lower is better)" : " (higher is better)")));
+    let lx = m.l;
+    const legend = [["#2458b3", "estimated (label-free), with its interval"], ["#c98a1a", "realised (labels that arrived)"], ["#b42318", "realised outside the interval"]];
+    for (const [color, text] of legend) {
+      svg.append(s("rect", { x: lx, y: H - 22, width: 12, height: 12, rx: 2, fill: color }));
+      svg.append(s("text", { x: lx + 17, y: H - 12 }, text));
+      lx += 40 + text.length * 6.6;
+    }
+    return svg;
+  }
+
+  function estimateCard(series) {
+    const pts = series.points;
+    if (!series.metric && !pts.length) {
+      return h("div", { class: "card", id: "estimates" }, h("h2", null, "Estimated against realised performance"), h("p", { class: "empty" }, "This model's policy has no signals.estimated_performance: nothing is estimated."));
+    }
+    if (!pts.length) {
+      return h(
+        "div",
+        { class: "card", id: "estimates" },
+        h("h2", null, "Estimated against realised performance"),
+        h("p", { class: "empty" }, series.ground_truth ? "No check has met labelled rows yet: each check with ground truth for its window is plotted here." : "The policy gives no ground_truth source, so no estimate can be set against realised performance.")
+      );
+    }
+    const withTruth = pts.filter((p) => typeof p.realised === "number");
+    const covered = withTruth.filter((p) => p.covered === true).length;
+    const mae = withTruth.length ? withTruth.reduce((sum, p) => sum + Math.abs(p.estimate - p.realised), 0) / withTruth.length : null;
+    const rows = pts.slice(-20).reverse().map((p) =>
+      h(
+        "tr",
+        { "data-seq": p.seq },
+        h("td", null, timeEl(p.time)),
+        h("td", { class: "small" }, p.window ? fmtTime(p.window[0]) + " – " + fmtTime(p.window[1]) : "—"),
+        h("td", { class: "num" }, fmtNum(p.rows)),
+        h("td", { class: "num", "data-field": "estimate" }, fmtNum(p.estimate) + (typeof p.low === "number" ? " [" + fmtNum(p.low) + ", " + fmtNum(p.high) + "]" : "")),
+        h("td", { class: "num", "data-field": "realised" }, fmtNum(p.realised)),
+        h("td", { class: "num" }, typeof p.realised === "number" ? fmtNum(p.estimate - p.realised) : "—"),
+        h("td", null, p.covered === null ? "—" : p.covered ? h("span", { class: "badge ok" }, "inside") : h("span", { class: "badge bad" }, "outside"))
+      )
+    );
+    return h(
+      "div",
+      { class: "card", id: "estimates" },
+      h("h2", null, "Estimated against realised " + (series.metric || pts[pts.length - 1].metric)),
+      h(
+        "p",
+        { class: "small", id: "estimate-summary" },
+        pts.length + (pts.length === 1 ? " check" : " checks") + " with labels; the interval held the realised value in " + covered + " of " + withTruth.length + (mae === null ? "" : "; mean absolute error " + fmtNum(mae)) + ". How far to trust the estimate: the closer the two lines, the more."
+      ),
+      estimateChart(series),
+      h(
+        "table",
+        { class: "estimates" },
+        h("thead", null, h("tr", null, ["checked", "window (plotted at its end)", "labelled rows", "estimate [interval]", "realised", "error", "interval"].map((t) => h("th", null, t)))),
+        h("tbody", null, rows)
+      )
+    );
+  }
+
   // ---- shared pieces -------------------------------------------------------------------
   function gateTable(decision) {
     const rules = decision.rules || [];
@@ -524,7 +652,7 @@
           return h(
             "tr",
             { "data-model": mdl.model },
-            h("td", { class: "nowrap" }, h("strong", null, mdl.model)),
+            h("td", { class: "nowrap" }, h("a", { href: "#/models/" + encodeURIComponent(mdl.model), "data-field": "model-link" }, h("strong", null, mdl.model))),
             h("td", null, h("span", { class: "badge " + (mdl.mode === "live" ? "ok" : "warn") }, mdl.mode === "live" ? "live" : "observe (dry run)")),
             h(
               "td",
@@ -658,9 +786,9 @@
                   " ",
                   h("span", null, r.summary),
                   r.actor !== "system" ? h("span", { class: "muted small" }, " by " + r.actor) : null,
-                  h("span", { class: "muted small" }, " #" + r.seq),
+                  h("span", { class: "muted small" }, " #" + recId(r)),
                   r.reason ? h("div", { class: "why" }, r.reason) : null,
-                  evidence("ev-" + r.seq, r.evidence)
+                  evidence("ev-" + recId(r), r.evidence)
                 )
               )
             )
@@ -884,14 +1012,14 @@
                       r.unrenderable ? unrenderableRow({ "data-seq": r.seq }, "record #" + r.seq, r.unrenderable, 8) : h(
                         "tr",
                         { "data-seq": r.seq, "data-cycle": r.cycle || "", "data-kind": r.kind },
-                        h("td", { class: "num" }, String(r.seq)),
+                        h("td", { class: "num" }, recId(r)),
                         h("td", null, timeEl(r.time)),
                         h("td", null, kindBadge(r.kind)),
                         h("td", null, r.model ? h("a", { href: "#/audit?model=" + encodeURIComponent(r.model) }, r.model) : "—"),
                         h("td", null, r.version ? "v" + r.version : "—"),
                         h("td", { class: "cycle" }, r.cycle ? cycleLink(r.cycle) : "—"),
                         h("td", null, r.actor),
-                        h("td", null, h("div", null, r.summary), r.reason ? h("div", { class: "detail small" }, r.reason) : null, evidence("ev-" + r.seq, r.evidence))
+                        h("td", null, h("div", null, r.summary), r.reason ? h("div", { class: "detail small" }, r.reason) : null, evidence("ev-" + recId(r), r.evidence))
                       )
                     )
                   : h("tr", null, h("td", { colspan: 8, class: "empty" }, "No record matches."))
@@ -954,12 +1082,40 @@
     };
   }
 
+  function modelView(name) {
+    const path = "models/" + encodeURIComponent(name);
+    return {
+      name: "model",
+      title: "Model " + name,
+      load: () => Promise.all([api("models"), api(path + "/estimates")]),
+      render([models, series]) {
+        const mdl = models.models.find((m) => m.model === name);
+        const facts = mdl
+          ? [
+              ["mode", mdl.mode === "live" ? "live" : "observe (dry run)"],
+              ["champion", mdl.champion ? "v" + mdl.champion : "none"],
+              ["endpoint", mdl.endpoint || "—"],
+              ["traffic", trafficText(mdl.traffic)],
+              ["active cycle", mdl.active_cycle ? cycleLink(mdl.active_cycle.id) : "none"],
+            ]
+          : [];
+        return [
+          h("h1", null, "Model ", h("span", { class: "mono" }, name), rawLink(path + "/estimates", "estimates JSON")),
+          h("div", { class: "card" }, h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", null, k), h("dd", null, v)]))),
+          estimateCard(series),
+        ];
+      },
+    };
+  }
+
   function route() {
     const raw = location.hash.replace(/^#/, "") || "/models";
     const [path, query] = raw.split("?", 2);
     const params = new URLSearchParams(query || "");
     const cycle = /^\/cycles\/([^/]+)$/.exec(path);
     if (cycle) return cycleView(decodeURIComponent(cycle[1]));
+    const model = /^\/models\/([^/]+)$/.exec(path);
+    if (model) return modelView(decodeURIComponent(model[1]));
     if (path === "/audit") return auditView(params);
     if (path === "/approvals") return approvalsView();
     if (path === "/raw") return rawView(params);
@@ -983,7 +1139,7 @@
     current = { view, sig: null, slot: h("div", { class: "content" }) };
     document.title = view.title + " — MLOps Autopilot";
     for (const a of document.querySelectorAll("[data-nav]")) {
-      a.classList.toggle("current", a.dataset.nav === view.name || (view.name === "cycle" && a.dataset.nav === "models"));
+      a.classList.toggle("current", a.dataset.nav === view.name || ((view.name === "cycle" || view.name === "model") && a.dataset.nav === "models"));
     }
     main.replaceChildren();
     main.removeAttribute("data-ready");

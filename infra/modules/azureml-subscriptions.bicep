@@ -1,5 +1,6 @@
 // Event subscriptions of the Azure ML workspace's system topic to the Function App's Event Grid
-// trigger `azureml_events` (deployed into the workspace's resource group, like the topic).
+// trigger `azureml_events` (eventDelivery='trigger', per event) or to its batched webhook
+// `POST /api/events` (eventDelivery='webhook'), deployed into the workspace's resource group.
 //
 // Deploy this only after the function code is published: an AzureFunction destination names
 // the function resource (<app id>/functions/azureml_events), which exists only once the app's
@@ -68,6 +69,21 @@ param eventTimeToLiveInMinutes int = 1440
 @maxValue(5000)
 param maxEventsPerBatch int = 1
 
+@minValue(1)
+@maxValue(1024)
+param preferredBatchSizeInKilobytes int = 64
+
+@description('trigger: AzureFunction endpoint (the Event Grid trigger, one invocation per event); webhook: WebHook endpoint webhookUrl (POST /api/events, one invocation per delivered batch).')
+@allowed([
+  'trigger'
+  'webhook'
+])
+param eventDelivery string = 'trigger'
+
+@description('eventDelivery=webhook: https://<app host>/api/events?code=<function key of eventgrid_webhook>.')
+@secure()
+param webhookUrl string = ''
+
 var prefix = 'Microsoft.MachineLearningServices.'
 var lifecycleEventTypes = [
   '${prefix}ModelRegistered'
@@ -104,14 +120,24 @@ var terminalOnlyFilter = [
 var lifecycleAdvancedFilters = runStatusChangedFilter == 'terminal' ? terminalOnlyFilter : []
 var breachValues = empty(monitorSignalFilters) ? [breachText] : monitorSignalFilters
 
-var destination = {
+var functionDestination = {
   endpointType: 'AzureFunction'
   properties: {
     resourceId: '${functionAppId}/functions/${functionName}'
     maxEventsPerBatch: maxEventsPerBatch
-    preferredBatchSizeInKilobytes: 64
+    preferredBatchSizeInKilobytes: preferredBatchSizeInKilobytes
   }
 }
+// The webhook answers Event Grid's SubscriptionValidationEvent handshake itself.
+var webhookDestination = {
+  endpointType: 'WebHook'
+  properties: {
+    endpointUrl: webhookUrl
+    maxEventsPerBatch: maxEventsPerBatch
+    preferredBatchSizeInKilobytes: preferredBatchSizeInKilobytes
+  }
+}
+var destination = eventDelivery == 'webhook' ? webhookDestination : functionDestination
 var retryPolicy = {
   maxDeliveryAttempts: maxDeliveryAttempts
   eventTimeToLiveInMinutes: eventTimeToLiveInMinutes

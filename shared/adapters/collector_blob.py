@@ -4,12 +4,12 @@ The collector writes to the workspace blob datastore (``workspaceblobstore``) un
 ``modelDataCollector/{endpoint}/{deployment}/{collection}/{yyyy}/{MM}/{dd}/{HH}/{instance}.jsonl``
 (hourly rolling, the default). Each line is one logged call: a CloudEvents-shaped object whose
 ``time`` is when it was logged and whose ``data`` is the list of rows (a DataFrame's records).
-The scores come from the ``model_outputs`` collection: per row, a probability, a one-field
-record, a record's ``score_field``, or ``[p0, p1]`` (the last is the positive class). Integers
-are class labels, not scores, and are skipped.
+The scores come from the ``model_outputs`` collection: per row, a probability (or a regression
+model's prediction), a one-field record, a record's ``score_field``, or ``[p0, p1]`` (the last
+is the positive class). Integers are class labels, not scores, and are skipped.
 
 The blob contents are data written by the scoring script: a line that is not such an object, or
-a row without a finite score in [0, 1], is skipped and counted in the log, never trusted.
+a row without a finite (float) score, is skipped and counted in the log, never trusted.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _hours(start: datetime, end: datetime) -> Iterator[datetime]:
 
 
 def score_of(row: Any, score_field: str) -> float | None:
-    """The positive-class score of one collected output row, or None if it has none."""
+    """The positive-class score (or regression prediction) of one collected output row, or
+    None if it has none."""
     value: Any = row
     if isinstance(row, dict):
         if score_field in row:
@@ -50,7 +51,7 @@ def score_of(row: Any, score_field: str) -> float | None:
     if not isinstance(value, float):  # an int (or bool) is a class label, not a score
         return None
     score = float(value)
-    return score if math.isfinite(score) and 0.0 <= score <= 1.0 else None
+    return score if math.isfinite(score) else None
 
 
 def _time(text: Any) -> datetime | None:

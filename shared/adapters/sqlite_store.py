@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -122,6 +123,46 @@ class SqliteStateStore:
                 "UPDATE deliveries SET until = ?, owner = ? WHERE key = ?", (until, owner, key)
             )
             return Claim.RETRY
+
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        """Every key's claim in one ``BEGIN IMMEDIATE`` transaction (a batch's group commit)."""
+        at, until = _ts(now), _ts(now + timedelta(seconds=lease_s))
+        claims: list[Claim] = []
+        with self.db.write() as db:
+            for key in keys:
+                row = db.execute(
+                    "SELECT status, until FROM deliveries WHERE key = ?", (key,)
+                ).fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT INTO deliveries (key, status, until, owner) "
+                        "VALUES (?, 'claimed', ?, ?)",
+                        (key, until, owner),
+                    )
+                    claims.append(Claim.NEW)
+                elif row["status"] == "done":
+                    claims.append(Claim.DUPLICATE)
+                elif row["until"] > at:
+                    claims.append(Claim.IN_PROGRESS)
+                else:
+                    db.execute(
+                        "UPDATE deliveries SET until = ?, owner = ? WHERE key = ?",
+                        (until, owner, key),
+                    )
+                    claims.append(Claim.RETRY)
+        return claims
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        """Every key marked done in one transaction."""
+        at = _ts(now)
+        with self.db.write() as db:
+            db.executemany(
+                "INSERT INTO deliveries (key, status, until) VALUES (?, 'done', ?) "
+                "ON CONFLICT (key) DO UPDATE SET status = 'done', until = excluded.until",
+                [(key, at) for key in keys],
+            )
 
     def finish_delivery(self, key: str, now: datetime) -> None:
         self.db.connection().execute(  # one statement: its own atomic transaction

@@ -1,117 +1,102 @@
-"""Append-only, hash-chained audit log on Azure Table Storage (or Azurite).
+"""Append-only, hash-chained audit log on Azure Table Storage (or Azurite), in S chains.
 
-One table, ``<prefix>audit``, two partitions:
+One table, ``<prefix>audit``. Records go to one of ``shards`` chains (S, setting
+``AUTOPILOT_AUDIT_SHARDS``, default 1 = the single chain of the versions before sharding),
+each an independent hash chain in a partition of its own (``table_chain``): an append is one
+entity-group transaction on one partition, so writers on different chains never meet, and
+Table Storage's per-partition target (about 2,000 entities/s) applies per chain.
 
-- ``chain``: one entity per record, RowKey = the seq zero-padded to 12 digits (so key order is
-  seq order), properties as in ``SqliteAuditLog`` (summary, reason and evidence may be split
-  over numbered properties when long, see ``table_store.put_text``);
-- ``head``: one entity holding the last seq and its hash.
+Which chain: each writer (thread) keeps appending to the chain it last won on; a chain
+another thread of this process is using is skipped for a free one. A writer that loses a
+race (another process moved the chain first) goes to another chain at random and reads its
+head: a lost race costs one failed transaction and one point read, whatever the number of
+writers, and writers spread over the chains instead of queueing on one. After two losses in
+a row it also pauses (random, at most 20 ms).
 
-``append`` starts from the head (seq N, hash h) and inserts record N+1 with ``prev_hash = h``
-as an insert-if-absent: of several writers only one can insert N+1. A writer that finds N+1
-taken reads the tail of the chain past N (one range query), and tries again after it. The
-winner then moves the head forward under its ETag. The head is only a hint where the tail
-is: every record's ``prev_hash`` comes from the record actually stored before it, so
-concurrent writers in any number of processes build one chain, and a crash between a
-record's insert and the head's move costs the next writer one step (the record stays).
+A chain's order is seq order; across chains there is no common sequence: ``query`` merges by
+time, then chain, then seq (``audit_anchor.merge_key``), so order across chains is only as
+good as the writers' clocks. A model's records may sit in several chains.
+
+Anchors (``anchor()``: the reconcile timer and ``autopilot audit anchor``) commit every
+chain's head in a chain of their own (partition ``anchor``), so ``verify`` catches records
+cut off, or chains rewritten, in any chain after an anchor (``shared.audit_anchor``).
+
+Raise S freely; do not lower it: chains at or past S are no longer read (``verify`` still
+reads every chain the newest anchor named).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared import retry as retries
-from shared.adapters.table_store import Entity, Row, Tables, get_text, odata, put_text
+from shared.adapters.table_chain import (
+    AUDIT,
+    CHAIN,
+    QUERY_WINDOW,
+    TableChain,
+    as_entity,
+    as_record,
+    partition_of,
+    row_key,
+)
+from shared.adapters.tables import Tables, entity_size, odata
+from shared.audit_anchor import (
+    ANCHOR_CHAIN,
+    Head,
+    anchor_entry,
+    anchored_heads,
+    chain_count,
+    merge_key,
+)
 from shared.audit_chain import GENESIS, format_time, seal, verify_rows
-from shared.errors import TransientError
-from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult
+from shared.errors import SettingsError, TransientError
+from shared.model import AuditEntry, AuditRecord, VerifyResult
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.core.pipeline.transport import HttpTransport
 
+__all__ = ["AUDIT", "CHAIN", "QUERY_WINDOW", "TableAuditLog", "as_entity", "row_key"]
+
 log = logging.getLogger(__name__)
 
-AUDIT = "audit"
-CHAIN, HEAD = "chain", "head"
-SEQ_DIGITS = 12
-# Appends that keep losing the race to other writers give up after this many tries.
+T = TypeVar("T")
+
+MAX_SHARDS = 256
+ANCHOR_INDEX = -1  # ``AuditRecord.chain`` of anchor records
+# Appends that keep losing races give up after this many tries (TransientError: retry later).
 APPEND_ATTEMPTS = 200
-# ``query(limit=n)`` reads the newest records in windows of seqs, starting with this many.
-QUERY_WINDOW = 256
-
-_PLAIN = ("actor", "model", "version", "cycle", "kind", "caused_by", "prev_hash", "hash")
-
-
-def compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _seq_of(row: Row) -> int:
-    key = str(row.get("RowKey"))
-    return int(key) if key.isdigit() else 0
-
-
-def row_key(seq: int) -> str:
-    return str(seq).zfill(SEQ_DIGITS)
+# One entity-group transaction: at most 100 operations (the head and 99 records), under 4 MiB.
+BATCH_RECORDS = 99
+BATCH_BYTES = 3_500_000
+READ_THREADS = 8
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_entity(record: AuditRecord) -> Entity:
-    """``record`` as a ``chain`` entity (long texts split over numbered properties)."""
-    entity: Entity = {"PartitionKey": CHAIN, "RowKey": row_key(record.seq), "seq": record.seq}
-    entity["time"] = format_time(record.time)
-    for name in _PLAIN:
-        entity[name] = getattr(record, name)
-    entity["kind"] = record.kind.value
-    put_text(entity, "summary", record.summary)
-    put_text(entity, "reason", record.reason)
-    # Stored unescaped (half the size of canonical's \uXXXX for non-ASCII); verify hashes
-    # the parsed value, not this text.
-    put_text(entity, "evidence", compact(record.evidence))
-    return entity
+@dataclass
+class AppendStats:
+    """Counters for the benchmark and the logs: records appended, races lost."""
 
-
-def as_record(row: Row) -> AuditRecord:
-    """The record a ``chain`` entity holds; ValueError when it no longer decodes."""
-    stamped = datetime.fromisoformat(str(row["time"]))
-    if stamped.tzinfo is None:
-        raise ValueError(f"time {row['time']!r} has no time zone")
-    evidence = json.loads(get_text(row.props, "evidence") or "")
-    if not isinstance(evidence, dict):
-        raise ValueError(f"evidence is {type(evidence).__name__}, not an object")
-    return AuditRecord(
-        seq=int(row["seq"]),
-        time=stamped,
-        kind=AuditKind(row["kind"]),
-        summary=get_text(row.props, "summary") or "",
-        actor=row.get("actor") or "",
-        model=row.get("model"),
-        version=row.get("version"),
-        cycle=row.get("cycle"),
-        reason=get_text(row.props, "reason") or "",
-        evidence=evidence,
-        caused_by=row.get("caused_by"),
-        prev_hash=str(row.get("prev_hash")),
-        hash=str(row.get("hash")),
-    )
+    appends: int = 0
+    transactions: int = 0
+    lost_races: int = 0
 
 
 class TableAuditLog:
-    """``AuditLog`` on Azure Table Storage. Behaves like ``SqliteAuditLog``.
-
-    ``clock`` stamps records (UTC wall clock by default). A record is stamped after the head
-    it follows was read, so on one clock time never goes back along the chain.
-    """
+    """``AuditLog`` on Azure Table Storage. Behaves like ``SqliteAuditLog``, in ``shards``
+    chains. ``clock`` stamps records (UTC wall clock by default)."""
 
     def __init__(
         self,
@@ -123,7 +108,10 @@ class TableAuditLog:
         transport: HttpTransport[Any, Any] | None = None,
         retry: retries.RetryPolicies = retries.DEFAULT_POLICIES,
         clock: Callable[[], datetime] = _utc_now,
+        shards: int = 1,
     ) -> None:
+        if not 1 <= shards <= MAX_SHARDS:
+            raise SettingsError(f"audit shards must be 1 to {MAX_SHARDS}, not {shards}")
         self.tables = Tables(
             connection_string or None,
             endpoint=endpoint or None,
@@ -133,75 +121,145 @@ class TableAuditLog:
             retry=retry,
         )
         self._clock = clock
+        self.shards = shards
+        self._chains: dict[int, TableChain] = {}
+        self._chains_lock = threading.Lock()
+        self.anchors = TableChain(self.tables, ANCHOR_INDEX, ANCHOR_CHAIN, clock)
+        self._mine = threading.local()
         self.query_window = QUERY_WINDOW
+        self.stats = AppendStats()
+        self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"TableAuditLog({self.tables!r})"
+        return f"TableAuditLog({self.tables!r}, shards={self.shards})"
 
-    # -- the head --------------------------------------------------------------------------
+    def chain(self, index: int) -> TableChain:
+        """Chain ``index`` (0 = the chain of the versions before sharding)."""
+        with self._chains_lock:
+            found = self._chains.get(index)
+            if found is None:
+                found = TableChain(self.tables, index, partition_of(index), self._clock)
+                self._chains[index] = found
+            return found
 
-    def _head(self) -> Row:
-        """The head entity; created at seq 0 (the genesis hash) when there is none."""
-        for _ in range(3):
-            row = self.tables.get(AUDIT, HEAD, HEAD)
-            if row is not None:
-                return row
-            self.tables.insert(
-                AUDIT, {"PartitionKey": HEAD, "RowKey": HEAD, "seq": 0, "hash": GENESIS}
-            )
-        raise TransientError("audit head: created but not readable; retry later")
-
-    def _advance_head(self, head: Row, seq: int, hash_: str) -> None:
-        """Move the head from what was read to (seq, hash), under its ETag. Best effort: when
-        another writer moved it first, it is left alone (a head that lags only costs the next
-        writer one range query), so the head never moves backwards."""
-        if not self.tables.replace(
-            AUDIT, {"PartitionKey": HEAD, "RowKey": HEAD, "seq": seq, "hash": hash_}, head.etag
-        ):
-            log.debug("audit head not moved to %d: another writer moved it", seq)
-
-    def _tail_after(self, seq: int) -> tuple[int, str] | None:
-        """The last record after ``seq`` (seq, hash), or None when there is none."""
-        beyond = self.tables.query(
-            AUDIT,
-            f"PartitionKey eq '{CHAIN}' and RowKey gt {odata(row_key(seq))}",
-            select=["RowKey", "hash"],
-        )
-        if not beyond:
-            return None
-        last = beyond[-1]
-        return int(str(last["RowKey"])), str(last["hash"])
-
-    # -- append ----------------------------------------------------------------------------
+    # -- append ------------------------------------------------------------------------
 
     def append(self, entry: AuditEntry) -> AuditRecord:
-        head = self._head()
-        seq, prev_hash = int(head["seq"]), str(head["hash"])
-        for attempt in range(APPEND_ATTEMPTS):
-            record = seal(
-                entry,
-                seq=seq + 1,
-                prev_hash=prev_hash,
-                time=self._clock(),  # stamped after its predecessor was written: time follows seq
-            )
-            if self.tables.insert(AUDIT, as_entity(record)):
-                self._advance_head(head, record.seq, record.hash)
-                return record
-            # seq + 1 is taken (by another writer, or by one that died before moving the
-            # head): jump to the tail and try after it, after a short random pause.
-            tail = self._tail_after(seq)
-            if tail is not None:
-                seq, prev_hash = tail
-            time.sleep(random.uniform(0, min(0.02, 0.001 * 2 ** min(attempt, 5))))  # noqa: S311
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Append ``entries`` in order to one chain, up to 99 records (and 3.5 MB) per
+        entity-group transaction: a batch that fits is written all or none, in one round trip
+        when this writer's head is current. Longer batches take several transactions."""
+        written: list[AuditRecord] = []
+        for batch in self._batches(list(entries)):
+            written += self._append_batch(batch)
+        return written
+
+    def _batches(self, entries: list[AuditEntry]) -> list[list[AuditEntry]]:
+        if len(entries) <= 1:
+            return [entries] if entries else []
+        now = self._clock()
+        batches: list[list[AuditEntry]] = [[]]
+        size = 0
+        for entry in entries:
+            # The entity's size does not depend on seq or hashes (fixed widths).
+            this = entity_size(as_entity(seal(entry, seq=1, prev_hash=GENESIS, time=now)))
+            if len(batches[-1]) >= BATCH_RECORDS or (batches[-1] and size + this > BATCH_BYTES):
+                batches.append([])
+                size = 0
+            batches[-1].append(entry)
+            size += this
+        return batches
+
+    def _append_batch(self, entries: list[AuditEntry]) -> list[AuditRecord]:
+        lost = 0
+        chain = self._take_chain()
+        for _ in range(APPEND_ATTEMPTS):
+            try:
+                written = chain.try_append(entries)
+            finally:
+                chain.lock.release()
+            if written is not None:
+                self._mine.chain = chain.index
+                self._count(len(written), lost)
+                return written
+            lost += 1
+            chain = self._move_after_loss(chain, lost)
+        self._count(0, lost)
         raise TransientError(f"audit append: lost the race {APPEND_ATTEMPTS} times; retry later")
 
-    def _rows(self, conditions: list[str]) -> Iterator[Row]:
-        return self.tables.scan(AUDIT, " and ".join([f"PartitionKey eq '{CHAIN}'", *conditions]))
+    def _take_chain(self) -> TableChain:
+        """This thread's chain if no other thread here uses it, else a free one, else wait
+        for this thread's chain. Returned locked."""
+        mine = getattr(self._mine, "chain", None)
+        if mine is None or mine >= self.shards:
+            mine = random.randrange(self.shards)  # noqa: S311 - spreading, not security
+        preferred = self.chain(mine)
+        if preferred.lock.acquire(blocking=False):
+            return preferred
+        others = [i for i in range(self.shards) if i != mine]
+        random.shuffle(others)
+        for index in others:
+            chain = self.chain(index)
+            if chain.lock.acquire(blocking=False):
+                return chain
+        preferred.lock.acquire()
+        return preferred
 
-    def _records(self, conditions: list[str]) -> list[AuditRecord]:
-        return [as_record(row) for row in self._rows(conditions)]
+    def _move_after_loss(self, chain: TableChain, lost: int) -> TableChain:
+        """After a lost race: another chain, at random, with its head read afresh; from the
+        second loss in a row, after a short random pause. Returned locked."""
+        if lost >= 2:
+            time.sleep(random.uniform(0, min(0.02, 0.001 * 2 ** min(lost, 5))))  # noqa: S311
+        others = [i for i in range(self.shards) if i != chain.index] or [chain.index]
+        self._mine.chain = random.choice(others)  # noqa: S311 - spreading, not security
+        moved = self._take_chain()
+        moved.forget_head()
+        return moved
 
-    # -- reading ---------------------------------------------------------------------------
+    def _count(self, appended: int, lost: int) -> None:
+        with self._stats_lock:
+            self.stats.appends += appended
+            self.stats.transactions += 1 if appended else 0
+            self.stats.lost_races += lost
+        if lost:
+            log.debug("audit append lost %d race(s) before writing", lost)
+
+    # -- anchors -----------------------------------------------------------------------
+
+    def anchor(self) -> AuditRecord:
+        """Commit every chain's current head in the anchor chain; the newest anchor when no
+        chain moved since it was written."""
+        latest = self.latest_anchor()
+        count = chain_count(latest, self.shards)
+        heads = self._each(range(count), lambda i: self.chain(i).current_head())
+        if latest is not None and _same_heads(latest, heads):
+            return latest
+        entry = anchor_entry(heads)
+        for _ in range(APPEND_ATTEMPTS):
+            with self.anchors.lock:
+                written = self.anchors.try_append([entry])
+            if written is not None:
+                return written[0]
+            self.anchors.forget_head()
+        raise TransientError("audit anchor: the anchor chain keeps moving; retry later")
+
+    def latest_anchor(self) -> AuditRecord | None:
+        head = self.anchors.current_head()
+        return self.anchors.get(head.seq) if head.seq else None
+
+    def get_anchor(self, seq: int) -> AuditRecord | None:
+        return self.anchors.get(seq)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _each(self, indexes: range, work: Callable[[int], T]) -> list[T]:
+        """``work`` for each chain index, in index order, several chains at a time."""
+        if len(indexes) <= 1:
+            return [work(i) for i in indexes]
+        with ThreadPoolExecutor(min(READ_THREADS, len(indexes))) as pool:
+            return list(pool.map(work, indexes))
 
     def query(
         self,
@@ -212,7 +270,8 @@ class TableAuditLog:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditRecord]:
-        """Matching records in seq order; with ``limit``, the newest ``limit`` of them."""
+        """Matching records of every chain, by time, then chain, then seq; with ``limit``,
+        the newest ``limit`` of them."""
         conditions = [
             f"{name} eq {odata(str(value))}"
             for name, value in (("model", model), ("cycle", cycle), ("kind", kind))
@@ -220,38 +279,55 @@ class TableAuditLog:
         ]
         if since is not None:
             conditions.append(f"time ge {odata(format_time(since))}")
-        if limit is None:
-            return self._records(conditions)
-        if limit <= 0:
+        if limit is not None and limit <= 0:
             return []
-        # Read backwards from the head in growing windows of seqs until ``limit`` match; the
-        # first window is open-ended so records written past a lagging head are included.
-        window = max(self.query_window, limit)
-        head = self.tables.get(AUDIT, HEAD, HEAD)  # read-only: no head yet means no records
-        low = max(1, (int(head["seq"]) if head else 0) - window + 1)
-        found = self._records([*conditions, f"RowKey ge {odata(row_key(low))}"])
-        while len(found) < limit and low > 1:
-            window *= 2
-            high, low = low, max(1, low - window)
-            found = (
-                self._records(
-                    [
-                        *conditions,
-                        f"RowKey ge {odata(row_key(low))}",
-                        f"RowKey lt {odata(row_key(high))}",
-                    ]
-                )
-                + found
-            )
-        return found[-limit:]
 
-    def get(self, seq: int) -> AuditRecord | None:
-        if seq < 1:
-            return None
-        row = self.tables.get(AUDIT, CHAIN, row_key(seq))
-        return as_record(row) if row else None
+        def read(index: int) -> list[AuditRecord]:
+            chain = self.chain(index)
+            if limit is None:
+                return chain.records(conditions)
+            return chain.newest(conditions, limit, self.query_window)
+
+        merged = sorted(
+            (r for found in self._each(range(self.shards), read) for r in found), key=merge_key
+        )
+        return merged if limit is None else merged[-limit:]
+
+    def get(self, seq: int, chain: int = 0) -> AuditRecord | None:
+        return self.chain(chain).get(seq)
 
     def verify(self) -> VerifyResult:
-        """Recompute the whole chain in seq order, page by page; a record that no longer
-        decodes counts as edited."""
-        return verify_rows(self._rows([]), as_record, _seq_of)
+        """Every chain recomputed, the anchor chain too, and every chain checked against the
+        newest anchor. ``records`` counts the records of all chains (anchors not included)."""
+        anchors = verify_rows(self.anchors.rows(), lambda r: as_record(r, ANCHOR_INDEX), _row_seq)
+        if not anchors.ok:
+            problem = f"anchor chain seq {anchors.first_bad_seq}: {anchors.problem}"
+            return VerifyResult(False, 0, anchors.first_bad_seq, problem, ANCHOR_CHAIN)
+        latest = self.anchors.get(anchors.records) if anchors.records else None
+        committed: dict[int, Head] = {}
+        if latest is not None:
+            try:
+                committed = {h.chain: h for h in anchored_heads(latest)}
+            except ValueError as exc:
+                return VerifyResult(False, 0, latest.seq, str(exc), ANCHOR_CHAIN)
+        count = chain_count(latest, self.shards)
+        results = self._each(range(count), lambda i: self.chain(i).verify(committed.get(i)))
+        total = sum(r.records for r in results)
+        for result in results:
+            if not result.ok:
+                return VerifyResult(
+                    False, total, result.first_bad_seq, result.problem, result.chain
+                )
+        return VerifyResult(True, total)
+
+
+def _row_seq(row: Any) -> int:
+    key = str(row.get("RowKey"))
+    return int(key) if key.isdigit() else 0
+
+
+def _same_heads(anchor: AuditRecord, heads: list[Head]) -> bool:
+    try:
+        return anchored_heads(anchor) == heads
+    except ValueError:
+        return False

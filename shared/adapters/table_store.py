@@ -38,172 +38,36 @@ Steps that cannot be one write are ordered so a crash leaves a state the next ca
 removed after ``LOCK_GRACE_S``); closing a cycle saves it, records ``closed_at``, then drops
 the lock (a lock still held by a closed cycle is dropped by the next ``create_cycle``).
 
-Every SDK call runs under :func:`shared.retry.call_with_retry` with the SDK's own retries off.
-A conditional write that is retried after a lost response may find its own earlier success
-(409/412); each conditional write carries a random ``wtoken`` so that case is recognised as
-success, not as losing the race.
-
-Authentication: a connection string, or an endpoint with Microsoft Entra ID
-(``DefaultAzureCredential`` by default; needs "Storage Table Data Contributor"). The
-``Tables`` plumbing below is shared with ``table_audit``.
+The ``Tables`` plumbing (retries with the SDK's own off, the ``wtoken`` that recognises a
+retried conditional write's own earlier success, key escaping, long texts, sizes,
+authentication) lives in :mod:`shared.adapters.tables`, shared with ``table_audit``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
-import re
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from typing import TYPE_CHECKING, Any
 
 from shared import retry as retries
-from shared.errors import (
-    AlreadyExists,
-    ConcurrencyError,
-    PermanentError,
-    SettingsError,
-    TransientError,
-)
+from shared.adapters.tables import Entity, Row, Tables, get_text, odata, plain, put_text, table_key
+from shared.errors import AlreadyExists, ConcurrencyError, TransientError
 from shared.model import Cycle
 from shared.ports import Claim
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.core.pipeline.transport import HttpTransport
-    from azure.data.tables import TableClient, TableServiceClient
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-Entity = dict[str, Any]
-
-# Table Storage limits (https://learn.microsoft.com/rest/api/storageservices/
-# understanding-the-table-service-data-model): keys up to 1 KiB, string properties up to
-# 64 KiB, an entity up to 1 MiB and 252 properties of our own.
-MAX_KEY_CHARS = 400  # of base64url, well below 1 KiB in UTF-16
-CHUNK_BYTES = 64_000  # UTF-16 bytes per string property (limit 65,536)
-MAX_ENTITY_BYTES = 1024 * 1024
-MAX_PROPERTIES = 252
 
 # A lock whose cycle never appeared (a crash between the two writes) is removed after this.
 LOCK_GRACE_S = 120.0
 # Bounded loops for conditional writes that lose races (each loss means someone else won).
 RACE_ATTEMPTS = 8
-# Entities per query page (the service returns at most 1,000).
-PAGE_SIZE = 1000
-
-_TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,49}$")
-
-
-# -- keys, texts and sizes -------------------------------------------------------------------
-
-
-def table_key(text: str) -> str:
-    """A legal, injective PartitionKey/RowKey for any text.
-
-    ``b`` + base64url of the UTF-8 bytes (no padding) while that is short, else ``h`` + the
-    sha256 hex digest. Neither form contains a character Table Storage forbids in keys.
-    """
-    raw = text.encode("utf-8")
-    encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-    if len(encoded) <= MAX_KEY_CHARS:
-        return "b" + encoded
-    return "h" + hashlib.sha256(raw).hexdigest()
-
-
-def odata(value: str | bool | int | float) -> str:
-    """An OData literal for a filter. We format our own literals: the SDK's ``parameters``
-    substitution turns the numbers 0 and 1 into ``false``/``true``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _split_utf16(text: str) -> list[str]:
-    data = text.encode("utf-16-le")
-    parts: list[str] = []
-    start = 0
-    while start < len(data):
-        end = min(start + CHUNK_BYTES, len(data))
-        if end < len(data) and 0xD8 <= data[end - 1] <= 0xDB:  # do not split a surrogate pair
-            end -= 2
-        parts.append(data[start:end].decode("utf-16-le"))
-        start = end
-    return parts
-
-
-def put_text(entity: Entity, name: str, text: str | None) -> None:
-    """Store ``text`` under ``name``, split over ``name_0``, ``name_1``... when it is long."""
-    if text is None or len(text) * 4 <= CHUNK_BYTES:  # 4: the most UTF-16 bytes per character
-        entity[name] = text
-        return
-    parts = _split_utf16(text)
-    if len(parts) == 1:
-        entity[name] = text
-        return
-    entity[f"{name}_parts"] = len(parts)
-    for i, part in enumerate(parts):
-        entity[f"{name}_{i}"] = part
-
-
-def get_text(entity: Entity, name: str) -> str | None:
-    """The text :func:`put_text` stored under ``name``."""
-    parts = entity.get(f"{name}_parts")
-    if parts is None:
-        value = entity.get(name)
-        return None if value is None else str(value)
-    return "".join(str(entity[f"{name}_{i}"]) for i in range(int(_plain(parts))))
-
-
-def _plain(value: Any) -> Any:
-    """The Python value of a property (the SDK wraps Int64 values in ``EntityProperty``)."""
-    return getattr(value, "value", value)
-
-
-def entity_size(entity: Entity) -> int:
-    """Bytes an entity takes in Table Storage, after the service's published formula."""
-    size = 4
-    count = 0
-    for name, value in entity.items():
-        if value is None:
-            continue
-        if name in ("PartitionKey", "RowKey"):
-            size += len(str(value).encode("utf-16-le"))
-            continue
-        count += 1
-        size += 8 + len(name) * 2
-        if isinstance(value, str):
-            size += 4 + len(value.encode("utf-16-le"))
-        elif isinstance(value, bytes):
-            size += 4 + len(value)
-        else:
-            size += 8
-    return size if count <= MAX_PROPERTIES else MAX_ENTITY_BYTES + 1
-
-
-def _check_size(entity: Entity, what: str) -> None:
-    size = entity_size(entity)
-    if size > MAX_ENTITY_BYTES:
-        raise PermanentError(
-            f"{what}: the entity takes {size} bytes (or too many properties); Table Storage "
-            f"holds at most {MAX_ENTITY_BYTES} bytes and {MAX_PROPERTIES} properties per entity"
-        )
 
 
 def _ts(value: datetime) -> float:
@@ -213,239 +77,7 @@ def _ts(value: datetime) -> float:
 
 
 def _dt(value: Any) -> datetime:
-    return datetime.fromtimestamp(float(_plain(value)), UTC)
-
-
-# -- the plumbing shared with the audit log --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """An entity as read: its properties (keys included) and its ETag."""
-
-    props: Entity
-    etag: str
-
-    def __getitem__(self, name: str) -> Any:
-        return _plain(self.props[name])
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return _plain(self.props.get(name, default))
-
-
-class Tables:
-    """A storage account's tables under one name prefix, and the few operations we use.
-
-    The ``azure.data.tables`` client is built (and the tables created) on first use, so
-    constructing an adapter costs nothing and needs no network.
-    """
-
-    def __init__(
-        self,
-        connection_string: str | None,
-        *,
-        endpoint: str | None,
-        credential: TokenCredential | None,
-        table_prefix: str,
-        transport: HttpTransport[Any, Any] | None = None,
-        retry: retries.RetryPolicies = retries.DEFAULT_POLICIES,
-    ) -> None:
-        if bool(connection_string) == bool(endpoint):
-            raise SettingsError(
-                "Table Storage needs a connection string or an endpoint (not both, not neither)"
-            )
-        if not _TABLE_PREFIX.match(table_prefix):
-            raise SettingsError(
-                f"table prefix {table_prefix!r} must start with a letter and hold only letters "
-                "and digits (at most 50)"
-            )
-        self._connection_string = connection_string
-        self.endpoint = endpoint
-        self.prefix = table_prefix
-        self._credential = credential
-        self._transport = transport
-        self._retry = retry
-        self._service: TableServiceClient | None = None
-        self._clients: dict[str, TableClient] = {}
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:  # never show the account key
-        where = self.endpoint or "connection string"
-        return f"Tables({where}, prefix={self.prefix!r})"
-
-    # -- clients --
-
-    def _service_client(self) -> TableServiceClient:
-        if self._service is None:
-            from azure.data.tables import TableServiceClient
-
-            kwargs: dict[str, Any] = {"retry_total": 0}  # ours retry; never nest
-            if self._transport is not None:
-                kwargs["transport"] = self._transport
-            if self._connection_string:
-                self._service = TableServiceClient.from_connection_string(
-                    self._connection_string, **kwargs
-                )
-            else:
-                credential = self._credential
-                if credential is None:
-                    from azure.identity import DefaultAzureCredential
-
-                    credential = DefaultAzureCredential()
-                self._service = TableServiceClient(
-                    str(self.endpoint), credential=credential, **kwargs
-                )
-        return self._service
-
-    def table(self, name: str) -> TableClient:
-        """The client of ``<prefix><name>``, creating the table on first use."""
-        client = self._clients.get(name)
-        if client is not None:
-            return client
-        with self._lock:
-            client = self._clients.get(name)
-            if client is None:
-                service = self._service_client()
-                client = self.call(
-                    self._retry.write,
-                    f"create table {self.prefix}{name}",
-                    service.create_table_if_not_exists,
-                    f"{self.prefix}{name}",
-                )
-                self._clients[name] = client
-        return client
-
-    def call(self, policy: retries.RetryPolicy, what: str, fn: Callable[..., T], *args: Any) -> T:
-        return retries.call_with_retry(policy, fn, *args, what=what)
-
-    # -- entity operations --
-
-    def get(self, name: str, pk: str, rk: str) -> Row | None:
-        table = self.table(name)
-
-        def attempt() -> Row | None:
-            try:
-                entity = table.get_entity(pk, rk)
-            except ResourceNotFoundError:
-                return None
-            return Row(dict(entity), str(entity.metadata["etag"]))
-
-        return self.call(self._retry.read, f"read {name} entity", attempt)
-
-    def query(self, name: str, query_filter: str, select: list[str] | None = None) -> list[Row]:
-        """Every entity matching ``query_filter`` (all of them for ""), in key order."""
-        return list(self.scan(name, query_filter, select))
-
-    def scan(self, name: str, query_filter: str, select: list[str] | None = None) -> Iterator[Row]:
-        """Like :meth:`query`, page by page (each page read under the retry policy)."""
-        table = self.table(name)
-        token: Any = None
-        while True:
-
-            def page(token: Any = token) -> tuple[list[Row], Any]:
-                if query_filter:
-                    items: Any = table.query_entities(
-                        query_filter, select=select, results_per_page=PAGE_SIZE
-                    )
-                else:
-                    items = table.list_entities(select=select, results_per_page=PAGE_SIZE)
-                pages = items.by_page(continuation_token=token)
-                entities: Any = next(pages, [])
-                rows = [Row(dict(e), str(e.metadata.get("etag", ""))) for e in entities]
-                return rows, pages.continuation_token
-
-            rows, token = self.call(self._retry.read, f"query {name}", page)
-            yield from rows
-            if not token:
-                return
-
-    def insert(self, name: str, entity: Entity) -> bool:
-        """Insert if absent. False when the key is taken (by someone else)."""
-        table = self.table(name)
-        entity = {**entity, "wtoken": uuid.uuid4().hex}
-        _check_size(entity, f"insert into {name}")
-        attempts = 0
-
-        def attempt() -> bool:
-            nonlocal attempts
-            attempts += 1
-            try:
-                table.create_entity(entity)
-            except ResourceExistsError:
-                return False
-            return True
-
-        if self.call(self._retry.write, f"insert into {name}", attempt):
-            return True
-        return attempts > 1 and self._written_by(name, entity)
-
-    def replace(self, name: str, entity: Entity, etag: str) -> bool:
-        """Replace the entity if its ETag is still ``etag``. False when it changed or is gone."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
-        table = self.table(name)
-        entity = {**entity, "wtoken": uuid.uuid4().hex}
-        _check_size(entity, f"update {name}")
-        attempts = 0
-
-        def attempt() -> bool:
-            nonlocal attempts
-            attempts += 1
-            try:
-                table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                return False
-            return True
-
-        if self.call(self._retry.write, f"update {name}", attempt):
-            return True
-        return attempts > 1 and self._written_by(name, entity)
-
-    def upsert(self, name: str, entity: Entity) -> None:
-        """Insert or replace, unconditionally (idempotent)."""
-        from azure.data.tables import UpdateMode
-
-        table = self.table(name)
-        _check_size(entity, f"upsert into {name}")
-        self.call(
-            self._retry.write,
-            f"upsert into {name}",
-            table.upsert_entity,
-            entity,
-            UpdateMode.REPLACE,
-        )
-
-    def delete(self, name: str, pk: str, rk: str, etag: str | None = None) -> bool:
-        """Delete (only while the ETag is ``etag``, when given). False when the ETag is stale;
-        an entity that is already gone counts as deleted."""
-        from azure.core import MatchConditions
-
-        table = self.table(name)
-
-        def attempt() -> bool:
-            try:
-                if etag is None:
-                    table.delete_entity(pk, rk)
-                else:
-                    table.delete_entity(
-                        pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified
-                    )
-            except ResourceModifiedError:
-                return False
-            return True
-
-        return self.call(self._retry.write, f"delete {name} entity", attempt)
-
-    def _written_by(self, name: str, entity: Entity) -> bool:
-        """After a retried write got 409/412: is the stored entity our own earlier write?"""
-        row = self.get(name, entity["PartitionKey"], entity["RowKey"])
-        return row is not None and row.get("wtoken") == entity["wtoken"]
+    return datetime.fromtimestamp(float(plain(value)), UTC)
 
 
 # -- the state store -------------------------------------------------------------------------
@@ -520,6 +152,18 @@ class TableStateStore:
             if self.tables.replace(STATE, {**claim, "until": until}, row.etag):
                 return Claim.RETRY
         return Claim.IN_PROGRESS  # others keep winning: the sender retries later
+
+    # Delivery rows are partitioned by their key (one partition each), so an entity-group
+    # transaction (one partition, at most 100 operations) cannot hold two of them: a batch's
+    # claims and finishes stay one conditional write per key here.
+    def claim_deliveries(
+        self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
+    ) -> list[Claim]:
+        return [self.claim_delivery(key, now, lease_s, owner) for key in keys]
+
+    def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
+        for key in keys:
+            self.finish_delivery(key, now)
 
     def finish_delivery(self, key: str, now: datetime) -> None:
         """Mark the delivery done (recorded even when it was never claimed)."""

@@ -26,6 +26,7 @@ CONSOLE_FUNCTIONS = {
     "console_page": "console",
     "list_models": "models",
     "verify_audit": "audit/verify",
+    "model_estimates": "models/{model}/estimates",
 }
 
 
@@ -173,6 +174,55 @@ def test_audit_verify_reports_the_chain(registered: dict[str, Any], world: World
         "first_bad_seq": None,
         "problem": "",
     }
+
+
+def test_estimates_are_the_audited_checks_with_ground_truth_oldest_first(
+    registered: dict[str, Any], world: World
+) -> None:
+    def estimates(model: str) -> func.HttpResponse:
+        req = func.HttpRequest(
+            "GET",
+            f"http://localhost/api/models/{model}/estimates",
+            headers={"x-functions-key": KEYS["ops-team"]},
+            route_params={"model": model},
+            body=b"",
+        )
+        return call(registered, "model_estimates", req)
+
+    check = {"series": "estimate_vs_realised", "metric": "auc", "rows": 900, "covered": True}
+    world.services.record(
+        AuditKind.DECISION,
+        "estimated auc 0.7 vs realised 0.69",
+        model="credit",
+        evidence={**check, "estimate": 0.7, "interval": [0.68, 0.72], "value": 0.69},
+    )
+    world.services.record(  # the breach's signal carries an estimate too: not a second point
+        AuditKind.DECISION,
+        "retraining cycle started",
+        model="credit",
+        evidence={"source": "estimated_performance", "estimate": 0.6, "interval": [0.5, 0.7]},
+    )
+    world.services.record(
+        AuditKind.DECISION,
+        "estimated auc 0.6 vs realised 0.5",
+        model="credit",
+        evidence={**check, "estimate": 0.6, "interval": [0.58, 0.62], "value": 0.5},
+    )
+    world.services.record(  # a value JSON cannot carry is left out, not a 500
+        AuditKind.DECISION,
+        "estimated auc nan",
+        model="credit",
+        evidence={**check, "estimate": float("nan"), "value": None},
+    )
+    resp = estimates("credit")
+    assert resp.status_code == 200
+    body = json.loads(resp.get_body())
+    assert [(p["estimate"], p["low"], p["high"], p["realised"]) for p in body["points"]] == [
+        (0.7, 0.68, 0.72, 0.69),
+        (0.6, 0.58, 0.62, 0.5),
+    ]
+    assert body["metric"] is None  # this policy asks for no estimate
+    assert estimates("no-such-model").status_code == 404
 
 
 def test_importing_the_app_reads_no_console_file() -> None:

@@ -137,3 +137,5 @@ def test_silent_degradation_is_noticed_by_the_estimate_not_by_drift(tmp_path: Pa
     assert low <= started["estimate"] <= high
     sources = {r["evidence"].get("source") for r in audit if r["cycle"] == cycle and r["evidence"]}
     assert "alert" not in sources  # the drift monitor never fired
+    seen = result["monitor_estimate"]  # ... but it reported the estimate of its own window
+    assert seen is not None and seen["metric"] == "auc" and seen["rows"] > 0

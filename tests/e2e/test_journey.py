@@ -3,7 +3,8 @@ payload, retrain three times, approve (found through the data dir, and with --ur
 
 Differences from the README, all in a test policy derived from ``examples/policy.yaml``: the
 data folder is the test's, approvals are required (to walk that path), and rollout timings are
-short (bake 1s, health without a traffic minimum) with a reconciler ticking every second.
+short (bake 1s, health without a traffic minimum, the sequential judge looking every second)
+with a reconciler ticking every second.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def tour_policy(data: Path) -> Path:
     spec["training"]["inputs"]["data_dir"] = str(data / "data")
     spec["gate"]["approval_required"] = True
     spec["rollout"].update(bake="1s", max_wait="30s", watch="10m")
+    spec["rollout"]["sequential"]["check_every"] = "1s"  # a look each reconcile tick
     path = data / "tour-policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path
@@ -238,12 +240,14 @@ def test_every_help_example_runs_as_written(tour: tuple[Tour, Served]) -> None:
     run, served = tour
     cycle = json.loads(run.run(".venv/bin/autopilot cycles list --json"))[0]["id"]
     head = json.loads(run.run(".venv/bin/autopilot audit verify --json"))["head"]
+    anchor = json.loads(run.run(".venv/bin/autopilot audit anchor --json"))
     refusals = {"approve": "is REJECTED, not AWAITING_APPROVAL", "deny": "not AWAITING_APPROVAL"}
     refusals["rollback"] = "nothing to roll back"
     for example in help_examples():
         line = (
             example.replace("<CYCLE>", cycle)
             .replace("<SEQ:HASH printed by an earlier verify>", f"{head['seq']}:{head['hash']}")
+            .replace("<aSEQ:HASH printed by audit anchor>", f"a{anchor['seq']}:{anchor['hash']}")
             .replace("http://127.0.0.1:7071", served.url)
         )
         command = line.split()[1]

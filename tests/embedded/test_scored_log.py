@@ -11,7 +11,7 @@ from embedded.metrics import LocalScoredLog
 from tests.embedded.test_endpoint import fake_loader
 
 
-def test_live_scores_are_kept_per_deployment_and_mirrored_or_label_outputs_are_not(
+def test_live_scores_are_kept_per_deployment_and_mirrored_outputs_are_not(
     tmp_path: Path,
 ) -> None:
     server = EndpointServer("ep", tmp_path, loader=fake_loader, seed=1, flush_interval_s=60)
@@ -23,8 +23,8 @@ def test_live_scores_are_kept_per_deployment_and_mirrored_or_label_outputs_are_n
     try:
         status, _ = server.score({"rows": [{"x": 0.1}, {"x": 0.2}, {"x": 0.7}]})
         assert status == 200
-        server.score({"rows": [{"x": 3}]})  # an int answer is a class label: not a score
-        server.score({"rows": [{"x": 0.9}]}, pinned="green")  # 1.8: not a probability
+        server.score({"rows": [{"x": 3}]})  # 3.0: a regression prediction is kept (DLE)
+        server.score({"rows": [{"x": 0.9}]}, pinned="green")  # 1.8: a prediction (DLE) too
         server.score({"rows": [{"x": 0.4}]}, pinned="green")
         time.sleep(0.2)  # the mirrored call runs on a pool
     finally:
@@ -32,8 +32,8 @@ def test_live_scores_are_kept_per_deployment_and_mirrored_or_label_outputs_are_n
     log = LocalScoredLog(tmp_path)
     now = datetime.now(UTC)
     window = (now - timedelta(minutes=1), now + timedelta(seconds=1))
-    assert log.scores("ep", "blue", *window, 100) == [0.1, 0.2, 0.7]
-    assert log.scores("ep", "green", *window, 100) == [0.8]  # mirrored traffic is not live
-    assert sorted(log.scores("ep", None, *window, 100)) == [0.1, 0.2, 0.7, 0.8]
-    assert log.scores("ep", "blue", *window, 2) == [0.2, 0.7]
+    assert log.scores("ep", "blue", *window, 100) == [0.1, 0.2, 0.7, 3.0]
+    assert log.scores("ep", "green", *window, 100) == [1.8, 0.8]  # mirrored one is not live
+    assert sorted(log.scores("ep", None, *window, 100)) == [0.1, 0.2, 0.7, 0.8, 1.8, 3.0]
+    assert log.scores("ep", "blue", *window, 2) == [0.7, 3.0]
     assert log.scores("ep", "blue", now + timedelta(seconds=1), now + timedelta(minutes=1), 9) == []

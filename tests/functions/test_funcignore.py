@@ -125,3 +125,36 @@ def test_the_deploy_guide_says_what_funcignore_does() -> None:
     for path in re.findall(r"`([^`]+)`", published):
         assert not excluded(path), path
         assert (ROOT / path).exists(), path
+
+
+def test_the_bicep_points_estimation_at_the_workspace_datastore_and_grants_read_on_it() -> None:
+    """infra/main.bicep (text; no Bicep CLI here): AUTOPILOT_COLLECTOR_CONTAINER_URL, which the
+    collector log and datastore ground truth read (composition/wiring.py), is the workspace
+    storage account's blob container, and set only where the identity gets a blob role there."""
+    text = (ROOT / "infra" / "main.bicep").read_text()
+    settings = re.findall(r"^    (AUTOPILOT_[A-Z_]+): (.+)$", text, re.MULTILINE)
+    value = dict(settings)["AUTOPILOT_COLLECTOR_CONTAINER_URL"]
+    assert value == "collectorContainerUrl"
+    [definition] = re.findall(r"^var collectorContainerUrl = (.+)$", text, re.MULTILINE)
+    condition, url = definition.split(" ? ", 1)
+    assert condition == "grantWorkspaceStorage && !empty(workspaceBlobContainer)"
+    assert url.startswith("'https://${last(workspaceStorageParts)}.blob.")
+    assert url.endswith("/${workspaceBlobContainer}' : ''")
+    assert "param workspaceBlobContainer string = ''" in text
+    role = text[text.index("module workspaceStorageRole") :]
+    role = role[: role.index("\n}\n")]
+    assert "if (grantWorkspaceStorage)" in role
+    assert "storageAccountName: last(workspaceStorageParts)" in role
+    assert "roleIds.storageBlobDataReader" in role and "roleIds.storageBlobDataContributor" in role
+    roles = (ROOT / "infra" / "modules" / "roles.bicep").read_text()
+    # the built-in role ids (Azure RBAC reference: Storage Blob Data Reader / Contributor)
+    assert "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1" in roles
+    assert "ba92f5b4-2d11-453d-a403-e96b0029c9fe" in roles
+
+
+def test_the_example_parameters_are_all_parameters_of_the_bicep() -> None:
+    text = (ROOT / "infra" / "main.bicep").read_text()
+    declared = set(re.findall(r"^param (\w+) ", text, re.MULTILINE))
+    example = json.loads((ROOT / "infra" / "main.parameters.example.json").read_text())
+    assert set(example["parameters"]) <= declared
+    assert "workspaceBlobContainer" in example["parameters"]

@@ -68,6 +68,7 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
     assert set(http_routes.values()) == {"function"}
     assert set(http_routes) == {
         "alerts",
+        "events",
         "cycles",
         "cycles/{id}",
         "audit",
@@ -76,6 +77,7 @@ def test_bindings_are_what_the_functions_host_needs(registered: dict[str, Any]) 
         "models/{model}/retrain",
         "models/{model}/rollback",
         "models",
+        "models/{model}/estimates",
         "audit/verify",
     }
 

@@ -29,13 +29,15 @@ APP_DIR = Path(__file__).resolve().parents[2]
 
 def http(route: str, method: str, auth: str = "FUNCTION") -> list[dict[str, Any]]:
     trigger: dict[str, Any] = {"type": "httpTrigger", "direction": "IN", "name": "req"}
-    trigger |= {"route": route, "methods": [method], "authLevel": auth}
+    trigger |= {"route": route, "methods": method.split(","), "authLevel": auth}
     return [trigger, {"type": "http", "direction": "OUT", "name": "$return"}]
 
 
 # What the host is told, function by function (names are the Python function names).
 EXPECTED: dict[str, list[dict[str, Any]]] = {
     "azureml_events": [{"type": "eventGridTrigger", "direction": "IN", "name": "event"}],
+    # the batched Event Grid webhook: a POST per delivery, OPTIONS for the CloudEvents handshake
+    "eventgrid_webhook": http("events", "POST,OPTIONS"),
     "receive_alert": http("alerts", "POST"),
     "reconcile": [
         {
@@ -58,6 +60,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "console_page": http("console", "GET", "ANONYMOUS"),
     "list_models": http("models", "GET"),
     "verify_audit": http("audit/verify", "GET"),
+    "model_estimates": http("models/{model}/estimates", "GET"),
 }
 
 

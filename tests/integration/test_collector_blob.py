@@ -91,7 +91,8 @@ def test_a_missing_endpoint_has_no_scores(container: Any) -> None:
         ({"score": 0.5}, 0.5),
         ({"prob": 0.1}, 0.1),
         ([0.8, 0.2], 0.2),
-        (1.5, None),
+        (1.5, 1.5),  # a regression model's prediction (DLE)
+        (float("inf"), None),
         (1, None),  # a class label
         (True, None),
         ({"score": 0.5, "label": 1}, 0.5),

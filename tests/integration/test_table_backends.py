@@ -34,7 +34,7 @@ from azure.core.exceptions import ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 
 from shared import retry as retries
-from shared.adapters import table_store as table_store_module
+from shared.adapters import tables as tables_module
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.table_audit import AUDIT, CHAIN, TableAuditLog, as_entity, row_key
 from shared.adapters.table_store import CYCLE, LOCK, ROW, STATE, TableStateStore, pk
@@ -219,7 +219,7 @@ def test_audit_limit_reads_backwards_in_windows(table_audit: TableAuditLog) -> N
 def test_reads_go_page_by_page(
     table_store: TableStateStore, table_audit: TableAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(table_store_module, "PAGE_SIZE", 2)
+    monkeypatch.setattr(tables_module, "PAGE_SIZE", 2)
     records = fill(table_audit, 7)
     assert table_audit.query() == records and table_audit.verify().records == 7
     assert [r.seq for r in table_audit.query(model="other")] == [5, 6, 7]
@@ -441,7 +441,7 @@ def test_a_record_written_without_moving_the_head_stays_in_the_chain(
 
 def test_a_lost_head_is_rebuilt_from_the_records(table_audit: TableAuditLog) -> None:
     fill(table_audit, 4)
-    table_audit.tables.delete(AUDIT, "head", "head")
+    table_audit.tables.delete(AUDIT, CHAIN, "head")
     assert table_audit.append(AuditEntry(AuditKind.ACTION, "after")).seq == 5
     assert table_audit.verify().ok
 

@@ -260,6 +260,8 @@ def test_policy_validate_of_a_deeply_nested_yaml_is_one_line_and_exit_2(tmp_path
         ({"WEBSITE_TIME_ZONE": "Mars/Base"}, "data", "WEBSITE_TIME_ZONE 'Mars/Base'"),
         ({"HOST": "::1"}, "data", "check --host"),  # it said "choose another --port"
         ({"HOST": "256.1.1.1"}, "data", "check --host"),
+        ({"HOST": ""}, "data", "check --host"),  # it listened on every interface
+        ({"HOST": " "}, "data", "check --host"),
     ],
 )
 def test_serve_refuses_a_bad_data_dir_or_setting_in_one_line_before_binding(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cold_start, concurrency, drift, intake, scaling
+from benchmarks import cold_start, concurrency, drift, drift_wide, intake, scaling
 from benchmarks.__main__ import main
 from benchmarks.common import markdown_table, percentile
 from benchmarks.report import render
@@ -55,6 +55,20 @@ def test_intake_variants_on_tiny_batches() -> None:
     assert http["events"] == 40 and http["single_event_latency_s"]["median"] > 0
     assert "audit append" in result["store_operations"]
     assert isinstance(result["store_share_of_cpu"], float)
+    batched = variants["in-process sqlite live, batched (group commit)"]
+    assert batched["events"] == 60 and batched["per_batch_s"]["median"] > 0
+    assert sum(batched["outcomes"].values()) == 60
+    assert result["batched_events_per_s"] == batched["events_per_s"] > 0
+    assert result["memory_events_per_s"] > 0
+
+
+def test_drift_wide_on_tiny_parquet_files() -> None:
+    result = drift_wide.run(rows=(6000, 2000), columns=(40, 3), evidently_budget_s=0)
+    full, fifth = result["full"], result["fifth_rows"]
+    assert (full["ref_rows"], full["cur_rows"], full["features"]) == (6000, 2000, 43)
+    assert fifth["ref_rows"] == 1200 and result["peak_rss_mb"] == full["peak_rss_mb"] > 0
+    assert result["seconds"] == full["summarize_s"] + full["compare_s"]
+    assert result["evidently"].get("largest_finished") is None  # no budget (or no Evidently)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside Evidently's dependencies
@@ -125,13 +139,24 @@ def test_estimation_on_tiny_data(tmp_path: Path) -> None:
     from benchmarks import estimation
 
     out = tmp_path / "results.json"
+    earlier = {"started": "2026-01-01T00:00:00+00:00", "quick": False, "machine": {"cpus": 2}}
+    out.write_text(json.dumps({**earlier, "results": {"drift": {"kept": True}}}))
     assert main(["estimation", "--quick", "--out", str(out)]) == 0
-    result = json.loads(out.read_text())["results"]["estimation"]
+    document = json.loads(out.read_text())
+    assert document["results"]["drift"] == {"kept": True}  # other benchmarks' figures stay
+    assert document["runs"]["drift"]["started"] == earlier["started"]
+    assert document["runs"]["estimation"]["quick"] is True
+    result = document["results"]["estimation"]
     assert result["accuracy"]["windows"] == 10
     assert 0 <= result["accuracy"]["mae"]["auc"] < 0.05
     assert result["speed"]["rows"] == 50_000 and result["speed"]["ours_s"]["median"] > 0
-    assert "## Performance estimation (CBPE)" in render(json.loads(out.read_text()))
+    assert "## Performance estimation (CBPE)" in render(
+        {**document, "results": {"estimation": result}}
+    )
     assert estimation.THRESHOLD == 0.25
+    dle = result["dle"]["accuracy"]
+    assert dle["windows"] == 10 and dle["mean_relative_error"]["mae"] < 0.05
+    assert "Regression (DLE)" in render({**document, "results": {"estimation": result}})
 
 
 @pytest.mark.skipif(
@@ -144,6 +169,8 @@ def test_estimation_agrees_with_nannyml_where_defined_alike() -> None:
     nanny = result["nannyml"]
     assert max(nanny["max_abs_difference"].values()) < 0.01
     assert nanny["speed_s"]["median"] > 0
+    theirs = result["dle"]["nannyml"]  # same information (the prediction), another loss model
+    assert max(theirs["max_relative_difference"].values()) < 0.02
 
 
 def test_rollout_judges_on_a_few_simulated_steps() -> None:

@@ -466,6 +466,18 @@ def test_the_reconciler_forgets_delivery_keys_after_the_retention() -> None:
     assert world.store.deliveries == {}
 
 
+def test_each_reconcile_tick_anchors_the_audit_log_when_it_moved() -> None:
+    world = make_world()
+    bus_of(world).handle(Reconcile())
+    assert [a.evidence["heads"] for a in world.audit.anchors] == [[[0, 0, "0" * 64]]]
+    deliver_alert(bus_of(world), payloads.alert(alert_id="alert-1"))
+    bus_of(world).handle(Reconcile())
+    bus_of(world).handle(Reconcile())  # nothing moved since: no new anchor
+    newest = world.audit.records[-1]
+    assert len(world.audit.anchors) == 2
+    assert world.audit.anchors[-1].evidence["heads"] == [[0, newest.seq, newest.hash]]
+
+
 BREACH_WINDOWS = "AmlOnlineEndpointConsoleLog | where Message has 'drift breach' | count"
 
 

@@ -129,6 +129,7 @@ def test_a_reconcile_tick_is_a_tree_of_follow_up_work() -> None:
         "ReconcileCleanUps",
         "ReconcileEstimates",
         "PurgeDeliveries",
+        "AnchorAudit",
     ]
 
 

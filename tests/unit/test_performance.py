@@ -364,3 +364,164 @@ def test_a_missing_ground_truth_file_does_not_stop_the_trigger(tmp_path: Any) ->
     tick(world)
     [cycle] = started(world)
     assert cycle.trigger["realised"] is None
+
+
+# -- regression: direct loss estimation (DLE) ---------------------------------------------
+
+LOSS = {"metric": "mae", "max_increase": 0.1, "window": "1h", "min_rows": 300}
+
+
+def regression_rows(n: int, shift: float, spread: float, seed: int) -> tuple[Any, Any]:
+    """Predictions and targets: noise grows with |x| (tests/unit/test_loss_estimation.py)."""
+    from tests.unit.test_loss_estimation import rows
+
+    predictions, targets = rows(np.random.default_rng(seed), n, shift, spread)
+    return [float(p) for p in predictions], [float(t) for t in targets]
+
+
+def regression_world(**estimate: Any) -> World:
+    world = make_world(make_policy(signals__estimated_performance={**LOSS, **estimate}))
+    world.platform.champions["credit"] = "1"
+    predictions, targets = regression_rows(5000, 0.0, 1.0, seed=1)
+    world.platform.evaluations["job-old"] = {
+        "champion": {"version": "1"},
+        "examples": {"label": targets, "champion_score": predictions},
+    }
+    old = Cycle("credit-old", "credit", CycleState.REJECTED, T0, T0, job_name="job-old")
+    world.store.cycles[old.id] = old.to_json()
+    return world
+
+
+def test_dle_a_rising_loss_starts_a_cycle_with_the_estimate_as_evidence() -> None:
+    world = regression_world()
+    predictions, _ = regression_rows(1000, 1.5, 0.3, seed=3)  # into the noisy region
+    world.scored.add("credit-ep", "blue", world.clock.now(), predictions)
+    tick(world)
+    [cycle] = started(world)
+    trigger = cycle.trigger
+    assert trigger["metric"] == "mae" and trigger["estimation"]["method"] == "dle"
+    assert trigger["estimate"] - trigger["reference"] > 0.1
+    low, high = trigger["interval"]
+    assert low <= trigger["estimate"] <= high
+    assert "over the reference" in trigger["why"]
+
+
+def test_dle_a_steady_loss_does_nothing() -> None:
+    world = regression_world()
+    predictions, _ = regression_rows(1000, 0.0, 1.0, seed=4)
+    world.scored.add("credit-ep", "blue", world.clock.now(), predictions)
+    tick(world)
+    assert started(world) == []
+
+
+def test_dle_an_absolute_threshold_is_the_highest_acceptable_loss() -> None:
+    world = regression_world(max_increase=None, metric="rmse", threshold=0.7)
+    predictions, _ = regression_rows(1000, 0.0, 1.0, seed=4)  # rmse about 0.85
+    world.scored.add("credit-ep", "blue", world.clock.now(), predictions)
+    tick(world)
+    [cycle] = started(world)
+    assert "> threshold 0.7" in cycle.trigger["why"]
+
+
+def test_dle_ground_truth_puts_the_realised_loss_next_to_the_estimate(tmp_path: Any) -> None:
+    path = tmp_path / "labels.jsonl"
+    world = regression_world(ground_truth=str(path))
+    predictions, targets = regression_rows(1000, 1.0, 0.5, seed=3)  # inside the reference
+    at = world.clock.now()
+    world.scored.add("credit-ep", "blue", at, predictions)
+    rows = [
+        {"time": at.isoformat(), "score": p, "label": t}
+        for p, t in zip(predictions, targets, strict=True)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tick(world)
+    [cycle] = started(world)
+    truth_now = cycle.trigger["realised"]
+    assert truth_now["rows"] == 1000
+    assert abs(truth_now["error"]) < 0.05 * truth_now["value"]  # DLE within 5% of realised
+
+
+def test_dle_guard_fails_a_canary_whose_estimated_loss_is_higher() -> None:
+    world = make_world(make_policy(signals__estimated_performance={**LOSS, "guard_tolerance": 0.1}))
+    cycle = registered_and_rolling(world)
+    predictions, targets = regression_rows(5000, 0.0, 1.0, seed=1)
+    assert cycle.job_name
+    world.platform.evaluations[cycle.job_name]["examples"] = {
+        "label": targets,
+        "challenger_score": predictions,
+        "champion_score": predictions,
+    }
+    world.metrics.samples = {rollout_of(cycle)["deployment"]: HEALTHY, "blue": HEALTHY}
+    worse, _ = regression_rows(800, 1.5, 0.3, seed=6)
+    same, _ = regression_rows(800, 0.0, 0.5, seed=7)
+    serve(world, cycle, worse, same)
+    tick(world, 301)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "estimated mae" in cycle.reason and "over live" in cycle.reason
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (
+            {"metric": "mae", "max_drop": 0.1},
+            "mae is a loss (lower is better): give 'max_increase'",
+        ),
+        ({"metric": "rmse"}, "give 'threshold' (the highest acceptable rmse) or 'max_increase'"),
+        ({"metric": "auc", "max_increase": 0.1}, "'max_increase' is for a loss (mae, rmse)"),
+        ({"method": "dle", "metric": "auc", "max_drop": 0.1}, "method 'dle' does not estimate"),
+        ({"method": "cbpe", "metric": "mae", "threshold": 2}, "cbpe (binary classifiers)"),
+        ({"method": "nannyml", "metric": "mae", "threshold": 2}, "method"),
+        ({"metric": "auc", "threshold": 3}, "'threshold' 3: auc lies in [0, 1]"),
+    ],
+)
+def test_policy_validate_explains_the_regression_fields(
+    block: dict[str, Any], message: str
+) -> None:
+    from shared.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=re.escape(message)) as info:
+        make_policy(signals__estimated_performance=block)
+    assert "estimated_performance" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("azureml://datastores/labels/paths/x.csv", "only workspaceblobstore"),
+        ("azureml://datastores/workspaceblobstore/paths/../secrets.csv", "without '..'"),
+        ("azureml://subscriptions/s/x.csv", "a datastore path is azureml://datastores/"),
+    ],
+)
+def test_policy_validate_explains_a_ground_truth_datastore_path(source: str, message: str) -> None:
+    from shared.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        make_policy(signals__estimated_performance={**ESTIMATE, "ground_truth": source})
+    fine = "azureml://datastores/workspaceblobstore/paths/labels/credit/"
+    policy = make_policy(signals__estimated_performance={**ESTIMATE, "ground_truth": fine})
+    est = policy.models["credit"].signals.estimated_performance
+    assert est is not None and est.ground_truth == fine  # kept as written, not a local path
+
+
+def test_a_datastore_ground_truth_on_azure_needs_the_datastore_container(tmp_path: Any) -> None:
+    from composition.wiring import build_labels
+    from shared.adapters.ground_truth_blob import BlobGroundTruth
+    from shared.errors import SettingsError
+    from shared.settings import AppSettings, AzureSettings
+
+    source = "azureml://datastores/workspaceblobstore/paths/labels/"
+    policy = make_policy(signals__estimated_performance={**ESTIMATE, "ground_truth": source})
+    azure = AppSettings(data_dir=tmp_path, policy_path=None, platform="azure")
+    with pytest.raises(SettingsError, match="AUTOPILOT_COLLECTOR_CONTAINER_URL"):
+        build_labels(azure, policy)
+    url = "https://acct.blob.core.windows.net/azureml-blobstore-0000"
+    configured = AppSettings(
+        data_dir=tmp_path,
+        policy_path=None,
+        platform="azure",
+        azure=AzureSettings(collector_container_url=url),
+    )
+    assert isinstance(build_labels(configured, policy).blob, BlobGroundTruth)
+    assert build_labels(azure, make_policy()).blob is None  # local files need nothing

@@ -48,6 +48,9 @@ def test_complete_azure_settings_are_accepted() -> None:
         ({"AUTOPILOT_STALE_AFTER_S": "soon"}, "AUTOPILOT_STALE_AFTER_S must be a number"),
         ({"AUTOPILOT_DELIVERY_RETENTION_S": "3600"}, "must be at least 172800 (48 hours)"),
         ({"AUTOPILOT_DELIVERY_RETENTION_S": "1w"}, "AUTOPILOT_DELIVERY_RETENTION_S must be a"),
+        ({"AUTOPILOT_AUDIT_SHARDS": "0"}, "AUTOPILOT_AUDIT_SHARDS must be a whole number"),
+        ({"AUTOPILOT_AUDIT_SHARDS": "257"}, "AUTOPILOT_AUDIT_SHARDS must be a whole number"),
+        ({"AUTOPILOT_AUDIT_SHARDS": "eight"}, "AUTOPILOT_AUDIT_SHARDS must be a whole number"),
     ],
 )
 def test_bad_settings_name_the_setting(change: dict[str, str], message: str) -> None:
@@ -69,6 +72,18 @@ def test_bad_function_keys_never_echo_the_key(raw: str, message: str) -> None:
         parse_keys(raw)
     assert message in str(info.value)
     assert "0123456789abcdefgh" not in str(info.value)
+
+
+def test_audit_shards_default_to_one_chain_and_reach_the_table_audit_log() -> None:
+    from composition.wiring import build_store
+
+    assert AppSettings.from_env(AZURE).audit_shards == 1
+    conn = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;TableEndpoint=http://127.0.0.1:9/a;"
+    settings = AppSettings.from_env(
+        {**AZURE, "AUTOPILOT_AUDIT_SHARDS": "32", "AUTOPILOT_TABLE_CONNECTION_STRING": conn}
+    )
+    _, audit = build_store(settings)  # builds clients lazily: no request is sent
+    assert settings.audit_shards == 32 and getattr(audit, "shards", None) == 32
 
 
 def test_missing_policy_setting_is_named() -> None:

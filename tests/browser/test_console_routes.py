@@ -172,6 +172,7 @@ def test_audit_verify_reports_the_chain(registered: dict[str, Any], world: World
         "ok": True,
         "records": 2,
         "first_bad_seq": None,
+        "chain": None,  # which chain broke (a sharded log on Table Storage); None when intact
         "problem": "",
     }
 

@@ -39,7 +39,7 @@ MODULES: dict[str, list[str]] = {
     "handlers/signals.py": [
         "tests/unit/test_spec_signals.py",
         "tests/unit/test_lifecycle.py",
-        "tests/unit/test_intake.py::test_a_bad_event_is_dead_lettered_not_raised",
+        "tests/unit/test_messagebus.py",
     ],
     "handlers/rollout.py": [
         "tests/unit/test_spec_rollout.py",

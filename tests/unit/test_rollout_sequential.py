@@ -233,3 +233,61 @@ def test_at_the_full_step_errors_are_still_judged_against_lives_last_window() ->
             break
         cycle = serve_and_look(world, cycle, new=(400, 80, 50.0), live=(0, 0, 50.0))
     assert cycle.state is CycleState.ROLLED_BACK
+
+
+def _six_places(band: dict[str, float]) -> bool:
+    return all(v == round(v, 6) for v in band.values())
+
+
+def test_a_passed_step_records_its_window_and_every_looks_band_in_six_places() -> None:
+    """What the console's evidence band and an auditor read off a passed step."""
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    started = world.clock.now()
+    while cycle.rollout.percent == 10:
+        cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
+    evidence = decisions(world, cycle.id)[-1].evidence
+    assert evidence["window"] == [started.isoformat(), world.clock.now().isoformat()]
+    assert (evidence["percent"], evidence["verdict"]) == (10, "pass")
+    assert (evidence["new_requests"], evidence["live_requests"]) == (600, 600)
+    last = evidence["bounds"][-1]
+    assert last["at"] == world.clock.now().isoformat()
+    for name in ("errors", "latency"):
+        band = last[name]
+        assert set(band) == {"estimate", "lower", "upper"} and _six_places(band)
+        assert band["lower"] < band["estimate"] == 0.0 < band["upper"]
+
+
+def test_a_watch_rollback_records_the_window_the_baseline_and_the_band() -> None:
+    """The rollback record of the watch period names the window judged, the previous
+    deployment's last window with traffic (errors only: its latencies were another moment's),
+    the request counts and the error band that showed harm."""
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(30):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        live = (0, 0, 50.0) if cycle.rollout.percent == 100 else (400, 0, 50.0)
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live)
+    promoted, steps = world.clock.now(), cycle.rollout.steps
+    cycle = serve_and_look(world, cycle, new=(300, 30, 50.0), live=(0, 0, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK
+    rolled = [r for r in world.audit.records if r.cycle == cycle.id and "ROLLED_BACK" in r.summary]
+    evidence = dict(rolled[-1].evidence)
+    errors = evidence.pop("errors")
+    assert evidence == {
+        "analysis": "sequential",
+        "window": [promoted.isoformat(), world.clock.now().isoformat()],
+        "baseline": (
+            "blue is kept warm and serves no traffic: compared with its last window with "
+            f"traffic ({steps[-2].at.isoformat()} to {steps[-1].at.isoformat()}), on errors only"
+        ),
+        "tolerance": 0.01,
+        "new_requests": 300,
+        "live_requests": 800,  # the 50% step's window: two looks of 400
+        "latency": None,
+        "sentence": cycle.reason.removeprefix("rolled back: during the watch period: "),
+        "restored": {"blue": 100},
+    }
+    assert errors["estimate"] == 0.1 and _six_places(errors)
+    assert 0.01 < errors["lower"] < 0.1 < errors["upper"]

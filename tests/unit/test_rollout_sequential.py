@@ -291,3 +291,23 @@ def test_a_watch_rollback_records_the_window_the_baseline_and_the_band() -> None
     }
     assert errors["estimate"] == 0.1 and _six_places(errors)
     assert 0.01 < errors["lower"] < 0.1 < errors["upper"]
+
+
+def test_a_hold_starts_at_the_look_that_reaches_max_bake_and_is_audited_with_that_look() -> None:
+    world = sequential_world(max_bake="2m", on_max_bake="hold")
+    cycle = registered_and_rolling(world)
+    started = world.clock.now()
+    reasons = []
+    for _ in range(4):  # the 4th look is exactly max_bake (2m) after the step began
+        cycle = serve_and_look(world, cycle, new=(3, 0, 50.0), live=(27, 0, 50.0))
+        reasons.append(cycle.reason)
+    deadline = (started + _seconds(120)).strftime("%H:%M:%S")
+    assert all(f"decision by {deadline} UTC at the latest" in r for r in reasons[:3])
+    assert "held past max_bake" not in " ".join(reasons[:3])
+    assert "canary at 10% (held past max_bake): 12 requests" in reasons[3]
+    assert "decision by" not in reasons[3]
+    (held,) = [d for d in decisions(world, cycle.id) if "held at max_bake" in d.summary]
+    assert held.caused_by == "timer:reconcile"
+    assert held.reason == held.evidence["sentence"] and held.reason.startswith("12 requests: ")
+    assert held.evidence["window"] == [started.isoformat(), world.clock.now().isoformat()]
+    assert (held.evidence["verdict"], held.evidence["new_requests"]) == ("continue", 12)

@@ -312,3 +312,75 @@ def test_a_manual_rollback_with_nothing_to_roll_back_is_a_conflict() -> None:
         bus_of(world).handle(ManualRollback("credit", "alice", "bad"))
     with pytest.raises(NotFound, match="model 'nope' is not in the policy"):
         bus_of(world).handle(ManualRollback("nope", "alice", "bad"))
+
+
+# --- what every signal decision records -----------------------------------------------------
+
+
+def _confirming(world: World) -> None:
+    """Nothing before the signal: the policy asks for two."""
+
+
+def _active(world: World) -> None:
+    alert(world)  # a cycle is already running
+
+
+def _cooling_down(world: World) -> None:
+    alert(world)
+    close_by_failure(world)
+
+
+SIGNAL_OUTCOMES = [
+    (
+        {"confirm": {"signals": 2, "within": "10m"}},
+        _confirming,
+        "drift signal awaiting confirmation (1/2)",
+    ),
+    ({}, _confirming, "retraining cycle started"),
+    ({}, _active, "drift signal coalesced into active cycle (1 so far)"),
+    ({}, _cooling_down, "drift signal suppressed by cooldown"),
+    ({"mode": "observe"}, _confirming, "dry run: would start a retraining cycle"),
+]
+
+
+@pytest.mark.parametrize(("policy", "before", "summary"), SIGNAL_OUTCOMES)
+def test_every_signal_decision_names_the_model_the_event_and_the_signal(
+    policy: dict[str, Any], before: Any, summary: str
+) -> None:
+    """An auditor follows each decision back to the event that caused it and sees the signal:
+    the decision names the model, is caused by the delivered alert, and carries its evidence."""
+    world = make_world(make_policy(**policy))
+    before(world)
+    seen = len(world.audit.records)
+    alert(world)
+    new = world.audit.records[seen:]
+    received = next(r for r in new if r.kind == "event_received")
+    (decision,) = [r for r in new if r.summary == summary]
+    assert decision.kind == "decision" and decision.model == "credit"
+    assert decision.actor == "system"
+    assert decision.caused_by == received.caused_by and received.caused_by
+    assert decision.evidence["source"] == "alert"
+    assert decision.evidence["rule"] == "credit-drift"
+    if policy.get("mode") == "observe":
+        assert decision.evidence["dry_run"] is True
+        assert decision.reason == (
+            "model is in observe mode; no job, registration or traffic change happens"
+        )
+    else:
+        assert decision.evidence["signal"] == "credit-drift"
+
+
+def test_a_started_cycle_is_published_with_the_signal_that_triggered_it() -> None:
+    """Subscribers to our lifecycle events learn why a cycle started (the same evidence as the
+    audit log's decision)."""
+    world = make_world(make_policy())
+    alert(world)
+    [cycle] = world.store.list_cycles("credit")
+    started = [p for p in world.publisher.published if p[0] == "Autopilot.cycle.started"]
+    assert len(started) == 1
+    _, subject, data = started[0]
+    assert subject == "models/credit"
+    assert (data["cycle"], data["model"], data["state"]) == (cycle.id, "credit", "TRIGGERED")
+    decision = found(world, "retraining cycle started")
+    assert data["trigger"] == decision.evidence
+    assert data["trigger"]["signal"] == "credit-drift"

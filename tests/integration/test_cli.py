@@ -127,7 +127,8 @@ def test_policy_validate_refuses_a_policy_without_models(tmp_path: Path) -> None
 def test_bad_usage_exits_2_and_names_the_commands() -> None:
     missing = cli("audit")
     assert missing.returncode == 2
-    assert "choose a command: list, show, verify, anchor (see autopilot audit --help)" in missing.stderr
+    expected = "choose a command: list, show, verify, anchor (see autopilot audit --help)"
+    assert expected in missing.stderr
     assert "audit_cmd" not in missing.stderr
     assert "choose a command: list, show" in cli("cycles").stderr
     assert cli("audit", "show", "not-a-number").returncode == 2

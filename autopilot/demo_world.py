@@ -86,7 +86,10 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
         **spec["rollout"].get("sequential", {}),
         "tolerance": 0.05,
         "delta": 0.1,
-        "latency_tolerance": 0.15,
+        # local scoring answers in a few ms, so the share above live's p95 is mostly the
+        # machine's noise (a traffic shift's first requests rolled a good model back): only a
+        # grossly slower model fails on latency here; errors are judged as everywhere
+        "latency_tolerance": 0.5,
         "check_every": "2s",
         "max_bake": "120s",  # no decision by then fails safe; a busy machine sends fewer requests
     }

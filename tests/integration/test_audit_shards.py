@@ -379,7 +379,8 @@ def test_sqlite_writes_a_batch_in_one_transaction(tmp_path: Path) -> None:
 
 
 def test_the_audit_scale_benchmark_runs_on_tiny_inputs() -> None:
-    """``python -m benchmarks audit-scale`` keeps working (its own Azurite, forked writers)."""
+    """``python -m benchmarks audit-scale`` keeps working (its own Azurite, forked writers,
+    writer threads in one process, the SDK probe, the idle-machine estimate)."""
     from benchmarks import audit_scale
 
     result = audit_scale.run(
@@ -387,12 +388,24 @@ def test_the_audit_scale_benchmark_runs_on_tiny_inputs() -> None:
         layouts={"single_chain": 1, "sharded_8": 8},
         window_s=0.3,
         verify_records=64,
+        threaded=((8, 2, 2),),
+        warmup_s=0.1,
     )
     assert set(result["single_chain"]) == {"1", "2"} and result["single_chain"]["1"] > 0
     assert set(result["sharded"]) == {"8"} and result["sharded"]["8"]["2"] > 0
+    assert result["threaded"]["8 chains, 1x2"] > 0
     assert all(
         p["chains_valid"] and p["records_verified"] >= p["appends"] for p in result["points"]
     )
+    one = result["points"][0]  # one writer on one chain: one request per append, no race
+    assert one["lost_races_per_append"] == 0 and 1 <= one["requests_per_append"] < 1.1
+    assert set(result["sdk_cpu_ms_per_call"]) == {
+        "create_entity",
+        "submit_transaction_2_ops",
+        "get_entity",
+        "query_tail",
+    }
+    assert result["idle_machine"]["appends_per_s_cpu_cap"] > 0
     assert result["verify"]["ok"] and result["verify"]["verified"] == 64
     assert "| chains | writers | appends/s |" in audit_scale.table(result)
 

@@ -501,3 +501,20 @@ def test_writers_settle_one_per_chain(azurite: str) -> None:  # noqa: F811
     assert history[-5:] == [(0, n)] * 5
     result = logs[0].verify()
     assert result.ok and result.records == n * rounds
+
+
+def test_records_past_the_head_hint_cut_off_after_an_anchor_are_caught(
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    """Single appends leave the hint behind (it moves every 32nd seq); the anchor is what
+    commits the records past it."""
+    log = TableAuditLog(azurite, table_prefix=fresh_prefix(), clock=audit_suite.ticking_clock())
+    for i in range(HINT_EVERY + 3):
+        log.append(entry(f"r{i}"))
+    t = table(azurite, log)
+    assert t.get_entity(partition_of(0), HEAD)["seq"] == HINT_EVERY
+    log.anchor()
+    t.delete_entity(partition_of(0), row_key(HINT_EVERY + 3))
+    result = log.verify()
+    assert not result.ok and result.chain == "0" and result.first_bad_seq == HINT_EVERY + 3
+    assert "cut off after the anchor" in result.problem

@@ -19,8 +19,9 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from benchmarks.common import ROOT, machine_notes, markdown_table, percentile
 from shared.adapters.table_audit import TableAuditLog
+from shared.adapters.table_chain import as_entity, row_key
+from shared.audit_chain import GENESIS, seal
 from shared.errors import TransientError
 from shared.model import AuditEntry, AuditKind
 
@@ -36,19 +39,28 @@ LATENCY_S = 0.005
 WRITERS = (1, 2, 4, 8, 16, 32)
 LAYOUTS = {"single_chain": 1, "sharded_8": 8, "sharded_32": 32}
 WINDOW_S = 4.0
+WARMUP_S = 1.0
+SDK_PROBE_OPS = 200
+# (chains, writers, threads per process): writers as threads, as one Functions worker
+# process runs concurrent invocations of a synchronous function.
+THREADED = ((32, 32, 8), (32, 32, 32))
+CORES = 2
 VERIFY_RECORDS = 100_000
 VERIFY_SHARDS = 32
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 
 class DelayedTransport(RequestsTransport):  # type: ignore[misc]  # azure-core ships RequestsTransport untyped (subclass of Any)
-    """Every request waits ``delay_s`` before it is sent: a storage account's round trip."""
+    """Every request waits ``delay_s`` before it is sent: a storage account's round trip.
+    Counts the requests sent."""
 
     def __init__(self, delay_s: float = LATENCY_S, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.delay_s = delay_s
+        self.sent = 0
 
     def send(self, request: Any, **kwargs: Any) -> Any:
+        self.sent += 1  # several threads: an estimate, good enough for a per-append figure
         time.sleep(self.delay_s)
         return super().send(request, **kwargs)
 
@@ -63,31 +75,72 @@ def _entry(writer: int, i: int) -> AuditEntry:
     )
 
 
+@dataclass
+class _Tally:
+    """What one writer thread did in the measured window."""
+
+    latencies: list[float] = field(default_factory=list)
+
+
 def _writer(
-    connection: str, prefix: str, shards: int, index: int, start: Any, window_s: float, out: Any
+    connection: str,
+    prefix: str,
+    shards: int,
+    index: int,
+    threads: int,
+    start: Any,
+    timing: tuple[float, float],
+    out: Any,
 ) -> None:
-    """One writer process: warm up (one append), wait for the others, append until the end
-    of the window; report appends, latencies and lost races."""
+    """One writer process (a Function instance's worker) with ``threads`` writer threads
+    (concurrent invocations) sharing one ``TableAuditLog``: one append each, wait for the
+    other processes, append for ``warmup_s`` (not measured), then for ``window_s``. Reports
+    latencies, lost races and requests of the window, the warm-up's lost races, and CPU."""
+    warmup_s, window_s = timing
     try:
-        log = TableAuditLog(
-            connection, table_prefix=prefix, shards=shards, transport=DelayedTransport()
-        )
-        log.append(_entry(index, -1))
-        warm_lost = log.stats.lost_races
+        transport = DelayedTransport()
+        log = TableAuditLog(connection, table_prefix=prefix, shards=shards, transport=transport)
+        tallies = [_Tally() for _ in range(threads)]
+
+        def run(thread: int, until: float, measured: bool) -> None:
+            writer, i = index * threads + thread, 0
+            while time.perf_counter() < until:
+                began = time.perf_counter()
+                log.append(_entry(writer, i))
+                if measured:
+                    tallies[thread].latencies.append(time.perf_counter() - began)
+                i += 1
+
+        def phase(seconds: float, measured: bool) -> None:
+            until = time.perf_counter() + seconds
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda t: run(t, until, measured), range(threads)))
+
+        log.append(_entry(index * threads, -1))
         start.wait()
-        cpu = time.process_time()
-        end = time.perf_counter() + window_s  # the barrier lets every writer go at once
-        latencies: list[float] = []
-        i = 0
-        while time.perf_counter() < end:
-            began = time.perf_counter()
-            log.append(_entry(index, i))
-            latencies.append(time.perf_counter() - began)
-            i += 1
-        cpu = time.process_time() - cpu
-        out.put((index, latencies, log.stats.lost_races - warm_lost, cpu, ""))
+        phase(warmup_s, measured=False)
+        warm_lost = log.stats.lost_races
+        cpu, lost, skipped, sent = (
+            time.process_time(),
+            log.stats.lost_races,
+            log.stats.busy_chains_skipped,
+            transport.sent,
+        )
+        phase(window_s, measured=True)
+        out.put(
+            (
+                index,
+                [x for t in tallies for x in t.latencies],
+                log.stats.lost_races - lost,
+                time.process_time() - cpu,
+                "",
+                warm_lost,
+                log.stats.busy_chains_skipped - skipped,
+                transport.sent - sent,
+            )
+        )
     except BaseException as exc:  # report, do not hang the parent
-        out.put((index, [], 0, 0.0, f"{type(exc).__name__}: {exc}"))
+        out.put((index, [], 0, 0.0, f"{type(exc).__name__}: {exc}", 0, 0, 0))
 
 
 def _cpu_s(pid: int) -> float:
@@ -100,49 +153,107 @@ def _cpu_s(pid: int) -> float:
 
 
 def run_point(
-    connection: str, shards: int, writers: int, window_s: float, server_pid: int = 0
+    connection: str,
+    shards: int,
+    writers: int,
+    window_s: float,
+    server_pid: int = 0,
+    threads: int = 1,
+    warmup_s: float = WARMUP_S,
 ) -> dict[str, Any]:
-    """``writers`` processes appending to a fresh log of ``shards`` chains for ``window_s``."""
+    """``writers`` writers (``writers / threads`` processes of ``threads`` threads) appending
+    to a fresh log of ``shards`` chains: ``warmup_s`` together, then ``window_s`` measured."""
     prefix = "b" + uuid.uuid4().hex[:12]
     TableAuditLog(connection, table_prefix=prefix, shards=shards).verify()  # the table
     ctx = mp.get_context("fork")
-    start, out = ctx.Barrier(writers + 1), ctx.Queue()
+    n = max(1, writers // threads)
+    start, out = ctx.Barrier(n + 1), ctx.Queue()
     procs = [
         ctx.Process(
-            target=_writer, args=(connection, prefix, shards, i, start, window_s, out), daemon=True
+            target=_writer,
+            args=(connection, prefix, shards, i, threads, start, (warmup_s, window_s), out),
+            daemon=True,
         )
-        for i in range(writers)
+        for i in range(n)
     ]
     for p in procs:
         p.start()
     start.wait(timeout=120)
+    time.sleep(warmup_s)
     server_cpu, load = _cpu_s(server_pid), os.getloadavg()[0]
-    answers = [out.get(timeout=window_s + 120) for _ in procs]
+    answers = [out.get(timeout=warmup_s + window_s + 120) for _ in procs]
     server_cpu = _cpu_s(server_pid) - server_cpu
     for p in procs:
         p.join(30)
-    errors = [e for *_, e in answers if e]
-    latencies = [x for _, lat, *_ in answers for x in lat]
+    errors = [a[4] for a in answers if a[4]]
+    latencies = [x for a in answers for x in a[1]]
     appends = len(latencies)
-    lost = sum(n for _, _, n, _, _ in answers)
-    client_cpu = sum(c for _, _, _, c, _ in answers)
+
+    def per_append(total: float, scale: float = 1.0) -> float:
+        return total / appends * scale if appends else float("nan")
+
     log = TableAuditLog(connection, table_prefix=prefix, shards=shards)
     checked = log.verify()
     return {
         "shards": shards,
         "writers": writers,
+        "processes": n,
+        "threads_per_process": threads,
         "appends": appends,
         "appends_per_s": appends / window_s,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
-        "lost_races_per_append": lost / appends if appends else float("nan"),
-        "client_cpu_ms_per_append": client_cpu / appends * 1000 if appends else float("nan"),
-        "azurite_cpu_ms_per_append": server_cpu / appends * 1000 if appends else float("nan"),
+        "lost_races_per_append": per_append(sum(a[2] for a in answers)),
+        "warmup_lost_races": sum(a[5] for a in answers),
+        "busy_chains_skipped_per_append": per_append(sum(a[6] for a in answers)),
+        "requests_per_append": per_append(sum(a[7] for a in answers)),
+        "client_cpu_ms_per_append": per_append(sum(a[3] for a in answers), 1000),
+        "azurite_cpu_ms_per_append": per_append(server_cpu, 1000),
         "load_avg_1min_at_start": load,
         "chains_valid": checked.ok,
         "records_verified": checked.records,
         "errors": errors[:3],
     }
+
+
+def sdk_cpu(connection: str, n: int = SDK_PROBE_OPS) -> dict[str, float]:
+    """Writer CPU (ms) per call of the SDK paths an append can take, no injected latency:
+    ``create_entity`` (a single append), a two-operation ``submit_transaction`` (record and
+    hint), ``get_entity`` and a small ``query_entities`` (a tail read)."""
+    from azure.data.tables import TableServiceClient, UpdateMode
+
+    service = TableServiceClient.from_connection_string(connection, retry_total=0)
+    table = service.create_table_if_not_exists("p" + uuid.uuid4().hex[:12])
+    now = datetime.now(UTC)
+
+    def record(seq: int, partition: str) -> dict[str, Any]:
+        return as_entity(seal(_entry(0, seq), seq=seq, prev_hash=GENESIS, time=now), partition)
+
+    def hint(seq: int) -> tuple[Any, ...]:
+        head = {"PartitionKey": "t", "RowKey": "head", "seq": seq, "hash": GENESIS}
+        return ("upsert", head, {"mode": UpdateMode.REPLACE})
+
+    calls: dict[str, Callable[[int], Any]] = {
+        "create_entity": lambda i: table.create_entity(record(i, "c")),
+        "submit_transaction_2_ops": lambda i: table.submit_transaction(
+            [("create", record(i, "t")), hint(i)]
+        ),
+        "get_entity": lambda i: table.get_entity("c", row_key(i)),
+        "query_tail": lambda i: list(
+            table.query_entities(
+                f"PartitionKey eq 'c' and RowKey gt '{row_key(i)}' "
+                f"and RowKey lt '{row_key(i + 9)}'",
+                select=["RowKey", "hash", "time"],
+            )
+        ),
+    }
+    measured = {}
+    for name, call in calls.items():
+        began = time.process_time()
+        for i in range(1, n + 1):
+            call(i)
+        measured[name] = (time.process_time() - began) / n * 1000
+    return measured
 
 
 def time_verify(connection: str, records: int, shards: int) -> dict[str, Any]:
@@ -190,20 +301,30 @@ def run(
     layouts: dict[str, int] | None = None,
     window_s: float = WINDOW_S,
     verify_records: int = VERIFY_RECORDS,
+    threaded: Sequence[tuple[int, int, int]] = THREADED,
+    warmup_s: float = WARMUP_S,
 ) -> dict[str, Any]:
+    """Every layout x writer count as processes, then each ``threaded`` (chains, writers,
+    threads per process) point, the SDK's CPU per call, and the timed ``verify``."""
     from tests.integration.azurite import start_azurite
 
     layouts = LAYOUTS if layouts is None else layouts
     server = start_azurite()
     began = time.perf_counter()
+    pid = server.process.pid
     try:
         points = {
             name: [
-                run_point(server.connection_string, shards, w, window_s, server.process.pid)
+                run_point(server.connection_string, shards, w, window_s, pid, 1, warmup_s)
                 for w in writers
             ]
             for name, shards in layouts.items()
         }
+        threads = [
+            run_point(server.connection_string, shards, w, window_s, pid, t, warmup_s)
+            for shards, w, t in threaded
+        ]
+        sdk = sdk_cpu(server.connection_string)
         try:
             verified = time_verify(server.connection_string, verify_records, VERIFY_SHARDS)
         except Exception as exc:  # keep the appends' figures; say what failed
@@ -219,31 +340,64 @@ def run(
     finally:
         server.stop()
     sharded = {name: pts for name, pts in points.items() if name != "single_chain"}
+    every = [p for pts in points.values() for p in pts]
     return {
         "latency_injected_ms": LATENCY_S * 1000,
         "window_s": window_s,
+        "warmup_s": warmup_s,
         "azurite": server.version,
-        "single_chain": {str(p["writers"]): p["appends_per_s"] for p in points["single_chain"]},
+        "single_chain": {
+            str(p["writers"]): p["appends_per_s"] for p in points.get("single_chain", [])
+        },
         "sharded": {
             str(LAYOUTS.get(name, name)): {str(p["writers"]): p["appends_per_s"] for p in pts}
             for name, pts in sharded.items()
         },
-        "points": [p for pts in points.values() for p in pts],
+        "threaded": {
+            f"{p['shards']} chains, {p['processes']}x{p['threads_per_process']}": p["appends_per_s"]
+            for p in threads
+        },
+        "points": every + threads,
+        "sdk_cpu_ms_per_call": sdk,
+        "idle_machine": idle_estimate(every + threads),
         "verify": verified,
         "duration_s": time.perf_counter() - began,
     }
 
 
+def idle_estimate(points: Sequence[dict[str, Any]], cores: int = CORES) -> dict[str, Any]:
+    """What the CPU figures imply with the machine to ourselves: ``cores`` cores shared by the
+    writers and Azurite (one Node process: one core at most), for the point with the most
+    writers and chains (the issue's target point)."""
+    target = max(points, key=lambda p: (p["shards"], p["writers"], -p["threads_per_process"]))
+    client, server = target["client_cpu_ms_per_append"], target["azurite_cpu_ms_per_append"]
+    both = client + server
+    cap = min(cores * 1000 / both, 1000 / server) if both > 0 and server > 0 else float("nan")
+    return {
+        "point": f"{target['shards']} chains, {target['writers']} writers",
+        "cpu_ms_per_append": both,
+        "appends_per_s_cpu_cap": cap,
+        "cores": cores,
+        "client_appends_per_s_per_core": 1000 / client if client > 0 else float("nan"),
+    }
+
+
 def table(result: dict[str, Any]) -> str:
-    """The markdown table of a run, one row per (chains, writers)."""
+    """The markdown table of a run, one row per (chains, writers, threads), and the notes."""
     rows = [
         [
             str(p["shards"]),
-            str(p["writers"]),
+            str(p["writers"])
+            + (
+                ""
+                if p["threads_per_process"] == 1
+                else f" ({p['processes']}x{p['threads_per_process']})"
+            ),
             f"{p['appends_per_s']:,.0f}",
             f"{p['p50_ms']:.1f}",
             f"{p['p99_ms']:.1f}",
-            f"{p['lost_races_per_append']:.3f}",
+            f"{p['lost_races_per_append']:.3f} ({p['warmup_lost_races']})",
+            f"{p['requests_per_append']:.2f}",
             f"{p['client_cpu_ms_per_append']:.1f} + {p['azurite_cpu_ms_per_append']:.1f}",
             f"{p['load_avg_1min_at_start']:.1f}",
             "yes" if p["chains_valid"] else "**no**",
@@ -256,17 +410,24 @@ def table(result: dict[str, Any]) -> str:
         "appends/s",
         "p50 ms",
         "p99 ms",
-        "lost races/append",
+        "lost races/append (in warm-up)",
+        "requests/append",
         "CPU ms/append (writers + Azurite)",
         "load",
         "valid",
     ]
-    v = result["verify"]
+    v, idle = result["verify"], result["idle_machine"]
+    sdk = ", ".join(f"{k} {ms:.1f}" for k, ms in result["sdk_cpu_ms_per_call"].items())
     return (
         markdown_table(header, rows)
         + f"\n\nverify: {v['verified']:,} records in {v['shards']} chains, "
         f"{'intact' if v['ok'] else 'NOT intact'}, {v['verify_s']:.1f} s "
         f"(filled in {v['fill_s']:.1f} s)"
+        + f"\n\nwriter CPU ms per SDK call (no injected latency): {sdk}"
+        + f"\n\nidle machine ({idle['point']}): {idle['cpu_ms_per_append']:.1f} ms CPU per "
+        f"append -> at most {idle['appends_per_s_cpu_cap']:,.0f} appends/s on "
+        f"{idle['cores']} cores with Azurite on the same machine; the writers alone "
+        f"{idle['client_appends_per_s_per_core']:,.0f} appends/s per core"
     )
 
 
@@ -289,6 +450,8 @@ def main(argv: Sequence[str] = ()) -> int:
             layouts={"single_chain": 1, "sharded_8": 8},
             window_s=1.0,
             verify_records=2_000,
+            threaded=((8, 4, 4),),
+            warmup_s=0.5,
         )
     else:
         result = run()

@@ -2,16 +2,21 @@
 
 One table, ``<prefix>audit``. Records go to one of ``shards`` chains (S, setting
 ``AUTOPILOT_AUDIT_SHARDS``, default 1 = the single chain of the versions before sharding),
-each an independent hash chain in a partition of its own (``table_chain``): an append is one
-entity-group transaction on one partition, so writers on different chains never meet, and
-Table Storage's per-partition target (about 2,000 entities/s) applies per chain.
+each an independent hash chain in a partition of its own (``table_chain``): a single append is
+one conditional insert (a batch, one entity-group transaction) on one partition, so writers on
+different chains never meet, and Table Storage's per-partition target (about 2,000
+entities/s) applies per chain.
 
-Which chain: each writer (thread) keeps appending to the chain it last won on; a chain
-another thread of this process is using is skipped for a free one. A writer that loses a
-race (another process moved the chain first) goes to another chain at random and reads its
-head: a lost race costs one failed transaction and one point read, whatever the number of
-writers, and writers spread over the chains instead of queueing on one. After two losses in
-a row it also pauses (random, at most 20 ms).
+Which chain: a writer (process) starts on its home chain, a hash of its id (the Functions
+instance id and the process id); each thread then keeps to the chain it last won on, and a
+chain another thread here holds is skipped for a free one. Reading a chain's tail (first use,
+or after a lost race) also shows how fresh its last record is: under ``BUSY_S`` old, another
+writer is on it, and the writer tries another chain (at most ``MAX_PROBES`` tail reads). A
+writer that loses a race (another writer inserted the seq first; nothing was written) moves to
+a chain where it has not met anyone in the last ``CONTESTED_S``, at random: a lost race costs
+the failed insert and at most ``MAX_PROBES`` tail reads, with no pause, whatever the number of
+writers; writers settle one per chain instead of queueing on one. Only with nowhere to move
+(S = 1) does it pause, at random, at most 20 ms.
 
 A chain's order is seq order; across chains there is no common sequence: ``query`` merges by
 time, then chain, then seq (``audit_anchor.merge_key``), so order across chains is only as
@@ -27,8 +32,11 @@ reads every chain the newest anchor named).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +51,7 @@ from shared.adapters.table_chain import (
     CHAIN,
     QUERY_WINDOW,
     TableChain,
+    Tail,
     as_entity,
     as_record,
     partition_of,
@@ -77,6 +86,10 @@ ANCHOR_INDEX = -1  # ``AuditRecord.chain`` of anchor records
 APPEND_ATTEMPTS = 200
 # One entity-group transaction: at most 100 operations (the head and 99 records), under 4 MiB.
 BATCH_RECORDS = 99
+# Choosing a chain (see the module's docstring).
+CONTESTED_S = 10.0  # a chain where a race was lost, or found busy, is avoided this long
+BUSY_S = 1.0  # a chain whose last record is younger than this is another writer's
+MAX_PROBES = 3  # tail reads before writing to the last chain read
 BATCH_BYTES = 3_500_000
 READ_THREADS = 8
 
@@ -90,8 +103,9 @@ class AppendStats:
     """Counters for the benchmark and the logs: records appended, races lost."""
 
     appends: int = 0
-    transactions: int = 0
+    transactions: int = 0  # writes that landed: a single insert or a transaction each
     lost_races: int = 0
+    busy_chains_skipped: int = 0
 
 
 class TableAuditLog:
@@ -109,6 +123,7 @@ class TableAuditLog:
         retry: retries.RetryPolicies = retries.DEFAULT_POLICIES,
         clock: Callable[[], datetime] = _utc_now,
         shards: int = 1,
+        writer_id: str | None = None,
     ) -> None:
         if not 1 <= shards <= MAX_SHARDS:
             raise SettingsError(f"audit shards must be 1 to {MAX_SHARDS}, not {shards}")
@@ -126,6 +141,8 @@ class TableAuditLog:
         self._chains_lock = threading.Lock()
         self.anchors = TableChain(self.tables, ANCHOR_INDEX, ANCHOR_CHAIN, clock)
         self._mine = threading.local()
+        self.home = home_chain(writer_id or default_writer_id(), shards)
+        self._contested: dict[int, float] = {}  # chain -> when another writer was met there
         self.query_window = QUERY_WINDOW
         self.stats = AppendStats()
         self._stats_lock = threading.Lock()
@@ -190,33 +207,82 @@ class TableAuditLog:
         raise TransientError(f"audit append: lost the race {APPEND_ATTEMPTS} times; retry later")
 
     def _take_chain(self) -> TableChain:
-        """This thread's chain if no other thread here uses it, else a free one, else wait
-        for this thread's chain. Returned locked."""
+        """The chain this thread last won on (at first, this writer's home chain) unless
+        another thread here holds it, else a free one, else wait for it. Returned locked,
+        and settled (see ``_settle``)."""
         mine = getattr(self._mine, "chain", None)
         if mine is None or mine >= self.shards:
-            mine = random.randrange(self.shards)  # noqa: S311 - spreading, not security
+            mine = self.home
         preferred = self.chain(mine)
         if preferred.lock.acquire(blocking=False):
-            return preferred
-        others = [i for i in range(self.shards) if i != mine]
+            return self._settle(preferred)
+        other = self._free_chain(avoid=mine)
+        if other is not None:
+            return self._settle(other)
+        preferred.lock.acquire()
+        return self._settle(preferred)
+
+    def _move_after_loss(self, chain: TableChain, lost: int) -> TableChain:
+        """After a lost race on ``chain``: another free chain (settled), no pause. With no
+        other chain free (S = 1, or every chain held by a thread here): ``chain`` again,
+        after a random pause of at most 1 ms x 2^lost, capped at 20 ms. Returned locked."""
+        self._contest(chain.index)
+        other = self._free_chain(avoid=chain.index)
+        if other is not None:
+            return self._settle(other)
+        time.sleep(random.uniform(0, min(0.02, 0.001 * 2 ** min(lost, 5))))  # noqa: S311
+        chain.lock.acquire()
+        return chain
+
+    def _settle(self, chain: TableChain) -> TableChain:
+        """``chain`` (locked), or, when its tail had to be read and its last record is
+        another writer's fresh one (under ``BUSY_S`` old), another free chain: at most
+        ``MAX_PROBES`` tail reads, then the last chain read. Returned locked."""
+        try:
+            for _ in range(MAX_PROBES):
+                if chain.current or self.shards == 1:
+                    return chain
+                if not self._busy(chain.read_tail()):
+                    return chain
+                self._contest(chain.index)
+                with self._stats_lock:
+                    self.stats.busy_chains_skipped += 1
+                other = self._free_chain(avoid=chain.index)
+                if other is None:
+                    return chain
+                chain.lock.release()
+                chain = other
+            return chain
+        except BaseException:
+            chain.lock.release()
+            raise
+
+    def _busy(self, tail: Tail) -> bool:
+        """Whether the chain's last record is fresh (another writer is on it)."""
+        if tail.time is None:
+            return False
+        return abs((self._clock() - tail.time).total_seconds()) < BUSY_S
+
+    def _free_chain(self, avoid: int) -> TableChain | None:
+        """Another chain no thread here holds, locked: one nobody was seen writing to in the
+        last ``CONTESTED_S`` (at random), else the one seen longest ago; None when all are held."""
+        now = time.monotonic()
+        with self._chains_lock:
+            seen = {i: t for i, t in self._contested.items() if now - t < CONTESTED_S}
+            self._contested = seen
+        others = [i for i in range(self.shards) if i != avoid]
         random.shuffle(others)
+        others.sort(key=lambda i: seen.get(i, 0.0))  # stable: the quiet ones, at random
         for index in others:
             chain = self.chain(index)
             if chain.lock.acquire(blocking=False):
                 return chain
-        preferred.lock.acquire()
-        return preferred
+        return None
 
-    def _move_after_loss(self, chain: TableChain, lost: int) -> TableChain:
-        """After a lost race: another chain, at random, with its head read afresh; from the
-        second loss in a row, after a short random pause. Returned locked."""
-        if lost >= 2:
-            time.sleep(random.uniform(0, min(0.02, 0.001 * 2 ** min(lost, 5))))  # noqa: S311
-        others = [i for i in range(self.shards) if i != chain.index] or [chain.index]
-        self._mine.chain = random.choice(others)  # noqa: S311 - spreading, not security
-        moved = self._take_chain()
-        moved.forget_head()
-        return moved
+    def _contest(self, index: int) -> None:
+        """Note that another writer is on chain ``index`` now."""
+        with self._chains_lock:
+            self._contested[index] = time.monotonic()
 
     def _count(self, appended: int, lost: int) -> None:
         with self._stats_lock:
@@ -242,7 +308,6 @@ class TableAuditLog:
                 written = self.anchors.try_append([entry])
             if written is not None:
                 return written[0]
-            self.anchors.forget_head()
         raise TransientError("audit anchor: the anchor chain keeps moving; retry later")
 
     def latest_anchor(self) -> AuditRecord | None:
@@ -319,6 +384,19 @@ class TableAuditLog:
                     False, total, result.first_bad_seq, result.problem, result.chain
                 )
         return VerifyResult(True, total)
+
+
+def default_writer_id() -> str:
+    """This process on this instance: the Functions host's instance id (or the host name)
+    and the process id."""
+    instance = os.environ.get("WEBSITE_INSTANCE_ID") or socket.gethostname()
+    return f"{instance}:{os.getpid()}"
+
+
+def home_chain(writer_id: str, shards: int) -> int:
+    """The chain a writer starts on: a hash of its id, spread evenly over the S chains."""
+    digest = hashlib.sha256(writer_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
 
 
 def _row_seq(row: Any) -> int:

@@ -2,20 +2,20 @@
 
 The partition holds the chain's records (RowKey = the seq zero-padded to 12 digits, so key
 order is seq order; properties as in ``SqliteAuditLog``, long texts split by
-``tables.put_text``) and its head (RowKey ``head``: the last seq and its hash).
+``tables.put_text``) and a head hint (RowKey ``head``: a seq and its hash, at most the last).
 
-An append is one entity-group transaction on that partition: move the head from what was
-read (If-Match its ETag, or create it when there is none) to (N+k, hash of N+k) and insert
-records N+1..N+k. The head's conditional write is the claim of the seqs: of several writers
-exactly one commits and the others wrote nothing (all or none), so a crash leaves no gap and
-the head is never behind. A writer whose head was stale gets 412 on it and reads the head
-again (one point read). A record that exists past the head (written by a version before
-sharding, which did not move a head in this partition) fails its insert with 409: the writer
-then reads the tail past the head (one range query) and goes on from there.
+A single append is one conditional insert of record N+1, which carries the hash of record N:
+the insert is the claim of the seq, so of several writers exactly one writes N+1 and the
+others get 409 (a lost race: nothing written). The writer keeps the chain's last seq and hash
+in memory, so an append that wins costs one round trip and no read. Every ``HINT_EVERY``-th
+seq, and every batch, is instead one entity-group transaction that inserts the records and
+moves the head hint to the last of them; as it commits only when every insert did, the hint
+never moves back and never passes the last record. A writer without a current head (first
+use, after a lost race) reads it as the hint plus one range query of the records past it (at
+most about ``HINT_EVERY`` per writer, only keys and hashes).
 
-Chain 0 is the partition ``chain`` of the versions before sharding; until it has a head of
-its own, its head starts from the old ``head`` partition's hint and the tail past it, so an
-upgraded log keeps its records and hashes.
+Chain 0 is the partition ``chain`` of the versions before sharding; until it has a hint of its
+own, the hint is the old ``head`` partition's, so an upgraded log keeps its records and hashes.
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult
 AUDIT = "audit"
 CHAIN = "chain"  # chain 0's partition (the only one before sharding)
 LEGACY_HEAD = "head"  # partition and RowKey of the head before sharding
-HEAD = "head"  # RowKey of a chain's head inside its partition
+HEAD = "head"  # RowKey of a chain's head hint inside its partition
 SEQ_DIGITS = 12
 RECORD_KEYS = "RowKey ge '0' and RowKey lt ':'"  # record RowKeys are digits; the head's is not
 # ``query(limit=n)`` reads the newest records in windows of seqs, starting with this many.
 QUERY_WINDOW = 256
+# A single append at a seq that is a multiple of this moves the head hint (in a transaction).
+HINT_EVERY = 32
 
 _PLAIN = ("actor", "model", "version", "cycle", "kind", "caused_by", "prev_hash", "hash")
 
@@ -104,17 +106,20 @@ def as_record(row: Row, chain: int = 0) -> AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class _Head:
+class Tail:
+    """A chain's last record as read: its seq and hash, and when it was stamped (None for an
+    empty chain, or when only the hint was known)."""
+
     seq: int
     hash: str
-    etag: str | None  # None: there is no head entity yet (the transaction creates it)
+    time: datetime | None = None
 
 
 class TableChain:
     """One chain: its partition, its cached head, and the operations on it.
 
     ``lock`` serialises this process's appends to the chain (a lost race inside one process
-    would only waste a round trip); other processes are kept apart by the head's ETag.
+    would only waste a round trip); other processes are kept apart by the conditional insert.
     """
 
     def __init__(
@@ -125,93 +130,81 @@ class TableChain:
         self.partition = partition
         self.lock = threading.Lock()
         self._clock = clock
-        self._head: _Head | None = None
-        self._resync = False  # a record was found past the head: read the tail next time
+        self._head: Tail | None = None  # the last record, or a record before it when stale
+        self._stale = True  # the cached head may be behind: read the tail before appending
+
+    @property
+    def current(self) -> bool:
+        """Whether the next append can go without a read (this writer's head is current)."""
+        return self._head is not None and not self._stale
 
     def forget_head(self) -> None:
-        """Read the head again before the next append (another writer may have moved it)."""
-        self._head = None
+        """Read the tail again before the next append (another writer may have moved it)."""
+        self._stale = True
 
     # -- the head ----------------------------------------------------------------------
 
-    def _read_head(self, with_tail: bool) -> _Head:
+    def _hint(self) -> Tail:
         row = self.tables.get(AUDIT, self.partition, HEAD)
         if row is not None:
-            head = _Head(int(row["seq"]), str(row["hash"]), row.etag)
-        else:
-            head, with_tail = _Head(*self._legacy_start(), None), True
-        if with_tail:
-            tail = self._tail_after(head.seq)
-            if tail is not None:
-                head = _Head(tail[0], tail[1], head.etag)
-        return head
-
-    def _legacy_start(self) -> tuple[int, str]:
-        """Where a chain without a head of its own starts: chain 0 from the old head's hint."""
-        if self.partition == CHAIN:
+            return Tail(int(row["seq"]), str(row["hash"]))
+        if self.partition == CHAIN:  # chain 0 without a hint yet: the old head's
             old = self.tables.get(AUDIT, LEGACY_HEAD, LEGACY_HEAD)
             if old is not None:
-                return int(old["seq"]), str(old["hash"])
-        return 0, GENESIS
+                return Tail(int(old["seq"]), str(old["hash"]))
+        return Tail(0, GENESIS)
 
-    def _tail_after(self, seq: int) -> tuple[int, str] | None:
-        """The last record after ``seq`` (seq, hash), or None when there is none."""
+    def read_tail(self) -> Tail:
+        """The chain's last record as stored now: past what this writer last knew (or the
+        hint), one range query of keys, hashes and times. Also becomes the cached head."""
+        known = self._head or self._hint()
         beyond = self.tables.query(
             AUDIT,
-            f"PartitionKey eq {odata(self.partition)} and RowKey gt {odata(row_key(seq))} "
+            f"PartitionKey eq {odata(self.partition)} and RowKey gt {odata(row_key(known.seq))} "
             "and RowKey lt ':'",
-            select=["RowKey", "hash"],
+            select=["RowKey", "hash", "time"],
         )
-        if not beyond:
-            return None
-        last = beyond[-1]
-        return int(str(last["RowKey"])), str(last["hash"])
+        tail = known
+        if beyond:
+            last = beyond[-1]
+            tail = Tail(int(str(last["RowKey"])), str(last["hash"]), _time(last.get("time")))
+        self._head, self._stale = tail, False
+        return tail
 
     def current_head(self) -> Head:
         """The chain's last record as stored now (for an anchor)."""
-        head = self._read_head(with_tail=True)
-        return Head(self.index, head.seq, head.hash)
+        tail = self.read_tail()
+        return Head(self.index, tail.seq, tail.hash)
 
     # -- append ------------------------------------------------------------------------
 
     def try_append(self, entries: list[AuditEntry]) -> list[AuditRecord] | None:
-        """One attempt to append ``entries`` (at most 99) in one transaction; None when
-        another writer moved the chain first (nothing was written). Hold ``lock``."""
-        from azure.core import MatchConditions
-        from azure.data.tables import UpdateMode
-
-        head = self._head or self._read_head(with_tail=self._resync)
-        self._resync = False
+        """One attempt to append ``entries`` (at most 99) after this writer's head: one
+        conditional insert, or one transaction for a batch or a hint seq. None when another
+        writer wrote there first (nothing was written). Hold ``lock``."""
+        head = self._head if self.current and self._head else self.read_tail()
         records: list[AuditRecord] = []
         seq, prev = head.seq, head.hash
         for entry in entries:
-            # Stamped after its predecessor was read: on one clock, time follows seq.
+            # Stamped after its predecessor was known: on one clock, time follows seq.
             record = seal(entry, seq=seq + 1, prev_hash=prev, time=self._clock())
             records.append(replace(record, chain=self.index))
             seq, prev = record.seq, record.hash
-        moved = {"PartitionKey": self.partition, "RowKey": HEAD, "seq": seq, "hash": prev}
-        claim: tuple[Any, ...] = (
-            ("create", moved)
-            if head.etag is None
-            else (
-                "update",
-                moved,
-                {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": head.etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                },
-            )
-        )
-        inserts = [("create", as_entity(r, self.partition)) for r in records]
-        done = self.tables.transact(AUDIT, [claim, *inserts])
-        if done.failed is None:
-            etag = done.etags[0] if done.etags and done.etags[0] else None
-            self._head = _Head(seq, prev, etag) if etag else None
-            return records
-        self._head = None
-        self._resync = done.failed > 0  # a record past the head: older writers were here
-        return None
+        inserts = [as_entity(r, self.partition) for r in records]
+        if len(records) == 1 and seq % HINT_EVERY:
+            won = self.tables.insert(AUDIT, inserts[0])
+        else:
+            from azure.data.tables import UpdateMode
+
+            hint = {"PartitionKey": self.partition, "RowKey": HEAD, "seq": seq, "hash": prev}
+            replace_hint = ("upsert", hint, {"mode": UpdateMode.REPLACE})
+            done = self.tables.transact(AUDIT, [*(("create", e) for e in inserts), replace_hint])
+            won = done.failed is None
+        if not won:
+            self._stale = True  # the head kept as a lower bound: the tail is read past it
+            return None
+        self._head = Tail(seq, prev, records[-1].time)
+        return records
 
     # -- reading -----------------------------------------------------------------------
 
@@ -225,11 +218,10 @@ class TableChain:
     def newest(
         self, conditions: list[str], limit: int, window: int = QUERY_WINDOW
     ) -> list[AuditRecord]:
-        """The newest ``limit`` matching records, read backwards from the head in growing
-        windows of seqs (the first window is open-ended: records past a lagging head too)."""
+        """The newest ``limit`` matching records, read backwards from the hint in growing
+        windows of seqs (the first window is open-ended: the records past the hint too)."""
         window = max(window, limit)
-        row = self.tables.get(AUDIT, self.partition, HEAD)
-        top = int(row["seq"]) if row else self._legacy_start()[0]
+        top = self._hint().seq
         low = max(1, top - window + 1)
         found = self.records([*conditions, f"RowKey ge {odata(row_key(low))}"])
         while len(found) < limit and low > 1:
@@ -254,8 +246,8 @@ class TableChain:
         return as_record(row, self.index) if row else None
 
     def verify(self, anchored: Head | None, label: str | None = None) -> VerifyResult:
-        """Recompute the chain page by page; then check it still holds what the head and the
-        anchor (when given) say it held. A record that no longer decodes counts as edited."""
+        """Recompute the chain page by page; then check it still holds what the head hint and
+        the anchor (when given) say it held. A record that no longer decodes counts as edited."""
         name = label or str(self.index)
         seen: dict[int, str] = {}
         wanted = anchored.seq if anchored is not None else 0
@@ -282,3 +274,11 @@ class TableChain:
             if gone:
                 return VerifyResult(False, result.records, anchored.seq, gone, name)
         return result
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        stamped = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return stamped if stamped.tzinfo is not None else None

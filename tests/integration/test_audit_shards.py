@@ -18,8 +18,8 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 
 from shared.adapters.sqlite_audit import SqliteAuditLog
-from shared.adapters.table_audit import TableAuditLog
-from shared.adapters.table_chain import AUDIT, HEAD, as_entity, partition_of, row_key
+from shared.adapters.table_audit import TableAuditLog, home_chain
+from shared.adapters.table_chain import AUDIT, HEAD, HINT_EVERY, as_entity, partition_of, row_key
 from shared.audit_anchor import anchored_heads
 from shared.audit_chain import GENESIS, seal
 from shared.model import AuditEntry, AuditKind, AuditRecord
@@ -297,30 +297,47 @@ def test_an_upgrade_from_the_single_chain_keeps_verifying(
 
 
 class CountingTransport(RequestsTransport):  # type: ignore[misc]
-    """Counts the requests sent on entities (not the table creation)."""
+    """Counts the requests sent on entities (not the table creation) and keeps what each
+    was: ``batch`` (an entity-group transaction), ``insert``, ``read`` or ``query``."""
 
-    sent = 0
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sent = 0
+        self.kinds: list[str] = []
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         if "/Tables" not in request.url:
             self.sent += 1
+            self.kinds.append(_kind(request.method, request.url))
         return super().send(request, **kwargs)
+
+    def reset(self) -> None:
+        self.sent = 0
+        self.kinds = []
+
+
+def _kind(method: str, url: str) -> str:
+    if "$batch" in url:
+        return "batch"
+    if method == "POST":
+        return "insert"
+    return "read" if "(PartitionKey=" in url else "query"
 
 
 def test_a_batch_is_one_transaction_in_one_round_trip(azurite: str) -> None:  # noqa: F811
     transport = CountingTransport()
     log = TableAuditLog(azurite, table_prefix=fresh_prefix(), transport=transport)
     log.verify()
-    transport.sent = 0
+    transport.reset()
     first = log.append_many([entry(f"a{i}") for i in range(40)])
     # A new log reads its head, the head of the versions before sharding, the tail past
     # them, then writes the 40 records in one transaction.
     assert transport.sent == 4
-    transport.sent = 0
+    transport.reset()
     second = log.append_many([entry(f"b{i}") for i in range(99)])
     assert transport.sent == 1  # the head is known: one round trip for 99 records
     assert [r.seq for r in first + second] == list(range(1, 140))
-    transport.sent = 0
+    transport.reset()
     third = log.append_many([entry(f"c{i}") for i in range(150)])
     assert transport.sent == 2 and len(third) == 150  # 99 + 51: two transactions
     assert log.verify().ok and log.stats.transactions == 4
@@ -362,7 +379,8 @@ def test_sqlite_writes_a_batch_in_one_transaction(tmp_path: Path) -> None:
 
 
 def test_the_audit_scale_benchmark_runs_on_tiny_inputs() -> None:
-    """``python -m benchmarks audit-scale`` keeps working (its own Azurite, forked writers)."""
+    """``python -m benchmarks audit-scale`` keeps working (its own Azurite, forked writers,
+    writer threads in one process, the SDK probe, the idle-machine estimate)."""
     from benchmarks import audit_scale
 
     result = audit_scale.run(
@@ -370,11 +388,133 @@ def test_the_audit_scale_benchmark_runs_on_tiny_inputs() -> None:
         layouts={"single_chain": 1, "sharded_8": 8},
         window_s=0.3,
         verify_records=64,
+        threaded=((8, 2, 2),),
+        warmup_s=0.1,
     )
     assert set(result["single_chain"]) == {"1", "2"} and result["single_chain"]["1"] > 0
     assert set(result["sharded"]) == {"8"} and result["sharded"]["8"]["2"] > 0
+    assert result["threaded"]["8 chains, 1x2"] > 0
     assert all(
         p["chains_valid"] and p["records_verified"] >= p["appends"] for p in result["points"]
     )
+    one = result["points"][0]  # one writer on one chain: one request per append, no race
+    assert one["lost_races_per_append"] == 0 and 1 <= one["requests_per_append"] < 1.1
+    assert set(result["sdk_cpu_ms_per_call"]) == {
+        "create_entity",
+        "submit_transaction_2_ops",
+        "get_entity",
+        "query_tail",
+    }
+    assert result["idle_machine"]["appends_per_s_cpu_cap"] > 0
     assert result["verify"]["ok"] and result["verify"]["verified"] == 64
     assert "| chains | writers | appends/s |" in audit_scale.table(result)
+
+
+# -- one round trip per append; lost races; spreading ----------------------------------------
+
+
+def test_a_single_append_is_one_insert_and_the_head_hint_lags_but_never_leads(
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    transport = CountingTransport()
+    prefix = fresh_prefix()
+    log = TableAuditLog(azurite, table_prefix=prefix, transport=transport)
+    log.append(entry("first"))  # reads the (absent) hints and the tail once
+    transport.reset()
+    for i in range(2, 41):
+        log.append(entry(f"r{i}"))
+    # One request per append: a plain insert, except seq 32, which moves the hint in the
+    # insert's transaction.
+    assert transport.sent == 39
+    assert transport.kinds.count("batch") == 1 and transport.kinds.count("insert") == 38
+    t = table(azurite, log)
+    hint = t.get_entity(partition_of(0), HEAD)
+    assert hint["seq"] == HINT_EVERY  # behind the last record (40), never past it
+    # Another writer starts from the hint and finds the records past it.
+    other = TableAuditLog(azurite, table_prefix=prefix)
+    record = other.append(entry("other"))
+    assert record.seq == 41 and record.prev_hash == log.query()[39].hash
+    result = other.verify()
+    assert result.ok and result.records == 41
+
+
+def test_a_lost_race_costs_the_failed_insert_and_a_tail_read_whatever_the_writers(
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    prefix = fresh_prefix()
+    transport = CountingTransport()
+    loser = TableAuditLog(azurite, table_prefix=prefix, shards=SHARDS, transport=transport)
+    first = loser.append(entry("mine"))
+    behind = TableAuditLog(azurite, table_prefix=prefix, shards=SHARDS)
+    others = behind.chain(first.chain)
+    with others.lock:  # another writer appends to the same chain behind the loser's back
+        assert others.try_append([entry("theirs")]) is not None
+    transport.reset()
+    moved = loser.append(entry("mine again"))
+    assert loser.stats.lost_races == 1 and moved.chain != first.chain
+    # The failed insert; then, on a chain it knew nothing of, the hint and the tail; the insert.
+    assert transport.kinds == ["insert", "read", "query", "insert"]
+
+    # With one chain there is nowhere to go: the tail past what it knew, and the insert.
+    single = TableAuditLog(azurite, table_prefix=fresh_prefix(), transport=transport)
+    single.append(entry("a"))
+    TableAuditLog(azurite, table_prefix=single.tables.prefix).append(entry("b"))
+    transport.reset()
+    assert single.append(entry("c")).seq == 3
+    assert single.stats.lost_races == 1
+    assert transport.kinds == ["insert", "query", "insert"]
+    assert single.verify().ok and loser.verify().records == 3
+
+
+def test_a_writer_skips_a_chain_another_writer_is_on_without_losing_a_race(
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    prefix, clock = fresh_prefix(), audit_suite.ticking_clock()
+    there = TableAuditLog(azurite, table_prefix=prefix, shards=SHARDS, clock=clock)
+    taken = there.append(entry("there first")).chain
+    same_home = next(f"w{i}" for i in range(1000) if home_chain(f"w{i}", SHARDS) == taken)
+    late = TableAuditLog(
+        azurite, table_prefix=prefix, shards=SHARDS, clock=clock, writer_id=same_home
+    )
+    assert late.home == taken
+    record = late.append(entry("late"))
+    assert record.chain != taken
+    assert late.stats.lost_races == 0 and late.stats.busy_chains_skipped == 1
+    assert there.append(entry("there again")).chain == taken and there.stats.lost_races == 0
+
+
+def test_writers_settle_one_per_chain(azurite: str) -> None:  # noqa: F811
+    """Writers (separate logs, as separate instances would hold) taking turns on as many
+    chains as writers: within a few rounds each has a chain of its own and no race is lost."""
+    n, rounds = 8, 10
+    prefix, clock = fresh_prefix(), audit_suite.ticking_clock()
+    logs = [
+        TableAuditLog(azurite, table_prefix=prefix, shards=n, clock=clock, writer_id=f"i{k}")
+        for k in range(n)
+    ]
+    history = []
+    for r in range(rounds):
+        lost = sum(log.stats.lost_races for log in logs)
+        chains = {log.append(entry(f"{k}:{r}", model=f"m{k}")).chain for k, log in enumerate(logs)}
+        history.append((sum(log.stats.lost_races for log in logs) - lost, len(chains)))
+    print(f"(lost races, chains used) per round: {history}")
+    assert history[-5:] == [(0, n)] * 5
+    result = logs[0].verify()
+    assert result.ok and result.records == n * rounds
+
+
+def test_records_past_the_head_hint_cut_off_after_an_anchor_are_caught(
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    """Single appends leave the hint behind (it moves every 32nd seq); the anchor is what
+    commits the records past it."""
+    log = TableAuditLog(azurite, table_prefix=fresh_prefix(), clock=audit_suite.ticking_clock())
+    for i in range(HINT_EVERY + 3):
+        log.append(entry(f"r{i}"))
+    t = table(azurite, log)
+    assert t.get_entity(partition_of(0), HEAD)["seq"] == HINT_EVERY
+    log.anchor()
+    t.delete_entity(partition_of(0), row_key(HINT_EVERY + 3))
+    result = log.verify()
+    assert not result.ok and result.chain == "0" and result.first_bad_seq == HINT_EVERY + 3
+    assert "cut off after the anchor" in result.problem

@@ -329,18 +329,7 @@ def run(
             for shards, w, t in threaded
         ]
         sdk = sdk_cpu(server.connection_string)
-        try:
-            verified = time_verify(server.connection_string, verify_records, VERIFY_SHARDS)
-        except Exception as exc:  # keep the appends' figures; say what failed
-            verified = {
-                "records": 0,
-                "shards": VERIFY_SHARDS,
-                "fill_s": float("nan"),
-                "verify_s": float("nan"),
-                "ok": False,
-                "verified": 0,
-                "error": repr(exc),
-            }
+        verified = _verify_or_why(server.connection_string, verify_records)
     finally:
         server.stop()
     sharded = {name: pts for name, pts in points.items() if name != "single_chain"}
@@ -367,6 +356,22 @@ def run(
         "verify": verified,
         "duration_s": time.perf_counter() - began,
     }
+
+
+def _verify_or_why(connection: str, records: int) -> dict[str, Any]:
+    """The timed verify; if it fails, the appends' figures are kept and the error said."""
+    try:
+        return time_verify(connection, records, VERIFY_SHARDS)
+    except Exception as exc:
+        return {
+            "records": 0,
+            "shards": VERIFY_SHARDS,
+            "fill_s": float("nan"),
+            "verify_s": float("nan"),
+            "ok": False,
+            "verified": 0,
+            "error": repr(exc),
+        }
 
 
 def idle_estimate(points: Sequence[dict[str, Any]], cores: int = CORES) -> dict[str, Any]:

@@ -229,6 +229,27 @@ def _verify_by_service(args: argparse.Namespace) -> int:
     return EXIT_OK if body["ok"] else EXIT_CHECK_FAILED
 
 
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="a head printed by an earlier verify, or aSEQ:HASH printed by `audit anchor`: "
+        "fail if that record is gone or changed (default: none)",
+    )
+    p.add_argument(
+        "--url",
+        help="ask the running service at this base URL to verify the log it writes (Table "
+        "Storage on Azure) instead of reading the data dir (default: the data dir)",
+    )
+    p.add_argument(
+        "--key",
+        help="function key for --url (default: $AUTOPILOT_KEY, else the first of "
+        "$AUTOPILOT_FUNCTION_KEYS, else the data dir's function_keys.json)",
+    )
+
+
 def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """``audit list``, ``audit show``, ``audit verify`` and ``audit anchor`` under ``sub``."""
     audit = group(sub, "audit", "the audit log", "audit_cmd")
@@ -271,24 +292,7 @@ def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         EXAMPLES["audit verify"],
         parents=[common],
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of sentences")
-    p.add_argument(
-        "--anchor",
-        type=_anchor,
-        metavar="SEQ:HASH",
-        help="a head printed by an earlier verify, or aSEQ:HASH printed by `audit anchor`: "
-        "fail if that record is gone or changed (default: none)",
-    )
-    p.add_argument(
-        "--url",
-        help="ask the running service at this base URL to verify the log it writes (Table "
-        "Storage on Azure) instead of reading the data dir (default: the data dir)",
-    )
-    p.add_argument(
-        "--key",
-        help="function key for --url (default: $AUTOPILOT_KEY, else the first of "
-        "$AUTOPILOT_FUNCTION_KEYS, else the data dir's function_keys.json)",
-    )
+    _verify_args(p)
     p.set_defaults(func=cmd_audit_verify)
     p = command(
         audit,

@@ -24,7 +24,7 @@ from typing import Any
 from shared.errors import PermanentError
 from shared.message_codec import encode
 from shared.messagebus import Deferral, Deferred, MessageBus, Services
-from shared.messages import DrainOutbox, Message
+from shared.messages import DrainOutbox, EventIgnored, Message
 from shared.model import AuditKind
 from shared.ports import Outbox, Transactional
 
@@ -44,7 +44,7 @@ class AfterCommit:
         return call
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unit:
     """One batch's transaction: the store (with its outbox), the audit log, the intents' owner."""
 
@@ -52,6 +52,7 @@ class Unit:
     store: Outbox
     audit: Transactional
     owner: str
+    deferred: int = 0  # messages deferred so far
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -64,6 +65,7 @@ class Unit:
 
     def defer(self, message: Message) -> None:
         self.add("message", encode(message))
+        self.deferred += 1
 
     def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
         body = {"type": event_type, "subject": subject, "data": data}
@@ -107,18 +109,36 @@ def deferring(unit: Unit) -> Iterator[None]:
         bus.services, bus.deferral = services, None
 
 
+def order_key(message: Message) -> str:
+    """Which events must keep their order within a batch: those of one model (``*``: any)."""
+    model = getattr(message, "model", None) or getattr(message, "tags", {}).get("autopilot_model")
+    return str(model) if model else "*"
+
+
 def handle_in_transaction(unit: Unit, todo: Sequence[tuple[str, Message, str]]) -> int:
     """Handle each ``(key, message, summary)``; how many failed permanently (audited).
 
-    A permanent failure undoes that event's work (its savepoint) and is acknowledged; any
+    Once an event's work has been deferred, the later events of its model (of every model,
+    if it names none) are deferred whole, so they still run after it, in delivery order. A
+    permanent failure undoes that event's work (its savepoint) and is acknowledged; any
     other error rolls the whole transaction back and reaches the sender (who redelivers).
     """
     failed = 0
+    waiting: set[str] = set()  # order keys with deferred work
     with deferring(unit):
         bus = unit.bus
         for key, message, summary in todo:
+            order = order_key(message)
+            if not isinstance(message, EventIgnored) and (
+                order in waiting or "*" in waiting or (order == "*" and waiting)
+            ):
+                unit.defer(message)
+                continue
+            before = unit.deferred
             try:
                 bus.handle(message)
+                if unit.deferred > before:
+                    waiting.add(order)
             except PermanentError as exc:
                 bus.services.record(
                     AuditKind.ERROR,

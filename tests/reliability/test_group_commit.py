@@ -22,7 +22,7 @@ from shared.errors import BadEvent
 from shared.messages import Reconcile
 from shared.model import AuditKind, JobInfo, JobRequest
 from tests import payloads
-from tests.fakes import FakePlatform, World, make_world
+from tests.fakes import FakePlatform, World, make_policy, make_world
 
 LEASE_S = 301.0  # past the delivery lease (300 s)
 
@@ -197,3 +197,18 @@ def test_a_batch_is_claimed_and_finished_in_one_transaction(tmp_path: Path) -> N
         assert sum(s.startswith("BEGIN") for s in statements) == 1
         assert outside == []
     assert len(audit.query(kind="ignored", limit=100)) == 50
+
+
+def test_events_after_deferred_work_of_their_model_still_see_its_effect(tmp_path: Path) -> None:
+    """A job's failure then a new breach, in one batch: the failure closes the cycle (after
+    the commit: it reads the job) and the breach, kept behind it, opens the next cycle -- as
+    delivered one by one, not coalesced into the closed one."""
+    world = sqlite_world(tmp_path)
+    world.services.policy = make_policy(cooldown="0s")
+    deliver(world, [payloads.monitor_breach(event_id="first")])
+    job = world.platform.submitted[0]
+    failed = payloads.run_event(job.name, "Failed", tags=job.tags, experiment=job.experiment)
+    deliver(world, [failed, payloads.monitor_breach(event_id="second")])
+    cycles = world.services.store.list_cycles("credit")
+    assert sorted(c.state.value for c in cycles) == ["FAILED", "RETRAINING"]
+    assert len(world.platform.submitted) == 2

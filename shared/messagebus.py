@@ -132,10 +132,12 @@ class Deferred(BaseException):
 @dataclass(frozen=True, slots=True)
 class Deferral:
     """How the bus defers work inside a transaction: a savepoint per message, and where a
-    deferred message is recorded (an intent of the same transaction)."""
+    deferred message is recorded (an intent of the same transaction). A message of a type
+    that was deferred once is deferred at once after that, rather than tried and undone."""
 
     savepoint: Callable[[], AbstractContextManager[object]]
     defer: Callable[[Message], None]
+    types: set[type[Message]] = field(default_factory=set)
 
 
 def stable_suffix(text: str, length: int = 8) -> str:
@@ -173,11 +175,15 @@ class MessageBus:
         if deferral is None:
             self._dispatch_now(item, guarded)
             return
+        if type(item.message) in deferral.types:
+            deferral.defer(item.message)
+            return
         try:
             with deferral.savepoint():
                 self._dispatch_now(item, guarded)
         except Deferred:
             log.debug("%s deferred until after the commit", type(item.message).__name__)
+            deferral.types.add(type(item.message))
             deferral.defer(item.message)
 
     def _dispatch_now(self, item: FollowUp, guarded: bool) -> None:

@@ -350,7 +350,7 @@ def run(
     """Every variant on the same workload (10 models, batches of 100)."""
     if quick:
         events, http_events = min(events, 600), min(http_events, 300)
-        table_events = min(table_events, events, 100)
+        table_events = min(table_events, events, 40)
     warm = min(500, max(100, events // 10))
     variants: dict[str, Any] = {
         "json.loads only (baseline)": run_json_only(events=events),

@@ -77,7 +77,7 @@ def measure(
     assert isinstance(platform, FakePlatform)
     stream = EventStream(models)
     for _ in range(2):  # warm up: tables created, first cycles
-        _deliver(services, json.dumps(stream.batch(batch_size)).encode(), batched)
+        _deliver(services, json.dumps(stream.batch(20)).encode(), batched)
         stream.note_jobs(platform)
     transport.requests.clear()
     done = invocations = 0

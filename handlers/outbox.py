@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from shared.errors import PermanentError
 from shared.message_codec import decode
@@ -52,9 +52,8 @@ def perform(cmd: PerformIntent, svc: Services) -> None:
 
 
 def done(cmd: IntentDone, svc: Services) -> None:
-    store = svc.store
-    if isinstance(store, Outbox):
-        store.finish_intent(cmd.intent_id)
+    # only ``drain`` emits the work that ends here, and only from an ``Outbox``
+    cast(Outbox, svc.store).finish_intent(cmd.intent_id)
 
 
 def keep_intent(exc: Exception, work: Any, svc: Services) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any, cast
 
-from shared.errors import PermanentError
+from shared.errors import ConcurrencyError, TransientError
 from shared.message_codec import decode
 from shared.messagebus import Services
 from shared.messages import DrainOutbox, IntentDone, PerformIntent
@@ -57,17 +57,19 @@ def done(cmd: IntentDone, svc: Services) -> None:
 
 
 def keep_intent(exc: Exception, work: Any, svc: Services) -> None:
-    """An intent that failed: kept for a later drain, unless retrying cannot help."""
-    if isinstance(exc, PermanentError):
-        svc.record(
-            AuditKind.ERROR,
-            f"deferred work {work.kind} failed permanently",
-            reason=str(exc),
-            evidence={"intent": work.body[:2000]},
-            caused_by=work.event_key,
+    """An intent that failed: kept for a later drain if a retry can help (an outage, a lost
+    race), else audited and dropped -- the cycle's own reconcile still level-checks it, and
+    an intent that fails the same way on every tick would otherwise never leave."""
+    if isinstance(exc, TransientError | ConcurrencyError):
+        log.warning(
+            "intent %s left for the reconciler (its lease expires first): %s", work.intent_id, exc
         )
-        svc.emit(IntentDone(work.intent_id, work.event_key))
         return
-    log.warning(
-        "intent %s left for the reconciler (its lease expires first): %s", work.intent_id, exc
+    svc.record(
+        AuditKind.ERROR,
+        f"deferred work {work.kind} failed",
+        reason=str(exc),
+        evidence={"intent": work.body[:2000]},
+        caused_by=work.event_key,
     )
+    svc.emit(IntentDone(work.intent_id, work.event_key))

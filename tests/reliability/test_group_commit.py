@@ -19,7 +19,8 @@ from composition.delivery import BatchOutcome, deliver_batch, validate_batch
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
 from shared.errors import BadEvent
-from shared.messages import Reconcile
+from shared.message_codec import encode
+from shared.messages import Reconcile, RegisterCandidate
 from shared.model import AuditKind, JobInfo, JobRequest
 from tests import payloads
 from tests.fakes import FakePlatform, World, make_policy, make_world
@@ -212,3 +213,37 @@ def test_events_after_deferred_work_of_their_model_still_see_its_effect(tmp_path
     cycles = world.services.store.list_cycles("credit")
     assert sorted(c.state.value for c in cycles) == ["FAILED", "RETRAINING"]
     assert len(world.platform.submitted) == 2
+
+
+def test_a_platform_outage_after_the_commit_leaves_the_job_to_the_reconciler(
+    tmp_path: Path,
+) -> None:
+    """The batch is answered (its events are done); the job it could not submit is not lost."""
+    world = sqlite_world(tmp_path)
+    platform = world.platform
+    plan = FaultPlan(transient_rate=1.0, only={"platform.submit_job"})
+    world.services.platform = FaultyPlatform(platform, plan)
+    assert deliver(world, [payloads.monitor_breach()]) == BatchOutcome(processed=1)
+    assert platform.submitted == []
+    plan.transient_rate = 0.0  # the platform is back
+    world.clock.advance(LEASE_S)
+    reconcile(world)
+    assert len(platform.submitted) == 1
+    world.clock.advance(LEASE_S)
+    reconcile(world)
+    assert len(platform.submitted) == 1
+
+
+def test_an_intent_that_cannot_succeed_is_audited_and_dropped_not_retried_forever(
+    tmp_path: Path,
+) -> None:
+    world = sqlite_world(tmp_path)
+    store = world.services.store
+    assert isinstance(store, SqliteStateStore)
+    work = encode(RegisterCandidate("no-such-cycle", "k"))
+    store.add_intent("message", work, world.clock.now(), 0, "a-dead-process")
+    world.clock.advance(1)
+    reconcile(world)
+    errors = world.services.audit.query(kind="error")
+    assert [e.summary for e in errors] == ["deferred work message failed"]
+    assert store.take_intents(world.clock.now(), 0, "x", expired=True, limit=10) == []

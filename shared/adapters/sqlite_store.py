@@ -122,11 +122,12 @@ class SqliteStateStore:
                 (owner, max(limit, 0)),
             )
             return [Intent(int(r["id"]), r["kind"], r["body"]) for r in rows]
+        due = "SELECT id, kind, body FROM outbox WHERE until <= ? ORDER BY id LIMIT ?"
+        args = (_ts(now), max(limit, 0))
+        if not self.db.read().execute(due, args).fetchone():
+            return []  # the usual tick: nothing left over, no write lock taken
         with self.db.write() as db:
-            found = db.execute(
-                "SELECT id, kind, body FROM outbox WHERE until <= ? ORDER BY id LIMIT ?",
-                (_ts(now), max(limit, 0)),
-            ).fetchall()
+            found = db.execute(due, args).fetchall()
             until = _ts(now + timedelta(seconds=lease_s))
             db.executemany(
                 "UPDATE outbox SET owner = ?, until = ? WHERE id = ?",

@@ -1,6 +1,7 @@
 """``kill -9`` of a process delivering a batch, before its commit, after it, and after the
 outbox ran but before the answer: the batch redelivered to a new process (and the
 reconciler once the dead one's leases expired) gives one effect per event, one job included.
+And two processes delivering overlapping batches at once act once per event, one job.
 
 The process is really killed (SIGKILL, its SQLite transaction left open as a crash leaves
 it); the jobs are kept in a file, so the job count is the same for both processes.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from composition.bootstrap import bootstrap
 from composition.delivery import BatchOutcome, deliver_batch, validate_batch
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
-from shared.errors import AlreadyExists, NotFound
+from shared.errors import AlreadyExists, NotFound, TransientError
 from shared.messages import Reconcile
 from shared.model import JobInfo, JobRequest, JobStatus
 from tests import payloads
@@ -133,3 +135,51 @@ def test_kill_9_around_the_commit_then_redelivery_acts_once_per_event(
     assert deliver(world, batch) == BatchOutcome(processed=0, duplicate=6, failed=0)
     assert len(platform.names()) == 1
     assert world.services.audit.verify().ok
+
+
+def overlapping_delivery(folder: str, batch: list[dict[str, Any]], start: Any, done: Any) -> None:
+    """One of two processes: delivers its batch at the signal, as Event Grid would, again
+    after a 503 (an event the other process holds)."""
+    world = world_on(Path(folder))
+    start.wait(30)
+    for _ in range(100):
+        try:
+            done.put(deliver(world, batch).to_json())
+            return
+        except TransientError:
+            time.sleep(0.05)
+    done.put("never acknowledged")
+
+
+def test_two_processes_with_overlapping_batches_act_once_per_event_one_job(
+    tmp_path: Path,
+) -> None:
+    runs = [payloads.run_event(f"other-{i}", "Running") for i in range(60)]
+    breaches = [payloads.monitor_breach(event_id=f"breach-{i}") for i in range(2)]
+    first, second = [*runs[:40], breaches[0]], [breaches[0], *runs[20:], breaches[1]]
+    world_on(tmp_path)  # the files exist before both start
+    context = multiprocessing.get_context("spawn")
+    start, done = context.Event(), context.Queue()
+    children = [
+        context.Process(target=overlapping_delivery, args=(str(tmp_path), b, start, done))
+        for b in (first, second)
+    ]
+    for child in children:
+        child.start()
+    start.set()
+    answers = [done.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(30)
+    assert all(isinstance(a, dict) for a in answers), answers
+    world = world_on(tmp_path)
+    ignored = [
+        r.caused_by
+        for r in world.services.audit.query(kind="ignored", limit=1000)
+        if not r.summary.startswith("duplicate")
+    ]
+    assert len(ignored) == len(set(ignored)) == 60  # each run handled once, by one process
+    received = world.services.audit.query(kind="event_received", limit=100)
+    assert len(received) == 2  # each breach received once
+    platform = world.services.platform
+    assert isinstance(platform, FilePlatform) and len(platform.names()) == 1
+    assert sum(a["processed"] for a in answers) == 62

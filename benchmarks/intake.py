@@ -329,10 +329,28 @@ def store_operations(n: int = 2000, *, cpu: int | None = 0) -> dict[str, Any]:
 # -- the benchmark ----------------------------------------------------------------------------
 
 
-def run(*, events: int = 20_000, http_events: int = 10_000, quick: bool = False) -> dict[str, Any]:
+def table_round_trips(events: int) -> dict[str, Any]:
+    """Trigger against webhook on Table Storage (Azurite): invocations and round trips."""
+    from benchmarks import intake_azure
+    from tests.integration.azurite_install import AzuriteUnavailable
+
+    try:
+        return intake_azure.run(events=events)
+    except AzuriteUnavailable as exc:
+        return {"skipped": f"Azurite unavailable: {exc}"}
+
+
+def run(
+    *,
+    events: int = 20_000,
+    http_events: int = 10_000,
+    table_events: int = 1_000,
+    quick: bool = False,
+) -> dict[str, Any]:
     """Every variant on the same workload (10 models, batches of 100)."""
     if quick:
         events, http_events = min(events, 600), min(http_events, 300)
+        table_events = min(table_events, events, 40)
     warm = min(500, max(100, events // 10))
     variants: dict[str, Any] = {
         "json.loads only (baseline)": run_json_only(events=events),
@@ -370,6 +388,7 @@ def run(*, events: int = 20_000, http_events: int = 10_000, quick: bool = False)
         "variants": variants,
         "store_operations": store_operations(min(2000, events)),
         "store_share_of_cpu": 1 - (memory["cpu_s"] / memory["events"]) / main_cpu,
+        "table_storage": table_round_trips(table_events),
         "targets": {"events_per_s": TARGET_EVENTS_PER_S, "p99_s": TARGET_P99_S},
         "meets_targets": main["events_per_s"] >= TARGET_EVENTS_PER_S
         and main["per_event_s"]["p99"] < TARGET_P99_S,

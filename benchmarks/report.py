@@ -98,7 +98,27 @@ def intake_table(r: dict[str, Any]) -> str:
     if op_rows:
         text += "\n\nStore operations (SQLite, one call each):\n\n"
         text += markdown_table(["operation", "median", "p99", "mean"], op_rows)
-    return text
+    return text + _table_storage(r.get("table_storage") or {})
+
+
+def _table_storage(t: dict[str, Any]) -> str:
+    """Trigger against webhook on Table Storage (Azurite): invocations and round trips."""
+    if "skipped" in t or not t:
+        return f"\n\nTable Storage round trips: {t.get('skipped', 'not measured')}"
+    rows = [
+        [
+            name,
+            fmt_number(v["events"]),
+            fmt_number(v["invocations_per_10k_events"]),
+            f"{v['round_trips_per_event']:.2f}",
+            ", ".join(f"{k} {n}" for k, n in v["by_request"].items()),
+        ]
+        for name, v in t.items()
+        if isinstance(v, dict)
+    ]
+    head = ["path", "events", "invocations / 10,000 events", "round trips / event", "requests"]
+    text = f"\n\nTable Storage (Azurite {t.get('azurite', '')}), requests counted on the wire:\n\n"
+    return text + markdown_table(head, rows)
 
 
 def drift_wide_table(r: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from composition.batch_commit import Unit, handle_in_transaction, perform_intents, unit_of
 from shared.budget import invocation_budget
 from shared.envelope import Envelope, envelope_from_dict
 from shared.errors import BadEvent, PermanentError, TransientError
@@ -176,22 +177,38 @@ class BatchOutcome:
 
 
 def deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
-    """A validated batch with group commit: one store transaction claims every event, one
-    audit transaction records their receipt, the handlers run, one transaction finishes them.
+    """A validated batch with group commit, answered only after it is committed.
 
-    The sender is answered only after the finishing commit: a crash before it leaves the
-    claims to expire and a redelivery processes the batch again (handlers act once through
-    their deterministic names), a crash after it makes the redelivery all duplicates. An
-    event another worker holds is left to it; the batch is then answered with a
+    On SQLite (a store with transactions): one transaction claims every event, records their
+    receipts, runs their handlers and finishes them; the platform calls and publications the
+    handlers make are intents in that transaction, performed after the commit
+    (``composition.batch_commit``). A crash before the commit leaves nothing, and the
+    redelivered batch is processed afresh; a crash after it makes the redelivery all
+    duplicates, and the reconciler performs the intents left over. Elsewhere (Table Storage)
+    the claims and the finishes are grouped, and the handlers run between them.
+
+    An event another worker holds is left to it; the batch is then answered with a
     ``TransientError`` (503) after the rest is done, so its redelivery finds them duplicates.
     """
     with invocation_budget():
-        return _deliver_batch(bus, batch)
+        owner = bus.services.new_id()
+        unit = unit_of(bus, owner)
+        if unit is None:
+            return _deliver_stepwise(bus, batch, owner)
+        return _deliver_in_one_transaction(unit, batch)
 
 
-def _deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
-    svc = bus.services
-    owner = svc.new_id()
+@dataclass
+class _Claimed:
+    """A batch's claims sorted out: receipts to record, events to handle, the others."""
+
+    receipts: list[tuple[AuditKind, str, dict[str, Any]]]
+    todo: list[tuple[str, Validated]]
+    busy: int = 0
+    duplicates: int = 0
+
+
+def _claim(svc: Services, batch: Sequence[Validated], owner: str) -> _Claimed:
     first: dict[str, Validated] = {}
     repeated: list[Validated] = []
     for item in batch:  # the same event twice in one batch is applied once
@@ -201,26 +218,54 @@ def _deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
             first[item.envelope.dedup_key] = item
     lease = svc.settings.delivery_lease_s
     claims = svc.store.claim_deliveries(list(first), svc.now(), lease, owner)
-    receipts: list[tuple[AuditKind, str, dict[str, Any]]] = []
-    todo: list[tuple[str, Validated]] = []
-    busy = duplicates = 0
+    out = _Claimed([], [])
     for (key, item), claim in zip(first.items(), claims, strict=True):
         if claim is Claim.IN_PROGRESS:
-            busy += 1
+            out.busy += 1
         elif claim is Claim.DUPLICATE:
-            receipts.append(_duplicate(key, item))
-            duplicates += 1
+            out.receipts.append(_duplicate(key, item))
+            out.duplicates += 1
         else:
             if not isinstance(item.message, EventIgnored):
-                receipts.append(_receipt(key, item, retry=claim is Claim.RETRY))
-            todo.append((key, item))
-    receipts += [_duplicate(item.envelope.dedup_key, item) for item in repeated]
-    duplicates += len(repeated)
+                out.receipts.append(_receipt(key, item, retry=claim is Claim.RETRY))
+            out.todo.append((key, item))
+    out.receipts += [_duplicate(item.envelope.dedup_key, item) for item in repeated]
+    out.duplicates += len(repeated)
+    return out
+
+
+def _deliver_in_one_transaction(unit: Unit, batch: Sequence[Validated]) -> BatchOutcome:
+    svc = unit.bus.services
+    with unit.store.transaction(), unit.audit.transaction():  # audit commits first
+        claimed = _claim(svc, batch, unit.owner)
+        _record_all(svc, claimed.receipts)
+        failed = handle_in_transaction(
+            unit, [(key, item.message, item.summary) for key, item in claimed.todo]
+        )
+        svc.store.finish_deliveries([key for key, _ in claimed.todo], svc.now())
+    perform_intents(unit)  # committed: now the outside world may be touched
+    return _outcome(claimed, len(claimed.todo), failed)
+
+
+def _outcome(claimed: _Claimed, done: int, failed: int) -> BatchOutcome:
+    if claimed.busy:
+        raise TransientError(
+            f"{claimed.busy} event(s) of this batch are being processed by another worker; "
+            "the rest is done, retry later",
+            retry_after=IN_PROGRESS_RETRY_AFTER_S,
+        )
+    return BatchOutcome(processed=done - failed, duplicate=claimed.duplicates, failed=failed)
+
+
+def _deliver_stepwise(bus: MessageBus, batch: Sequence[Validated], owner: str) -> BatchOutcome:
+    """Without transactions: claims in one write, receipts in one, handlers, finishes."""
+    svc = bus.services
+    claimed = _claim(svc, batch, owner)
     done: list[str] = []
     failed = 0
     try:
-        _record_all(svc, receipts)
-        for key, item in todo:
+        _record_all(svc, claimed.receipts)
+        for key, item in claimed.todo:
             try:
                 bus.handle(item.message)
             except PermanentError as exc:  # retrying cannot help: audit it, acknowledge it
@@ -235,17 +280,11 @@ def _deliver_batch(bus: MessageBus, batch: Sequence[Validated]) -> BatchOutcome:
             done.append(key)
     except Exception:  # a real crash skips this: the leases expire, a redelivery retries
         svc.store.finish_deliveries(done, svc.now())
-        for key, _ in todo[len(done) :]:
+        for key, _ in claimed.todo[len(done) :]:
             svc.store.release_delivery(key, owner)
         raise
     svc.store.finish_deliveries(done, svc.now())
-    if busy:
-        raise TransientError(
-            f"{busy} event(s) of this batch are being processed by another worker; "
-            "the rest is done, retry later",
-            retry_after=IN_PROGRESS_RETRY_AFTER_S,
-        )
-    return BatchOutcome(processed=len(done) - failed, duplicate=duplicates, failed=failed)
+    return _outcome(claimed, len(done), failed)
 
 
 def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any]]]) -> None:

@@ -7,7 +7,7 @@ only place that knows every handler module.
 
 from __future__ import annotations
 
-from handlers import approvals, cleanup, reconcile, rollout, signals, training, watch
+from handlers import approvals, cleanup, outbox, reconcile, rollout, signals, training, watch
 from shared.messagebus import Handler
 from shared.messages import (
     AdvanceRollout,
@@ -17,14 +17,17 @@ from shared.messages import (
     CleanUpDeployments,
     Command,
     Deny,
+    DrainOutbox,
     DriftSignalled,
     Event,
     EventIgnored,
     FailRollout,
     HealthAlertFired,
+    IntentDone,
     JobStatusChanged,
     ManualRollback,
     ModelRegistered,
+    PerformIntent,
     PurgeDeliveries,
     Reconcile,
     ReconcileCleanUps,
@@ -77,4 +80,8 @@ COMMAND_HANDLERS: dict[type[Command], Handler] = {
     ReconcileEstimates: reconcile.on_estimates,
     PurgeDeliveries: reconcile.on_purge,
     AnchorAudit: reconcile.on_anchor,
+    # the outbox: work deferred past a batch's commit (handlers.outbox)
+    DrainOutbox: outbox.drain,
+    PerformIntent: outbox.perform,
+    IntentDone: outbox.done,
 }

@@ -5,7 +5,8 @@ does is audited as ``reconciled`` and goes through the same steps the missing ev
 It also retries deleting the deployments closed cycles left behind (``handlers.cleanup``)
 and anchors the audit log's chains (``AuditLog.anchor``).
 
-Each tick is follow-up work on the bus, in this order: one ``ReconcileCycle`` per active
+Each tick is follow-up work on the bus, in this order: the outbox's intents whose writer
+died before performing them (``handlers.outbox``), one ``ReconcileCycle`` per active
 cycle, then the watch periods, the clean-ups, the estimated-performance checks, the purge
 of old dedup keys and the audit anchor. The work on one cycle is guarded
 (:func:`contain_cycle_errors`): one cycle's outage does not stall the others.
@@ -27,6 +28,7 @@ from shared.messages import (
     CheckJob,
     CleanUpDeployments,
     CycleWork,
+    DrainOutbox,
     DriftSignalled,
     FailRollout,
     PurgeDeliveries,
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 def reconcile(cmd: Reconcile, svc: Services) -> None:
     key = cmd.event_key
+    svc.emit(DrainOutbox(key))  # work a batch deferred past its commit, its writer gone
     for cycle in svc.store.list_cycles(active_only=True):
         svc.emit(ReconcileCycle(cycle.id, key), contain_cycle_errors)
     svc.emit(ReconcileWatches(key))

@@ -381,9 +381,15 @@ def check_job(cycle: Cycle, svc: Services, key: str) -> None:
 
 
 def on_start_retraining(msg: StartRetraining, svc: Services) -> None:
+    """Start a TRIGGERED cycle's job. Run again (an outbox intent performed a second time,
+    after a crash or an outage), it finds the cycle moved on and resumes it instead."""
     cycle = load(svc, msg.cycle_id)
-    if cycle is not None:
+    if cycle is None:
+        return
+    if cycle.state is CycleState.TRIGGERED:
         start_retraining(cycle, svc, msg.event_key)
+    else:
+        resume_if_stalled(cycle, svc, msg.event_key)
 
 
 def on_resume(msg: ResumeCycle, svc: Services) -> None:

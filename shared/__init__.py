@@ -19,6 +19,7 @@ __all__ = [
     "lifecycle",
     "log_escape",
     "loss_estimation",
+    "message_codec",
     "messagebus",
     "messages",
     "model",

@@ -9,6 +9,11 @@ the bus runs what it recorded, depth first and in order, so it runs in the same 
 and before the work the handler's caller does next. A follow-up may carry a ``Guard``: the
 errors of that follow-up, and of all the work it leads to, go to the guard (the reconciler
 keeps one cycle's outage from stalling the others this way).
+
+Inside a delivered batch's transaction (group commit) the bus runs with a ``Deferral``: each
+message runs in a savepoint, and a message whose work reaches the outside world (a port that
+raises ``Deferred`` there) is undone to its savepoint and recorded as an intent instead, to
+run after the commit (``composition.batch_commit``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,6 +123,23 @@ class FollowUp:
     guard: Guard | None = None
 
 
+class Deferred(BaseException):
+    """Raised by a port that must not be used inside a transaction (the platform, metrics,
+    queries): the bus undoes the message's work to its savepoint and defers the message.
+    A ``BaseException``, so no handler's ``except Exception`` swallows it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """How the bus defers work inside a transaction: a savepoint per message, and where a
+    deferred message is recorded (an intent of the same transaction). A message of a type
+    that was deferred once is deferred at once after that, rather than tried and undone."""
+
+    savepoint: Callable[[], AbstractContextManager[object]]
+    defer: Callable[[Message], None]
+    types: set[type[Message]] = field(default_factory=set)
+
+
 def stable_suffix(text: str, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
@@ -132,6 +155,7 @@ class MessageBus:
         self.event_handlers = event_handlers
         self.command_handlers = command_handlers
         self.dispatched: list[Message] = []  # what the last ``handle`` ran, follow-ups included
+        self.deferral: Deferral | None = None  # set while a batch's transaction is open
 
     def handle(self, message: Message) -> None:
         """Run the handlers of ``message``, then the follow-up work they recorded.
@@ -147,6 +171,22 @@ class MessageBus:
             self._dispatch(FollowUp(message), guarded=False)
 
     def _dispatch(self, item: FollowUp, guarded: bool) -> None:
+        deferral = self.deferral
+        if deferral is None:
+            self._dispatch_now(item, guarded)
+            return
+        if type(item.message) in deferral.types:
+            deferral.defer(item.message)
+            return
+        try:
+            with deferral.savepoint():
+                self._dispatch_now(item, guarded)
+        except Deferred:
+            log.debug("%s deferred until after the commit", type(item.message).__name__)
+            deferral.types.add(type(item.message))
+            deferral.defer(item.message)
+
+    def _dispatch_now(self, item: FollowUp, guarded: bool) -> None:
         if item.guard is None:
             self._handle(item.message, guarded)
             return

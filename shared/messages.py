@@ -270,3 +270,30 @@ class AnchorAudit(Command):
     """Commit every audit chain's head in the anchor chain (the reconciler's last pass)."""
 
     event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DrainOutbox(Command):
+    """Perform recorded intents (``shared.ports.Outbox``): ``owner``'s own after its commit,
+    or (``owner`` empty: the reconciler) every one whose lease expired."""
+
+    event_key: str
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PerformIntent(Command):
+    """One intent of the outbox: follow-up work (``message``) or a lifecycle event to publish."""
+
+    intent_id: int
+    kind: str
+    body: str
+    event_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntentDone(Command):
+    """The intent was performed: forget it (runs only when its work raised nothing)."""
+
+    intent_id: int
+    event_key: str

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from shared.ground_truth import Labelled
 from shared.model import (
@@ -105,6 +107,55 @@ class StateStore(Protocol):
 
     def count_signals(self, model: str, since: datetime) -> int: ...
     def clear_signals(self, model: str, source: str | None = None) -> int: ...
+
+
+@runtime_checkable
+class Transactional(Protocol):
+    """A store that can hold several writes in one transaction (SQLite; not Table Storage)."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """``with store.transaction():`` -- every write inside commits together, or none.
+
+        Nested inside another, it is a savepoint: undone alone when its block raises.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A side effect recorded in a transaction, performed after its commit (the outbox).
+
+    ``kind`` is ``message`` (follow-up work, ``shared.message_codec``) or ``publish``.
+    """
+
+    id: int
+    kind: str
+    body: str
+
+
+@runtime_checkable
+class Outbox(Transactional, Protocol):
+    """Intents written in the same transaction as the state that needs them.
+
+    Each is held by an owner under a lease, like a delivery: the writer performs its own
+    after the commit; one whose lease expired (the writer died) is taken by the reconciler.
+    Performing one twice is safe: the work it names acts through deterministic names.
+    """
+
+    def add_intent(self, kind: str, body: str, now: datetime, lease_s: float, owner: str) -> int:
+        """Record an intent held by ``owner`` until ``now + lease_s``; its id."""
+        ...
+
+    def take_intents(
+        self, now: datetime, lease_s: float, owner: str, *, expired: bool, limit: int
+    ) -> list[Intent]:
+        """``owner``'s own intents (``expired`` False), or up to ``limit`` whose lease has
+        expired, now leased to ``owner`` (``expired`` True); oldest first."""
+        ...
+
+    def finish_intent(self, intent_id: int) -> None:
+        """The intent was performed: forget it."""
+        ...
 
 
 class AuditLog(Protocol):

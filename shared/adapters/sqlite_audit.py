@@ -127,6 +127,12 @@ class SqliteAuditLog:
         self.db = SqliteDatabase(path, SCHEMA)
         self._clock = clock
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction for every append inside (a savepoint if nested)."""
+        with self.db.write():
+            yield
+
     def append(self, entry: AuditEntry) -> AuditRecord:
         return self.append_many([entry])[0]
 

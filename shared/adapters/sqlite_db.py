@@ -64,7 +64,13 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A write transaction that holds the database's write lock from its first statement.
 
     Committed when the block ends, rolled back when it raises (including a failed COMMIT).
+    Inside a transaction already open on ``conn`` (a delivered batch's group commit), it is a
+    savepoint of that transaction instead: undone alone when the block raises, committed with
+    the enclosing transaction.
     """
+    if conn.in_transaction:
+        yield from _savepoint(conn)
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -73,6 +79,18 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("SAVEPOINT nested")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO nested")
+            conn.execute("RELEASE nested")
+        raise
+    conn.execute("RELEASE nested")
 
 
 class _Checkpointer:

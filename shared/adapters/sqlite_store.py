@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.adapters.sqlite_db import SqliteDatabase
 from shared.errors import AlreadyExists, ConcurrencyError
 from shared.model import Cycle
-from shared.ports import Claim
+from shared.ports import Claim, Intent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -46,6 +47,13 @@ CREATE TABLE IF NOT EXISTS model_locks (
 CREATE TABLE IF NOT EXISTS model_closed (
     model TEXT PRIMARY KEY,
     closed_at REAL NOT NULL          -- when the model's last active cycle closed (cooldowns)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,              -- 'message' or 'publish' (shared.ports.Intent)
+    body TEXT NOT NULL,
+    owner TEXT NOT NULL,             -- who performs it
+    until REAL NOT NULL              -- until then, then the reconciler takes it
 );
 CREATE TABLE IF NOT EXISTS signals (
     model TEXT NOT NULL,
@@ -87,6 +95,48 @@ class SqliteStateStore:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(deliveries)")}
             if "owner" not in columns:
                 db.execute("ALTER TABLE deliveries ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction for every write inside (a savepoint if nested)."""
+        with self.db.write():
+            yield
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def add_intent(self, kind: str, body: str, now: datetime, lease_s: float, owner: str) -> int:
+        until = _ts(now + timedelta(seconds=lease_s))
+        with self.db.write() as db:
+            cur = db.execute(
+                "INSERT INTO outbox (kind, body, owner, until) VALUES (?, ?, ?, ?)",
+                (kind, body, owner, until),
+            )
+            return int(cur.lastrowid or 0)
+
+    def take_intents(
+        self, now: datetime, lease_s: float, owner: str, *, expired: bool, limit: int
+    ) -> list[Intent]:
+        if not expired:
+            rows = self.db.read().execute(
+                "SELECT id, kind, body FROM outbox WHERE owner = ? ORDER BY id LIMIT ?",
+                (owner, max(limit, 0)),
+            )
+            return [Intent(int(r["id"]), r["kind"], r["body"]) for r in rows]
+        due = "SELECT id, kind, body FROM outbox WHERE until <= ? ORDER BY id LIMIT ?"
+        args = (_ts(now), max(limit, 0))
+        if not self.db.read().execute(due, args).fetchone():
+            return []  # the usual tick: nothing left over, no write lock taken
+        with self.db.write() as db:
+            found = db.execute(due, args).fetchall()
+            until = _ts(now + timedelta(seconds=lease_s))
+            db.executemany(
+                "UPDATE outbox SET owner = ?, until = ? WHERE id = ?",
+                [(owner, until, r["id"]) for r in found],
+            )
+        return [Intent(int(r["id"]), r["kind"], r["body"]) for r in found]
+
+    def finish_intent(self, intent_id: int) -> None:
+        self.db.connection().execute("DELETE FROM outbox WHERE id = ?", (intent_id,))
 
     # -- deliveries ---------------------------------------------------------------------
 

@@ -1,0 +1,160 @@
+"""A delivered batch in one store transaction, with its side effects in an outbox.
+
+On a store that has transactions (SQLite), everything the batch changes commits together:
+the claims of its events, their audit records, the state its handlers write and the
+finishing of each claim. Nothing reaches the outside world inside that transaction (it holds
+SQLite's write lock): a handler that calls the platform, metrics or a query is undone to its
+savepoint and recorded as an intent, and a lifecycle event published is recorded too. Once
+the transaction has committed, the intents are performed (``handlers.outbox``) and only then
+is the sender answered. A crash before the commit leaves nothing (the redelivery does it
+all); a crash after it leaves the events done and the intents leased, which the reconciler
+performs when the lease has expired. An intent performed twice acts once: the work it names
+finds its own earlier attempt through deterministic names and the cycle's recorded state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.errors import PermanentError
+from shared.message_codec import encode
+from shared.messagebus import Deferral, Deferred, MessageBus, Services
+from shared.messages import DrainOutbox, EventIgnored, Message
+from shared.model import AuditKind
+from shared.ports import Outbox, Transactional
+
+log = logging.getLogger(__name__)
+
+
+class AfterCommit:
+    """Stands in for a port inside the transaction: any call defers the calling message."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise Deferred(f"{self._name}.{attr}")
+
+        return call
+
+
+@dataclass(slots=True)
+class Unit:
+    """One batch's transaction: the store (with its outbox), the audit log, the intents' owner."""
+
+    bus: MessageBus
+    store: Outbox
+    audit: Transactional
+    owner: str
+    deferred: int = 0  # messages deferred so far
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self.store.transaction(), self.audit.transaction():
+            yield
+
+    def add(self, kind: str, body: str) -> None:
+        svc = self.bus.services
+        self.store.add_intent(kind, body, svc.now(), svc.settings.delivery_lease_s, self.owner)
+
+    def defer(self, message: Message) -> None:
+        self.add("message", encode(message))
+        self.deferred += 1
+
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        body = {"type": event_type, "subject": subject, "data": data}
+        self.add("publish", json.dumps(body, separators=(",", ":"), default=str))
+
+
+def unit_of(bus: MessageBus, owner: str) -> Unit | None:
+    """The batch's unit of work if both the store and the audit log have transactions."""
+    svc = bus.services
+    if isinstance(svc.store, Outbox) and isinstance(svc.audit, Transactional):
+        return Unit(bus, svc.store, svc.audit, owner)
+    return None
+
+
+def _inside(svc: Services, unit: Unit) -> Services:
+    """``svc`` as handlers see it inside the transaction: the outside world deferred."""
+
+    def port(name: str, real: object) -> Any:
+        return None if real is None else AfterCommit(name)
+
+    return replace(
+        svc,
+        platform=port("platform", svc.platform),
+        metrics=port("metrics", svc.metrics),
+        logs=port("logs", svc.logs),
+        scored=port("scored", svc.scored),
+        labels=port("labels", svc.labels),
+        publisher=unit,
+    )
+
+
+@contextmanager
+def deferring(unit: Unit) -> Iterator[None]:
+    """Run the bus with the outside world deferred to the outbox while the block runs."""
+    bus = unit.bus
+    services, bus.services = bus.services, _inside(bus.services, unit)
+    bus.deferral = Deferral(unit.savepoint, unit.defer)
+    try:
+        yield
+    finally:
+        bus.services, bus.deferral = services, None
+
+
+def order_key(message: Message) -> str:
+    """Which events must keep their order within a batch: those of one model (``*``: any)."""
+    model = getattr(message, "model", None) or getattr(message, "tags", {}).get("autopilot_model")
+    return str(model) if model else "*"
+
+
+def handle_in_transaction(unit: Unit, todo: Sequence[tuple[str, Message, str]]) -> int:
+    """Handle each ``(key, message, summary)``; how many failed permanently (audited).
+
+    Once an event's work has been deferred, the later events of its model (of every model,
+    if it names none) are deferred whole, so they still run after it, in delivery order. A
+    permanent failure undoes that event's work (its savepoint) and is acknowledged; any
+    other error rolls the whole transaction back and reaches the sender (who redelivers).
+    """
+    failed = 0
+    waiting: set[str] = set()  # order keys with deferred work
+    with deferring(unit):
+        bus = unit.bus
+        for key, message, summary in todo:
+            order = order_key(message)
+            if not isinstance(message, EventIgnored) and (
+                order in waiting or "*" in waiting or (order == "*" and waiting)
+            ):
+                unit.defer(message)
+                continue
+            before = unit.deferred
+            try:
+                bus.handle(message)
+                if unit.deferred > before:
+                    waiting.add(order)
+            except PermanentError as exc:
+                bus.services.record(
+                    AuditKind.ERROR,
+                    f"{summary}: failed permanently",
+                    model=getattr(message, "model", None),
+                    reason=str(exc),
+                    caused_by=key,
+                )
+                failed += 1
+    return failed
+
+
+def perform_intents(unit: Unit) -> None:
+    """After the commit: perform what the batch deferred. An intent that fails stays in the
+    outbox for the reconciler (the batch's events are done and answered as such)."""
+    try:
+        unit.bus.handle(DrainOutbox(f"batch:{unit.owner}", unit.owner))
+    except Exception as exc:  # the intents are committed: the reconciler performs them
+        log.warning("deferred work of batch %s left for the reconciler: %s", unit.owner, exc)

@@ -90,6 +90,7 @@ def demo_policy(data_dir: Path, scenario: str) -> Path:
         # machine's noise (a traffic shift's first requests rolled a good model back): only a
         # grossly slower model fails on latency here; errors are judged as everywhere
         "latency_tolerance": 0.5,
+        "latency_warmup": "5s",  # ~10 requests; the default 30 s would slow every step down
         "check_every": "2s",
         "max_bake": "120s",  # no decision by then fails safe; a busy machine sends fewer requests
     }

@@ -36,7 +36,7 @@ class RequestFailed(Exception):
         self.status = status
 
 
-def _error_text(status: int, body: Any) -> str:
+def error_text(status: int, body: Any) -> str:
     message = body.get("error") if isinstance(body, dict) else None
     if status == 401:
         return (
@@ -79,7 +79,7 @@ def over_http(command: str, subject: str, reason: str, where: Target) -> dict[st
     _, route = ROUTES[command]
     status, body = call(where, "POST", route.format(subject), {"reason": reason})
     if status >= 300 or not isinstance(body, dict):
-        raise RequestFailed(status, f"{command} {subject} refused: {_error_text(status, body)}")
+        raise RequestFailed(status, f"{command} {subject} refused: {error_text(status, body)}")
     return body
 
 
@@ -170,7 +170,7 @@ def replay(
     started = datetime.now(UTC)
     status, body = call(where, "POST", path, headers=headers, raw_body=raw)
     if status >= 300:
-        raise RequestFailed(status, f"replay {file} refused: {_error_text(status, body)}")
+        raise RequestFailed(status, f"replay {file} refused: {error_text(status, body)}")
     lines = [f"delivered {what} from {file} to {where.url}: accepted ({status})"]
     if isinstance(body, dict) and body.get("result") == "ignored":
         lines.append(f"  ignored: {body.get('reason')}")

@@ -185,6 +185,18 @@ def run_point(
     server_cpu = _cpu_s(server_pid) - server_cpu
     for p in procs:
         p.join(30)
+    log = TableAuditLog(connection, table_prefix=prefix, shards=shards)
+    point = {"shards": shards, "writers": writers, "processes": n, "threads_per_process": threads}
+    return {**point, **_figures(answers, window_s, server_cpu, load), **_checked(log)}
+
+
+def _checked(log: TableAuditLog) -> dict[str, Any]:
+    checked = log.verify()
+    return {"chains_valid": checked.ok, "records_verified": checked.records}
+
+
+def _figures(answers: list[Any], window_s: float, server_cpu: float, load: float) -> dict[str, Any]:
+    """A point's figures from its writers' answers (latencies, lost races, CPU, ...)."""
     errors = [a[4] for a in answers if a[4]]
     latencies = [x for a in answers for x in a[1]]
     appends = len(latencies)
@@ -192,13 +204,7 @@ def run_point(
     def per_append(total: float, scale: float = 1.0) -> float:
         return total / appends * scale if appends else float("nan")
 
-    log = TableAuditLog(connection, table_prefix=prefix, shards=shards)
-    checked = log.verify()
     return {
-        "shards": shards,
-        "writers": writers,
-        "processes": n,
-        "threads_per_process": threads,
         "appends": appends,
         "appends_per_s": appends / window_s,
         "p50_ms": percentile(latencies, 50) * 1000,
@@ -210,8 +216,6 @@ def run_point(
         "client_cpu_ms_per_append": per_append(sum(a[3] for a in answers), 1000),
         "azurite_cpu_ms_per_append": per_append(server_cpu, 1000),
         "load_avg_1min_at_start": load,
-        "chains_valid": checked.ok,
-        "records_verified": checked.records,
         "errors": errors[:3],
     }
 

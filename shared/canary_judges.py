@@ -12,12 +12,14 @@ At the 100% step live serves nothing; its requests from the step before stand in
 (its last window with traffic), and the evidence says so. Such a window from another time is
 compared on errors only: its latencies measure that moment's load on the machine as much as
 the deployment (a healthy model was seen rolled back for the slow requests of a loaded
-machine), so latency is judged only against live traffic of the same moments.
+machine), so latency is judged only against live traffic of the same moments. A step's first
+``latency_warmup`` seconds are judged on errors only (a cold deployment just given traffic is
+slow for a moment), and no step passes before they are over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from shared.lifecycle import note, rollout_of
 from shared.messagebus import Services
 from shared.model import AuditKind, Cycle, HealthSample
 from shared.rollout_state import JSON, Check, RolloutState
-from shared.sequential import Bound, Decision, RequestSample, Settings, judge
+from shared.sequential import Bound, Decision, RequestSample, Settings, Verdict, judge
 from shared.traffic import check_due, clock, roll_back, wake
 
 if TYPE_CHECKING:
@@ -59,12 +61,31 @@ def _bound(bound: Bound | None) -> dict[str, float] | None:
     }
 
 
+def _requests(
+    svc: Services,
+    ro: RolloutState,
+    deployment: str,
+    started: datetime,
+    warm: datetime,
+    now: datetime,
+) -> RequestSample:
+    """Every request of ``deployment`` since the step started, with the latencies of those
+    after the warm-up only (none while it lasts)."""
+    sample = svc.metrics.deployment_requests(ro.endpoint, deployment, started, now)
+    if warm <= started:
+        return sample
+    if now <= warm:
+        return errors_only(sample)
+    warmed = svc.metrics.deployment_requests(ro.endpoint, deployment, warm, now)
+    return RequestSample(sample.requests, sample.errors, warmed.latencies_ms)
+
+
 def _live_requests(
-    svc: Services, ro: RolloutState, started: datetime, now: datetime
+    svc: Services, ro: RolloutState, started: datetime, warm: datetime, now: datetime
 ) -> tuple[RequestSample, str | None]:
     """Live's requests over the step; at 100% its window of the step before (and a note)."""
     assert ro.previous is not None
-    live = svc.metrics.deployment_requests(ro.endpoint, ro.previous, started, now)
+    live = _requests(svc, ro, ro.previous, started, warm, now)
     steps = ro.steps
     if live.requests or len(steps) < 2:
         return live, None
@@ -154,12 +175,14 @@ def look_at_step(cycle: Cycle, svc: Services, started: datetime, now: datetime) 
     due = ro.next_check_at
     if due and now < due:
         return None  # a reconcile between looks (another event): the next look is already asked for
-    new = svc.metrics.deployment_requests(ro.endpoint, ro.deployment, started, now)
-    live, baseline_note = _live_requests(svc, ro, started, now)
-    verdict = judge(new, live, settings_of(spec))
+    warm = started + timedelta(seconds=seq.latency_warmup)
+    new = _requests(svc, ro, ro.deployment, started, warm, now)
+    live, baseline_note = _live_requests(svc, ro, started, warm, now)
+    verdict = _after_warmup(judge(new, live, settings_of(spec)), warm, now)
     step = ro.step
     entry = {
         "window": [started.isoformat(), now.isoformat()],
+        "latency_from": warm.isoformat(),
         "analysis": "sequential",
         "step": step,
         "percent": ro.percent,
@@ -180,6 +203,7 @@ def look_at_step(cycle: Cycle, svc: Services, started: datetime, now: datetime) 
         "beta": seq.beta,
         "tolerance": seq.tolerance,
         "latency_tolerance": seq.latency_tolerance,
+        "latency_from": warm.isoformat(),
         "new_requests": verdict.new_requests,
         "live_requests": verdict.live_requests,
         "bounds": [c.bounds() for c in looks],
@@ -197,6 +221,18 @@ def look_at_step(cycle: Cycle, svc: Services, started: datetime, now: datetime) 
         started + timedelta(seconds=seq.max_bake),
         looks[-2] if no_news else None,
     )
+
+
+def _after_warmup(verdict: Verdict, warm: datetime, now: datetime) -> Verdict:
+    """No step passes before its latency has been judged: during the warm-up a pass on errors
+    alone is "continue" (a rollback on errors stands)."""
+    if verdict.decision != "pass" or now > warm:
+        return verdict
+    why = (
+        f"{verdict.new_requests} requests: errors within tolerance; latency is judged from "
+        f"{warm.isoformat()} (the step's warm-up); not decided yet"
+    )
+    return replace(verdict, decision="continue", why=why)
 
 
 def _thinned_looks(cycle: Cycle, ro: RolloutState, step: int) -> list[Check]:

@@ -106,10 +106,20 @@ def _read(doc: dict[str, Any]) -> _Document:
         raise PermanentError("evaluation has no 'challenger' block")
     champion = _metrics(doc, "champion")
     champion_block = doc.get("champion") or {}
-    champion_version = champion_block.get("version") if isinstance(champion_block, dict) else None
-    n_raw = doc.get("n")
-    n = int(n_raw) if isinstance(n_raw, int | float) and not isinstance(n_raw, bool) else None
-    return _Document(challenger, champion, champion_version, n)
+    version = champion_block.get("version") if isinstance(champion_block, dict) else None
+    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
+        raise PermanentError("evaluation: 'champion.version' must be a string")
+    champion_version = None if version is None else str(version)
+    return _Document(challenger, champion, champion_version, _count(doc.get("n")))
+
+
+def _count(n_raw: Any) -> int | None:
+    """The document's example count ``n`` (optional); a count that is not one is refused."""
+    if n_raw is None or isinstance(n_raw, bool) or not isinstance(n_raw, int | float):
+        return None
+    if not math.isfinite(n_raw) or n_raw < 0:
+        raise PermanentError(f"evaluation: 'n' must be a count of examples, not {n_raw!r}")
+    return int(n_raw)
 
 
 def decide(doc: dict[str, Any], gate: Gate) -> GateDecision:

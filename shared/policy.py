@@ -210,6 +210,9 @@ class Sequential(_Strict):
     tolerance: float = Field(default=0.01, gt=0, lt=1)  # error-rate increase allowed
     delta: float = Field(default=0.03, gt=0, lt=1)  # error-rate harm that must not pass
     latency_tolerance: float = Field(default=0.05, gt=0, lt=1)  # extra share above live's p95
+    # a step's first seconds after its traffic change (a cold deployment, a moving load) are
+    # judged on errors only: latency counts from then on, and no step passes before it
+    latency_warmup: Duration = 30.0
     max_bake: Duration = 1800.0  # per step; then on_max_bake
     on_max_bake: Literal["hold", "fail"] = "fail"  # hold: keep looking; fail: roll back
     check_every: Duration = 30.0  # how often a step is looked at

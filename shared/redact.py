@@ -13,6 +13,7 @@ parts of those. Credential-shaped ``name=value`` parts (``AccountKey=``, ``sig=`
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -106,14 +107,18 @@ class Redactor:
         return value
 
     def json(self, value: Any) -> Any:
-        """A JSON value (dicts, lists, strings) with every string masked, keys too; the value
-        itself when nothing in it needs masking. Never recursive: any depth is fine."""
+        """A JSON value (dicts, lists, strings) with every string masked, keys too, and every
+        number JSON cannot hold (NaN, +-Infinity: a platform's metric, a job's document) as
+        null; the value itself when nothing needs either. Never recursive: any depth is fine."""
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
         if not isinstance(value, dict | list | tuple):
             return value
         try:  # one pass in C tells whether anything needs a look
-            if not self._needs(json.dumps(value, ensure_ascii=False, default=str)):
+            text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+            if not self._needs(text):
                 return value
         except (RecursionError, ValueError, TypeError):
             pass
@@ -134,6 +139,8 @@ class Redactor:
                 items: list[Any] = [None] * len(item)
                 parent[slot] = items
                 stack.extend((child, items, index) for index, child in enumerate(item))
+            elif isinstance(item, float) and not math.isfinite(item):
+                parent[slot] = None
             else:
                 parent[slot] = item
         return root[0]

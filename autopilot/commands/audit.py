@@ -155,6 +155,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     state store shows earlier activity was lost or emptied: that fails too."""
     from autopilot.state_files import AUDIT_DB, damage, earlier_activity
 
+    if args.url:
+        return _verify_by_service(args)
     data_dir = data_dir_arg(args)
     unreadable = damage(data_dir / AUDIT_DB)
     if unreadable:
@@ -197,6 +199,34 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     else:
         print(f"AUDIT CHAIN BROKEN at record {first_bad}: {problem}")
     return EXIT_OK if ok else EXIT_CHECK_FAILED
+
+
+def _verify_by_service(args: argparse.Namespace) -> int:
+    """``--url``: the running service verifies the log it writes (Table Storage on Azure,
+    its data folder locally); the console's broken-chain banner suggests this command."""
+    from autopilot.client import Target, call, check_url, function_key, shown_url
+    from autopilot.operator_commands import RequestFailed, error_text
+
+    if args.anchor:
+        raise UsageError("--anchor checks the data folder's records: use it without --url")
+    check_url(args.url)
+    target = Target(args.url.rstrip("/"), function_key(data_dir_arg(args), args.key))
+    status, body = call(target, "GET", "/api/audit/verify")
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("ok"), bool):
+        raise RequestFailed(status, f"audit verify refused: {error_text(status, body)}")
+    where = f"by the service at {shown_url(target.url)}"
+    if args.json:
+        print_json(body)
+    elif body["ok"]:
+        print(f"audit chain intact: {body.get('records')} records verified {where}")
+    else:
+        chain = body.get("chain")
+        in_chain = f" of chain {chain}" if chain not in (None, "0") else ""
+        print(
+            f"AUDIT CHAIN BROKEN at record {body.get('first_bad_seq')}{in_chain}: "
+            f"{body.get('problem')} ({where})"
+        )
+    return EXIT_OK if body["ok"] else EXIT_CHECK_FAILED
 
 
 def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -248,6 +278,16 @@ def add_audit_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="SEQ:HASH",
         help="a head printed by an earlier verify, or aSEQ:HASH printed by `audit anchor`: "
         "fail if that record is gone or changed (default: none)",
+    )
+    p.add_argument(
+        "--url",
+        help="ask the running service at this base URL to verify the log it writes (Table "
+        "Storage on Azure) instead of reading the data dir (default: the data dir)",
+    )
+    p.add_argument(
+        "--key",
+        help="function key for --url (default: $AUTOPILOT_KEY, else the first of "
+        "$AUTOPILOT_FUNCTION_KEYS, else the data dir's function_keys.json)",
     )
     p.set_defaults(func=cmd_audit_verify)
     p = command(

@@ -991,7 +991,7 @@
         slot.replaceChildren(
           v.ok
             ? h("div", { class: "banner ok", id: "verify", "data-ok": "true" }, "Hash chain verified: all " + v.records + " records intact.")
-            : h("div", { class: "banner bad", id: "verify", "data-ok": "false" }, "Hash chain BROKEN at record #" + v.first_bad_seq + ": " + v.problem + " (" + v.records + " records checked). Run `autopilot audit verify` and investigate before trusting this log.")
+            : h("div", { class: "banner bad", id: "verify", "data-ok": "false" }, "Hash chain BROKEN at record #" + v.first_bad_seq + (v.chain && v.chain !== "0" ? " of chain " + v.chain : "") + ": " + v.problem + " (" + v.records + " records checked). Check it yourself and investigate before trusting this log:", h("div", { class: "cmd", "data-cmd": "verify" }, ".venv/bin/autopilot audit verify --url " + location.origin))
         );
         const rows = data.records.slice().reverse();
         return [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,3 +240,44 @@ def test_in_a_400px_window_no_column_is_cut_off(site: Any, view: str, fragment: 
     assert any(  # a wide table scrolls inside its box instead of widening the page
         boxes.nth(i).evaluate("b => b.scrollWidth > b.clientWidth") for i in range(boxes.count())
     )
+
+
+def test_a_broken_chain_names_the_record_and_the_command_it_suggests_works_as_written(
+    site: Any, tmp_path: Path
+) -> None:
+    """An audit record edited in place: the audit page's banner says which, and its CLI line,
+    copied as shown and run from the repository root, reaches the same verdict."""
+    from shared.adapters.sqlite_audit import SqliteAuditLog
+
+    world = make_world()
+    world.services.audit = SqliteAuditLog(tmp_path / "audit.db")
+    promoted(world)
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        db.execute("UPDATE audit SET reason = 'nothing to see here' WHERE seq = 3")
+    page = site(world).open("audit", "/audit")
+    banner = page.locator("#verify")
+    assert banner.get_attribute("data-ok") == "false"
+    assert "Hash chain BROKEN at record #3: " in banner.inner_text()
+    command = banner.locator('[data-cmd="verify"]').inner_text()
+    assert command == f".venv/bin/autopilot audit verify --url {site_url(page)}"
+    env = {**os.environ, "AUTOPILOT_KEY": KEY}
+    done = subprocess.run(
+        shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("AUDIT CHAIN BROKEN at record 3: "), done.stdout
+    assert KEY not in done.stdout + done.stderr
+
+
+def site_url(page: Any) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(page.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def test_verify_by_url_refuses_an_anchor_it_cannot_check(tmp_path: Path) -> None:
+    from autopilot import cli
+
+    code = cli.main(["audit", "verify", "--url", "http://127.0.0.1:9", "--anchor", "1:" + "0" * 64])
+    assert code == 2

@@ -244,12 +244,15 @@ def test_a_passed_step_records_its_window_and_every_looks_band_in_six_places() -
     world = sequential_world()
     cycle = registered_and_rolling(world)
     started = world.clock.now()
+    looks = 0
     while cycle.rollout.percent == 10:
         cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
+        looks += 1
     evidence = decisions(world, cycle.id)[-1].evidence
     assert evidence["window"] == [started.isoformat(), world.clock.now().isoformat()]
     assert (evidence["percent"], evidence["verdict"]) == (10, "pass")
-    assert (evidence["new_requests"], evidence["live_requests"]) == (600, 600)
+    assert (evidence["new_requests"], evidence["live_requests"]) == (300 * looks, 300 * looks)
+    assert evidence["latency_from"] == (started + _seconds(30)).isoformat()  # default warm-up
     last = evidence["bounds"][-1]
     assert last["at"] == world.clock.now().isoformat()
     for name in ("errors", "latency"):
@@ -311,3 +314,50 @@ def test_a_hold_starts_at_the_look_that_reaches_max_bake_and_is_audited_with_tha
     assert held.reason == held.evidence["sentence"] and held.reason.startswith("12 requests: ")
     assert held.evidence["window"] == [started.isoformat(), world.clock.now().isoformat()]
     assert (held.evidence["verdict"], held.evidence["new_requests"]) == ("continue", 12)
+
+
+def test_a_cold_start_is_not_judged_on_latency_but_a_slower_model_still_is() -> None:
+    """The new deployment's first seconds after a traffic change are slow (a cold process):
+    that is the warm-up, judged on errors only; a deployment slower after it is rolled back."""
+    world = sequential_world(latency_warmup="30s")
+    cycle = registered_and_rolling(world)
+    cycle = serve_and_look(world, cycle, new=(300, 0, 400.0), live=(300, 0, 50.0))
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.percent == 10
+    first = cycle.rollout.checks[-1]
+    assert first.evidence["latency"] is None  # not judged yet
+    while cycle.rollout.percent == 10 and cycle.state is CycleState.ROLLING_OUT:
+        cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
+    assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.percent == 50
+
+    slow = sequential_world(latency_warmup="30s")
+    cycle = registered_and_rolling(slow)
+    for _ in range(4):
+        cycle = serve_and_look(slow, cycle, new=(300, 0, 90.0), live=(300, 0, 50.0))
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "the share slower than live's p95" in cycle.reason
+
+
+def test_no_step_passes_before_its_warm_up_ends_and_the_look_says_when_latency_counts() -> None:
+    world = sequential_world(latency_warmup="90s")
+    cycle = registered_and_rolling(world)
+    started = world.clock.now()
+    for _ in range(3):  # 90 s of healthy traffic: errors alone would pass it
+        cycle = serve_and_look(world, cycle, new=(1000, 0, 50.0), live=(1000, 0, 50.0))
+        assert cycle.rollout.percent == 10
+    look = cycle.rollout.checks[-1]
+    assert look.verdict == "continue"
+    warm = (started + _seconds(90)).isoformat()
+    assert f"latency is judged from {warm} (the step's warm-up); not decided yet" in look.why
+    while cycle.rollout.percent == 10 and cycle.state is CycleState.ROLLING_OUT:
+        cycle = serve_and_look(world, cycle, new=(1000, 0, 50.0), live=(1000, 0, 50.0))
+    assert cycle.rollout.percent == 50
+
+
+def test_errors_during_the_warm_up_still_roll_back() -> None:
+    world = sequential_world(latency_warmup="10m")
+    cycle = registered_and_rolling(world)
+    cycle = serve_and_look(world, cycle, new=(300, 30, 50.0), live=(300, 3, 50.0))
+    assert cycle.state is CycleState.ROLLED_BACK
+    assert "error-rate difference is above" in cycle.reason

@@ -401,6 +401,7 @@ def test_the_audit_scale_benchmark_runs_on_tiny_inputs() -> None:
     assert one["lost_races_per_append"] == 0 and 1 <= one["requests_per_append"] < 1.1
     assert set(result["sdk_cpu_ms_per_call"]) == {
         "create_entity",
+        "tables_insert",
         "submit_transaction_2_ops",
         "get_entity",
         "query_tail",
@@ -520,3 +521,25 @@ def test_records_past_the_head_hint_cut_off_after_an_anchor_are_caught(
     result = log.verify()
     assert not result.ok and result.chain == "0" and result.first_bad_seq == HINT_EVERY + 3
     assert "cut off after the anchor" in result.problem
+
+
+def test_a_proxy_set_in_the_environment_is_still_used(
+    azurite: str,  # noqa: F811 - the imported fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without proxy variables the client skips requests' per-request scan of the
+    environment; with one set, requests still go through the proxy (here: nobody listens)."""
+    from shared import retry as retries
+    from shared.errors import TransientError
+    from tests.integration.azurite import _free_port
+
+    once = retries.RetryPolicy(attempts=1, initial_s=0.0, max_interval_s=0.0, total_s=5.0)
+    policies = retries.RetryPolicies(read=once, write=once)
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    direct = TableAuditLog(azurite, table_prefix=fresh_prefix(), retry=policies)
+    assert direct.append(entry("direct")).seq == 1
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")
+    proxied = TableAuditLog(azurite, table_prefix=fresh_prefix(), retry=policies)
+    with pytest.raises(TransientError):
+        proxied.append(entry("through a proxy nobody runs"))

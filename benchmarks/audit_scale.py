@@ -31,6 +31,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from benchmarks.common import ROOT, machine_notes, markdown_table, percentile
 from shared.adapters.table_audit import TableAuditLog
 from shared.adapters.table_chain import as_entity, row_key
+from shared.adapters.tables import Tables
 from shared.audit_chain import GENESIS, seal
 from shared.errors import TransientError
 from shared.model import AuditEntry, AuditKind
@@ -222,8 +223,10 @@ def _figures(answers: list[Any], window_s: float, server_cpu: float, load: float
 
 def sdk_cpu(connection: str, n: int = SDK_PROBE_OPS) -> dict[str, float]:
     """Writer CPU (ms) per call of the SDK paths an append can take, no injected latency:
-    ``create_entity`` (a single append), a two-operation ``submit_transaction`` (record and
-    hint), ``get_entity`` and a small ``query_entities`` (a tail read)."""
+    ``create_entity`` (a single append), the same through ``Tables.insert`` (our transport:
+    no per-request scan of the environment when no proxy is set), a two-operation
+    ``submit_transaction`` (record and hint), ``get_entity`` and a small ``query_entities``
+    (a tail read)."""
     from azure.data.tables import TableServiceClient, UpdateMode
 
     service = TableServiceClient.from_connection_string(connection, retry_total=0)
@@ -237,8 +240,12 @@ def sdk_cpu(connection: str, n: int = SDK_PROBE_OPS) -> dict[str, float]:
         head = {"PartitionKey": "t", "RowKey": "head", "seq": seq, "hash": GENESIS}
         return ("upsert", head, {"mode": UpdateMode.REPLACE})
 
+    ours = Tables(
+        connection, endpoint=None, credential=None, table_prefix="q" + uuid.uuid4().hex[:8]
+    )
     calls: dict[str, Callable[[int], Any]] = {
         "create_entity": lambda i: table.create_entity(record(i, "c")),
+        "tables_insert": lambda i: ours.insert("p", record(i, "c")),
         "submit_transaction_2_ops": lambda i: table.submit_transaction(
             [("create", record(i, "t")), hint(i)]
         ),

@@ -154,9 +154,9 @@ class TableChain:
                 return Tail(int(old["seq"]), str(old["hash"]))
         return Tail(0, GENESIS)
 
-    def read_tail(self) -> Tail:
+    def tail(self) -> Tail:
         """The chain's last record as stored now: past what this writer last knew (or the
-        hint), one range query of keys, hashes and times. Also becomes the cached head."""
+        hint), one range query of keys, hashes and times. Needs no lock; caches nothing."""
         known = self._head or self._hint()
         beyond = self.tables.query(
             AUDIT,
@@ -164,16 +164,20 @@ class TableChain:
             "and RowKey lt ':'",
             select=["RowKey", "hash", "time"],
         )
-        tail = known
-        if beyond:
-            last = beyond[-1]
-            tail = Tail(int(str(last["RowKey"])), str(last["hash"]), _time(last.get("time")))
+        if not beyond:
+            return known
+        last = beyond[-1]
+        return Tail(int(str(last["RowKey"])), str(last["hash"]), _time(last.get("time")))
+
+    def read_tail(self) -> Tail:
+        """:meth:`tail`, kept as this writer's head for the next append. Hold ``lock``."""
+        tail = self.tail()
         self._head, self._stale = tail, False
         return tail
 
     def current_head(self) -> Head:
         """The chain's last record as stored now (for an anchor)."""
-        tail = self.read_tail()
+        tail = self.tail()
         return Head(self.index, tail.seq, tail.hash)
 
     # -- append ------------------------------------------------------------------------

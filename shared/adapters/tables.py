@@ -11,6 +11,9 @@ Keys and texts: :func:`table_key` escapes any text into a legal key; :func:`put_
 long texts over numbered properties; an entity over 1 MiB is refused with ``PermanentError``
 before it is sent.
 
+Proxies: when ``HTTP(S)_PROXY``/``NO_PROXY`` or a CA bundle variable is set, requests reads them
+per request as usual; when none is, the client does not scan the environment on every request.
+
 Authentication: a connection string, or an endpoint with Microsoft Entra ID
 (``DefaultAzureCredential`` by default; needs "Storage Table Data Contributor").
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import threading
 import uuid
@@ -155,6 +159,14 @@ def _check_size(entity: Entity, what: str) -> None:
         )
 
 
+def _networking_from_environment() -> bool:
+    """Whether proxy or CA-bundle variables are set, which requests then reads per request."""
+    import urllib.request
+
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return bool(urllib.request.getproxies()) or bool(bundle)
+
+
 # -- the plumbing shared with the audit log --------------------------------------------------
 
 
@@ -229,6 +241,12 @@ class Tables:
             kwargs: dict[str, Any] = {"retry_total": 0}  # ours retry; never nest
             if self._transport is not None:
                 kwargs["transport"] = self._transport
+            elif not _networking_from_environment():
+                from azure.core.pipeline.transport import RequestsTransport
+
+                # Else requests scans the environment for proxies on every request: ~1 ms of
+                # CPU per request with 190 variables set (measured), a third of an append.
+                kwargs["transport"] = RequestsTransport(use_env_settings=False)
             if self._connection_string:
                 self._service = TableServiceClient.from_connection_string(
                     self._connection_string, **kwargs

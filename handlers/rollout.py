@@ -474,24 +474,24 @@ def _next_stage(cycle: Cycle, svc: Services, why: str, caused_by: str) -> None:
 
 
 def on_start_rollout(msg: StartRollout, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.REGISTERED)
     if cycle is not None:
         start_rollout(cycle, svc, msg.event_key)
 
 
 def on_advance(msg: AdvanceRollout, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.ROLLING_OUT)
     if cycle is not None:
         advance(cycle, svc, msg.event_key)
 
 
 def on_roll_back(msg: RollBack, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.ROLLING_OUT, CycleState.PROMOTED)
     if cycle is not None:
         roll_back(cycle, svc, msg.reason, msg.event_key, evidence=msg.evidence, actor=msg.actor)
 
 
 def on_fail_rollout(msg: FailRollout, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.ROLLING_OUT)
     if cycle is not None:
         fail_rollout(cycle, svc, msg.reason, msg.event_key)

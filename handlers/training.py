@@ -399,13 +399,13 @@ def on_resume(msg: ResumeCycle, svc: Services) -> None:
 
 
 def on_check_job(msg: CheckJob, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.RETRAINING)
     if cycle is not None:
         check_job(cycle, svc, msg.event_key)
 
 
 def on_reevaluate(msg: Reevaluate, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.EVALUATING)
     if cycle is not None:
         svc.store.save_cycle(cycle)  # claim it (version bump) before redoing the evaluation
         evaluate(cycle, svc, msg.event_key)

@@ -9,7 +9,7 @@ from shared.canary_judges import health_json, look_at_watch, threshold_verdict
 from shared.lifecycle import load, note, rollout_of, schedule_cleanup
 from shared.messagebus import Services
 from shared.messages import CleanUpDeployments, WatchRollout
-from shared.model import AuditKind, Cycle
+from shared.model import AuditKind, Cycle, CycleState
 from shared.traffic import finish_roll_back, roll_back
 
 
@@ -69,6 +69,6 @@ def watch(cycle: Cycle, svc: Services, caused_by: str) -> None:
 
 
 def on_watch(msg: WatchRollout, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id)
+    cycle = load(svc, msg.cycle_id, CycleState.PROMOTED)
     if cycle is not None:
         watch(cycle, svc, msg.event_key)

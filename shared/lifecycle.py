@@ -163,9 +163,21 @@ def with_leftovers(svc: Services) -> list[Cycle]:
     ]
 
 
-def load(svc: Services, cycle_id: str) -> Cycle | None:
-    """The cycle a follow-up message names, as stored now (None: it is gone)."""
-    return svc.store.get_cycle(cycle_id)
+def load(svc: Services, cycle_id: str, *states: CycleState) -> Cycle | None:
+    """The cycle a follow-up message names, as stored now; None when it is gone or, given
+    ``states``, no longer in one of them: another worker did this work between the look that
+    asked for it and now (the work would otherwise be done twice, or refused as an invalid
+    transition)."""
+    cycle = svc.store.get_cycle(cycle_id)
+    if cycle is not None and states and cycle.state not in states:
+        log.info(
+            "cycle %s is %s now: work for %s left to the worker that moved it",
+            cycle_id,
+            cycle.state.value,
+            "/".join(s.value for s in states),
+        )
+        return None
+    return cycle
 
 
 def rollout_of(cycle: Cycle) -> RolloutState:

@@ -2,7 +2,10 @@
 
 Each reader yields ``{column: values}`` for at most ``rows`` rows at a time, so memory is set
 by the chunk, never by the file. Parquet numeric columns come as numpy arrays (nulls as NaN),
-other columns as lists; CSV values come as text, as ``read_csv_columns`` reads them.
+other columns as lists; CSV values come as text, as ``read_csv_columns`` reads them. A Parquet
+chunk (``ParquetChunk``) also holds its floating-point columns as one column-major 2-D block
+(one ``to_tensor`` call for all of them) and its other columns as Arrow arrays, which
+``embedded.drift.stream`` uses directly instead of column by column.
 
 The collector (``modelDataCollector/.../*.jsonl``, see ``shared.adapters.collector_blob``)
 writes one logged call per line: an object whose ``data`` is the list of rows of that call.
@@ -15,19 +18,64 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 8_192
 
 
+@dataclass(frozen=True, eq=False)
+class ParquetChunk(Mapping[str, Any]):
+    """One Parquet record batch as ``{column: values}``. Floating-point columns are views of
+    ``block`` (rows x len(floats), column-major, nulls as NaN); integer columns numpy arrays
+    (nulls as NaN); other columns ``arrow`` arrays, read as Python lists on first access."""
+
+    names: tuple[str, ...]
+    floats: tuple[str, ...]
+    block: npt.NDArray[np.floating]
+    arrays: Mapping[str, Any]  # integer columns as numpy arrays
+    arrow: Mapping[str, Any]  # other columns as pyarrow arrays
+    _lists: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    _where: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._where.update((name, j) for j, name in enumerate(self.floats))
+
+    @property
+    def rows(self) -> int:
+        return int(self.block.shape[0])
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.arrays:
+            return self.arrays[name]
+        if name in self.arrow:
+            if name not in self._lists:
+                self._lists[name] = self.arrow[name].to_pylist()
+            return self._lists[name]
+        if name in self._where:
+            return self.block[:, self._where[name]]
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 def parquet_chunks(
     path: Path, rows: int = CHUNK_ROWS, columns: Sequence[str] | None = None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[ParquetChunk]:
     """A Parquet file, ``rows`` rows at a time (pyarrow record batches)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -36,14 +84,21 @@ def parquet_chunks(
     # columns x 16,384 rows); memory is then about one decoded row group and one chunk.
     with pq.ParquetFile(path, pre_buffer=False) as handle:
         for batch in handle.iter_batches(batch_size=rows, columns=columns):
-            chunk: dict[str, Any] = {}
-            for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                kind = column.type
-                if pa.types.is_floating(kind) or pa.types.is_integer(kind):
-                    chunk[name] = column.to_numpy(zero_copy_only=False)  # nulls: NaN
-                else:
-                    chunk[name] = column.to_pylist()
-            yield chunk
+            names = tuple(batch.schema.names)
+            floats = tuple(n for n in names if pa.types.is_floating(batch.schema.field(n).type))
+            if floats:  # all floating columns at once; mixed widths become float64
+                tensor = batch.select(list(floats)).to_tensor(null_to_nan=True, row_major=False)
+                block = np.asarray(tensor.to_numpy())
+            else:
+                block = np.empty((batch.num_rows, 0), dtype=np.float64)  # carries the rows
+            arrays: dict[str, Any] = {}
+            arrow: dict[str, Any] = {}
+            for name, column in zip(names, batch.columns, strict=True):
+                if pa.types.is_integer(column.type):
+                    arrays[name] = column.to_numpy(zero_copy_only=False)  # nulls: NaN
+                elif name not in floats:
+                    arrow[name] = column
+            yield ParquetChunk(names, floats, block, arrays, arrow)
 
 
 def csv_chunks(paths: Iterable[Path], rows: int = CHUNK_ROWS) -> Iterator[dict[str, list[str]]]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,9 +41,9 @@ class ParquetChunk(Mapping[str, Any]):
 
     names: tuple[str, ...]
     floats: tuple[str, ...]
-    block: npt.NDArray[np.floating]
-    arrays: Mapping[str, Any]  # integer columns as numpy arrays
-    arrow: Mapping[str, Any]  # other columns as pyarrow arrays
+    block: npt.NDArray[np.floating] = field(repr=False)
+    arrays: Mapping[str, Any] = field(repr=False)  # integer columns as numpy arrays
+    arrow: Mapping[str, Any] = field(repr=False)  # other columns as pyarrow arrays
     _lists: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _where: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -74,9 +76,22 @@ class ParquetChunk(Mapping[str, Any]):
 
 
 def parquet_chunks(
-    path: Path, rows: int = CHUNK_ROWS, columns: Sequence[str] | None = None
-) -> Iterator[ParquetChunk]:
-    """A Parquet file, ``rows`` rows at a time (pyarrow record batches)."""
+    path: Path,
+    rows: int = CHUNK_ROWS,
+    columns: Sequence[str] | None = None,
+    *,
+    prefetch: bool = True,
+) -> Generator[ParquetChunk, None, None]:
+    """A Parquet file, ``rows`` rows at a time (pyarrow record batches). With ``prefetch``
+    the next chunk is decoded in a thread while the caller works on this one (Arrow and
+    numpy release the GIL: a second core decodes; memory: one chunk more)."""
+    chunks = _parquet_chunks(path, rows, columns)
+    return _prefetched(chunks) if prefetch else chunks
+
+
+def _parquet_chunks(
+    path: Path, rows: int, columns: Sequence[str] | None
+) -> Generator[ParquetChunk, None, None]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -99,6 +114,47 @@ def parquet_chunks(
                 elif name not in floats:
                     arrow[name] = column
             yield ParquetChunk(names, floats, block, arrays, arrow)
+
+
+def _prefetched(chunks: Generator[ParquetChunk, None, None]) -> Generator[ParquetChunk, None, None]:
+    """``chunks``, each produced in a worker thread while the previous one is in use. An
+    error in the worker is raised here; closing this generator stops the worker."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                if not put(("chunk", chunk)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # handed to the consumer, raised there
+            put(("error", error))
+        finally:
+            chunks.close()  # the file, in the thread that read it
+
+    worker = threading.Thread(target=work, name="parquet-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def csv_chunks(paths: Iterable[Path], rows: int = CHUNK_ROWS) -> Iterator[dict[str, list[str]]]:

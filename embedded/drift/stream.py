@@ -195,15 +195,18 @@ def _kinds(
     chosen = set(categorical) if categorical is not None else None
     numeric: list[str] = []
     categories: list[str] = []
-    for name, values in first.items():
+    for name in first:
         if name in skip:
             continue
         if chosen is not None:
             is_categorical = name in chosen
-        elif isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-            is_categorical = False
+        elif isinstance(first, ParquetChunk) and name in first.arrow:
+            # the column's distinct values decide it as all its values would
+            is_categorical = not _is_numeric(first.arrow[name].unique().to_pylist())
         else:
-            is_categorical = not _is_numeric(list(values))
+            values = first[name]
+            numbers = isinstance(values, np.ndarray) and values.dtype.kind in "fiu"
+            is_categorical = not numbers and not _is_numeric(list(values))
         (categories if is_categorical else numeric).append(name)
     return numeric, categories
 

@@ -13,12 +13,13 @@ not part of the timed figure (``generate_s`` is reported on its own). Run again 
 the rows: the same peak RSS shows that memory does not grow with the row count.
 
 Evidently (``benchmarks.drift.EvidentlyRunner``: ``ValueDrift`` per column and statistic, in
-memory) runs on a ladder of slices (``EVIDENTLY_SLICES``: first fewer columns, then all 1,020
-columns and more rows), each in a child process capped at ``EVIDENTLY_SLICE_CAP_S`` (10
-minutes) and at what is left of the ladder's budget; the ladder stops at the first slice not
-finished. In the same child, ``embedded.drift`` checks the same slice (sketch made once with
-``summarize_stream``, then ``compare_stream`` over the slice's arrays in memory, the code path
-of the full run) for the per-check ratio; both wall and CPU time are reported.
+memory) runs on a ladder of slices (``EVIDENTLY_SLICES``: 1,000 x 250 rows of 102, 255, 510
+and all 1,020 columns, then more rows), each in a child process capped at
+``EVIDENTLY_SLICE_CAP_S`` (10 minutes) and at what is left of the ladder's budget; the ladder
+stops at the first slice not finished. In the same child, ``embedded.drift`` checks the same
+slice (sketch made once with ``summarize_stream``, then ``compare_stream`` over the slice's
+arrays in memory, the code path of the full run) for the per-check ratio; both wall and CPU
+time are reported.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ EVIDENTLY_SLICE_CAP_S = 600.0  # one slice: "the largest slice it finishes withi
 # (numeric, categorical, reference rows, current rows), smallest first
 EVIDENTLY_SLICES = (
     (100, 2, 1_000, 250),
+    (250, 5, 1_000, 250),
+    (500, 10, 1_000, 250),
     (NUMERIC, CATEGORICAL, 1_000, 250),
     (NUMERIC, CATEGORICAL, 5_000, 1_000),
     (NUMERIC, CATEGORICAL, 20_000, 5_000),

@@ -54,6 +54,10 @@ class ParquetChunk(Mapping[str, Any]):
     def rows(self) -> int:
         return int(self.block.shape[0])
 
+    def positions(self, names: Sequence[str]) -> list[int]:
+        """Where each of ``names`` (floating-point columns) is in ``block``."""
+        return [self._where[name] for name in names]
+
     def __getitem__(self, name: str) -> Any:
         if name in self.arrays:
             return self.arrays[name]

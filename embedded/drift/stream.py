@@ -96,8 +96,7 @@ def _block(chunk: Chunk, names: Sequence[str], rows: int) -> quantiles.Floats:
     if isinstance(chunk, ParquetChunk) and set(names) <= set(chunk.floats):
         if tuple(names) == chunk.floats:
             return chunk.block.copy(order="F")
-        index = [chunk.floats.index(name) for name in names]
-        return np.asfortranarray(chunk.block[:, index])
+        return np.asfortranarray(chunk.block[:, chunk.positions(names)])
     columns = [chunk.get(name) for name in names]
     single = all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in columns)
     dtype = np.float32 if single and columns else np.float64

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from benchmarks.common import fmt_number, fmt_seconds, markdown_table
+from benchmarks.report_drift import drift_table, drift_wide_table
 
 
 def _yes(flag: Any) -> str:
@@ -119,136 +120,6 @@ def _table_storage(t: dict[str, Any]) -> str:
     head = ["path", "events", "invocations / 10,000 events", "round trips / event", "requests"]
     text = f"\n\nTable Storage (Azurite {t.get('azurite', '')}), requests counted on the wire:\n\n"
     return text + markdown_table(head, rows)
-
-
-def drift_wide_table(r: dict[str, Any]) -> str:
-    """Streamed drift over wide Parquet data: time, CPU, peak RSS; Evidently's largest slice."""
-    rows = []
-    for label, key in (("all rows", "full"), ("a fifth of the rows", "fifth_rows")):
-        m = r.get(key, {})
-        if "seconds" not in m:
-            rows.append([label, "failed", "", "", ""])
-            continue
-        rows.append(
-            [
-                f"{label}: {m['ref_rows']:,} x {m['cur_rows']:,}",
-                f"{m['summarize_s']:.1f} + {m['compare_s']:.1f} = {m['seconds']:.1f} s",
-                f"{m['cpu_seconds']:.1f} s",
-                f"{m['peak_rss_mb']:.0f} MB",
-                str(m["drifted_features"]),
-            ]
-        )
-    table = markdown_table(
-        ["rows (reference x current)", "summarise + compare (wall)", "CPU", "peak RSS", "drifted"],
-        rows,
-    )
-    ev = r.get("evidently", {})
-    largest = ev.get("largest_finished")
-    if "skipped" in ev:
-        note = f"Evidently: {ev['skipped']}"
-    elif largest:
-        note = (
-            f"Evidently on the largest slice it finished within its {ev['budget_s']:.0f} s "
-            f"budget ({largest['ref_rows']:,} x {largest['cur_rows']:,} rows, all columns): "
-            f"{largest['evidently_s']:.1f} s per check vs {largest['ours_compare_s']:.2f} s "
-            f"for embedded.drift's compare (sketch reused): {largest['ratio']:.0f}x"
-        )
-    else:
-        note = "Evidently finished no slice within its budget"
-    targets = r.get("targets", {})
-    return (
-        f"{r['numeric_features']:,} numeric + {r['categorical_features']} categorical columns, "
-        f"Parquet {r['parquet_mb']:.0f} MB (generated in {r['generate_s']:.0f} s), chunks of "
-        f"{r['chunk_rows']:,} rows; targets <= {targets.get('seconds', 0):.0f} s, peak RSS <= "
-        f"{targets.get('peak_rss_mb', 0):.0f} MB.\n\n{table}\n\n{note}."
-    )
-
-
-def drift_table(r: dict[str, Any]) -> str:
-    ours = r["ours"]
-    rows = [
-        [
-            "embedded.drift compare (sketch reused)",
-            fmt_seconds(ours["compare_per_check_s"]["median"]),
-            fmt_seconds(ours["compare_per_check_cpu_s"]["median"]),
-            f"{ours.get('compare_peak_mib', math.nan):.0f} MiB",
-            f"first use (imports) {fmt_seconds(ours['first_use_import_s'])}",
-        ],
-        [
-            "embedded.drift summarize (once per baseline)",
-            fmt_seconds(ours["summarize_once_s"]),
-            fmt_seconds(ours["summarize_once_cpu_s"]),
-            f"{ours.get('summarize_peak_mib', math.nan):.0f} MiB",
-            f"sketch {ours['sketch_json_bytes'] / 1024:.0f} KiB as JSON",
-        ],
-    ]
-    ev = r["evidently"]
-    if "skipped" in ev:
-        rows.append(["Evidently", "-", "-", "-", f"skipped: {ev['skipped']}"])
-    else:
-        rows.append(
-            [
-                f"Evidently {ev['version']} report ({ev['metrics']} ValueDrift)",
-                fmt_seconds(ev["run_per_check_s"]["median"]),
-                fmt_seconds(ev["run_per_check_cpu_s"]["median"]),
-                f"{ev.get('run_peak_mib', math.nan):.0f} MiB",
-                f"first use (imports) {fmt_seconds(ev['first_use_import_s'])}",
-            ]
-        )
-    head = ["tool", "per check (wall)", "CPU", "peak (tracemalloc)", "notes"]
-    text = markdown_table(head, rows)
-    text += (
-        f"\n\n{r['ref_rows']:,} reference rows, {r['cur_rows']:,} current rows, "
-        f"{r['numeric_features']} numeric + {r['categorical_features']} categorical features."
-    )
-    if "ratio_per_check" in r:
-        text += (
-            f" Evidently/ours per check: {r['ratio_per_check']:.1f}x wall, "
-            f"{r['ratio_per_check_cpu']:.1f}x CPU; 10 checks including the one-time sketch: "
-            f"{r['ratio_10_checks_incl_sketch']:.1f}x (target >= {r['target_ratio']:.0f}x "
-            f"per check: {_yes(r['meets_target'])})."
-        )
-    agreement = r.get("agreement")
-    if agreement:
-        text += "\n\n" + agreement_table(agreement)
-    return text
-
-
-def agreement_table(a: dict[str, Any]) -> str:
-    """One row per statistic kind: how far ours and Evidently's are, and why."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in a["rows"]:
-        kind = "numeric" if row["feature"].startswith("num_") else "categorical"
-        groups.setdefault((row["statistic"], kind), []).append(row)
-    rows = []
-    for (statistic, kind), items in groups.items():
-        checks = [i["definition_check"] for i in items if not math.isnan(i["definition_check"])]
-        diffs = [i["difference"] for i in items]
-        rows.append(
-            [
-                f"{statistic} ({kind})",
-                str(len(items)),
-                f"{max(checks):.1e}" if checks else "n/a",
-                f"{max(diffs):.2g}",
-                str(sum(1 for d in diffs if d <= 1e-6)),
-                items[0]["why"],
-            ]
-        )
-    head = [
-        "statistic",
-        "features",
-        "max |diff|, same definition",
-        "max |ours - Evidently|",
-        "equal within 1e-6",
-        "why values differ",
-    ]
-    text = markdown_table(head, rows)
-    text += (
-        f"\n\nDrifted (ours, default thresholds): {', '.join(a['drifted_features_ours'])}. "
-        "Drifted (Evidently, its default stattests and thresholds): "
-        f"{', '.join(a['drifted_features_evidently_default_stattests'])}."
-    )
-    return text
 
 
 def scaling_table(r: dict[str, Any]) -> str:

@@ -13,6 +13,13 @@ collector JSONL). Up to ``exact_rows`` rows are kept as they are and handed to t
 
 Column kinds are decided on the first chunk (Parquet: by its column types; text: numeric if
 every present value is a number); a later value that is not a number counts as missing.
+
+Each chunk is worked on as a whole, not column by column: its numeric columns make one
+column-major block (float32 when every column is float32, as read: exact, and half the
+sorting), sorted once for the quantile summaries; the sorted block then gives the counts in
+the baseline bins with one binary search per edge; means and variances are summed over the
+block in float64, a group of columns at a time; Parquet's categorical columns are counted by
+Arrow (``value_counts``) without making Python strings of every value.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedded.drift import quantiles
+from embedded.drift.readers import ParquetChunk
 from embedded.drift.sketch import (
     BINS,
     MISSING,
@@ -53,6 +61,7 @@ from embedded.drift.statistics import (
 Chunk = Mapping[str, Any]  # column name -> that chunk's values (sequence or numpy array)
 EXACT_ROWS = 4096
 POINTS = 1024
+MOMENT_COLUMNS = 128  # columns cast to float64 at a time for the moments (8 MB at 8,192 rows)
 
 
 def floats(values: Any) -> FloatArray:
@@ -76,14 +85,23 @@ def floats(values: Any) -> FloatArray:
 
 
 def _rows(chunk: Chunk) -> int:
+    if isinstance(chunk, ParquetChunk):
+        return chunk.rows
     return max((len(v) for v in chunk.values()), default=0)
 
 
-def _block(chunk: Chunk, names: Sequence[str], rows: int) -> FloatArray:
-    """The numeric columns of a chunk as one rows x k float block (column-major)."""
-    block = np.full((rows, len(names)), np.nan, dtype=np.float64, order="F")
-    for j, name in enumerate(names):
-        values = chunk.get(name)
+def _block(chunk: Chunk, names: Sequence[str], rows: int) -> quantiles.Floats:
+    """The numeric columns of a chunk as one rows x k block (column-major, a new array;
+    float32 if every column is float32, else float64; NaN where missing)."""
+    if isinstance(chunk, ParquetChunk) and set(names) <= set(chunk.floats):
+        if tuple(names) == chunk.floats:
+            return chunk.block.copy(order="F")
+        return np.asfortranarray(chunk.block[:, chunk.positions(names)])
+    columns = [chunk.get(name) for name in names]
+    single = all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in columns)
+    dtype = np.float32 if single and columns else np.float64
+    block = np.full((rows, len(names)), np.nan, dtype=dtype, order="F")
+    for j, values in enumerate(columns):
         if values is None or not len(values):
             continue
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
@@ -101,22 +119,29 @@ class _Moments:
         self.mean = np.zeros(k)
         self.m2 = np.zeros(k)
 
-    def add(self, block: FloatArray, finite: npt.NDArray[np.bool_]) -> None:
-        """Merge a block's moments (``finite``: its usable values; one block-sized temporary)."""
+    def add(self, block: quantiles.Floats, finite: npt.NDArray[np.bool_]) -> None:
+        """Merge a block's moments (``finite``: its usable values), in float64, a group of
+        columns at a time (temporaries of ``MOMENT_COLUMNS`` columns only)."""
+        for start in range(0, block.shape[1], MOMENT_COLUMNS):
+            group = slice(start, start + MOMENT_COLUMNS)
+            self._add(group, block[:, group], finite[:, group])
+
+    def _add(self, group: slice, block: quantiles.Floats, finite: npt.NDArray[np.bool_]) -> None:
         count = finite.sum(axis=0).astype(np.float64)
-        deviations = np.where(finite, block, 0.0)
+        deviations = np.where(finite, block.astype(np.float64), 0.0)
         mean = np.where(count > 0, deviations.sum(axis=0) / np.maximum(count, 1), 0.0)
         deviations -= mean[None, :]
         deviations *= finite
         np.square(deviations, out=deviations)
         m2 = deviations.sum(axis=0)
         del deviations
-        total = self.count + count
-        delta = mean - self.mean
+        held_count, held_mean = self.count[group], self.mean[group]
+        total = held_count + count
+        delta = mean - held_mean
         share = np.where(total > 0, count / np.maximum(total, 1), 0.0)
-        self.m2 = self.m2 + m2 + delta**2 * self.count * share
-        self.mean = self.mean + delta * share
-        self.count = total
+        self.m2[group] = self.m2[group] + m2 + delta**2 * held_count * share
+        self.mean[group] = held_mean + delta * share
+        self.count[group] = total
 
     @property
     def std(self) -> FloatArray:
@@ -169,15 +194,18 @@ def _kinds(
     chosen = set(categorical) if categorical is not None else None
     numeric: list[str] = []
     categories: list[str] = []
-    for name, values in first.items():
+    for name in first:
         if name in skip:
             continue
         if chosen is not None:
             is_categorical = name in chosen
-        elif isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-            is_categorical = False
+        elif isinstance(first, ParquetChunk) and name in first.arrow:
+            # the column's distinct values decide it as all its values would
+            is_categorical = not _is_numeric(first.arrow[name].unique().to_pylist())
         else:
-            is_categorical = not _is_numeric(list(values))
+            values = first[name]
+            numbers = isinstance(values, np.ndarray) and values.dtype.kind in "fiu"
+            is_categorical = not numbers and not _is_numeric(list(values))
         (categories if is_categorical else numeric).append(name)
     return numeric, categories
 
@@ -207,7 +235,7 @@ def summarize_stream(
         for chunk in exact.add(incoming, _rows(incoming)):
             rows = _rows(chunk)
             for name in categories:
-                counts[name].update(categorical_values(_column(chunk, name, rows)))
+                _count(counts[name], chunk, name, rows)
             if numeric:
                 block = _block(chunk, numeric, rows)
                 finite = np.isfinite(block)
@@ -240,6 +268,25 @@ def _prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
     yield from rest
 
 
+def _count(counter: Counter[str], chunk: Chunk, name: str, rows: int) -> None:
+    """Add a chunk's categorical column to its counts (Parquet: counted by Arrow)."""
+    arrow = chunk.arrow.get(name) if isinstance(chunk, ParquetChunk) else None
+    if arrow is not None and len(arrow) == rows:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            found = pc.value_counts(arrow)
+        except pa.ArrowNotImplementedError:  # a type Arrow cannot count: as Python values
+            found = None
+        if found is not None:
+            values = found.field("values").to_pylist()
+            for value, count in zip(values, found.field("counts").to_pylist(), strict=True):
+                counter[MISSING if value is None or value == "" else str(value)] += count
+            return
+    counter.update(categorical_values(_column(chunk, name, rows)))
+
+
 def _column(chunk: Chunk, name: str, rows: int) -> Sequence[Any]:
     values = chunk.get(name)
     if values is None:
@@ -264,9 +311,9 @@ def _numeric_sketch(
     probs = (np.arange(count_points) + 0.5) / count_points
     sample = quantiles.weighted_order_statistics(values, weights, probs)
     return NumericSketch(
-        tuple(float(e) for e in edges),
-        tuple(int(c) for c in counts),
-        tuple(float(s) for s in sample),
+        tuple(edges.tolist()),
+        tuple(counts.tolist()),
+        tuple(sample.tolist()),
         float(moments.mean[j]),
         float(moments.std[j]),
         n,
@@ -280,12 +327,13 @@ class _BinCounts:
         self.edges = list(edges)
         self.counts = [np.zeros(len(e) + 1, dtype=np.int64) for e in self.edges]
 
-    def add(self, block: FloatArray, finite: npt.NDArray[np.bool_]) -> None:
+    def add_sorted(self, block: quantiles.Floats, finite: npt.NDArray[np.intp]) -> None:
+        """Count a block whose columns are sorted, the first ``finite[j]`` values of column
+        j usable: bin counts are differences of the positions of the edges."""
         for j, edges in enumerate(self.edges):
-            column = block[finite[:, j], j]
-            self.counts[j] += np.bincount(
-                np.searchsorted(edges, column, side="left"), minlength=len(edges) + 1
-            )
+            column = block[: finite[j], j]
+            upto = np.searchsorted(column, edges, side="right")  # values <= each edge
+            self.counts[j] += np.diff(upto, prepend=0, append=finite[j])
 
 
 def compare_stream(
@@ -316,13 +364,13 @@ def compare_stream(
             rows = _rows(chunk)
             for name in categories:
                 if name in chunk:
-                    counts[name].update(categorical_values(_column(chunk, name, rows)))
+                    _count(counts[name], chunk, name, rows)
             if numeric:
                 block = _block(chunk, numeric, rows)
                 finite = np.isfinite(block)
                 moments.add(block, finite)
-                bins.add(block, finite)
-                stream.add(block, finite)
+                stream.add(block, finite)  # sorts the block: missing values last
+                bins.add_sorted(block, finite.sum(axis=0))
     if exact.chunks is not None:
         return compare(baseline, exact.columns(), thresholds, min_samples=min_samples)
     seen = _Seen(n, present, numeric, moments, bins, stream, counts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,96 @@ def test_parquet_reader_gives_the_in_memory_result(tmp_path: Path) -> None:
     assert isinstance(chunks[0]["age"], np.ndarray) and np.isnan(chunks[0]["age"]).any()
     streamed = summarize_stream(parquet_chunks(path, rows=700))
     assert streamed.to_json()["features"] == summarize(reference).to_json()["features"]
+
+
+def wide(rows: int, seed: int, shift: float = 0.0) -> dict[str, Any]:
+    """Wide-data columns as the drift-wide benchmark writes them: float32 numbers (some
+    integer-valued, so ties sit on bin edges; some missing), a float64 and an integer code,
+    text categories with nulls and empty strings."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {}
+    for j in range(12):
+        values = rng.normal(j + shift, 1 + j / 4, rows)
+        if j % 3 == 0:
+            values = np.round(values)  # heavy ties
+        values[rng.random(rows) < 0.03] = np.nan
+        columns[f"x{j}"] = values.astype(np.float32)
+    columns["wide64"] = rng.lognormal(shift, 0.5, rows)
+    columns["code"] = rng.integers(1, 4, rows)
+    labels = np.asarray(["north", "south", "", None], dtype=object)
+    columns["region"] = labels[rng.choice(4, rows, p=[0.5, 0.3, 0.1, 0.1])].tolist()
+    return columns
+
+
+def in_memory_columns(columns: dict[str, Any]) -> dict[str, list[Any]]:
+    """The same columns as Python values (NaN: None), for the exact in-memory functions."""
+    out: dict[str, list[Any]] = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray):
+            out[name] = [None if v != v else v for v in values.tolist()]
+        else:
+            out[name] = list(values)
+    return out
+
+
+def test_wide_parquet_streamed_matches_the_exact_in_memory_computation(tmp_path: Path) -> None:
+    """The whole-chunk path (float32 block, bins from the sorted block, Arrow counts) against
+    ``summarize``/``compare`` on the same values: counts, bins, means, std and the bin-based
+    statistics exact; quantile-based figures within the summaries' rank error."""
+    reference, current = wide(20_000, 11), wide(8_000, 12, shift=0.2)
+    paths = {}
+    for side, columns in (("ref", reference), ("cur", current)):
+        paths[side] = tmp_path / f"{side}.parquet"
+        pq.write_table(pa.table(columns), paths[side], row_group_size=3000)
+    # past 500 rows: streamed (1,024 points; 14 chunks make at most 4 levels)
+    kinds: dict[str, Any] = {"categorical": ["code", "region"], "exclude": ["x3"]}
+    streamed = summarize_stream(parquet_chunks(paths["ref"], rows=1500), exact_rows=500, **kinds)
+    exact = summarize(in_memory_columns(reference), **kinds)
+    assert "x3" not in streamed.features  # the other float columns: taken from the block
+    assert streamed.features["code"] == exact.features["code"]  # "1", not "1.0"
+    assert streamed.features["region"] == exact.features["region"]  # None and "": missing
+    for name, sketch in exact.features.items():
+        if not isinstance(sketch, NumericSketch):
+            continue
+        other = streamed.features[name]
+        assert isinstance(other, NumericSketch)
+        assert other.n == sketch.n and other.mean == pytest.approx(sketch.mean, rel=1e-9)
+        assert other.std == pytest.approx(sketch.std, rel=1e-9)
+        values = np.asarray(reference[name], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(sketch.edges) == 9:
+            within(values, np.asarray(other.edges), np.arange(1, 10) / 10, 5 / 1024)
+        else:  # tied deciles merged: the same few integers
+            assert other.edges == sketch.edges
+        within(values, np.asarray(other.sample), (np.arange(1000) + 0.5) / 1000, 5 / 1024)
+    report = compare_stream(streamed, parquet_chunks(paths["cur"], rows=1500), exact_rows=500)
+    wanted = compare(streamed, in_memory_columns(current))
+    assert report.n == wanted.n == 8_000
+    for got, want in zip(report.features, wanted.features, strict=True):
+        assert (got.feature, got.n, got.missing) == (want.feature, want.n, want.missing)
+        for metric in ("jensen_shannon", "psi", "chi2_pvalue", "mean", "new_categories"):
+            if metric in want.statistics:  # from exact counts in the same baseline bins
+                assert got.statistics[metric] == pytest.approx(want.statistics[metric], abs=1e-9)
+        if "normalized_wasserstein" in want.statistics:
+            assert got.statistics["normalized_wasserstein"] == pytest.approx(
+                want.statistics["normalized_wasserstein"], rel=0.05, abs=0.005
+            )
+    assert report.drifted_features == wanted.drifted_features
+
+
+def test_parquet_chunks_prefetch_raises_the_readers_error_and_stops_when_closed(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(OSError):
+        next(parquet_chunks(tmp_path / "missing.parquet"))
+    path = tmp_path / "ref.parquet"
+    pq.write_table(pa.table(wide(5000, 13)), path, row_group_size=500)
+    chunks = parquet_chunks(path, rows=500)
+    first = next(chunks)
+    wanted = pa.table(wide(5000, 13))["x1"].to_numpy()[:500]
+    assert first.rows == 500 and np.array_equal(first["x1"], wanted, equal_nan=True)
+    chunks.close()  # stops the worker before the file's other nine chunks
+    assert not [t for t in threading.enumerate() if t.name == "parquet-prefetch"]
 
 
 def test_csv_reader_gives_the_in_memory_result(tmp_path: Path) -> None:

@@ -68,7 +68,20 @@ def test_drift_wide_on_tiny_parquet_files() -> None:
     assert (full["ref_rows"], full["cur_rows"], full["features"]) == (6000, 2000, 43)
     assert fifth["ref_rows"] == 1200 and result["peak_rss_mb"] == full["peak_rss_mb"] > 0
     assert result["seconds"] == full["summarize_s"] + full["compare_s"]
+    assert full["cpu_seconds"] > 0 and len(full["load_avg_before"]) == 3
     assert result["evidently"].get("largest_finished") is None  # no budget (or no Evidently)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside Evidently's dependencies
+def test_drift_wide_evidently_slice_times_both_tools_on_the_same_slice() -> None:
+    if not HAS_EVIDENTLY:
+        pytest.skip("evidently is not installed (benchmarks/requirements.txt)")
+    result = drift_wide._evidently(300.0, ((4, 1, 1000, 250),), cap_s=300.0)
+    (done,) = result["slices"]
+    assert done["finished"] and result["largest_finished"] is done
+    assert done["metrics"] == 4 * 3 + 1 * 3  # ValueDrift per column and statistic
+    assert done["ratio"] == done["evidently_s"] / done["ours_compare_s"] > 0
+    assert done["evidently_cpu_s"] > 0 and done["ours_compare_cpu_s"] > 0
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside Evidently's dependencies

@@ -15,8 +15,8 @@ from shared.errors import Conflict, NotFound
 from shared.messagebus import MessageBus
 from shared.messages import DriftSignalled, EventIgnored, ManualRollback, RetrainRequested
 from shared.model import Cycle, CycleState, JobStatus
-from shared.rollout_state import Phase, RolloutState
 from shared.policy import Policy, parse_policy
+from shared.rollout_state import Phase, RolloutState
 from tests import payloads
 from tests.fakes import POLICY, FakeStore, World, make_policy, make_world
 

@@ -1,0 +1,188 @@
+"""What the estimated-performance guard promises during a rollout: it compares the candidate's
+estimate on its own traffic with live's on live's, each calibrated on the cycle's evaluation;
+it says exactly why it stands aside; and its verdict names both sides and the tolerance."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared.estimated_performance import GuardVerdict, guard
+from shared.model import Cycle, CycleState
+from shared.rollout_state import Phase, RolloutState
+from tests.fakes import World, make_policy, make_world
+
+NEW, LIVE = "credit-v2", "blue"
+
+
+def scores(n: int, centre: float, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(s) for s in np.clip(rng.normal(centre, 0.2, n), 0.001, 0.999)]
+
+
+def evaluation(n: int = 2000) -> dict[str, Any]:
+    """Held-out rows: the challenger's and the champion's scores and the true labels."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, n)
+    p = 1 / (1 + np.exp(-2 * x))
+    labels = (rng.random(n) < p).astype(int)
+    return {
+        "label": labels.tolist(),
+        "challenger_score": p.tolist(),
+        "champion_score": (p**2).tolist(),
+    }
+
+
+def setup(*, examples: dict[str, Any] | None = None, **estimate: Any) -> tuple[World, Cycle]:
+    block = {"metric": "auc", "max_drop": 0.05, "min_rows": 300, **estimate}
+    world = make_world(make_policy(signals__estimated_performance=block))
+    world.platform.evaluations["job-1"] = {
+        "examples": evaluation() if examples is None else examples
+    }
+    now = world.clock.now()
+    cycle = Cycle(
+        "c-1",
+        "credit",
+        CycleState.ROLLING_OUT,
+        now,
+        now,
+        job_name="job-1",
+        candidate_version="2",
+        rollout=RolloutState(
+            endpoint="credit-ep", deployment=NEW, previous=LIVE, phase=Phase.CANARY
+        ),
+    )
+    return world, cycle
+
+
+def serve(world: World, deployment: str, values: list[float], endpoint: str = "credit-ep") -> None:
+    world.scored.add(endpoint, deployment, world.clock.now() - timedelta(minutes=5), values)
+
+
+def judge(world: World, cycle: Cycle, live: str | None = LIVE) -> GuardVerdict:
+    now = world.clock.now()
+    start = now - timedelta(hours=1)
+    return guard(world.services, cycle, (NEW, start, now), (live, start, now))
+
+
+def test_a_candidate_as_good_as_live_passes_and_the_evidence_names_both_sides() -> None:
+    world, cycle = setup()
+    serve(world, NEW, scores(400, 0.5, 2))
+    serve(world, LIVE, scores(500, 0.5, 3))
+    verdict = judge(world, cycle)
+    assert verdict.verdict == "ok"
+    evidence = verdict.evidence
+    assert evidence["metric"] == "auc" and evidence["tolerance"] == 0.02
+    assert (evidence["new"]["deployment"], evidence["new"]["rows"]) == (NEW, 400)
+    assert (evidence["live"]["deployment"], evidence["live"]["rows"]) == (LIVE, 500)
+    a, b = evidence["new"]["value"], evidence["live"]["value"]
+    assert verdict.why == f"estimated auc {a:.4f} vs live {b:.4f}"
+
+
+def test_a_candidate_worse_than_live_by_more_than_the_tolerance_breaches() -> None:
+    world, cycle = setup()
+    serve(world, NEW, scores(400, 0.5, 2)[:1] * 400)  # one score: nothing separates
+    serve(world, LIVE, scores(400, 0.5, 3))
+    verdict = judge(world, cycle)
+    assert verdict.verdict == "breach"
+    a, b = verdict.evidence["new"]["value"], verdict.evidence["live"]["value"]
+    assert b - a > 0.02
+    assert verdict.why.startswith(f"estimated auc {a:.4f} is ")
+    assert verdict.why.endswith(f" under live's {b:.4f} (tolerance 0.02)")
+
+
+def test_live_is_estimated_on_lives_own_traffic_calibrated_on_the_champion() -> None:
+    """Swapping which deployment served what changes the verdict: the live side reads the
+    live deployment's rows, not the endpoint's."""
+    world, cycle = setup()
+    serve(world, NEW, scores(400, 0.5, 3))
+    serve(world, LIVE, scores(400, 0.5, 2)[:1] * 400)
+    verdict = judge(world, cycle)
+    assert verdict.verdict == "ok"
+    assert verdict.evidence["live"]["rows"] == 400
+
+
+def test_the_guard_reads_the_cycles_own_endpoint() -> None:
+    world, cycle = setup()
+    serve(world, NEW, scores(400, 0.5, 2), endpoint="other-ep")
+    serve(world, LIVE, scores(400, 0.5, 3), endpoint="other-ep")
+    verdict = judge(world, cycle)
+    assert (verdict.verdict, verdict.why) == ("skip", "0/0 scored rows (new/live) < 300")
+
+
+@pytest.mark.parametrize(("rows", "verdict"), [(299, "skip"), (300, "ok")])
+def test_each_side_needs_min_rows(rows: int, verdict: str) -> None:
+    world, cycle = setup()
+    serve(world, NEW, scores(rows, 0.5, 2))
+    serve(world, LIVE, scores(400, 0.5, 3))
+    found = judge(world, cycle)
+    assert found.verdict == verdict
+    if verdict == "skip":
+        assert found.why == f"{rows}/400 scored rows (new/live) < 300"
+        assert found.evidence == {}
+
+
+SKIPS = [
+    ("no-block", "no estimated-performance guard"),
+    ("no-tolerance", "no estimated-performance guard"),
+    ("no-scored-log", "no estimated-performance guard"),
+    ("no-job", "no estimated-performance guard"),
+    ("no-live", "no live deployment to compare with"),
+    ("no-evaluation", "no evaluation of job-1"),
+    ("no-examples", "the evaluation has no per-example scores for both models"),
+    ("no-champion-scores", "the evaluation has no per-example scores for both models"),
+    ("no-challenger-scores", "the evaluation has no per-example scores for both models"),
+]
+
+
+@pytest.mark.parametrize(("case", "why"), SKIPS, ids=[case for case, _ in SKIPS])
+def test_the_guard_says_exactly_why_it_stands_aside(case: str, why: str) -> None:
+    examples = evaluation()
+    if case == "no-examples":
+        examples = {}
+    elif case == "no-champion-scores":
+        del examples["champion_score"]
+    elif case == "no-challenger-scores":
+        del examples["challenger_score"]
+    world, cycle = setup(
+        examples=examples, **({"guard_tolerance": None} if case == "no-tolerance" else {})
+    )
+    serve(world, NEW, scores(400, 0.5, 2))
+    serve(world, LIVE, scores(400, 0.5, 3))
+    live: str | None = LIVE
+    if case == "no-block":
+        world.services.policy = make_policy()
+    elif case == "no-scored-log":
+        world.services.scored = None
+    elif case == "no-job":
+        cycle.job_name = None
+    elif case == "no-live":
+        live = None
+    elif case == "no-evaluation":
+        del world.platform.evaluations["job-1"]
+    verdict = judge(world, cycle, live)
+    assert (verdict.verdict, verdict.why, verdict.evidence) == ("skip", why, {})
+
+
+def test_a_loss_guard_breaches_when_the_candidates_estimated_loss_is_over_lives() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, 2000)
+    predictions = 2 * x
+    targets = predictions + rng.normal(0, 1, 2000) * (0.1 + np.abs(x))
+    examples = {
+        "label": targets.tolist(),
+        "challenger_score": predictions.tolist(),
+        "champion_score": predictions.tolist(),
+    }
+    world, cycle = setup(
+        examples=examples, metric="mae", max_drop=None, max_increase=0.1, guard_tolerance=0.05
+    )
+    serve(world, NEW, [float(v) for v in rng.normal(0, 4, 400)])  # where the errors are large
+    serve(world, LIVE, [float(v) for v in rng.normal(0, 0.5, 400)])
+    verdict = judge(world, cycle)
+    assert verdict.verdict == "breach"
+    a, b = verdict.evidence["new"]["value"], verdict.evidence["live"]["value"]
+    assert verdict.why.endswith(f" over live's {b:.4f} (tolerance 0.05)") and a > b

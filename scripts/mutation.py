@@ -83,6 +83,10 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_spec_estimated_performance.py",
         "tests/unit/test_performance.py",
     ],
+    "shared/policy_estimate.py": [  # when an estimate is a signal (split from the policy)
+        "tests/unit/test_spec_estimated_performance.py",
+        "tests/unit/test_performance.py",
+    ],
     "shared/lifecycle.py": [
         "tests/unit/test_spec_lifecycle.py",
         "tests/unit/test_spec_signals.py",
@@ -117,6 +121,7 @@ for _name in (
     "shared.sequential", "shared.estimation", "shared.normalise", "shared.audit_chain",
     "handlers.signals", "handlers.rollout", "shared.canary_judges", "shared.rollout_state",
     "shared.loss_estimation", "shared.estimated_performance", "shared.lifecycle",
+    "shared.policy_estimate",
 ):
     try:
         importlib.import_module(_name)

@@ -186,3 +186,64 @@ def test_a_loss_guard_breaches_when_the_candidates_estimated_loss_is_over_lives(
     assert verdict.verdict == "breach"
     a, b = verdict.evidence["new"]["value"], verdict.evidence["live"]["value"]
     assert verdict.why.endswith(f" over live's {b:.4f} (tolerance 0.05)") and a > b
+
+
+# --- when an estimate is a drift signal (shared/policy_estimate.py) -----------------------------
+
+BREACHES = [
+    # block, estimate, reference, reasons
+    ({"max_drop": 0.25}, 0.5, 0.75, []),  # exactly max_drop under (exact in binary): no breach
+    (
+        {"max_drop": 0.05},
+        0.84,
+        0.90,
+        ["estimated auc 0.8400 is 0.0600 under the reference 0.9000 (max_drop 0.05)"],
+    ),
+    ({"max_drop": 0.05}, 0.99, 0.90, []),  # better than the reference
+    ({"threshold": 0.8}, 0.8, 0.95, []),  # at the threshold: acceptable
+    ({"threshold": 0.8}, 0.7999, 0.95, ["estimated auc 0.7999 < threshold 0.8"]),
+    (
+        {"threshold": 0.8, "max_drop": 0.1},
+        0.7,
+        0.9,
+        [
+            "estimated auc 0.7000 < threshold 0.8",
+            "estimated auc 0.7000 is 0.2000 under the reference 0.9000 (max_drop 0.1)",
+        ],
+    ),
+    ({"metric": "mae", "threshold": 2.0}, 2.0, 1.0, []),  # a loss at its highest acceptable
+    ({"metric": "mae", "threshold": 2.0}, 2.01, 1.0, ["estimated mae 2.0100 > threshold 2"]),
+    ({"metric": "rmse", "max_increase": 0.5}, 1.5, 1.0, []),
+    (
+        {"metric": "rmse", "max_increase": 0.5},
+        1.6,
+        1.0,
+        ["estimated rmse 1.6000 is 0.6000 over the reference 1.0000 (max_increase 0.5)"],
+    ),
+    ({"metric": "rmse", "max_increase": 0.5}, 0.2, 1.0, []),  # a falling loss is better
+]
+
+
+@pytest.mark.parametrize(("block", "value", "reference", "reasons"), BREACHES)
+def test_an_estimate_breaches_only_past_its_policys_bounds_and_says_which(
+    block: dict[str, Any], value: float, reference: float, reasons: list[str]
+) -> None:
+    policy = make_policy(signals__estimated_performance={"metric": "auc", **block})
+    spec = policy.models["credit"].signals.estimated_performance
+    assert spec is not None
+    assert spec.breaches(value, reference) == reasons
+
+
+@pytest.mark.parametrize(
+    ("metric", "baseline", "value", "worse"),
+    [("auc", 0.9, 0.8, 0.1), ("auc", 0.8, 0.9, -0.1), ("mae", 1.0, 1.5, 0.5), ("rmse", 2, 1, -1)],
+)
+def test_worse_is_a_score_falling_or_a_loss_rising(
+    metric: str, baseline: float, value: float, worse: float
+) -> None:
+    bound = {"max_drop": 0.1} if metric == "auc" else {"max_increase": 0.1}
+    policy = make_policy(signals__estimated_performance={"metric": metric, **bound})
+    spec = policy.models["credit"].signals.estimated_performance
+    assert spec is not None
+    assert spec.worse_by(baseline, value) == pytest.approx(worse)
+    assert spec.is_loss is (metric != "auc")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,28 +285,28 @@ def _run_module(module: str, children: int) -> Outcome:
         if t.startswith("-") or "::" in t or (ROOT / t).exists() or not t.startswith("tests/")
     ]
     started = time.monotonic()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     work = _prepare(module, tests)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     mutmut = ROOT / ".venv" / "bin" / "mutmut"
     log = work / "mutmut.log"
     with log.open("w") as out:
-        done = subprocess.run(
+        proc = subprocess.Popen(
             [str(mutmut), "run", "--max-children", str(children)],
             cwd=work,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            check=False,
         )
-    if done.returncode != 0:
+        # wait4: this run's own CPU (mutmut and every process it waited for), even while
+        # another module runs beside it
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
         print(log.read_text()[-3000:], file=sys.stderr)
-        raise SystemExit(f"mutmut failed on {module} (exit {done.returncode}); log: {log}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        raise SystemExit(f"mutmut failed on {module} (exit {code}); log: {log}")
     timing = {
         "seconds": round(time.monotonic() - started),
-        "cpu_seconds": round(cpu),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime),
         "load": round(os.getloadavg()[0], 1),
     }
     (work / "timing.json").write_text(json.dumps(timing) + "\n")
@@ -414,9 +415,11 @@ HEADER = """# Mutation testing
 `bash scripts/mutation.sh [MODULE...]` (not part of CI) runs mutmut 3.8.1 over each decision
 module, against the tests that exercise it (the list is `MODULES` in `scripts/mutation.py`),
 each in its own scratch copy under `.mutation/` with forkserver isolation. `--report`
-re-reads the last run without mutating; `--children N` sets the parallel mutant workers
-(default 2, one per core of the 2-core machine). Score = (killed + timeout) / (generated -
-equivalent). A mutant no test covers ("no tests") counts as a survivor.
+re-reads the last run without mutating. Two modules run side by side (`--jobs`, default 2),
+each with one mutant worker (`--children`, default 1), longest first by their last recorded
+CPU seconds: both cores stay busy through each run's serial set-up.
+Score = (killed + timeout) / (generated - equivalent). A mutant no test covers ("no tests")
+counts as a survivor.
 
 Equivalent mutants (no input can tell them apart from the code) are marked in
 `scripts/mutation_equivalent.txt` with their reason, listed below as such and left out of the
@@ -425,9 +428,8 @@ score. Every other survivor is listed as `survived`.
 Run time. Each module's wall time, the CPU seconds of the whole process tree (mutmut, its
 fork server and every mutant run) and the 1-minute load average at its end are recorded
 below and in `benchmarks/mutation.json`. Wall times taken while other work shares the
-machine are inflated (see the load); the CPU seconds are not, and on an idle 2-core machine
-the wall time of a module is about its CPU seconds / 2 plus its serial set-up (generating
-mutants, mutmut's stats and clean runs: about 15-20 CPU seconds). Most of a mutant's cost is
+machine are inflated (see the load), CPU seconds much less so; on an idle 2-core machine a
+whole run takes about the sum of the CPU seconds / 2. Most of a mutant's cost is
 pytest starting up in a forked process, not the tests; the fork server therefore preloads the
 heavy modules, freezes its warmed heap out of the garbage collector (pytest calls
 `gc.collect()` at the end of every session, which otherwise walks and copies the whole
@@ -483,10 +485,41 @@ def _write(outcomes: list[Outcome]) -> None:
     DOC.write_text(f"{HEADER}\n{summary}\n\n## Survivors\n\n{body}\n", encoding="utf-8")
 
 
+def _longest_first(modules: list[str]) -> list[str]:
+    """Modules by their last recorded CPU seconds, longest first (unknown ones first of all), so
+    the shortest run last and the two job slots finish close together."""
+    last = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+    def cost(module: str) -> float:
+        return float(last.get(module, {}).get("cpu_seconds", float("inf")))
+
+    return sorted(modules, key=cost, reverse=True)
+
+
+def _run_all(modules: list[str], jobs: int, children: int) -> Iterator[Outcome]:
+    """Mutate ``modules``, ``jobs`` at a time, yielding each outcome as it is known. Two
+    modules side by side, one mutant worker each, keep both cores busy through each run's
+    serial set-up (generating mutants, mutmut's stats and clean runs)."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        running = [pool.submit(_run_module, module, children) for module in modules]
+        try:
+            for done in as_completed(running):
+                yield done.result()
+        except BaseException:
+            for future in running:  # a failed run stops the modules not yet started
+                future.cancel()
+            raise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all)")
-    parser.add_argument("--children", type=int, default=2, help="parallel mutant workers")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="modules mutated at the same time (default 2)"
+    )
+    parser.add_argument(
+        "--children", type=int, default=1, help="parallel mutant workers per module (default 1)"
+    )
     parser.add_argument(
         "--report", action="store_true", help="report the last run's results without mutating"
     )
@@ -501,9 +534,13 @@ def main() -> None:
         raise SystemExit(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
     started = time.monotonic()
     outcomes = []
-    for module in modules:
-        outcome = _outcome(module) if args.report else _run_module(module, args.children)
-        print(f"{module}: {outcome.score:.1f}% in {outcome.seconds:.0f} s", flush=True)
+    runs: Iterable[Outcome]
+    if args.report:
+        runs = [_outcome(module) for module in modules]
+    else:
+        runs = _run_all(_longest_first(modules), args.jobs, args.children)
+    for outcome in runs:
+        print(f"{outcome.module}: {outcome.score:.1f}% in {outcome.seconds:.0f} s", flush=True)
         outcomes.append(outcome)
         _write([outcome])  # each module's result is kept as soon as it is known
     table = _table(outcomes)

@@ -247,3 +247,31 @@ def test_worse_is_a_score_falling_or_a_loss_rising(
     assert spec is not None
     assert spec.worse_by(baseline, value) == pytest.approx(worse)
     assert spec.is_loss is (metric != "auc")
+
+
+def test_the_realised_value_next_to_the_estimate_uses_the_policys_decision_threshold(
+    tmp_path: Any,
+) -> None:
+    """Accuracy depends on where the cut is: the audited realised accuracy is the one at the
+    policy's ``decision_threshold``, as the estimate's is."""
+    from shared.estimation import realised
+    from tests.unit.test_performance import labelled_degraded, tick, world_with_champion_reference
+
+    path = tmp_path / "labels.csv"
+    world = world_with_champion_reference(
+        metric="accuracy",
+        max_drop=None,
+        threshold=0.0,
+        decision_threshold=0.3,
+        ground_truth=str(path),
+    )
+    values, labels = labelled_degraded(600)
+    at = world.clock.now()
+    world.scored.add("credit-ep", "blue", at, values)
+    rows = [f"{at.isoformat()},{s},{y}" for s, y in zip(values, labels, strict=True)]
+    path.write_text("\n".join(["time,score,label", *rows]) + "\n")
+    tick(world)
+    [note_] = [r for r in world.audit.records if r.summary.startswith("estimated accuracy")]
+    expected = realised(values, labels, 0.3)["accuracy"]
+    assert expected != realised(values, labels, 0.5)["accuracy"]
+    assert note_.evidence["value"] == round(expected, 6)

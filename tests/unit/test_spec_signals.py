@@ -11,9 +11,15 @@ import pytest
 
 from composition.bootstrap import bootstrap
 from composition.delivery import deliver_alert
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, TransientError
 from shared.messagebus import MessageBus
-from shared.messages import DriftSignalled, EventIgnored, ManualRollback, RetrainRequested
+from shared.messages import (
+    DriftSignalled,
+    EventIgnored,
+    ManualRollback,
+    Reconcile,
+    RetrainRequested,
+)
 from shared.model import Cycle, CycleState, JobStatus
 from shared.policy import Policy, parse_policy
 from shared.rollout_state import Phase, RolloutState
@@ -642,3 +648,29 @@ def test_an_events_payload_never_names_the_actor_of_an_automatic_cycle() -> None
     signal = DriftSignalled("credit", "alert", "credit-drift", "k-1", evidence={"actor": "eve"})
     bus_of(world).handle(signal)
     assert found(world, "retraining cycle started").actor == "system"
+
+
+class SaveOutage(FakeStore):
+    """The state store fails once right after the cycle is opened (before its job starts)."""
+
+    outages = 1
+
+    def save_cycle(self, cycle: Cycle) -> None:
+        if self.outages:
+            self.outages -= 1
+            raise TransientError("table storage unavailable")
+        super().save_cycle(cycle)
+
+
+def test_a_cycle_opened_but_not_started_is_started_by_the_reconciler_once_stale() -> None:
+    world = make_world()
+    world.services.store = world.store = SaveOutage()
+    opened_at = world.clock.now()
+    with pytest.raises(TransientError):  # the delivery is retried later; the cycle is open
+        alert(world)
+    [cycle] = world.store.list_cycles()
+    assert cycle.state is CycleState.TRIGGERED and cycle.updated_at == opened_at
+    world.clock.advance(601)
+    bus_of(world).handle(Reconcile())
+    assert world.store.must(cycle.id).state is CycleState.RETRAINING
+    assert len(world.platform.submitted) == 1

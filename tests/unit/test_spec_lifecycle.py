@@ -67,6 +67,7 @@ RO = RolloutState(endpoint="credit-ep", deployment="credit-v7", previous="blue")
     [
         ("Credit_Model v2", 40, "credit-model-v2"),
         ("--a--b--", 40, "a--b"),
+        ("--abcdef", 3, "abc"),  # leading hyphens go before the cut, not into it
         ("abc-def", 4, "abc"),  # cut at the limit, then no trailing hyphen
         ("ABCDEF", 3, "abc"),
         ("___", 10, "x"),  # nothing usable left: still a name
@@ -205,7 +206,9 @@ def test_a_publisher_outage_never_stops_the_lifecycle(caplog: pytest.LogCaptureF
     cycle = cycle_in(world, CycleState.RETRAINING)
     move(world.services, cycle, CycleState.FAILED, "job failed")
     assert world.store.must("c-1").state is CycleState.FAILED
-    assert "publishing cycle.failed for cycle c-1 failed" in caplog.text
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert logged.getMessage() == "publishing cycle.failed for cycle c-1 failed"
+    assert logged.exc_info is not None  # with the publisher's error
 
 
 def test_a_published_event_carries_no_configured_secret() -> None:

@@ -275,3 +275,129 @@ def test_the_realised_value_next_to_the_estimate_uses_the_policys_decision_thres
     expected = realised(values, labels, 0.3)["accuracy"]
     assert expected != realised(values, labels, 0.5)["accuracy"]
     assert note_.evidence["value"] == round(expected, 6)
+
+
+# --- the realised value audited next to the estimate ------------------------------------------
+
+
+class Labels:
+    """Late labels as the ground-truth reader returns them (or an unreadable source)."""
+
+    def __init__(self, scores: list[float], labels: list[float], fail: bool = False) -> None:
+        self.rows, self.fail = (scores, labels), fail
+        self.asked: list[bool] = []
+
+    def read(self, path: str, start: Any, end: Any, *, binary: bool) -> Any:
+        from shared.ground_truth import Labelled
+
+        self.asked.append(binary)
+        if self.fail:
+            raise OSError("no such file")
+        return Labelled(list(self.rows[0]), list(self.rows[1]), 0)
+
+
+def realised_record(
+    labels: Labels, interval: tuple[float, float, float], **block: Any
+) -> tuple[Any, World]:
+    from shared.estimated_performance import _realised
+    from shared.estimation import Interval
+
+    est = {"metric": "accuracy", "max_drop": 0.1, "ground_truth": "labels.csv", **block}
+    world = make_world(make_policy(signals__estimated_performance=est))
+    world.services.labels = labels
+    spec = world.services.policy.models["credit"].signals.estimated_performance
+    now = world.clock.now()
+    window = (now - timedelta(hours=1), now)
+    return _realised(world.services, "credit", spec, window, Interval(*interval), 0.9), world
+
+
+# 40 rows: 30 right at the 0.5 cut, 10 wrong: realised accuracy 0.75
+ROWS = Labels([0.9] * 20 + [0.1] * 20, [1] * 15 + [0] * 5 + [0] * 15 + [1] * 5)
+
+
+@pytest.mark.parametrize(
+    ("interval", "covered"),
+    [
+        ((0.8, 0.75, 0.85), True),  # on the low end: inside
+        ((0.7, 0.65, 0.75), True),  # on the high end: inside
+        ((0.8, 0.7500001, 0.85), False),
+        ((0.7, 0.65, 0.7499999), False),
+    ],
+)
+def test_the_realised_value_says_whether_the_interval_covered_it(
+    interval: tuple[float, float, float], covered: bool
+) -> None:
+    truth, world = realised_record(ROWS, interval)
+    assert truth == {
+        "rows": 40,
+        "value": 0.75,
+        "estimate": round(interval[0], 6),
+        "interval": [round(interval[1], 6), round(interval[2], 6)],
+        "error": round(interval[0] - 0.75, 6),
+        "covered": covered,
+    }
+    [note_] = world.audit.records
+    assert note_.evidence["covered"] is covered and note_.model == "credit"
+
+
+def test_the_realised_record_is_rounded_to_six_places() -> None:
+    truth, _ = realised_record(ROWS, (0.123456789, 0.0123456789, 0.987654321))
+    assert truth["interval"] == [0.012346, 0.987654]
+    assert truth["estimate"] == 0.123457 and truth["error"] == round(0.123456789 - 0.75, 6)
+
+
+@pytest.mark.parametrize(("rows", "value"), [(29, None), (30, 0.5)])
+def test_a_realised_value_needs_thirty_labelled_rows(rows: int, value: float | None) -> None:
+    labels = Labels([0.9] * rows, [1, 0] * (rows // 2) + [1] * (rows % 2))
+    truth, _ = realised_record(labels, (0.5, 0.4, 0.6))
+    assert truth is not None and truth["rows"] == rows
+    assert truth["value"] == (None if value is None else pytest.approx(value, abs=0.02))
+
+
+def test_one_class_of_labels_has_no_realised_score_but_a_loss_needs_none() -> None:
+    one_class = Labels([0.9] * 40, [1] * 40)
+    truth, world = realised_record(one_class, (0.5, 0.4, 0.6))
+    assert truth == {"rows": 40, "value": None} and world.audit.records == []
+    assert one_class.asked == [True]
+    loss = Labels([1.0] * 40, [3.0] * 40)
+    truth, _ = realised_record(loss, (2.0, 1.5, 2.5), metric="mae", max_drop=None, max_increase=0.5)
+    assert truth is not None and truth["value"] == 2.0 and loss.asked == [False]
+
+
+def test_unreadable_labels_leave_the_estimate_alone_and_say_which_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    truth, world = realised_record(Labels([], [], fail=True), (0.5, 0.4, 0.6))
+    assert truth is None and world.audit.records == []
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    spec = world.services.policy.models["credit"].signals.estimated_performance
+    assert spec is not None
+    assert warning.getMessage() == (
+        f"credit: ground truth {spec.ground_truth} unreadable: no such file"
+    )
+
+
+def test_a_candidate_estimated_exactly_as_live_passes_even_with_no_tolerance() -> None:
+    same = evaluation()
+    same["champion_score"] = same["challenger_score"]
+    world, cycle = setup(examples=same, guard_tolerance=0.0)
+    traffic = scores(400, 0.5, 2)
+    serve(world, NEW, traffic)
+    serve(world, LIVE, traffic)
+    verdict = judge(world, cycle)
+    assert verdict.verdict == "ok"
+    assert verdict.evidence["new"]["value"] == verdict.evidence["live"]["value"]
+
+
+def test_an_evaluation_that_cannot_calibrate_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    one_class = evaluation()
+    one_class["label"] = [1] * len(one_class["label"])
+    world, cycle = setup(examples=one_class)
+    serve(world, NEW, scores(400, 0.5, 2))
+    serve(world, LIVE, scores(400, 0.5, 3))
+    verdict = judge(world, cycle)
+    assert verdict.why == "the evaluation has no per-example scores for both models"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and all(w.startswith("evaluation of job-1 cannot fit") for w in warnings)

@@ -283,7 +283,7 @@ def test_the_realised_value_next_to_the_estimate_uses_the_policys_decision_thres
 class Labels:
     """Late labels as the ground-truth reader returns them (or an unreadable source)."""
 
-    def __init__(self, scores: list[float], labels: list[float], fail: bool = False) -> None:
+    def __init__(self, scores: list[float], labels: list[Any], fail: bool = False) -> None:
         self.rows, self.fail = (scores, labels), fail
         self.asked: list[bool] = []
 
@@ -306,6 +306,7 @@ def realised_record(
     world = make_world(make_policy(signals__estimated_performance=est))
     world.services.labels = labels
     spec = world.services.policy.models["credit"].signals.estimated_performance
+    assert spec is not None
     now = world.clock.now()
     window = (now - timedelta(hours=1), now)
     return _realised(world.services, "credit", spec, window, Interval(*interval), 0.9), world

@@ -178,7 +178,8 @@ def test_a_calibration_estimates_classification_and_a_loss_model_regression() ->
     cbpe = estimate_with(cal, scores, threshold=0.65)
     assert isinstance(cbpe, Estimate) and cbpe.threshold == 0.65
     assert cbpe.confusion["tp"] == pytest.approx(0.9)  # only 0.9 reaches the 0.65 cut
-    assert estimate_with(cal, scores).threshold == 0.5
+    default = estimate_with(cal, scores)
+    assert isinstance(default, Estimate) and default.threshold == 0.5
     dle = estimate_with(two_bins(), [0.1, 0.2, 0.3, 1.5])
     assert isinstance(dle, LossEstimate)
     assert dle.metric("mae") == estimate_loss(two_bins(), [0.1, 0.2, 0.3, 1.5]).metric("mae")

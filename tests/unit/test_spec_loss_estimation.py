@@ -183,3 +183,28 @@ def test_a_calibration_estimates_classification_and_a_loss_model_regression() ->
     dle = estimate_with(two_bins(), [0.1, 0.2, 0.3, 1.5])
     assert isinstance(dle, LossEstimate)
     assert dle.metric("mae") == estimate_loss(two_bins(), [0.1, 0.2, 0.3, 1.5]).metric("mae")
+
+
+def test_a_bin_of_two_rows_is_kept_with_its_sample_variance() -> None:
+    """Two rows below the median edge: enough for a variance (2 rows is the least a bin may
+    hold); |e| of 0 and 2 has sample variance 2."""
+    predictions = [0.0, 0.0] + [1.0] * 198
+    targets = [0.0, 2.0] + [1.0] * 198
+    model = fit_loss_model(predictions, targets)
+    assert model.edges.tolist() == [1.0]
+    assert model.abs_mean.tolist() == [1.0, 0.0]
+    assert model.abs_var.tolist() == [2.0, 0.0]
+
+
+def test_a_nearly_empty_middle_bin_merges_into_the_bin_below_it() -> None:
+    """400 rows, edges at the quartiles 0.75 and 2 (unique): one row between them, so the
+    edge above that row goes and the row joins the bin below it."""
+    predictions = [0.0] * 100 + [1.0] + [2.0] * 299
+    model = fit_loss_model(predictions, predictions)
+    assert model.edges.tolist() == [0.75]
+
+
+def test_an_empty_first_bin_among_several_loses_only_its_own_edge() -> None:
+    predictions = np.concatenate([np.zeros(250), np.linspace(1.0, 2.0, 150)])
+    model = fit_loss_model(predictions, predictions)
+    assert model.edges.tolist() == [float(np.quantile(predictions, 0.75))]

@@ -4,6 +4,7 @@ it says exactly why it stands aside; and its verdict names both sides and the to
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -309,7 +310,8 @@ def realised_record(
     assert spec is not None
     now = world.clock.now()
     window = (now - timedelta(hours=1), now)
-    return _realised(world.services, "credit", spec, window, Interval(*interval), 0.9), world
+    truth = _realised(world.services, "credit", spec, window, Interval(*interval), 0.912345678)
+    return truth, world
 
 
 # 40 rows: 30 right at the 0.5 cut, 10 wrong: realised accuracy 0.75
@@ -338,7 +340,19 @@ def test_the_realised_value_says_whether_the_interval_covered_it(
         "covered": covered,
     }
     [note_] = world.audit.records
-    assert note_.evidence["covered"] is covered and note_.model == "credit"
+    assert (note_.kind, note_.model) == ("decision", "credit")
+    spec = world.services.policy.models["credit"].signals.estimated_performance
+    assert spec is not None
+    assert note_.reason == f"40 labelled rows from {spec.ground_truth}"
+    now = world.clock.now()
+    assert note_.evidence == {
+        "source": "estimated_performance",
+        "series": "estimate_vs_realised",  # the console plots these records
+        "metric": "accuracy",
+        "window": [(now - timedelta(hours=1)).isoformat(), now.isoformat()],
+        "reference": 0.912346,
+        **truth,
+    }
 
 
 def test_the_realised_record_is_rounded_to_six_places() -> None:
@@ -402,3 +416,81 @@ def test_an_evaluation_that_cannot_calibrate_is_named_in_the_log(
     assert verdict.why == "the evaluation has no per-example scores for both models"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings and all(w.startswith("evaluation of job-1 cannot fit") for w in warnings)
+
+
+# --- the trigger: what it tells an operator, and which evaluation calibrates it ------------------
+
+
+def test_a_check_that_finds_nothing_says_why_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """An operator reading the log learns why no estimate was made, or what it was."""
+    import logging
+
+    from shared.estimated_performance import check
+    from tests.unit.test_performance import healthy_scores, world_with_champion_reference
+
+    caplog.set_level(logging.INFO, logger="shared.estimated_performance")
+    world = world_with_champion_reference(min_rows=300)
+    spec = world.services.policy.models["credit"].signals.estimated_performance
+    assert spec is not None
+    at = world.clock.now() - timedelta(minutes=1)
+    world.scored.add("credit-ep", "blue", at, healthy_scores(299))
+    assert check(world.services, "credit", spec, "credit-ep") is None
+    world.clock.advance(spec.check_every)
+    world.scored.add("credit-ep", "blue", at, healthy_scores(1))
+    assert check(world.services, "credit", spec, "credit-ep") is None
+    world.clock.advance(spec.check_every)
+    world.platform.champions["credit"] = "9"  # no evaluation of version 9
+    assert check(world.services, "credit", spec, "credit-ep") is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "shared.estimated_performance"]
+    assert messages[0] == "credit: 299 scored rows < 300 for an estimate"
+    assert re.fullmatch(r"credit: estimated auc 0\.\d{4} within policy", messages[1])
+    assert messages[2] == "credit: no champion evaluation with per-example scores to calibrate"
+
+
+def stored(
+    world: World,
+    cid: str,
+    state: CycleState,
+    version: str,
+    job: str | None,
+    age: int,
+    model: str = "credit",
+) -> None:
+    at = world.clock.now() - timedelta(hours=age)
+    cycle = Cycle(cid, model, state, at, at, job_name=job, candidate_version=version)
+    world.store.cycles[cid] = cycle.to_json()
+
+
+def test_the_reference_is_the_newest_evaluation_that_scored_the_champion() -> None:
+    """Cycles are searched newest first: one without a job or an evaluation is passed over;
+    a promoted cycle whose candidate is the champion gives its challenger's scores, any other
+    evaluation the champion's scores if it names the champion's version."""
+    from shared.estimated_performance import champion_reference
+
+    world = make_world(make_policy(signals__estimated_performance={"max_drop": 0.1}))
+    world.platform.champions["credit"] = "3"
+    ev = evaluation()
+    stored(world, "fraud", CycleState.PROMOTED, "3", "job-fraud", age=0, model="fraud")
+    world.platform.evaluations["job-fraud"] = {"champion": {"version": "3"}, "examples": ev}
+    stored(world, "no-job", CycleState.FAILED, "4", None, age=1)
+    stored(world, "no-evaluation", CycleState.REJECTED, "4", "job-lost", age=2)
+    stored(world, "other-champion", CycleState.REJECTED, "4", "job-old-champion", age=3)
+    world.platform.evaluations["job-old-champion"] = {"champion": {"version": "2"}, "examples": ev}
+    stored(world, "promoted", CycleState.PROMOTED, "3", "job-promoted", age=4)
+    world.platform.evaluations["job-promoted"] = {"champion": {"version": "2"}, "examples": ev}
+    stored(world, "older", CycleState.REJECTED, "5", "job-older", age=5)
+    world.platform.evaluations["job-older"] = {"champion": {"version": "3"}, "examples": ev}
+    spec = world.services.policy.models["credit"].signals.estimated_performance
+    assert spec is not None
+    ref = champion_reference(world.services, "credit", spec)
+    assert ref is not None and ref.job == "job-promoted"
+    from shared.estimation import Calibrator, fit_isotonic, realised
+
+    fitted = fit_isotonic(ev["challenger_score"], ev["label"])
+    assert ref.value == realised(ev["challenger_score"], ev["label"])["auc"]
+    assert isinstance(ref.fitted, Calibrator)
+    assert np.array_equal(ref.fitted.values, fitted.values)
+    del world.platform.evaluations["job-promoted"]
+    older = champion_reference(world.services, "credit", spec)
+    assert older is not None and older.job == "job-older"
+    assert older.value == realised(ev["champion_score"], ev["label"])["auc"]

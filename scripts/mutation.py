@@ -429,9 +429,9 @@ Run time. Each module's wall time, the CPU seconds of the whole process tree (mu
 fork server and every mutant run) and the 1-minute load average at its end are recorded
 below and in `benchmarks/mutation.json`. Wall times taken while other work shares the
 machine are inflated (see the load), CPU seconds less so (still by up to about half: the
-same signals run took 94 CPU s at load 8 and 141 at load 15); on an idle 2-core machine a
-whole run takes at most about the sum of the CPU seconds / 2. A module without figures
-has not been run by this version of the script. Most of a mutant's cost is
+signals module took 94 CPU s at load 8, and 141 at load 15 with 20 more tests); on an
+idle 2-core machine a whole run takes at most about the sum of the CPU seconds / 2. A
+module without figures has not been run by this version of the script. Most of a mutant's cost is
 pytest starting up in a forked process, not the tests; the fork server therefore preloads the
 heavy modules, freezes its warmed heap out of the garbage collector (pytest calls
 `gc.collect()` at the end of every session, which otherwise walks and copies the whole

@@ -12,6 +12,7 @@ import pytest
 from shared.estimation import (
     Calibrator,
     EstimationError,
+    Interval,
     Z,
     estimate,
     expected_auc,
@@ -54,15 +55,16 @@ def test_equal_neighbouring_blocks_are_one_step() -> None:
         ([0.1, 0.2], [0, 1, 1], "reference scores and labels differ in length"),
         ([0.1, 0.2], [0, 2], "reference labels must be 0 or 1"),
         ([0.1, 0.2], [1, 1], "reference labels have one class only; cannot calibrate"),
-        ([0.1, 0.2], [0, 0], "one class only"),
+        ([0.1, 0.2], [0, 0], "reference labels have one class only; cannot calibrate"),
         ([0.1, 0.2], [0, math.inf], "reference labels: scores must be finite numbers"),
     ],
 )
 def test_reference_data_that_cannot_calibrate_is_refused(
     scores: list[float], labels: list[float], problem: str
 ) -> None:
-    with pytest.raises(EstimationError, match=problem):
+    with pytest.raises(EstimationError) as refused:
         fit_isotonic(scores, labels)
+    assert str(refused.value) == problem  # the words the CLI and the audit log show
 
 
 CAL = Calibrator(np.array([0.0, 0.5]), np.array([0.2, 0.9]))
@@ -131,11 +133,32 @@ def test_an_unknown_level_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("scores", "problem"),
-    [([], "production scores: no rows"), ([0.1, math.inf], "must be finite")],
+    [
+        ([], "production scores: no rows"),
+        ([0.1, math.inf], "production scores: scores must be finite numbers"),
+    ],
 )
 def test_unusable_production_scores_are_refused(scores: list[float], problem: str) -> None:
-    with pytest.raises(EstimationError, match=problem):
+    with pytest.raises(EstimationError) as refused:
         estimate(CAL, scores)
+    assert str(refused.value) == problem
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "problem"),
+    [
+        ([], [1], "scores: no rows"),
+        ([0.2, math.nan], [0, 1], "scores: scores must be finite numbers"),
+        ([0.2, 0.3], [0, math.nan], "labels: scores must be finite numbers"),
+        ([0.2, 0.3], [], "labels: no rows"),
+    ],
+)
+def test_realised_metrics_refuse_unusable_rows_naming_them(
+    scores: list[float], labels: list[float], problem: str
+) -> None:
+    with pytest.raises(EstimationError) as refused:
+        realised(scores, labels)
+    assert str(refused.value) == problem
 
 
 def test_the_interval_width_is_the_spread_of_simulated_realised_metrics() -> None:
@@ -150,6 +173,33 @@ def test_the_interval_width_is_the_spread_of_simulated_realised_metrics() -> Non
     spread = float(np.std(accuracy))
     interval = est.metric("accuracy")
     assert interval.high - interval.value == pytest.approx(Z[0.95] * spread, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "scores"),
+    [
+        (0.5, [0.5] * 40 + [0.2] * 30 + [0.8] * 30),  # rows exactly at the cut predict positive
+        (0.95, np.random.default_rng(3).random(200).tolist()),  # few predicted positives
+        (0.5, np.random.default_rng(4).random(200).tolist()),
+    ],
+    ids=["at-the-threshold", "high-threshold", "spread"],
+)
+def test_every_metrics_interval_is_the_spread_of_its_realised_value_over_the_draws(
+    threshold: float, scores: list[float]
+) -> None:
+    """Each interval is z times the standard deviation of the metric realised (``realised``,
+    the ground-truth formula) on each simulated draw of the labels, y ~ Bernoulli(p)."""
+    cal = Calibrator(np.array([0.0, 0.3, 0.6]), np.array([0.1, 0.5, 0.8]))
+    est = estimate(cal, scores, threshold=threshold, simulations=60, seed=20)
+    s = np.sort(np.asarray(scores))
+    draws = np.random.default_rng(21).random((60, s.size)) < cal(s)
+    per_draw = [realised(s, draw, threshold) for draw in draws]
+    for name in ("accuracy", "f1", "auc"):
+        values = np.array([d[name] for d in per_draw])
+        spread = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+        interval = est.metric(name)
+        assert interval.high - interval.value == pytest.approx(Z[0.95] * spread, abs=1e-12), name
+        assert interval.value - interval.low == pytest.approx(Z[0.95] * spread, abs=1e-12), name
 
 
 def test_subsampled_rows_are_drawn_from_every_row_and_scaled() -> None:
@@ -217,6 +267,29 @@ def test_realised_metrics_on_rows_worked_by_hand(
             assert math.isnan(got[name]), name
         else:
             assert got[name] == pytest.approx(value), name
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "f1"),
+    [
+        ([0.9, 0.2, 0.1], [1, 1, 1], 2 / 4),  # tp 1, fp 0, fn 2: 2tp + fp == fn
+        ([0.9, 0.8, 0.7, 0.6, 0.1], [1, 0, 0, 0, 1], 2 / 6),  # tp 1, fp 3, fn 1: 2tp + fn == fp
+    ],
+)
+def test_realised_f1_is_defined_whenever_anything_is_positive(
+    scores: list[float], labels: list[int], f1: float
+) -> None:
+    assert realised(scores, labels)["f1"] == pytest.approx(f1)
+
+
+def test_estimates_are_audited_rounded_to_six_places_and_counts_to_three() -> None:
+    interval = Interval(0.12345678, 0.0123456789, 0.98765432)
+    assert interval.as_dict() == {"value": 0.123457, "low": 0.012346, "high": 0.987654}
+    cal = Calibrator(np.array([0.0, 0.5]), np.array([0.12345, 0.87654]))
+    est = estimate(cal, [0.9, 0.1, 0.5, 0.4, 0.45, 0.7, 0.05], simulations=20)
+    confusion = est.evidence()["confusion"]
+    assert confusion == {k: round(v, 3) for k, v in est.confusion.items()}
+    assert any(round(v, 3) != round(v, 4) for v in est.confusion.values())
 
 
 def test_realised_uses_the_threshold() -> None:

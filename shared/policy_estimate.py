@@ -3,6 +3,7 @@ inputs, as a retraining trigger and as a rollout guard."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -121,17 +122,23 @@ class EstimatedPerformance(_Strict):
                 f"estimated {self.metric} {value:.4f} {side} threshold {self.threshold:g}"
             )
         worse = self.worse_by(reference, value)
-        if self.max_drop is not None and worse > self.max_drop:
+        if self.max_drop is not None and _beyond(worse, self.max_drop):
             reasons.append(
                 f"estimated {self.metric} {value:.4f} is {worse:.4f} under the "
                 f"reference {reference:.4f} (max_drop {self.max_drop:g})"
             )
-        if self.max_increase is not None and worse > self.max_increase:
+        if self.max_increase is not None and _beyond(worse, self.max_increase):
             reasons.append(
                 f"estimated {self.metric} {value:.4f} is {worse:.4f} over the "
                 f"reference {reference:.4f} (max_increase {self.max_increase:g})"
             )
         return reasons
+
+
+def _beyond(worse: float, limit: float) -> bool:
+    """``worse`` past ``limit``, a difference exactly at it not: 0.90 - 0.85 is
+    0.05000000000000004 in binary, which the user wrote as max_drop 0.05."""
+    return worse > limit and not math.isclose(worse, limit, rel_tol=1e-9, abs_tol=1e-12)
 
 
 LOSS_METRICS = ("mae", "rmse")

@@ -201,6 +201,19 @@ BREACHES = [
         ["estimated auc 0.8400 is 0.0600 under the reference 0.9000 (max_drop 0.05)"],
     ),
     ({"max_drop": 0.05}, 0.99, 0.90, []),  # better than the reference
+    # exactly max_drop as the user reads it, though 0.90 - 0.85 is 0.05000000000000004
+    ({"max_drop": 0.05}, 0.85, 0.90, []),
+    ({"max_drop": 0.1}, 0.7, 0.8, []),  # 0.8 - 0.7 = 0.10000000000000009
+    (
+        {"max_drop": 0.05},
+        0.8499,
+        0.90,
+        ["estimated auc 0.8499 is 0.0501 under the reference 0.9000 (max_drop 0.05)"],
+    ),
+    ({"metric": "mae", "max_increase": 0.1}, 0.3, 0.2, []),  # 0.3 - 0.2 = 0.09999999999999998
+    ({"metric": "mae", "max_increase": 0.2}, 0.3, 0.1, []),  # 0.3 - 0.1 = 0.19999999999999998
+    ({"metric": "mae", "max_increase": 0.1}, 0.7, 0.6, []),  # 0.7 - 0.6 = 0.09999999999999998
+    ({"metric": "mae", "max_increase": 0.3}, 0.4, 0.1, []),  # 0.4 - 0.1 = 0.30000000000000004
     ({"threshold": 0.8}, 0.8, 0.95, []),  # at the threshold: acceptable
     ({"threshold": 0.8}, 0.7999, 0.95, ["estimated auc 0.7999 < threshold 0.8"]),
     (

@@ -74,6 +74,17 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_spec_estimation.py",
         "tests/unit/test_estimation.py",
     ],
+    "shared/traffic.py": [
+        "tests/unit/test_spec_traffic.py",
+        "tests/unit/test_spec_rollout.py",
+        "tests/unit/test_rollout.py",
+        "tests/unit/test_lifecycle.py",
+    ],
+    "shared/rollout_state.py": [
+        "tests/unit/test_spec_rollout_state.py",
+        "tests/unit/test_rollout_state.py",
+        "tests/unit/test_rollout.py",
+    ],
 }
 
 KILLED = {"killed", "timeout"}

@@ -14,6 +14,7 @@ from shared.audit_anchor import Head, anchor_entry
 from shared.errors import (
     AlreadyExists,
     ConcurrencyError,
+    InProgress,
     NotFound,
     PermanentError,
     TransientError,
@@ -252,6 +253,14 @@ class FakePlatform:
     ignore_traffic_changes: bool = False
     delete_failures: int = 0  # how many delete calls fail transiently first
     fail_creates: bool = False
+    # operation name -> how many calls answer InProgress first (the change not applied yet)
+    in_progress: dict[str, int] = field(default_factory=dict)
+    created: list[tuple[str, str, str, str]] = field(default_factory=list)  # ep, dep, model, v
+
+    def _still_running(self, operation: str, what: str) -> None:
+        if self.in_progress.get(operation, 0) > 0:
+            self.in_progress[operation] -= 1
+            raise InProgress(f"{operation} {what}: operation still running")
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         if request.name in self.jobs:
@@ -295,6 +304,8 @@ class FakePlatform:
         deps = self.deployments.setdefault(endpoint, {})
         if deployment in deps:
             raise AlreadyExists(deployment)
+        self._still_running("create_deployment", deployment)
+        self.created.append((endpoint, deployment, model, version))
         deps[deployment] = version
         self.traffic.setdefault(endpoint, {})[deployment] = 0
         if self.fail_creates:  # like Azure: the deployment exists, in state Failed
@@ -307,6 +318,7 @@ class FakePlatform:
         unknown = set(traffic) - set(self.deployments.get(endpoint, {}))
         if unknown:
             raise PermanentError(f"unknown deployments {sorted(unknown)}")
+        self._still_running("set_traffic", endpoint)
         self.traffic_changes.append((endpoint, dict(traffic)))
         if not self.ignore_traffic_changes:
             self.traffic[endpoint] = {**self.traffic.get(endpoint, {}), **traffic}
@@ -315,6 +327,7 @@ class FakePlatform:
         unknown = set(mirror) - set(self.deployments.get(endpoint, {}))
         if unknown:
             raise PermanentError(f"unknown deployments {sorted(unknown)}")
+        self._still_running("set_mirror", endpoint)
         self.mirrors[endpoint] = dict(mirror)
 
     def delete_deployment(self, endpoint: str, deployment: str) -> bool:
@@ -337,10 +350,15 @@ class FakeMetrics:
 
     # per-request data for the sequential judge: (at, error, latency_ms) per deployment
     requests: dict[str, list[tuple[datetime, bool, float]]] = field(default_factory=dict)
+    asked: list[tuple[str, str, datetime, datetime]] = field(default_factory=list)  # health reads
+    failure: Exception | None = None  # raised by every health read while set
 
     def deployment_health(
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample:
+        self.asked.append((endpoint, deployment, start, end))
+        if self.failure is not None:
+            raise self.failure
         return self.samples.get(deployment, self.default)
 
     def deployment_requests(

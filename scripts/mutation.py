@@ -42,6 +42,7 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_messagebus.py",
     ],
     "handlers/rollout.py": [
+        "tests/unit/test_spec_rollout_audit.py",
         "tests/unit/test_spec_rollout.py",
         "tests/unit/test_rollout.py",
         "tests/unit/test_rollout_sequential.py",
@@ -76,6 +77,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "shared/traffic.py": [
         "tests/unit/test_spec_traffic.py",
+        "tests/unit/test_spec_rollout_audit.py",
         "tests/unit/test_spec_rollout.py",
         "tests/unit/test_rollout.py",
         "tests/unit/test_lifecycle.py",

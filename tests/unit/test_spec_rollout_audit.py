@@ -618,3 +618,45 @@ def test_after_shadow_the_canary_steps_bake_their_own_time() -> None:
     assert world.platform.mirrors["credit-ep"] == {}
     tick(world, "tick-2", 61)
     assert world.store.must(cycle.id).rollout.percent == 50  # type: ignore[union-attr]
+
+
+# --- the sequential judge -------------------------------------------------------------------
+
+
+def sequential_look(world: World, key: str, new: tuple[int, int], live: tuple[int, int]) -> Any:
+    """Both deployments serve (requests, errors) for 30 s at 50 ms; then a tick."""
+    at = world.clock.now()
+    world.metrics.serve(NEW, at, 30, new[0], new[1], 50.0)
+    world.metrics.serve(LIVE["credit"], at, 30, live[0], live[1], 50.0)
+    return tick(world, key, 30)
+
+
+SEQUENTIAL = {"analysis": "sequential", "sequential": {"check_every": "30s", "max_bake": "10m"}}
+
+
+def test_a_sequential_rollback_carries_the_looks_evidence_and_its_ticks_key() -> None:
+    world = make_world()
+    cycle, _ = start(world, **SEQUENTIAL)
+    written = sequential_look(world, "look-1", (300, 30), (300, 3))
+    assert keys(written) == {"look-1"}
+    rolled = [r for r in written if r.summary == "cycle ROLLING_OUT -> ROLLED_BACK"]
+    assert rolled[0].reason.startswith("rolled back: canary at 10%: rolled back after 300 ")
+    assert rolled[0].evidence["analysis"] == "sequential"
+    assert rolled[0].evidence["bounds"][-1]["errors"]["lower"] > 0
+    assert rolled[0].evidence["verdict"] == "rollback"
+    assert rolled[0].evidence["restored"] == {"credit-live": 100}
+    assert world.store.must(cycle.id).state is CycleState.ROLLED_BACK
+
+
+def test_a_sequential_pass_of_the_last_step_promotes_with_the_looks_sentence() -> None:
+    world = make_world()
+    cycle, _ = start(world, steps=[100], **SEQUENTIAL)
+    for look in range(10):
+        written = sequential_look(world, f"look-{look}", (300, 0), (300, 0))
+        if world.store.must(cycle.id).state is not CycleState.ROLLING_OUT:
+            break
+    assert keys(written) == {f"look-{look}"}
+    passed = [r for r in written if r.summary == "canary at 100% healthy"]
+    assert passed[0].kind == "decision" and passed[0].evidence["analysis"] == "sequential"
+    promoted = [r for r in written if r.summary == "cycle ROLLING_OUT -> PROMOTED"]
+    assert promoted[0].reason == f"promoted credit v8: {passed[0].reason}"

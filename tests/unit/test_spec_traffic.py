@@ -150,7 +150,7 @@ def test_failing_safe_keeps_trying_the_restore_and_says_so_each_time() -> None:
         )
     ]
     tick(world, "tick-2", 10)
-    assert world.store.must(cycle.id).reason.startswith(  # type: ignore[union-attr]
+    assert world.store.must(cycle.id).reason.startswith(
         "failing safe: restoring credit-live to 100% not confirmed yet (attempt 2); "
     )
     world.platform.ignore_traffic_changes = False

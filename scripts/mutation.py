@@ -48,6 +48,9 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_rollout_sequential.py",
         "tests/unit/test_rollout_state.py",
         "tests/unit/test_lifecycle.py",
+        # the estimated-performance guard's part in a step's verdict
+        "tests/unit/test_performance.py::test_the_guard_passes_a_healthy_canary",
+        "tests/unit/test_performance.py::test_the_guard_fails_a_worse_canary_with_the_estimate_as_evidence",
     ],
     "shared/normalise.py": [
         "tests/unit/test_spec_normalise.py",

@@ -660,3 +660,18 @@ def test_a_sequential_pass_of_the_last_step_promotes_with_the_looks_sentence() -
     assert passed[0].kind == "decision" and passed[0].evidence["analysis"] == "sequential"
     promoted = [r for r in written if r.summary == "cycle ROLLING_OUT -> PROMOTED"]
     assert promoted[0].reason == f"promoted credit v8: {passed[0].reason}"
+
+
+def test_when_health_and_the_estimate_both_breach_the_rollback_names_the_health_breach() -> None:
+    from tests.unit.test_performance import canary, degraded_scores, healthy_scores, serve
+
+    world, cycle = canary()
+    serve(world, cycle, degraded_scores(800), healthy_scores(800))
+    world.metrics.samples[cycle.rollout.deployment] = SICK
+    written = tick(world, "tick-1")
+    rolled = world.store.must(cycle.id)
+    assert rolled.state is CycleState.ROLLED_BACK
+    assert rolled.reason == "rolled back: canary at 10% breach: error rate 20.00% > 5.00%"
+    rollback = [r for r in written if r.summary == "cycle ROLLING_OUT -> ROLLED_BACK"]
+    estimate = rollback[0].evidence["estimated_performance"]
+    assert estimate["live"]["value"] - estimate["new"]["value"] > estimate["tolerance"]

@@ -256,6 +256,7 @@ class FakePlatform:
     # operation name -> how many calls answer InProgress first (the change not applied yet)
     in_progress: dict[str, int] = field(default_factory=dict)
     created: list[tuple[str, str, str, str]] = field(default_factory=list)  # ep, dep, model, v
+    champion_failures: int = 0  # how many set_champion calls fail transiently first
 
     def _still_running(self, operation: str, what: str) -> None:
         if self.in_progress.get(operation, 0) > 0:
@@ -298,6 +299,9 @@ class FakePlatform:
         return self.champions.get(model)
 
     def set_champion(self, model: str, version: str) -> None:
+        if self.champion_failures:
+            self.champion_failures -= 1
+            raise TransientError(f"setting the champion of {model}: registry unavailable")
         self.champions[model] = version
 
     def create_deployment(self, endpoint: str, deployment: str, model: str, version: str) -> None:

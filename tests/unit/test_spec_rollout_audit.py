@@ -675,3 +675,26 @@ def test_when_health_and_the_estimate_both_breach_the_rollback_names_the_health_
     rollback = [r for r in written if r.summary == "cycle ROLLING_OUT -> ROLLED_BACK"]
     estimate = rollback[0].evidence["estimated_performance"]
     assert estimate["live"]["value"] - estimate["new"]["value"] > estimate["tolerance"]
+
+
+def test_a_first_deployment_whose_promotion_was_cut_short_is_judged_alone_then_promoted() -> None:
+    from shared.errors import TransientError
+
+    world = make_world(policy())
+    cycle = registered(world, "credit", "7")
+    world.platform.deployments["credit-ep"] = {}
+    world.platform.traffic["credit-ep"] = {}
+    world.platform.champion_failures = 1
+    with pytest.raises(TransientError):
+        register(world, cycle)
+    cut = world.store.must(cycle.id)
+    assert cut.state is CycleState.ROLLING_OUT
+    assert cut.reason == f"first deployment: {NEW} 100% on credit-ep (step 1/1)"
+    assert world.platform.traffic["credit-ep"] == {NEW: 100}
+    world.metrics.samples = {NEW: HEALTHY}
+    written = tick(world, "tick-1")
+    done = world.store.must(cycle.id)
+    assert done.state is CycleState.PROMOTED and world.platform.champions["credit"] == "8"
+    healthy_look = [r for r in written if r.summary == "canary at 100% healthy"]
+    assert healthy_look[0].evidence["live"] is None
+    assert done.reason == "promoted credit v8: 500 requests, error rate 0.20%"

@@ -257,6 +257,7 @@ class FakePlatform:
     in_progress: dict[str, int] = field(default_factory=dict)
     created: list[tuple[str, str, str, str]] = field(default_factory=list)  # ep, dep, model, v
     champion_failures: int = 0  # how many set_champion calls fail transiently first
+    served: dict[str, str] = field(default_factory=dict)  # endpoint -> version its live serves
 
     def _still_running(self, operation: str, what: str) -> None:
         if self.in_progress.get(operation, 0) > 0:
@@ -296,6 +297,8 @@ class FakePlatform:
         return version
 
     def champion_version(self, model: str, endpoint: str | None) -> str | None:
+        if endpoint and endpoint in self.served:  # as on Azure: the endpoint's live version
+            return self.served[endpoint]
         return self.champions.get(model)
 
     def set_champion(self, model: str, version: str) -> None:

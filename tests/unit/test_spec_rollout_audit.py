@@ -248,8 +248,8 @@ def test_each_healthy_step_is_audited_with_its_evidence_and_caused_by_its_tick()
     now = world.clock.now()
     assert keys(written) == {"tick-1"}
     decision = [r for r in written if r.kind == "decision"]
-    assert [(r.summary, r.reason) for r in decision] == [
-        ("canary at 10% healthy", "500 requests, error rate 0.20%")
+    assert [(r.summary, r.reason, r.cycle, r.model, r.version) for r in decision] == [
+        ("canary at 10% healthy", "500 requests, error rate 0.20%", cycle.id, "credit", "8")
     ]
     health = {"requests": 500, "errors": 1, "error_rate": 0.002, "latency_p95_ms": 40.0}
     assert decision[0].evidence == {
@@ -420,14 +420,16 @@ def test_a_rollback_whose_traffic_change_still_runs_is_finished_by_the_next_tick
         )
     ]
     assert world.store.must(cycle.id).state is CycleState.ROLLING_OUT
-    written = tick(world, "tick-after", 10)
+    written = tick(world, "tick-after", 301)  # after the step's bake: nothing judges it now
     assert keys(written) == {"tick-after"}
     rolled = [r for r in written if r.summary == "cycle ROLLING_OUT -> ROLLED_BACK"]
     assert rolled[0].reason == (
         "rolled back: health alert 'credit-endpoint-errors' fired during rollout"
     )
     assert rolled[0].evidence == {**evidence, "restored": {"credit-live": 100}}
-    assert world.store.must(cycle.id).state is CycleState.ROLLED_BACK
+    after = world.store.must(cycle.id)
+    assert after.state is CycleState.ROLLED_BACK and after.reason == rolled[0].reason
+    assert [c.verdict for c in after.rollout.checks] == []  # type: ignore[union-attr]
     assert world.platform.traffic["credit-ep"] == {"credit-live": 100}
 
 
@@ -698,3 +700,63 @@ def test_a_first_deployment_whose_promotion_was_cut_short_is_judged_alone_then_p
     healthy_look = [r for r in written if r.summary == "canary at 100% healthy"]
     assert healthy_look[0].evidence["live"] is None
     assert done.reason == "promoted credit v8: 500 requests, error rate 0.20%"
+
+
+def test_an_unconfirmed_change_from_shadow_to_the_first_step_is_retried_not_judged_again() -> None:
+    world = make_world()
+    cycle, _ = start(world, shadow=SHADOW)
+    healthy(world)
+    world.platform.ignore_traffic_changes = True
+    tick(world, "tick-1", 120)
+    failed_once = world.store.must(cycle.id).rollout
+    assert failed_once is not None and failed_once.traffic_failures == 1
+    world.platform.ignore_traffic_changes = False
+    written = tick(world, "tick-2", 10)
+    moved = world.store.must(cycle.id).rollout
+    assert moved is not None and (moved.phase, moved.percent) == (Phase.CANARY, 10)
+    assert [c.verdict for c in moved.checks] == ["pass"]  # the shadow was judged once
+    assert not [r for r in written if r.kind == "decision"]
+    assert keys(written) == {"tick-2"}
+
+
+def test_a_retry_stored_by_an_older_version_reapplies_the_running_step() -> None:
+    """Versions before ``pending_step`` stored only the failure count: the running step's
+    change is applied again."""
+    world = make_world()
+    cycle, _ = start(world)
+    stored = world.store.cycles[cycle.id]
+    stored["rollout"] = {**stored["rollout"], "pending_step": None, "traffic_failures": 1}
+    world.platform.traffic["credit-ep"] = {"credit-live": 100, NEW: 0}
+    written = tick(world, "tick-1", 10)
+    again = world.store.must(cycle.id).rollout
+    assert again is not None and (again.percent, again.traffic_failures) == (10, 0)
+    assert world.platform.traffic["credit-ep"] == {"credit-live": 90, NEW: 10}
+    assert [r.summary for r in written] == [
+        f"traffic credit-live 90%, {NEW} 10% on credit-ep (step 1/3)"
+    ]
+
+
+def test_a_rollout_whose_policy_lost_its_rollout_section_is_left_as_it_stands() -> None:
+    world = make_world()
+    cycle, _ = start(world)
+    data = world.services.policy
+    data.models["credit"] = data.models["credit"].model_copy(update={"rollout": None})
+    assert not tick(world, "tick-1")
+    assert world.platform.traffic["credit-ep"] == {"credit-live": 90, NEW: 10}
+    assert world.store.must(cycle.id).rollout.percent == 10  # type: ignore[union-attr]
+
+
+def test_the_champion_to_restore_is_the_version_the_endpoint_served() -> None:
+    """As on Azure: the endpoint's live deployment names the champion, whatever the
+    registry's tag says."""
+    world = make_world()
+    world.platform.served["credit-ep"] = "6"
+    cycle, _ = start(world, watch="10m")
+    assert cycle.rollout is not None and cycle.rollout.previous_champion == "6"
+    healthy(world)
+    for n in range(3):
+        tick(world, f"tick-{n}")
+    assert world.platform.champions["credit"] == "8"
+    bus_of(world).handle(HealthAlertFired("credit", "credit-endpoint-errors", "alert-1"))
+    assert world.store.must(cycle.id).state is CycleState.ROLLED_BACK
+    assert world.platform.champions["credit"] == "6"

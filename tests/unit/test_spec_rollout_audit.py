@@ -278,7 +278,7 @@ def test_a_breach_rolls_back_with_the_failing_looks_evidence_and_the_ticks_key()
     assert keys(written) == {"tick-sick"}
     rolled = [r for r in written if r.summary == "cycle ROLLING_OUT -> ROLLED_BACK"]
     assert len(rolled) == 1
-    assert rolled[0].kind == "decision"
+    assert (rolled[0].kind, rolled[0].actor) == ("decision", "system")
     assert rolled[0].reason == "rolled back: canary at 10% breach: error rate 20.00% > 5.00%"
     assert rolled[0].evidence["window"] == [started.isoformat(), world.clock.now().isoformat()]
     assert rolled[0].evidence["new"]["errors"] == 100
@@ -412,10 +412,11 @@ def test_a_rollback_whose_traffic_change_still_runs_is_finished_by_the_next_tick
     before = len(world.audit.records)
     bus_of(world).handle(HealthAlertFired("credit", "credit-endpoint-errors", "alert-7", evidence))
     written = since(world, before)
-    assert [(r.kind, r.summary, r.caused_by) for r in written] == [
+    assert [(r.kind, r.summary, r.reason, r.caused_by) for r in written] == [
         (
             "action",
             "rollback to credit-live in progress; the reconciler checks it on its next tick",
+            "set_traffic credit-ep: operation still running",
             "alert-7",
         )
     ]

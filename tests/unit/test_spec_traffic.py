@@ -216,6 +216,7 @@ def test_a_first_deployment_that_fails_safe_has_no_previous_to_restore() -> None
     assert failed.reason == (
         "traffic change did not take effect after 1 attempts; failed safe (no previous deployment)"
     )
+    assert world.platform.deployments["credit-ep"] == {}  # the candidate goes as the cycle fails
 
 
 def test_failing_a_rollout_that_never_began_closes_the_cycle_as_an_error() -> None:

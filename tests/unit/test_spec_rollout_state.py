@@ -103,6 +103,10 @@ def test_every_field_is_stored_in_the_shape_earlier_versions_wrote_and_read_back
     assert list(stored["steps"][0]) == ["percent", "mirror", "at", "traffic"]
     assert json.loads(json.dumps(stored)) == stored  # plain JSON, nothing else
     assert RolloutState.from_json(json.loads(json.dumps(stored))) == state
+    stored["previous_traffic"]["fraud-v3"] = 0  # the JSON is a copy: the state stays as it was
+    stored["cleanup_failures"]["fraud-v2"] = 9
+    assert state.previous_traffic == {"fraud-v3": 100}
+    assert state.cleanup_failures == {"fraud-v2": 1}
 
 
 def test_a_new_rollout_is_stored_with_the_keys_readers_expect_even_when_empty() -> None:
@@ -156,6 +160,22 @@ def test_null_or_missing_keys_read_as_their_defaults() -> None:
     assert RolloutState.from_json({}) == RolloutState()
     counts = RolloutState.from_json({"traffic_failures": "2", "mirror_off_pending": 1})
     assert (counts.traffic_failures, counts.mirror_off_pending) == (2, True)
+    # a stored key this version does not know is kept, even one named like its own bag of them
+    assert RolloutState.from_json({"extra": 1}).to_json()["extra"] == 1
+
+
+@pytest.mark.parametrize(
+    ("read", "message"),
+    [
+        (lambda: Step.from_json({"percent": 10}), "a rollout step records when it began"),
+        (lambda: Check.from_json({"verdict": "pass"}), "a health check records when it ran"),
+    ],
+)
+def test_a_stored_step_or_check_without_its_time_is_refused_saying_so(
+    read: Any, message: str
+) -> None:
+    with pytest.raises(AssertionError, match=f"^{message}$"):
+        read()
 
 
 def test_a_stored_rollback_without_evidence_or_actor_is_the_systems() -> None:
@@ -223,6 +243,7 @@ def test_traffic_for_a_share_gives_the_rest_to_the_previous_deployment() -> None
     assert ro.traffic_for(100) == {"credit-v8": 100, "credit-live": 0}
     first = RolloutState.begin("credit-ep", "credit-v8", None, {}, None)
     assert first.traffic_for(100) == {"credit-v8": 100}
+    assert first.traffic_for(0) == {"credit-v8": 0}
 
 
 def test_traffic_text_lists_the_largest_share_first_then_by_name() -> None:
@@ -233,7 +254,9 @@ def test_traffic_text_lists_the_largest_share_first_then_by_name() -> None:
 def test_shadow_then_steps_record_each_traffic_change_in_order() -> None:
     ro = RolloutState.begin("credit-ep", "credit-v8", "credit-live", {"credit-live": 100}, "7")
     assert (ro.phase, ro.judging) == (Phase.CREATING, False)
-    ro = ro.waiting_for("deployment credit-v8").platform_done().in_shadow(T0, 20)
+    ro = ro.waiting_for("deployment credit-v8")
+    assert ro.in_progress == "deployment credit-v8"
+    ro = ro.platform_done().in_shadow(T0, 20)
     assert (ro.phase, ro.percent, ro.step_started_at, ro.in_progress) == (Phase.SHADOW, 0, T0, None)
     assert ro.steps == (Step(0, T0, {"credit-live": 100}, 20),)
     assert (ro.stage(), ro.judging) == ("shadow", True)
@@ -286,6 +309,12 @@ def test_a_promotion_is_watched_until_its_end_or_done(
     if phase is Phase.WATCH:
         over = ro.due(T2).watch_over()
         assert (over.phase, over.next_check_at) == (Phase.DONE, None)
+
+
+def test_switching_the_mirror_off_is_marked_pending_until_it_took_effect() -> None:
+    ro = RolloutState(phase=Phase.SHADOW).mirror_off(pending=True)
+    assert ro.mirror_off_pending is True and ro.phase is Phase.SHADOW
+    assert ro.mirror_off(pending=False).mirror_off_pending is False
 
 
 def test_a_rollback_ends_what_was_pending() -> None:

@@ -297,8 +297,9 @@ def _not_started(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) 
 
 def _change_unconfirmed(cycle: Cycle, svc: Services, ro: RolloutState, caused_by: str) -> bool:
     """Retry the traffic change that was not confirmed (not the step before it, which would
-    reset the attempt count and step back and forth for ever)."""
-    pending_change = bool(ro.in_progress) and ro.pending_step is not None
+    reset the attempt count and step back and forth for ever). From shadow too: judging the
+    shadow again would audit it again, with its mirror already off."""
+    pending_change = ro.pending_step is not None and bool(ro.in_progress or ro.traffic_failures)
     if not ((ro.phase is Phase.CANARY and ro.traffic_failures) or pending_change):
         return False
     pending = ro.pending_step
@@ -492,6 +493,7 @@ def on_roll_back(msg: RollBack, svc: Services) -> None:
 
 
 def on_fail_rollout(msg: FailRollout, svc: Services) -> None:
-    cycle = load(svc, msg.cycle_id, CycleState.ROLLING_OUT)
+    # REGISTERED: a rollout that failed before it began closes the cycle as an error
+    cycle = load(svc, msg.cycle_id, CycleState.ROLLING_OUT, CycleState.REGISTERED)
     if cycle is not None:
         fail_rollout(cycle, svc, msg.reason, msg.event_key)

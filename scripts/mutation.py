@@ -32,6 +32,7 @@ PACKAGES = ["shared", "handlers", "composition", "functions", "autopilot", "embe
 MODULES: dict[str, list[str]] = {
     "shared/gate.py": [
         "tests/unit/test_spec_gate.py",
+        "tests/unit/test_non_finite_values.py",
         "tests/unit/test_gate.py",
     ],
     "shared/stats.py": [
@@ -44,11 +45,16 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_messagebus.py",
     ],
     "handlers/rollout.py": [
+        "tests/unit/test_spec_rollout_audit.py",
+        "tests/unit/test_follow_up_races.py",
         "tests/unit/test_spec_rollout.py",
         "tests/unit/test_rollout.py",
         "tests/unit/test_rollout_sequential.py",
         "tests/unit/test_rollout_state.py",
         "tests/unit/test_lifecycle.py",
+        # the estimated-performance guard's part in a step's verdict
+        "tests/unit/test_performance.py::test_the_guard_passes_a_healthy_canary",
+        "tests/unit/test_performance.py::test_the_guard_fails_a_worse_canary_with_the_estimate_as_evidence",
     ],
     "shared/normalise.py": [
         "tests/unit/test_spec_normalise.py",
@@ -93,6 +99,18 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_spec_signals.py",
         "tests/unit/test_lifecycle.py",
         "tests/embedded/test_cleanup.py",
+    ],
+    "shared/traffic.py": [
+        "tests/unit/test_spec_traffic.py",
+        "tests/unit/test_spec_rollout_audit.py",
+        "tests/unit/test_spec_rollout.py",
+        "tests/unit/test_rollout.py",
+        "tests/unit/test_lifecycle.py",
+    ],
+    "shared/rollout_state.py": [
+        "tests/unit/test_spec_rollout_state.py",
+        "tests/unit/test_rollout_state.py",
+        "tests/unit/test_rollout.py",
     ],
 }
 

@@ -14,6 +14,7 @@ from shared.audit_anchor import Head, anchor_entry
 from shared.errors import (
     AlreadyExists,
     ConcurrencyError,
+    InProgress,
     NotFound,
     PermanentError,
     TransientError,
@@ -252,6 +253,16 @@ class FakePlatform:
     ignore_traffic_changes: bool = False
     delete_failures: int = 0  # how many delete calls fail transiently first
     fail_creates: bool = False
+    # operation name -> how many calls answer InProgress first (the change not applied yet)
+    in_progress: dict[str, int] = field(default_factory=dict)
+    created: list[tuple[str, str, str, str]] = field(default_factory=list)  # ep, dep, model, v
+    champion_failures: int = 0  # how many set_champion calls fail transiently first
+    served: dict[str, str] = field(default_factory=dict)  # endpoint -> version its live serves
+
+    def _still_running(self, operation: str, what: str) -> None:
+        if self.in_progress.get(operation, 0) > 0:
+            self.in_progress[operation] -= 1
+            raise InProgress(f"{operation} {what}: operation still running")
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         if request.name in self.jobs:
@@ -286,15 +297,22 @@ class FakePlatform:
         return version
 
     def champion_version(self, model: str, endpoint: str | None) -> str | None:
+        if endpoint and endpoint in self.served:  # as on Azure: the endpoint's live version
+            return self.served[endpoint]
         return self.champions.get(model)
 
     def set_champion(self, model: str, version: str) -> None:
+        if self.champion_failures:
+            self.champion_failures -= 1
+            raise TransientError(f"setting the champion of {model}: registry unavailable")
         self.champions[model] = version
 
     def create_deployment(self, endpoint: str, deployment: str, model: str, version: str) -> None:
         deps = self.deployments.setdefault(endpoint, {})
         if deployment in deps:
             raise AlreadyExists(deployment)
+        self._still_running("create_deployment", deployment)
+        self.created.append((endpoint, deployment, model, version))
         deps[deployment] = version
         self.traffic.setdefault(endpoint, {})[deployment] = 0
         if self.fail_creates:  # like Azure: the deployment exists, in state Failed
@@ -307,6 +325,7 @@ class FakePlatform:
         unknown = set(traffic) - set(self.deployments.get(endpoint, {}))
         if unknown:
             raise PermanentError(f"unknown deployments {sorted(unknown)}")
+        self._still_running("set_traffic", endpoint)
         self.traffic_changes.append((endpoint, dict(traffic)))
         if not self.ignore_traffic_changes:
             self.traffic[endpoint] = {**self.traffic.get(endpoint, {}), **traffic}
@@ -315,6 +334,7 @@ class FakePlatform:
         unknown = set(mirror) - set(self.deployments.get(endpoint, {}))
         if unknown:
             raise PermanentError(f"unknown deployments {sorted(unknown)}")
+        self._still_running("set_mirror", endpoint)
         self.mirrors[endpoint] = dict(mirror)
 
     def delete_deployment(self, endpoint: str, deployment: str) -> bool:
@@ -337,10 +357,15 @@ class FakeMetrics:
 
     # per-request data for the sequential judge: (at, error, latency_ms) per deployment
     requests: dict[str, list[tuple[datetime, bool, float]]] = field(default_factory=dict)
+    asked: list[tuple[str, str, datetime, datetime]] = field(default_factory=list)  # health reads
+    failure: Exception | None = None  # raised by every health read while set
 
     def deployment_health(
         self, endpoint: str, deployment: str, start: datetime, end: datetime
     ) -> HealthSample:
+        self.asked.append((endpoint, deployment, start, end))
+        if self.failure is not None:
+            raise self.failure
         return self.samples.get(deployment, self.default)
 
     def deployment_requests(

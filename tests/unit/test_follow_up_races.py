@@ -51,7 +51,7 @@ FOR = {
     "AdvanceRollout": {CycleState.ROLLING_OUT},
     "WatchRollout": {CycleState.PROMOTED},
     "RollBack": {CycleState.ROLLING_OUT, CycleState.PROMOTED},
-    "FailRollout": {CycleState.ROLLING_OUT},
+    "FailRollout": {CycleState.ROLLING_OUT, CycleState.REGISTERED},
 }
 
 

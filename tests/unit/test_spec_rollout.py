@@ -53,11 +53,12 @@ def cycle_of(world: World, model: str) -> Cycle:
     return world.store.list_cycles(model)[0]
 
 
-def rolling(world: World, model: str, champion: str) -> Cycle:
-    """``model`` live at version ``champion``; a retrained candidate at its first step."""
+def registered(world: World, model: str, champion: str) -> Cycle:
+    """``model`` live at version ``champion``; a retrained candidate registered (version
+    ``champion + 1``), its registration event not delivered yet."""
     endpoint, live = ENDPOINT[model], LIVE[model]
-    world.platform.deployments[endpoint] = {live: champion}
-    world.platform.traffic[endpoint] = {live: 100}
+    world.platform.deployments.setdefault(endpoint, {})[live] = champion
+    world.platform.traffic.setdefault(endpoint, {})[live] = 100
     world.platform.champions[model] = champion
     deliver_alert(bus_of(world), payloads.alert(rule=f"{model}-drift"))
     cycle = world.store.list_cycles(model, active_only=True)[0]
@@ -70,10 +71,16 @@ def rolling(world: World, model: str, champion: str) -> Cycle:
     deliver_azureml(bus_of(world), envelope_from_dict(run))
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.REGISTERED, cycle.reason
-    registered = payloads.model_registered(
+    return cycle
+
+
+def rolling(world: World, model: str, champion: str) -> Cycle:
+    """``model`` live at version ``champion``; a retrained candidate at its first step."""
+    cycle = registered(world, model, champion)
+    registered_event = payloads.model_registered(
         model, cycle.candidate_version or "", {"autopilot_cycle": cycle.id}
     )
-    deliver_azureml(bus_of(world), envelope_from_dict(registered))
+    deliver_azureml(bus_of(world), envelope_from_dict(registered_event))
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout is not None
     assert cycle.rollout.percent == 10
@@ -270,9 +277,9 @@ def test_an_unconfirmed_traffic_change_is_not_recorded_as_applied() -> None:
     assert held.rollout.percent == 10
     assert world.platform.traffic["credit-ep"] == {LIVE["credit"]: 90, new: 10}
     assert held.reason == (
-        f"traffic change to {LIVE['credit']} 50% / {new} 50% on credit-ep not confirmed "
+        f"traffic change to {LIVE['credit']} 50%, {new} 50% on credit-ep not confirmed "
         "(attempt 1/3); retrying at the next reconcile"
-    ) or "(attempt 1/3)" in (held.reason or "")
+    )
     assert any(
         s == "traffic change not confirmed (attempt 1/3); will retry"
         for s in world.audit.summaries()

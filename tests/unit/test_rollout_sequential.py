@@ -316,9 +316,10 @@ def test_a_hold_starts_at_the_look_that_reaches_max_bake_and_is_audited_with_tha
     assert (held.evidence["verdict"], held.evidence["new_requests"]) == ("continue", 12)
 
 
-def test_a_cold_start_is_not_judged_on_latency_but_a_slower_model_still_is() -> None:
+def test_a_cold_start_is_not_judged_on_latency() -> None:
     """The new deployment's first seconds after a traffic change are slow (a cold process):
-    that is the warm-up, judged on errors only; a deployment slower after it is rolled back."""
+    that is the warm-up, judged on errors only (a deployment slower after it is still rolled
+    back: test_a_slower_step_is_rolled_back_on_latency, under the same default warm-up)."""
     world = sequential_world(latency_warmup="30s")
     cycle = registered_and_rolling(world)
     cycle = serve_and_look(world, cycle, new=(300, 0, 400.0), live=(300, 0, 50.0))
@@ -328,15 +329,6 @@ def test_a_cold_start_is_not_judged_on_latency_but_a_slower_model_still_is() -> 
     while cycle.rollout.percent == 10 and cycle.state is CycleState.ROLLING_OUT:
         cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
     assert cycle.state is CycleState.ROLLING_OUT and cycle.rollout.percent == 50
-
-    slow = sequential_world(latency_warmup="30s")
-    cycle = registered_and_rolling(slow)
-    for _ in range(4):
-        cycle = serve_and_look(slow, cycle, new=(300, 0, 90.0), live=(300, 0, 50.0))
-        if cycle.state is not CycleState.ROLLING_OUT:
-            break
-    assert cycle.state is CycleState.ROLLED_BACK
-    assert "the share slower than live's p95" in cycle.reason
 
 
 def test_no_step_passes_before_its_warm_up_ends_and_the_look_says_when_latency_counts() -> None:

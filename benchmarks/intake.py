@@ -42,11 +42,11 @@ from benchmarks.common import pinned, summary
 from benchmarks.intake_http import run_http
 from benchmarks.intake_workload import AML, BATCH_SIZE, EventStream, Mix, build_policy, policy_data
 from composition.bootstrap import bootstrap
-from composition.delivery import deliver_azureml, validate_batch
+from composition.delivery import deliver_azureml, validate_envelopes
 from composition.delivery import deliver_batch as deliver_grouped
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
-from shared.envelope import envelope_from_dict, parse_delivery
+from shared.envelope import envelope_from_dict, parse_delivery, read_delivery
 from shared.messagebus import Services
 from shared.normalise import normalise_azureml
 from shared.policy import Policy
@@ -179,7 +179,7 @@ def deliver_batch_grouped(
     batch's: ``per_batch_s``)."""
     clock = time.perf_counter
     start = clock()
-    batch = validate_batch(parse_delivery(body), services.policy)
+    batch = validate_envelopes(read_delivery(body)[1], services.policy)
     validated = clock()
     measured.validate_s += validated - start
     outcome = deliver_grouped(bootstrap(services), batch)

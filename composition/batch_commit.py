@@ -31,6 +31,10 @@ from shared.ports import Outbox, Transactional
 log = logging.getLogger(__name__)
 
 
+# The ports that reach the outside world: never called while a write lock is held.
+OUTSIDE_PORTS = ("platform", "metrics", "logs", "scored", "labels")
+
+
 class AfterCommit:
     """Stands in for a port inside the transaction: any call defers the calling message."""
 
@@ -86,15 +90,10 @@ def _inside(svc: Services, unit: Unit) -> Services:
     def port(name: str, real: object) -> Any:
         return None if real is None else AfterCommit(name)
 
-    return replace(
-        svc,
-        platform=port("platform", svc.platform),
-        metrics=port("metrics", svc.metrics),
-        logs=port("logs", svc.logs),
-        scored=port("scored", svc.scored),
-        labels=port("labels", svc.labels),
-        publisher=unit,
-    )
+    outside = {
+        name: port(name, getattr(svc, name)) for name in OUTSIDE_PORTS if name != "publisher"
+    }
+    return replace(svc, **outside, publisher=unit)
 
 
 @contextmanager

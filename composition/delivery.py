@@ -154,10 +154,16 @@ def validate_batch(events: Sequence[Any], policy: Any) -> list[Validated]:
 
     Raises BadEvent naming the first bad event (``event [i]: ...``): the whole batch is refused.
     """
+    return validate_envelopes(
+        [envelope_from_dict(event, index) for index, event in enumerate(events)], policy
+    )
+
+
+def validate_envelopes(envelopes: Sequence[Envelope], policy: Any) -> list[Validated]:
+    """:func:`validate_batch` of events already read into envelopes (``read_delivery``)."""
     validated = []
-    for index, event in enumerate(events):
+    for index, envelope in enumerate(envelopes):
         try:
-            envelope = envelope_from_dict(event, index)
             validated.append(Validated(envelope, normalise_azureml(envelope, policy)))
         except BadEvent as exc:
             raise BadEvent(f"event [{index}]: {exc}") from exc
@@ -296,7 +302,7 @@ def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any
         AuditEntry(
             kind=kind,
             summary=scrub.text(summary),
-            **{name: scrub.json(value) for name, value in fields.items()},
+            **dict(zip(fields, scrub.json(list(fields.values())), strict=True)),
         )
         for kind, summary, fields in records
     ]

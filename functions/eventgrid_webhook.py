@@ -17,11 +17,11 @@ import logging
 
 import azure.functions as func
 
-from composition.delivery import deliver_batch, reject, validate_batch
+from composition.delivery import deliver_batch, reject, validate_envelopes
 from functions import runtime
 from functions.http import MAX_BODY_BYTES, authenticated, error, respond
 from shared import webhook
-from shared.envelope import parse_delivery
+from shared.envelope import read_delivery
 from shared.errors import BadEvent, PayloadTooLarge
 
 bp = func.Blueprint()
@@ -47,7 +47,7 @@ def eventgrid_webhook(req: func.HttpRequest, actor: str) -> func.HttpResponse:
         body = req.get_body() or b""
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"body is {len(body)} bytes; at most {MAX_BODY_BYTES} allowed")
-        events = parse_delivery(body)
+        events, envelopes = read_delivery(body)
         validation = webhook.validation_event(events)
         if validation is not None:
             code = webhook.validation_code(validation)
@@ -55,7 +55,7 @@ def eventgrid_webhook(req: func.HttpRequest, actor: str) -> func.HttpResponse:
             return respond(200, {"validationResponse": code})
         if kind == "subscriptionvalidation":
             raise BadEvent("aeg-event-type is SubscriptionValidation but no validation event")
-        batch = validate_batch(events, bus.services.policy)
+        batch = validate_envelopes(envelopes, bus.services.policy)
     except BadEvent as exc:
         reject(bus, WHERE, str(exc))
         log.warning("Event Grid delivery refused: %s", exc)

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _encode_string
 from typing import Any, TypeVar
 
 from shared.model import AuditEntry, AuditRecord, VerifyResult
@@ -32,9 +33,7 @@ def canonical(value: Any) -> str:
 
 def format_time(value: datetime) -> str:
     """UTC, always with microseconds, so equal instants give equal text and text sorts by time."""
-    if value.tzinfo is None:
-        raise ValueError(f"naive audit time {value.isoformat()}: audit times are UTC-aware")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return _utc(value).isoformat(timespec="microseconds")
 
 
 def record_hash(fields: dict[str, Any]) -> str:
@@ -68,17 +67,25 @@ def seal(entry: AuditEntry, *, seq: int, prev_hash: str, time: datetime) -> Audi
 
 
 def seal_fields(
-    entry: AuditEntry, *, seq: int, prev_hash: str, time: datetime
+    entry: AuditEntry, *, seq: int, prev_hash: str, time: datetime, chain: int = 0
 ) -> tuple[AuditRecord, dict[str, Any], str]:
     """:func:`seal`, also returning the hashed fields in canonical form and the evidence's
-    canonical JSON, which backends store as they are (no second encoding)."""
-    evidence_text = canonical(entry.evidence)
-    evidence: dict[str, Any] = json.loads(evidence_text)
-    time_text = format_time(time)
+    canonical JSON, which backends store as they are (no second encoding).
+
+    The hashed text is :func:`canonical` of the fields, written out key by key with the
+    evidence's canonical text spliced in, so the evidence is encoded once per record
+    (``tests/unit/test_audit_chain.py`` checks it against ``canonical`` over generated
+    records)."""
+    empty = type(entry.evidence) is dict and not entry.evidence  # most records: no decoding
+    evidence_text = "{}" if empty else canonical(entry.evidence)
+    evidence: Any = {} if empty else json.loads(evidence_text)
+    utc = _utc(time)
+    time_text = utc.isoformat(timespec="microseconds")
+    kind = entry.kind.value
     fields: dict[str, Any] = {
         "seq": seq,
         "time": time_text,
-        "kind": entry.kind.value,
+        "kind": kind,
         "summary": entry.summary,
         "actor": entry.actor,
         "model": entry.model,
@@ -89,10 +96,11 @@ def seal_fields(
         "caused_by": entry.caused_by,
         "prev_hash": prev_hash,
     }
-    digest = hashlib.sha256(canonical(fields).encode("utf-8")).hexdigest()
+    text = _hashed_text(entry, seq, time_text, evidence_text, prev_hash)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     record = AuditRecord(
         seq=seq,
-        time=datetime.fromisoformat(time_text),
+        time=utc,
         kind=entry.kind,
         summary=entry.summary,
         actor=entry.actor,
@@ -104,8 +112,51 @@ def seal_fields(
         caused_by=entry.caused_by,
         prev_hash=prev_hash,
         hash=digest,
+        chain=chain,
     )
     return record, fields, evidence_text
+
+
+def _hashed_text(
+    entry: AuditEntry, seq: int, time_text: str, evidence_text: str, prev_hash: str
+) -> str:
+    """``canonical`` of a record's hashed fields, key by key in sorted order, the evidence's
+    canonical text spliced in as it is."""
+    return "".join(
+        (
+            '{"actor":', _text(entry.actor),
+            ',"caused_by":', _text(entry.caused_by),
+            ',"cycle":', _text(entry.cycle),
+            ',"evidence":', evidence_text,
+            ',"kind":', _text(entry.kind.value),
+            ',"model":', _text(entry.model),
+            ',"prev_hash":', _text(prev_hash),
+            ',"reason":', _text(entry.reason),
+            ',"seq":', _text(seq),
+            ',"summary":', _text(entry.summary),
+            ',"time":', _text(time_text),
+            ',"version":', _text(entry.version),
+            "}",
+        )
+    )  # fmt: skip
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive audit time {value.isoformat()}: audit times are UTC-aware")
+    return value.astimezone(UTC)
+
+
+def _text(value: Any) -> str:
+    """``canonical(value)``, with a shortcut for the types of an entry's own fields."""
+    kind = type(value)
+    if kind is str:
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    return canonical(value)
 
 
 def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:

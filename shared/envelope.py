@@ -187,9 +187,28 @@ def load_json(body: bytes, *, what: str = "body") -> Any:
     strings = _SURROGATE_ESCAPE.search(text) is not None
     numbers = _BIG_NUMBER.search(text) is not None
     deep = text.count("[") + text.count("{") > MAX_DEPTH
-    if (strings or numbers or deep) and _suspect(value, strings=strings, numbers=numbers):
+    if strings or numbers:
+        if _suspect(value, strings=strings, numbers=numbers):
+            check_json(value, what=what)
+    elif deep and _too_deep(value):  # no escape or number to look at: only the nesting
         check_json(value, what=what)
     return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether objects and arrays nest more than ``MAX_DEPTH`` deep, a level at a time."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 1
+    while level:
+        if depth > MAX_DEPTH:
+            return True
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below += [c for c in children if type(c) is dict or type(c) is list]
+        level = below
+        depth += 1
+    return False
 
 
 def _suspect(value: Any, *, strings: bool, numbers: bool) -> bool:
@@ -310,10 +329,11 @@ def envelope_from_dict(event: Any, index: int = 0) -> Envelope:
     )
 
 
-def parse_delivery(body: bytes) -> list[dict[str, Any]]:
+def read_delivery(body: bytes) -> tuple[list[dict[str, Any]], list[Envelope]]:
     """Validate a delivered Event Grid body (a JSON array of events of either schema).
 
-    Returns the events as dicts, unchanged. Raises BadEvent naming the first problem.
+    Returns the events as dicts, unchanged, and their envelopes. Raises BadEvent naming the
+    first problem.
     """
     payload = load_json(body, what="Event Grid delivery")
     if isinstance(payload, dict) and "specversion" in payload:
@@ -328,6 +348,9 @@ def parse_delivery(body: bytes) -> list[dict[str, Any]]:
         raise BadEvent(
             f"Event Grid delivery has {len(payload)} events; at most {MAX_BATCH_EVENTS} allowed"
         )
-    for index, event in enumerate(payload):
-        envelope_from_dict(event, index)
-    return payload
+    return payload, [envelope_from_dict(event, index) for index, event in enumerate(payload)]
+
+
+def parse_delivery(body: bytes) -> list[dict[str, Any]]:
+    """:func:`read_delivery`'s events alone."""
+    return read_delivery(body)[0]

@@ -107,7 +107,7 @@ class Services:
     def record(self, kind: AuditKind, summary: str, **fields: Any) -> AuditRecord:
         """Append to the audit log; every text in the record is scrubbed of secrets first."""
         scrub = self.redactor
-        clean = {name: scrub.json(value) for name, value in fields.items()}
+        clean = dict(zip(fields, scrub.json(list(fields.values())), strict=True))  # one pass
         return self.audit.append(AuditEntry(kind=kind, summary=scrub.text(summary), **clean))
 
 

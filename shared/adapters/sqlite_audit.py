@@ -137,26 +137,45 @@ class SqliteAuditLog:
         return self.append_many([entry])[0]
 
     def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Append ``entries`` in order, in one transaction (all or none)."""
+        """Append ``entries`` in order, in one transaction (all or none): the chain's tail is
+        read once, under the write lock, and the records are inserted with one statement."""
         with self.db.write() as db:
-            return [self._insert(db, "audit", INSERT, entry, 0) for entry in entries]
+            return self._insert_many(db, "audit", INSERT, entries, 0)
 
     def _insert(
         self, db: sqlite3.Connection, table: str, insert: str, entry: AuditEntry, chain: int
     ) -> AuditRecord:
+        return self._insert_many(db, table, insert, [entry], chain)[0]
+
+    def _insert_many(
+        self,
+        db: sqlite3.Connection,
+        table: str,
+        insert: str,
+        entries: Sequence[AuditEntry],
+        chain: int,
+    ) -> list[AuditRecord]:
         last = db.execute(
             f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"  # noqa: S608 (fixed)
         ).fetchone()
-        record, fields, evidence_text = seal_fields(
-            entry,
-            seq=int(last["seq"]) + 1 if last else 1,
-            prev_hash=str(last["hash"]) if last else GENESIS,
-            time=self._clock(),  # stamped under the write lock: time follows seq
-        )
-        fields["evidence"] = evidence_text
-        fields["hash"] = record.hash
-        db.execute(insert, tuple(fields[c] for c in COLUMNS))
-        return replace(record, chain=chain)
+        seq, prev = (int(last["seq"]), str(last["hash"])) if last else (0, GENESIS)
+        records: list[AuditRecord] = []
+        rows: list[tuple[Any, ...]] = []
+        for entry in entries:
+            seq += 1
+            record, fields, evidence_text = seal_fields(
+                entry,
+                seq=seq,
+                prev_hash=prev,
+                time=self._clock(),  # stamped under the write lock: time follows seq
+                chain=chain,
+            )
+            fields["evidence"] = evidence_text
+            fields["hash"] = prev = record.hash
+            rows.append(tuple(fields[c] for c in COLUMNS))
+            records.append(record)
+        db.executemany(insert, rows)
+        return records
 
     def anchor(self) -> AuditRecord:
         """Commit the chain's head in the anchor chain (the newest anchor if it did not move)."""

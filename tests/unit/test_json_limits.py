@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.envelope import MAX_DEPTH, check_json, load_json
 from shared.errors import BadEvent
@@ -54,6 +56,39 @@ def test_nesting_is_limited_to_max_depth_levels() -> None:
     for depth in (MAX_DEPTH + 1, 900, 200_000):
         with pytest.raises(BadEvent, match=f"nested deeper than {MAX_DEPTH} levels"):
             load_json(b"[" * depth + b"]" * depth)
+
+
+def nest(depth: int, kinds: list[bool], siblings: int) -> Any:
+    """Objects (True) and arrays (False) ``depth`` deep, with ``siblings`` shallow neighbours
+    at every level, so the document has far more brackets than levels."""
+    inner: Any = "]}" * 3  # brackets inside strings are not nesting
+    for level in range(depth):
+        neighbours = [{"x": [1, 2]} for _ in range(siblings)]
+        if kinds[level % len(kinds)]:
+            inner = {"k": inner, **{f"n{i}": n for i, n in enumerate(neighbours)}}
+        else:
+            inner = [*neighbours, inner]
+    return inner
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    depth=st.integers(min_value=MAX_DEPTH - 5, max_value=MAX_DEPTH + 2),
+    kinds=st.lists(st.booleans(), min_size=1, max_size=5),
+    siblings=st.integers(min_value=0, max_value=3),
+    width=st.integers(min_value=1, max_value=40),
+)
+def test_nesting_is_judged_by_levels_not_by_the_number_of_brackets(
+    depth: int, kinds: list[bool], siblings: int, width: int
+) -> None:
+    deepest = nest(depth, kinds, siblings)
+    body = json.dumps([nest(3, kinds, siblings) for _ in range(width)] + [deepest]).encode()
+    levels = 1 + depth + (2 if siblings else 0)  # the batch's array; a neighbour's {"x": [..]}
+    if levels > MAX_DEPTH:
+        with pytest.raises(BadEvent, match=f"nested deeper than {MAX_DEPTH} levels"):
+            load_json(body)
+    else:
+        assert load_json(body)[-1] == deepest
 
 
 def test_check_json_walks_a_deep_document_without_recursion() -> None:

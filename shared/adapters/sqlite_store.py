@@ -86,6 +86,21 @@ def _cycle(row: sqlite3.Row) -> Cycle:
     return Cycle.from_json(data)
 
 
+def _deliveries(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """``key -> (status, until)`` of the keys that have a row, read in chunks of 500."""
+    found: dict[str, tuple[str, float]] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for row in db.execute(
+            f"SELECT key, status, until FROM deliveries WHERE key IN ({marks})",  # noqa: S608
+            chunk,
+        ):
+            found[row["key"]] = (row["status"], row["until"])
+    return found
+
+
 class SqliteStateStore:
     """``StateStore`` on one SQLite file, safe to share between threads and processes."""
 
@@ -177,31 +192,33 @@ class SqliteStateStore:
     def claim_deliveries(
         self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
     ) -> list[Claim]:
-        """Every key's claim in one ``BEGIN IMMEDIATE`` transaction (a batch's group commit)."""
+        """Every key's claim in one ``BEGIN IMMEDIATE`` transaction (a batch's group commit):
+        the keys' rows read in one statement, the new ones inserted in one."""
         at, until = _ts(now), _ts(now + timedelta(seconds=lease_s))
         claims: list[Claim] = []
         with self.db.write() as db:
+            known = _deliveries(db, keys)
+            new: dict[str, None] = {}  # in order, each once
+            retried: list[tuple[float, str, str]] = []
             for key in keys:
-                row = db.execute(
-                    "SELECT status, until FROM deliveries WHERE key = ?", (key,)
-                ).fetchone()
+                row = known.get(key)
                 if row is None:
-                    db.execute(
-                        "INSERT INTO deliveries (key, status, until, owner) "
-                        "VALUES (?, 'claimed', ?, ?)",
-                        (key, until, owner),
-                    )
+                    new[key] = None
                     claims.append(Claim.NEW)
-                elif row["status"] == "done":
+                    known[key] = ("claimed", until)  # the same key again: in progress
+                elif row[0] == "done":
                     claims.append(Claim.DUPLICATE)
-                elif row["until"] > at:
+                elif row[1] > at:
                     claims.append(Claim.IN_PROGRESS)
                 else:
-                    db.execute(
-                        "UPDATE deliveries SET until = ?, owner = ? WHERE key = ?",
-                        (until, owner, key),
-                    )
+                    retried.append((until, owner, key))
                     claims.append(Claim.RETRY)
+                    known[key] = ("claimed", until)
+            db.executemany(
+                "INSERT INTO deliveries (key, status, until, owner) VALUES (?, 'claimed', ?, ?)",
+                [(key, until, owner) for key in new],
+            )
+            db.executemany("UPDATE deliveries SET until = ?, owner = ? WHERE key = ?", retried)
         return claims
 
     def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:

@@ -80,7 +80,7 @@ def keep_intent(exc: Exception, work: Any, svc: Services) -> None:
             work.intent_id,
             failed,
             limit,
-            exc,
+            svc.redactor.text(str(exc)),  # SDK errors can quote a secret
         )
         return
     _give_up(work, exc, svc, f"given up after {failed} failed tries")
@@ -88,9 +88,9 @@ def keep_intent(exc: Exception, work: Any, svc: Services) -> None:
 
 def _give_up(work: PerformIntent, exc: Exception, svc: Services, why: str) -> None:
     """Audit the intent with its model, cycle and last error (scrubbed, as every record is)
-    and drop it. Work on an open cycle after the tries ran out closes the cycle through the
-    reconciler's path for a step that cannot succeed; a permanent error is left to the
-    cycle's own reconcile, which level-checks it (as before)."""
+    and drop it. Work on an open cycle whose tries all met an outage closes the cycle
+    through the reconciler's path for a step that cannot succeed; a permanent error is left
+    to the cycle's own reconcile, which level-checks it (as before)."""
     message = _message_of(work)
     model, cycle = _model_and_cycle(work, message, svc)
     what = type(message).__name__ if message is not None else work.kind
@@ -104,7 +104,8 @@ def _give_up(work: PerformIntent, exc: Exception, svc: Services, why: str) -> No
         caused_by=work.event_key,
     )
     svc.emit(IntentDone(work.intent_id, work.event_key))
-    if isinstance(message, CycleWork) and isinstance(exc, TransientError | ConcurrencyError):
+    if isinstance(message, CycleWork) and isinstance(exc, TransientError):
+        # (a lost race, by contrast, means other work moves the cycle: it is not stuck)
         gave_up = PermanentError(f"{what} {why}; the last error: {exc}")
         contain_cycle_errors(gave_up, message, svc)
 

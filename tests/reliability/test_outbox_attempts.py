@@ -9,15 +9,18 @@ work, model, cycle and last error (scrubbed of secrets), dropped, and its cycle 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from composition.bootstrap import bootstrap
 from composition.delivery import BatchOutcome, deliver_batch, validate_batch
 from shared.adapters.sqlite_audit import SqliteAuditLog
 from shared.adapters.sqlite_store import SqliteStateStore
-from shared.errors import TransientError
+from shared.errors import ConcurrencyError, TransientError
 from shared.messagebus import Settings
 from shared.messages import Reconcile
 from shared.model import AuditKind, CycleState, JobInfo, JobRequest
@@ -34,15 +37,16 @@ class OutagePlatform(FakePlatform):
     """``submit_job`` fails transiently ``failures`` times (always, if None), then works;
     its error text quotes a secret, as an SDK's can."""
 
-    def __init__(self, failures: int | None) -> None:
+    def __init__(self, failures: int | None, error: type[Exception] = TransientError) -> None:
         super().__init__()
         self.failures = failures
+        self.error = error
         self.tries = 0
 
     def submit_job(self, request: JobRequest) -> JobInfo:
         self.tries += 1
         if self.failures is None or self.tries <= self.failures:
-            raise TransientError(f"503 from the workspace ({SECRET}), retry later")
+            raise self.error(f"503 from the workspace ({SECRET}), retry later")
         return super().submit_job(request)
 
 
@@ -99,8 +103,9 @@ def test_an_intent_that_fails_one_try_short_of_the_limit_is_performed_once(
 
 
 def test_an_intent_that_keeps_failing_is_given_up_audited_and_its_cycle_closed(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     platform = OutagePlatform(failures=None)
     world = world_on(tmp_path, platform)
     deliver(world, [payloads.monitor_breach(event_id="first")])
@@ -116,9 +121,13 @@ def test_an_intent_that_keeps_failing_is_given_up_audited_and_its_cycle_closed(
     )
     assert (gave_up.model, gave_up.cycle) == ("credit", cycle.id)
     assert "503 from the workspace" in gave_up.reason and "***" in gave_up.reason
-    assert [r.cycle for r in closed] == [cycle.id]  # the cycle's FAILED transition
+    assert [r.cycle for r in closed] == [cycle.id]  # the cycle's FAILED transition, for it
+    assert f"given up after {ATTEMPTS} failed tries" in closed[0].reason
     trail = world.services.audit.query(limit=1000)
     assert not [r for r in trail if SECRET in f"{r.summary}{r.reason}{r.evidence}"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "handlers.outbox"]
+    assert len(logged) == ATTEMPTS - 1  # each try kept for later, then none
+    assert not [line for line in logged if SECRET in line]
     tries = platform.tries
     tick(world)
     tick(world)
@@ -130,6 +139,23 @@ def test_an_intent_that_keeps_failing_is_given_up_audited_and_its_cycle_closed(
         CycleState.RETRAINING,
         CycleState.FAILED,
     ]
+
+
+def test_work_that_keeps_losing_races_is_given_up_but_its_cycle_left_open(
+    tmp_path: Path,
+) -> None:
+    """A lost race means other work is moving the cycle: giving up the intent does not close
+    it; the reconciler's level check of the cycle carries on."""
+    platform = OutagePlatform(failures=None, error=ConcurrencyError)
+    world = world_on(tmp_path, platform, stale_after_s=1e9)
+    deliver(world, [payloads.monitor_breach()])
+    for _ in range(ATTEMPTS - 1):
+        tick(world)
+    assert outbox(tmp_path) == []
+    (gave_up,) = errors(world)
+    assert gave_up.summary.startswith("deferred work StartRetraining given up after")
+    (cycle,) = world.services.store.list_cycles("credit")
+    assert cycle.is_active  # still the reconciler's to level-check
 
 
 def test_a_publication_that_keeps_failing_is_given_up_naming_its_model_and_cycle(

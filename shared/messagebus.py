@@ -71,6 +71,7 @@ class Settings:
     # dedup keys are kept this long after their event was processed (Event Grid retries 24 h)
     delivery_retention_s: float = 7 * 24 * 3600.0
     purge_batch: int = 1000  # at most this many keys forgotten per reconcile tick
+    intent_attempts: int = 5  # an outbox intent is given up after this many failed tries
 
 
 @dataclass

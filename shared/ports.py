@@ -125,12 +125,14 @@ class Transactional(Protocol):
 class Intent:
     """A side effect recorded in a transaction, performed after its commit (the outbox).
 
-    ``kind`` is ``message`` (follow-up work, ``shared.message_codec``) or ``publish``.
+    ``kind`` is ``message`` (follow-up work, ``shared.message_codec``) or ``publish``;
+    ``attempts`` counts the tries that failed and left it for a later drain.
     """
 
     id: int
     kind: str
     body: str
+    attempts: int = 0
 
 
 @runtime_checkable
@@ -155,6 +157,11 @@ class Outbox(Transactional, Protocol):
 
     def finish_intent(self, intent_id: int) -> None:
         """The intent was performed: forget it."""
+        ...
+
+    def fail_intent(self, intent_id: int) -> int:
+        """A try of the intent failed and it stays for a later drain (its lease unchanged):
+        count it; how many tries have failed so far (0 if the intent is gone)."""
         ...
 
 

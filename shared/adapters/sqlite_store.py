@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind TEXT NOT NULL,              -- 'message' or 'publish' (shared.ports.Intent)
     body TEXT NOT NULL,
     owner TEXT NOT NULL,             -- who performs it
-    until REAL NOT NULL              -- until then, then the reconciler takes it
+    until REAL NOT NULL,             -- until then, then the reconciler takes it
+    attempts INTEGER NOT NULL DEFAULT 0  -- tries that failed (handlers.outbox gives up at N)
 );
 CREATE TABLE IF NOT EXISTS signals (
     model TEXT NOT NULL,
@@ -78,6 +79,10 @@ def _body(cycle: Cycle, version: int) -> str:
     data = cycle.to_json()
     data["version"] = version
     return json.dumps(data, separators=(",", ":"))
+
+
+def _intent(row: sqlite3.Row) -> Intent:
+    return Intent(int(row["id"]), row["kind"], row["body"], int(row["attempts"]))
 
 
 def _cycle(row: sqlite3.Row) -> Cycle:
@@ -110,6 +115,9 @@ class SqliteStateStore:
             columns = {row["name"] for row in db.execute("PRAGMA table_info(deliveries)")}
             if "owner" not in columns:
                 db.execute("ALTER TABLE deliveries ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(outbox)")}
+            if "attempts" not in columns:  # outboxes written before intents counted tries
+                db.execute("ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -133,11 +141,11 @@ class SqliteStateStore:
     ) -> list[Intent]:
         if not expired:
             rows = self.db.read().execute(
-                "SELECT id, kind, body FROM outbox WHERE owner = ? ORDER BY id LIMIT ?",
+                "SELECT id, kind, body, attempts FROM outbox WHERE owner = ? ORDER BY id LIMIT ?",
                 (owner, max(limit, 0)),
             )
-            return [Intent(int(r["id"]), r["kind"], r["body"]) for r in rows]
-        due = "SELECT id, kind, body FROM outbox WHERE until <= ? ORDER BY id LIMIT ?"
+            return [_intent(r) for r in rows]
+        due = "SELECT id, kind, body, attempts FROM outbox WHERE until <= ? ORDER BY id LIMIT ?"
         args = (_ts(now), max(limit, 0))
         if not self.db.read().execute(due, args).fetchone():
             return []  # the usual tick: nothing left over, no write lock taken
@@ -148,10 +156,16 @@ class SqliteStateStore:
                 "UPDATE outbox SET owner = ?, until = ? WHERE id = ?",
                 [(owner, until, r["id"]) for r in found],
             )
-        return [Intent(int(r["id"]), r["kind"], r["body"]) for r in found]
+        return [_intent(r) for r in found]
 
     def finish_intent(self, intent_id: int) -> None:
         self.db.connection().execute("DELETE FROM outbox WHERE id = ?", (intent_id,))
+
+    def fail_intent(self, intent_id: int) -> int:
+        with self.db.write() as db:
+            db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (intent_id,))
+            row = db.execute("SELECT attempts FROM outbox WHERE id = ?", (intent_id,)).fetchone()
+        return int(row["attempts"]) if row is not None else 0
 
     # -- deliveries ---------------------------------------------------------------------
 

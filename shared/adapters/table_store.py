@@ -159,7 +159,23 @@ class TableStateStore:
     def claim_deliveries(
         self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
     ) -> list[Claim]:
-        return [self.claim_delivery(key, now, lease_s, owner) for key in keys]
+        """Claim each key in turn. If a claim fails (an outage), the keys this call already
+        took are given back before the error is raised, as SQLite's rollback does: the
+        redelivered batch is then processed at once, not refused (503) until their leases
+        expire."""
+        claims: list[Claim] = []
+        try:
+            for key in keys:
+                claims.append(self.claim_delivery(key, now, lease_s, owner))
+        except Exception:
+            taken = [k for k, c in zip(keys, claims, strict=False) if c in (Claim.NEW, Claim.RETRY)]
+            for key in taken:
+                try:
+                    self.release_delivery(key, owner)
+                except Exception:  # still down: this key's lease expires instead
+                    log.warning("claim of delivery %r left to expire after a failed batch", key)
+            raise
+        return claims
 
     def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
         for key in keys:

@@ -245,5 +245,5 @@ def test_an_intent_that_cannot_succeed_is_audited_and_dropped_not_retried_foreve
     world.clock.advance(1)
     reconcile(world)
     errors = world.services.audit.query(kind="error")
-    assert [e.summary for e in errors] == ["deferred work message failed"]
+    assert [e.summary for e in errors] == ["deferred work RegisterCandidate failed"]
     assert store.take_intents(world.clock.now(), 0, "x", expired=True, limit=10) == []

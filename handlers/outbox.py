@@ -19,8 +19,8 @@ import json
 import logging
 from typing import Any, cast
 
-from handlers.reconcile import contain_cycle_errors
 from shared.errors import ConcurrencyError, PermanentError, TransientError
+from shared.lifecycle import contain_cycle_errors
 from shared.message_codec import decode
 from shared.messagebus import Services
 from shared.messages import CycleWork, DrainOutbox, IntentDone, Message, PerformIntent

@@ -19,18 +19,16 @@ from datetime import timedelta
 from typing import Any
 
 from shared import estimated_performance as performance
-from shared.errors import ConcurrencyError, PermanentError, TransientError
-from shared.lifecycle import is_stale, load, move, watching, with_leftovers
+from shared.errors import ConcurrencyError, TransientError
+from shared.lifecycle import contain_cycle_errors, is_stale, load, move, watching, with_leftovers
 from shared.messagebus import Services
 from shared.messages import (
     AdvanceRollout,
     AnchorAudit,
     CheckJob,
     CleanUpDeployments,
-    CycleWork,
     DrainOutbox,
     DriftSignalled,
-    FailRollout,
     PurgeDeliveries,
     Reconcile,
     ReconcileCleanUps,
@@ -102,28 +100,6 @@ def on_anchor(msg: AnchorAudit, svc: Services) -> None:
         svc.audit.anchor()
     except TransientError as exc:
         log.warning("audit anchor deferred: %s", exc)
-
-
-def contain_cycle_errors(exc: Exception, work: Any, svc: Services) -> None:
-    """The guard of the work on one cycle: an outage waits for the next tick; a permanent
-    error closes the cycle safely (retrying every tick cannot help); anything else is a bug
-    and goes on up."""
-    assert isinstance(work, CycleWork)
-    cycle_id, key = work.cycle_id, work.event_key
-    if isinstance(exc, TransientError):  # one cycle's outage must not stall the others
-        log.warning("reconcile of cycle %s deferred: %s", cycle_id, exc)
-    elif isinstance(exc, ConcurrencyError):
-        log.info("cycle %s changed while reconciling; next tick will look again", cycle_id)
-    elif isinstance(exc, PermanentError):
-        fresh = svc.store.get_cycle(cycle_id)
-        if fresh is None or not fresh.is_active:
-            return
-        if fresh.state is CycleState.ROLLING_OUT:
-            svc.emit(FailRollout(cycle_id, str(exc), key))
-        else:
-            move(svc, fresh, CycleState.FAILED, str(exc), caused_by=key, kind=AuditKind.ERROR)
-    else:
-        raise exc
 
 
 def on_cycle(msg: ReconcileCycle, svc: Services) -> None:

@@ -8,7 +8,9 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from shared.errors import ConcurrencyError, PermanentError, TransientError
 from shared.messagebus import Services, stable_suffix
+from shared.messages import CycleWork, FailRollout
 from shared.model import AuditKind, Cycle, CycleState
 from shared.rollout_state import Phase, RolloutState
 
@@ -184,3 +186,25 @@ def rollout_of(cycle: Cycle) -> RolloutState:
     """The cycle's rollout state (a rollout handler's cycle always has one)."""
     assert cycle.rollout is not None, f"cycle {cycle.id} has no rollout"
     return cycle.rollout
+
+
+def contain_cycle_errors(exc: Exception, work: Any, svc: Services) -> None:
+    """The guard of the work on one cycle: an outage waits for the next tick; a permanent
+    error closes the cycle safely (retrying every tick cannot help); anything else is a bug
+    and goes on up."""
+    assert isinstance(work, CycleWork)
+    cycle_id, key = work.cycle_id, work.event_key
+    if isinstance(exc, TransientError):  # one cycle's outage must not stall the others
+        log.warning("reconcile of cycle %s deferred: %s", cycle_id, exc)
+    elif isinstance(exc, ConcurrencyError):
+        log.info("cycle %s changed while reconciling; next tick will look again", cycle_id)
+    elif isinstance(exc, PermanentError):
+        fresh = svc.store.get_cycle(cycle_id)
+        if fresh is None or not fresh.is_active:
+            return
+        if fresh.state is CycleState.ROLLING_OUT:
+            svc.emit(FailRollout(cycle_id, str(exc), key))
+        else:
+            move(svc, fresh, CycleState.FAILED, str(exc), caused_by=key, kind=AuditKind.ERROR)
+    else:
+        raise exc

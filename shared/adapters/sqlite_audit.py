@@ -15,6 +15,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,11 +128,9 @@ class SqliteAuditLog:
         self.db = SqliteDatabase(path, SCHEMA)
         self._clock = clock
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[Any]:
         """One ``BEGIN IMMEDIATE`` transaction for every append inside (a savepoint if nested)."""
-        with self.db.write():
-            yield
+        return self.db.write()
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         return self.append_many([entry])[0]

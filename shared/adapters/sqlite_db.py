@@ -27,8 +27,6 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0
@@ -59,38 +57,45 @@ def connect(path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqli
     return conn
 
 
-@contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+class immediate:
     """A write transaction that holds the database's write lock from its first statement.
 
     Committed when the block ends, rolled back when it raises (including a failed COMMIT).
     Inside a transaction already open on ``conn`` (a delivered batch's group commit), it is a
     savepoint of that transaction instead: undone alone when the block raises, committed with
-    the enclosing transaction.
+    the enclosing transaction. (A class, not a generator: it wraps every write.)
     """
-    if conn.in_transaction:
-        yield from _savepoint(conn)
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
+
+    __slots__ = ("_conn", "_nested")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._nested = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        conn = self._conn
+        self._nested = conn.in_transaction
+        conn.execute("SAVEPOINT nested" if self._nested else "BEGIN IMMEDIATE")
+        return conn
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        conn = self._conn
+        if self._nested:
+            if error is None:
+                conn.execute("RELEASE nested")
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK TO nested")
+                conn.execute("RELEASE nested")
+            return
+        if error is None:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        elif conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise
-
-
-def _savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("SAVEPOINT nested")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK TO nested")
-            conn.execute("RELEASE nested")
-        raise
-    conn.execute("RELEASE nested")
 
 
 class _Checkpointer:
@@ -161,7 +166,7 @@ class SqliteDatabase:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+    def write(self) -> immediate:
         """``with db.write() as conn:`` — an immediate transaction on this thread's connection."""
         return immediate(self.connection())
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from shared.adapters.sqlite_db import SqliteDatabase
 from shared.errors import AlreadyExists, ConcurrencyError
@@ -119,11 +120,9 @@ class SqliteStateStore:
             if "attempts" not in columns:  # outboxes written before intents counted tries
                 db.execute("ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[Any]:
         """One ``BEGIN IMMEDIATE`` transaction for every write inside (a savepoint if nested)."""
-        with self.db.write():
-            yield
+        return self.db.write()
 
     # -- outbox -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from shared.messages import (
     CleanUpDeployments,
     DrainOutbox,
     DriftSignalled,
+    FailRollout,
     PurgeDeliveries,
     Reconcile,
     ReconcileCleanUps,
@@ -111,7 +112,10 @@ def on_cycle(msg: ReconcileCycle, svc: Services) -> None:
 def reconcile_cycle(cycle: Cycle, svc: Services, key: str) -> None:
     """What one active cycle needs now, by its state (the work itself is follow-up work)."""
     state = cycle.state
-    if svc.policy.model(cycle.model) is None:
+    if svc.policy.model(cycle.model) is None and state is CycleState.ROLLING_OUT:
+        # fail safe: the candidate's traffic goes back to the previous deployment
+        svc.emit(FailRollout(cycle.id, "model removed from the policy", key))
+    elif svc.policy.model(cycle.model) is None:
         move(
             svc,
             cycle,

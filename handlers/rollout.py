@@ -1,14 +1,10 @@
 """Blue/green rollout: new deployment at 0%, canary steps with health checks, promote or roll back.
 
-Steps advance on the reconcile tick once their bake time has passed: each step records when
-its health check is due (``next_check_at``) and asks ``svc.wakeups`` for a reconcile then (the
-local host runs one at that time; on Azure the timer's next tick after it checks). Health of
-the new deployment is compared with the live one over the same window; too little traffic
-means wait, not pass. The cycle's reason always says where the rollout stands (traffic, step,
-when the check is due). The judges are ``shared.canary_judges``, traffic changes, failing
-safe and rollback ``shared.traffic`` (no invocation waits for a long-running platform
-operation), the watch period after promotion ``handlers.watch``. A closed cycle records
-``CleanUpDeployments``: the bus runs ``handlers.cleanup`` next.
+Steps advance on the reconcile tick once their bake time has passed (``next_check_at``; a
+wake-up is asked for then). The new deployment's health is compared with live's over the same
+window; too little traffic means wait. The cycle's reason says where the rollout stands. Judges:
+``shared.canary_judges``; traffic changes, failing safe, rollback: ``shared.traffic``; the watch
+after promotion: ``handlers.watch``; a closed cycle's deployments: ``handlers.cleanup``.
 """
 
 from __future__ import annotations
@@ -48,6 +44,7 @@ from shared.messages import (
 from shared.model import AuditKind, Cycle, CycleState, HealthSample
 from shared.rollout_state import Check, Phase, RolloutState, traffic_text
 from shared.traffic import (
+    NO_ROLLOUT_SECTION,
     change_traffic,
     check_due,
     clock,
@@ -252,7 +249,11 @@ def advance(cycle: Cycle, svc: Services, caused_by: str) -> None:
     step (hold, wait for traffic, step on, promote or roll back)."""
     spec = svc.policy.models[cycle.model].rollout
     ro = cycle.rollout
-    if spec is None or ro is None:
+    if ro is None:
+        return
+    if spec is None:  # nothing left to judge the candidate by: its traffic goes back
+        if not any(done(cycle, svc, ro, caused_by) for done in (_restoring, _rolling_back)):
+            fail_rollout(cycle, svc, NO_ROLLOUT_SECTION, caused_by)
         return
     for finished_something in _UNFINISHED:
         if finished_something(cycle, svc, ro, caused_by):

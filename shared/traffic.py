@@ -109,6 +109,12 @@ def change_traffic(cycle: Cycle, svc: Services, traffic: dict[str, int], caused_
     return True
 
 
+NO_ROLLOUT_SECTION = (
+    "the policy no longer has a rollout section for this model: the rollout stops and the "
+    "previous deployment takes all the traffic again"
+)
+
+
 def fail_rollout(
     cycle: Cycle,
     svc: Services,

@@ -281,7 +281,9 @@ def test_a_failed_deletion_is_retried_by_the_next_reconcile_tick() -> None:
     assert deletions(world, cycle.id) == [new]
 
 
-def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> None:
+def test_a_model_removed_from_the_policy_mid_rollout_fails_safe() -> None:
+    """Its candidate's traffic goes back to the previous deployment, which stays; the
+    candidate's deployment, now idle, is cleaned up."""
     world = make_world()
     cycle = registered_and_rolling(world)  # the candidate takes 10%
     new = cycle.rollout.deployment
@@ -292,8 +294,29 @@ def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> Non
     tick(world)
     cycle = world.store.must(cycle.id)
     assert cycle.state is CycleState.FAILED and "removed from the policy" in cycle.reason
-    assert on_endpoint(world) == {"blue", new}
-    assert world.platform.traffic["credit-ep"] == {"blue": 90, new: 10}
+    traffic = world.platform.traffic["credit-ep"]
+    assert traffic["blue"] == 100 and traffic.get(new, 0) == 0
+    tick(world, 60)
+    assert on_endpoint(world) == {"blue"}
+    assert deletions(world, cycle.id) == [new]
+
+
+def test_a_deployment_that_takes_traffic_is_kept_and_the_reason_audited() -> None:
+    """The previous deployment was deleted by hand mid-rollout: the restore cannot be made,
+    the candidate still takes its 10%, so it is kept."""
+    world = make_world()
+    cycle = registered_and_rolling(world)  # the candidate takes 10%
+    new = cycle.rollout.deployment
+    del world.platform.deployments["credit-ep"]["blue"]
+    other = {**POLICY["models"]["credit"], "signals": {"drift_alerts": ["fraud-drift"]}}
+    from shared.policy import parse_policy
+
+    world.services.policy = parse_policy({"models": {"fraud": other}}, "credit-removed")
+    tick(world)
+    cycle = world.store.must(cycle.id)
+    assert cycle.state is CycleState.FAILED
+    assert world.platform.traffic["credit-ep"][new] == 10
+    assert on_endpoint(world) == {new}
     assert rollout_of(cycle)["cleanup"] == [] and rollout_of(cycle)["kept"] == [new]
     (kept,) = [r for r in world.audit.records if r.summary.startswith(f"deployment {new} kept")]
     assert kept.reason == "it takes 10% of the traffic"

@@ -737,14 +737,41 @@ def test_a_retry_stored_by_an_older_version_reapplies_the_running_step() -> None
     ]
 
 
-def test_a_rollout_whose_policy_lost_its_rollout_section_is_left_as_it_stands() -> None:
-    world = make_world()
-    cycle, _ = start(world)
+def live(world: World) -> dict[str, int]:
+    """The deployments of credit-ep that take traffic."""
+    return {name: pct for name, pct in world.platform.traffic["credit-ep"].items() if pct}
+
+
+def lose_rollout_section(world: World) -> None:
     data = world.services.policy
     data.models["credit"] = data.models["credit"].model_copy(update={"rollout": None})
-    assert not tick(world, "tick-1")
-    assert world.platform.traffic["credit-ep"] == {"credit-live": 90, NEW: 10}
-    assert world.store.must(cycle.id).rollout.percent == 10  # type: ignore[union-attr]
+
+
+def test_a_rollout_whose_policy_lost_its_rollout_section_fails_safe() -> None:
+    """Nothing is left to judge the candidate by: its traffic goes back, the cycle fails."""
+    world = make_world()
+    cycle, _ = start(world)
+    lose_rollout_section(world)
+    written = tick(world, "tick-1")
+    assert live(world) == {"credit-live": 100}
+    failed = world.store.must(cycle.id)
+    assert failed.state is CycleState.FAILED
+    assert "no longer has a rollout section" in failed.reason
+    assert any("no longer has a rollout section" in r.reason for r in written)
+
+
+def test_a_rollout_section_lost_while_the_restore_does_not_take_retries_it() -> None:
+    world = make_world()
+    cycle, _ = start(world)
+    lose_rollout_section(world)
+    world.platform.ignore_traffic_changes = True  # the endpoint does not change yet
+    tick(world, "tick-1")
+    held = world.store.must(cycle.id)
+    assert held.state is CycleState.ROLLING_OUT and "failing safe" in held.reason
+    world.platform.ignore_traffic_changes = False
+    tick(world, "tick-2", 60)
+    assert live(world) == {"credit-live": 100}
+    assert world.store.must(cycle.id).state is CycleState.FAILED
 
 
 def test_the_champion_to_restore_is_the_version_the_endpoint_served() -> None:

@@ -200,11 +200,17 @@ def _improvement_rule(
         gate.primary_metric,
         observed,
         gate.min_improvement,
-        gain > 0 and observed >= gate.min_improvement,
+        gain > 0 and _at_least(observed, gate.min_improvement),
         f"{gate.primary_metric} {old:.4g} -> {new:.4g} ({gate.direction}): "
         f"{change_words(observed, unit)}; must be better by at least "
         f"{gate.min_improvement:g}{'' if unit == 'absolute' else ' (' + unit + ')'}",
     )
+
+
+def _at_least(observed: float, minimum: float) -> bool:
+    """``observed >= minimum``, a difference equal to its bound as written included
+    (0.85 - 0.80 is 0.04999999999999993 in binary floats): minimum gains, tolerances."""
+    return observed >= minimum or math.isclose(observed, minimum, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _guardrail_rules(
@@ -223,7 +229,7 @@ def _guardrail_rules(
                 guard.metric,
                 regression,
                 guard.tolerance,
-                regression <= guard.tolerance,
+                _at_least(guard.tolerance, regression),
                 f"{guard.metric} {g_old:.4g} -> {g_new:.4g}: {change_words(-regression)}; "
                 f"may be worse by at most {guard.tolerance:g}",
             )
@@ -380,7 +386,7 @@ def _slice_rules(
                 metric_name,
                 -gain,
                 check.tolerance,
-                -gain <= check.tolerance,
+                _at_least(check.tolerance, -gain),
                 f"{check.column}={value} (n={size}): {metric_name} {change_words(gain)}; "
                 f"may be worse by at most {check.tolerance:g}",
             )

@@ -42,6 +42,13 @@ def rule(decision: Any, name: str, metric: str | None = None) -> Any:
         ("minimize", 0.31, 0.30, 0.0, False),
         ("minimize", 0.25, 0.375, 0.125, True),
         ("minimize", 0.2501, 0.375, 0.125, False),
+        # the minimum as written, whatever binary floats make of it (0.85 - 0.80 is
+        # 0.04999999999999993; 0.20 - 0.15 is 0.05000000000000002)
+        ("maximize", 0.85, 0.80, 0.05, True),
+        ("maximize", 0.90, 0.85, 0.05, True),
+        ("minimize", 0.15, 0.20, 0.05, True),
+        ("maximize", 0.7, 0.6, 0.1, True),  # 0.09999999999999998
+        ("maximize", 0.8499999, 0.80, 0.05, False),
     ],
 )
 def test_improvement_must_be_strictly_better_by_at_least_the_minimum(
@@ -146,6 +153,22 @@ def test_a_guardrail_allows_a_regression_up_to_its_tolerance(
     assert guard.passed is passed
     assert guard.threshold == 0.125
     assert guard.observed == pytest.approx((old - new) * (1 if direction == "maximize" else -1))
+
+
+@pytest.mark.parametrize(
+    ("direction", "old", "new", "passed"),
+    [
+        ("maximize", 0.90, 0.85, True),  # 0.90 - 0.85 is 0.05000000000000004
+        ("minimize", 0.15, 0.20, True),  # 0.20 - 0.15 is 0.05000000000000002
+        ("maximize", 0.90, 0.8499, False),
+    ],
+)
+def test_a_guardrail_tolerance_as_written_is_allowed(
+    direction: str, old: float, new: float, passed: bool
+) -> None:
+    g = gate(guardrails=[{"metric": "g", "direction": direction, "tolerance": 0.05}])
+    decision = decide(evaluation({"auc": 0.9, "g": new}, {"auc": 0.8, "g": old}), g)
+    assert rule(decision, "guardrail").passed is passed
 
 
 @pytest.mark.parametrize(("n", "passed"), [(500, True), (499, False), (10_000, True)])

@@ -7,13 +7,14 @@ the handlers finished, and released on failure so the redelivery is processed ag
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from composition.batch_commit import Unit, handle_in_transaction, perform_intents, unit_of
 from shared.budget import invocation_budget
 from shared.envelope import Envelope, envelope_from_dict
 from shared.errors import BadEvent, PermanentError, TransientError
+from shared.lifecycle import ignored_record
 from shared.messagebus import MessageBus, Services
 from shared.messages import EventIgnored, Message
 from shared.model import AuditEntry, AuditKind
@@ -212,6 +213,7 @@ class _Claimed:
     todo: list[tuple[str, Validated]]
     busy: int = 0
     duplicates: int = 0
+    ignored: list[str] = field(default_factory=list)  # done by their receipt alone
 
 
 def _claim(svc: Services, batch: Sequence[Validated], owner: str) -> _Claimed:
@@ -231,9 +233,11 @@ def _claim(svc: Services, batch: Sequence[Validated], owner: str) -> _Claimed:
         elif claim is Claim.DUPLICATE:
             out.receipts.append(_duplicate(key, item))
             out.duplicates += 1
+        elif isinstance(item.message, EventIgnored):  # its only effect is its audit record
+            out.receipts.append(ignored_record(item.message))
+            out.ignored.append(key)
         else:
-            if not isinstance(item.message, EventIgnored):
-                out.receipts.append(_receipt(key, item, retry=claim is Claim.RETRY))
+            out.receipts.append(_receipt(key, item, retry=claim is Claim.RETRY))
             out.todo.append((key, item))
     out.receipts += [_duplicate(item.envelope.dedup_key, item) for item in repeated]
     out.duplicates += len(repeated)
@@ -248,7 +252,9 @@ def _deliver_in_one_transaction(unit: Unit, batch: Sequence[Validated]) -> Batch
         failed = handle_in_transaction(
             unit, [(key, item.message, item.summary) for key, item in claimed.todo]
         )
-        svc.store.finish_deliveries([key for key, _ in claimed.todo], svc.now())
+        svc.store.finish_deliveries(
+            [*claimed.ignored, *(key for key, _ in claimed.todo)], svc.now()
+        )
     perform_intents(unit)  # committed: now the outside world may be touched
     return _outcome(claimed, len(claimed.todo), failed)
 
@@ -260,7 +266,8 @@ def _outcome(claimed: _Claimed, done: int, failed: int) -> BatchOutcome:
             "the rest is done, retry later",
             retry_after=IN_PROGRESS_RETRY_AFTER_S,
         )
-    return BatchOutcome(processed=done - failed, duplicate=claimed.duplicates, failed=failed)
+    processed = len(claimed.ignored) + done - failed
+    return BatchOutcome(processed=processed, duplicate=claimed.duplicates, failed=failed)
 
 
 def _deliver_stepwise(bus: MessageBus, batch: Sequence[Validated], owner: str) -> BatchOutcome:
@@ -271,6 +278,7 @@ def _deliver_stepwise(bus: MessageBus, batch: Sequence[Validated], owner: str) -
     failed = 0
     try:
         _record_all(svc, claimed.receipts)
+        done += claimed.ignored
         for key, item in claimed.todo:
             try:
                 bus.handle(item.message)
@@ -286,11 +294,13 @@ def _deliver_stepwise(bus: MessageBus, batch: Sequence[Validated], owner: str) -
             done.append(key)
     except Exception:  # a real crash skips this: the leases expire, a redelivery retries
         svc.store.finish_deliveries(done, svc.now())
-        for key, _ in claimed.todo[len(done) :]:
-            svc.store.release_delivery(key, owner)
+        finished = set(done)
+        for key in [*claimed.ignored, *(key for key, _ in claimed.todo)]:
+            if key not in finished:
+                svc.store.release_delivery(key, owner)
         raise
     svc.store.finish_deliveries(done, svc.now())
-    return _outcome(claimed, len(done), failed)
+    return _outcome(claimed, len(done) - len(claimed.ignored), failed)
 
 
 def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any]]]) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import AlreadyExists, Conflict, NotFound, PermanentError
-from shared.lifecycle import cycle_id_for, note, publish, watching
+from shared.lifecycle import cycle_id_for, ignored_record, note, publish, watching
 from shared.messagebus import Services
 from shared.messages import (
     DriftSignalled,
@@ -326,12 +326,5 @@ def manual_rollback(cmd: ManualRollback, svc: Services) -> None:
 
 
 def on_ignored(msg: EventIgnored, svc: Services) -> None:
-    note(
-        svc,
-        AuditKind.IGNORED,
-        f"{msg.event_type} ignored",
-        model=msg.model,
-        reason=msg.reason,
-        evidence=msg.evidence,
-        caused_by=msg.event_key,
-    )
+    kind, summary, fields = ignored_record(msg)
+    svc.record(kind, summary, actor="system", version=None, cycle=None, **fields)

@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.errors import ConcurrencyError, PermanentError, TransientError
 from shared.messagebus import Services, stable_suffix
-from shared.messages import CycleWork, FailRollout
+from shared.messages import CycleWork, EventIgnored, FailRollout
 from shared.model import AuditKind, Cycle, CycleState
 from shared.rollout_state import Phase, RolloutState
 
@@ -208,3 +208,14 @@ def contain_cycle_errors(exc: Exception, work: Any, svc: Services) -> None:
             move(svc, fresh, CycleState.FAILED, str(exc), caused_by=key, kind=AuditKind.ERROR)
     else:
         raise exc
+
+
+def ignored_record(msg: EventIgnored) -> tuple[AuditKind, str, dict[str, Any]]:
+    """The audit record of an ignored event (a delivered batch writes it with the receipts)."""
+    fields = {
+        "model": msg.model,
+        "reason": msg.reason,
+        "evidence": msg.evidence or {},
+        "caused_by": msg.event_key,
+    }
+    return AuditKind.IGNORED, f"{msg.event_type} ignored", fields

@@ -247,3 +247,31 @@ def test_an_intent_that_cannot_succeed_is_audited_and_dropped_not_retried_foreve
     errors = world.services.audit.query(kind="error")
     assert [e.summary for e in errors] == ["deferred work RegisterCandidate failed"]
     assert store.take_intents(world.clock.now(), 0, "x", expired=True, limit=10) == []
+
+
+def audit_view(world: World) -> list[tuple[Any, ...]]:
+    """Every record as a user reads it, sorted (the batch writes them in another order)."""
+    return sorted(
+        (r.kind.value, r.summary, r.model, r.reason, repr(r.evidence), r.caused_by, r.actor)
+        for r in world.services.audit.query(limit=10_000)
+    )
+
+
+def test_a_batch_audits_ignored_events_as_one_by_one_delivery_does(tmp_path: Path) -> None:
+    """Ignored events (other teams' runs, a status that is not terminal) are written with the
+    batch's receipts, not handled one by one: the same records either way, nothing lost."""
+    from composition.delivery import deliver_azureml
+    from shared.envelope import envelope_from_dict
+
+    events = [*batch_events(), payloads.run_event("foreign-9", "Completed")]
+    one_by_one = sqlite_world(tmp_path / "a")
+    bus = bootstrap(one_by_one.services)
+    for index, event in enumerate(events):
+        deliver_azureml(bus, envelope_from_dict(event, index))
+    batched = sqlite_world(tmp_path / "b")
+    outcome = deliver(batched, events)
+    assert outcome == BatchOutcome(processed=len(events), duplicate=0, failed=0)
+    ignored = [r for r in batched.services.audit.query(limit=1000) if r.kind is AuditKind.IGNORED]
+    assert len(ignored) == 9  # 8 runs still running, 1 foreign job done
+    assert audit_view(batched) == audit_view(one_by_one)
+    assert deliver(batched, events) == BatchOutcome(processed=0, duplicate=10, failed=0)

@@ -12,6 +12,7 @@ __all__ = [
     "ground_truth_blob",
     "outbox",
     "sqlite_audit",
+    "sqlite_db",
     "sqlite_store",
     "table_audit",
     "table_store",

@@ -138,8 +138,8 @@ class SqliteAuditLog:
     def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         """Append ``entries`` in order, in one transaction (all or none): the chain's tail is
         read once, under the write lock, and the records are inserted with one statement."""
-        conn = self.db.connection()
-        if conn.in_transaction and len(entries) == 1:  # one INSERT is atomic: no savepoint
+        conn = self.db.joined() if len(entries) == 1 else None
+        if conn is not None:  # inside a transaction, one INSERT is atomic: no savepoint
             return self._insert_many(conn, "audit", INSERT, entries, 0)
         with self.db.write() as db:
             return self._insert_many(db, "audit", INSERT, entries, 0)

@@ -27,6 +27,8 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0
@@ -167,8 +169,23 @@ class SqliteDatabase:
         return conn
 
     def write(self) -> immediate:
-        """``with db.write() as conn:`` — an immediate transaction on this thread's connection."""
-        return immediate(self.connection())
+        """``with db.write() as conn:`` — an immediate transaction on this thread's connection
+        (a savepoint of the open transaction of a :class:`WriteGroup` this thread holds)."""
+        conn = self.connection()
+        group: WriteGroup | None = getattr(self._local, "group", None)
+        if group is not None and not conn.in_transaction:
+            group.begin(self)
+        return immediate(conn)
+
+    def joined(self) -> sqlite3.Connection | None:
+        """This thread's connection if a transaction is open on it (a held ``WriteGroup``'s
+        is begun first), for a single statement that needs no savepoint of its own; else None.
+        """
+        conn = self.connection()
+        group: WriteGroup | None = getattr(self._local, "group", None)
+        if group is not None and not conn.in_transaction:
+            group.begin(self)
+        return conn if conn.in_transaction else None
 
     def read(self) -> sqlite3.Connection:
         """This thread's connection, for single statements (each one sees a consistent snapshot)."""
@@ -180,3 +197,51 @@ class SqliteDatabase:
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
         self._local.conn = None
+
+
+class WriteGroup:
+    """The writes of several databases, on this thread, held in one open transaction each
+    until :meth:`flush`: fewer commits for work that writes a little at a time between calls
+    to the outside world (which flush first: no lock is held across them).
+
+    A write begins its database's transaction and those of the databases given before it, in
+    that order (a batch's transaction takes the same order, so two processes never wait for
+    each other crosswise);
+    ``flush`` commits them last first (the audit log before the state, as a batch does). A
+    block that raises still commits what it wrote: each write was its own transaction before,
+    and a write that failed was undone alone (its savepoint).
+    """
+
+    def __init__(self, databases: Sequence[SqliteDatabase]) -> None:
+        self._databases = tuple(databases)
+
+    def begin(self, upto: SqliteDatabase) -> None:
+        """Begin ``upto``'s transaction, and first those of the databases before it."""
+        for database in self._databases:
+            conn = database.connection()
+            if not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+            if database is upto:
+                return
+
+    def flush(self) -> None:
+        for database in reversed(self._databases):
+            conn = database.connection()
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def held(self) -> Iterator[WriteGroup]:
+        """Writes on this thread join the group while the block runs; flushed at its end."""
+        for database in self._databases:
+            database._local.group = self
+        try:
+            yield self
+        finally:
+            for database in self._databases:
+                database._local.group = None
+            self.flush()

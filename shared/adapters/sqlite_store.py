@@ -158,7 +158,10 @@ class SqliteStateStore:
         return [_intent(r) for r in found]
 
     def finish_intent(self, intent_id: int) -> None:
-        self.db.connection().execute("DELETE FROM outbox WHERE id = ?", (intent_id,))
+        # one statement: inside the open transaction (a held ``WriteGroup``'s) or on its own
+        (self.db.joined() or self.db.connection()).execute(
+            "DELETE FROM outbox WHERE id = ?", (intent_id,)
+        )
 
     def fail_intent(self, intent_id: int) -> int:
         with self.db.write() as db:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.sqlite_db import SqliteDatabase, connect, immediate
+from shared.adapters.sqlite_db import SqliteDatabase, WriteGroup, connect, immediate
 
 
 def database(tmp_path: Path) -> SqliteDatabase:
@@ -72,3 +72,37 @@ def test_a_failed_commit_rolls_back_and_raises(tmp_path: Path) -> None:
         conn.execute("INSERT INTO t VALUES (1)")
         conn.execute("INSERT INTO c VALUES (42)")  # checked at COMMIT: no parent row
     assert values(db) == [] and not db.connection().in_transaction
+
+
+def test_a_write_group_holds_writes_until_flushed(tmp_path: Path) -> None:
+    state, audit = database(tmp_path / "s"), database(tmp_path / "a")
+    with WriteGroup([state, audit]).held() as group:
+        with state.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        with state.write() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+        assert values(state) == []  # one transaction, still open
+        assert not audit.connection().in_transaction  # a state write leaves the audit alone
+        group.flush()  # what a call to the outside world does first
+        assert values(state) == [1, 2]
+        with audit.write() as conn:  # the audit's write takes the state's lock first
+            conn.execute("INSERT INTO t VALUES (3)")
+        assert state.connection().in_transaction and audit.connection().in_transaction
+    assert values(audit) == [3]
+    assert not state.connection().in_transaction and not audit.connection().in_transaction
+
+
+def test_a_write_group_keeps_what_was_written_before_an_error(tmp_path: Path) -> None:
+    """As when every write was its own transaction; the write that failed is undone alone."""
+    db = database(tmp_path)
+    with pytest.raises(RuntimeError), WriteGroup([db]).held():
+        with db.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(sqlite3.IntegrityError), db.write() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+            conn.execute("INSERT INTO t VALUES (1)")
+        raise RuntimeError("the intent failed")
+    assert values(db) == [1]
+    with db.write() as conn:  # the group is gone: writes commit on their own again
+        conn.execute("INSERT INTO t VALUES (5)")
+    assert values(db) == [1, 5]

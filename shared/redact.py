@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from shared.log_escape import escape
+
 MASK = "***"
 MIN_SECRET_CHARS = 8  # shorter values of secret-named settings ("1", "true") are not secrets
 
@@ -75,8 +77,15 @@ def secret_values(env: Mapping[str, str], extra: Iterable[str] = ()) -> list[str
 
 
 def _forms(secret: str) -> set[str]:
-    """The secret as written, percent-encoded and JSON-escaped: how logs and URLs echo it."""
-    return {secret, quote(secret, safe=""), json.dumps(secret)[1:-1]}
+    """The secret as written, percent-encoded, JSON-escaped, ``repr``-escaped and log-escaped
+    (:mod:`shared.log_escape`): how URLs, documents and log lines echo it."""
+    return {
+        secret,
+        quote(secret, safe="", errors="surrogatepass"),  # a lone surrogate must not raise
+        json.dumps(secret)[1:-1],
+        repr(secret)[1:-1],
+        escape(secret),
+    }
 
 
 class Redactor:
@@ -95,15 +104,30 @@ class Redactor:
             return True
         return "=" in value and _SECRET_PART.search(value) is not None
 
+    def holds_secret(self, value: str) -> bool:
+        """True if ``value`` holds a configured secret in any of its forms."""
+        return any(form in value for form in self._forms)
+
+    def _mask_forms(self, value: str) -> str:
+        # Longest first: a secret inside a longer one goes with it. Masking can join text into
+        # a secret again (its neighbours around the mask): repeat until none is left; every
+        # pass that masks something shortens the text, so this ends.
+        while True:
+            before = value
+            for form in self._forms:
+                if form in value:
+                    value = value.replace(form, MASK)
+            if value == before:
+                return value
+
     def text(self, value: str) -> str:
         """``value`` with every secret masked."""
         if not value or not self._needs(value):
             return value
-        for form in self._forms:  # longest first: a secret inside a longer one goes with it
-            if form in value:
-                value = value.replace(form, MASK)
+        value = self._mask_forms(value)
         if "=" in value:
             value = _SECRET_PART.sub(lambda m: f"{m.group(1)}={MASK}", value)
+            value = self._mask_forms(value)
         return value
 
     def json(self, value: Any) -> Any:

@@ -1,0 +1,96 @@
+"""No secret reaches a log line: every log record is scrubbed when it is created.
+
+Platform errors quote request URLs (an Azure SDK error echoes ``...&sig=...``), a training
+job's stderr can echo a secret, and anyone may log them: our modules, the Azure SDK, tenacity,
+the Functions worker. :func:`install` wraps the process's log record factory (on top of
+:mod:`shared.log_escape`'s) so that each record, of any logger, has its message formatted once
+and scrubbed by the service's :class:`~shared.redact.Redactor`, and its exception text and
+stack info formatted and scrubbed as well. A record factory, unlike a filter on a handler, also
+covers handlers added later (the Functions worker adds its own to the root logger after
+start-up) and loggers that do not propagate; a ``logging.Filter`` would cover neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from shared import log_escape
+from shared.redact import NO_SECRETS, Redactor
+
+# What a record says instead of text that could not be scrubbed: never the raw text.
+WITHHELD = "[log text withheld: it could not be scrubbed of secrets]"
+
+_FORMATTER = logging.Formatter()  # the stock traceback layout, as a handler would print it
+_lock = threading.Lock()
+
+
+class _Scrubbing:
+    """The redactor the installed factory uses; :func:`install` replaces it."""
+
+    redactor: Redactor = NO_SECRETS
+
+
+def _clean(text: str, redactor: Redactor) -> str:
+    masked = redactor.text(text)
+    if masked != text and redactor.holds_secret(masked):
+        return WITHHELD  # masking could not get it out: say so rather than print it
+    return masked
+
+
+def _scrub(record: logging.LogRecord, redactor: Redactor) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed call: the handler would print msg and args raw
+        message = f"{record.msg} (arguments that did not fit: {record.args!r})"
+    record.msg = _clean(message, redactor)
+    record.args = ()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _FORMATTER.formatException(record.exc_info)
+    if record.exc_text:
+        masked = _clean(record.exc_text, redactor)
+        if masked != record.exc_text:
+            record.exc_text = masked  # every Formatter prints exc_text as it is
+            record.exc_info = None  # a handler that formats the exception itself would not
+    if record.stack_info:
+        record.stack_info = _clean(record.stack_info, redactor)
+
+
+def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
+    """``record`` with its message, exception text and stack info scrubbed; never raises."""
+    try:
+        _scrub(record, redactor)
+    except Exception as exc:  # logging must not fail, nor print what it could not check
+        record.msg = f"{WITHHELD} ({type(exc).__name__})"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+    return record
+
+
+def current() -> Redactor:
+    """The redactor log records are scrubbed with now."""
+    return _Scrubbing.redactor
+
+
+def install(redactor: Redactor | None = None) -> None:
+    """Scrub every log record from now on with ``redactor`` (default: the secrets of this
+    process's environment), and escape ours (:mod:`shared.log_escape`). Process-wide and
+    idempotent: installing again only replaces the secrets."""
+    chosen = Redactor.from_env(os.environ) if redactor is None else redactor
+    with _lock:
+        _Scrubbing.redactor = chosen
+        log_escape.install()  # beneath ours: the scrub sees (and masks) the escaped text
+        previous = logging.getLogRecordFactory()
+        if getattr(previous, "_autopilot_scrubs", False):
+            return
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            return scrub_record(previous(*args, **kwargs), _Scrubbing.redactor)
+
+        factory._autopilot_scrubs = True  # type: ignore[attr-defined]  # marks ours for install()
+        factory._autopilot_escapes = True  # type: ignore[attr-defined]  # log_escape's is beneath
+        logging.setLogRecordFactory(factory)

@@ -59,7 +59,7 @@ def _may_hold_part(value: str) -> bool:
         if before.isascii():  # ASCII: the regex's case-insensitive match is str.lower's
             if before.lower().endswith(_PART_NAMES_LOWER):
                 return True
-        elif _PART_NAME_END.search(before):  # "ſig", Kelvin-sign "Key": as the regex sees it
+        elif _PART_NAME_END.search(before):  # long-s "sig", Kelvin-sign "Key", as the regex
             return True
         at = value.find("=", at + 1)
     return False

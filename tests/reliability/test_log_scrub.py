@@ -97,7 +97,7 @@ def test_an_exception_and_its_cause_in_a_traceback_are_masked(
     assert "Traceback (most recent call last):" in text  # still a traceback, with its cause
     assert "The above exception was the direct cause of the following exception:" in text
     # a credential part is masked up to its delimiter (here the colon went with it)
-    assert "TransientError: GET https://acct.blob.core.windows.net/c/b?sv=2021&sig=*** 503; " in text
+    assert "GET https://acct.blob.core.windows.net/c/b?sv=2021&sig=*** 503; " in text
     assert "client secret ***" in text
 
 
@@ -302,3 +302,45 @@ def test_the_reconcilers_outage_warning_built_by_wiring_carries_no_secret(
         "https://acct.blob.core.windows.net/c/b?***: HTTP 503; auth ***"  # the whole SAS setting
     ]
     assert_clean(caplog.text)
+
+
+def test_importing_the_function_app_scrubs_every_record_as_the_azure_worker_runs_it() -> None:
+    """The Functions worker imports ``function_app`` with the app settings in the environment
+    and logs through its own root handler, added after start-up: the import alone must make
+    every record secret-free, a foreign logger's and an exception's too."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import io, logging, sys\n"
+        "before = logging.StreamHandler(sys.stdout)\n"
+        "logging.getLogger().addHandler(before)\n"
+        "import function_app\n"
+        "after = logging.StreamHandler(sys.stdout)  # as the worker's gRPC handler\n"
+        "logging.getLogger().addHandler(after)\n"
+        f"logging.getLogger('azure.core.pipeline').warning('GET %s', {URL!r})\n"
+        "try:\n"
+        f"    raise RuntimeError('auth with ' + {CLIENT_SECRET!r} + ' refused')\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('functions.reconcile').exception('tick failed')\n"
+    )
+    env = {
+        **os.environ,
+        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+        "AUTOPILOT_STORAGE_SAS": f"sv=2021&sig={CONFIGURED}",
+    }
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines.count("GET https://acct.blob.core.windows.net/c/b?***") == 2  # both handlers
+    assert lines.count("RuntimeError: auth with *** refused") == 2
+    assert_clean(done.stdout)

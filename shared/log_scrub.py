@@ -8,6 +8,11 @@ and scrubbed by the service's :class:`~shared.redact.Redactor`, and its exceptio
 stack info formatted and scrubbed as well. A record factory, unlike a filter on a handler, also
 covers handlers added later (the Functions worker adds its own to the root logger after
 start-up) and loggers that do not propagate; a ``logging.Filter`` would cover neither.
+
+An exception that leaves a Functions trigger never passes through Python's logging: the worker
+sends its message and traceback to the host, which logs them. :func:`errors_scrubbed` (around
+each trigger's work) lets it leave as it is when its traceback holds no secret, and otherwise
+logs it here (scrubbed) and raises one with the scrubbed message instead.
 """
 
 from __future__ import annotations
@@ -15,14 +20,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from shared import log_escape
+from shared.errors import TransientError
 from shared.redact import NO_SECRETS, Redactor
 
 # What a record says instead of text that could not be scrubbed: never the raw text.
 WITHHELD = "[log text withheld: it could not be scrubbed of secrets]"
 
+log = logging.getLogger(__name__)
 _FORMATTER = logging.Formatter()  # the stock traceback layout, as a handler would print it
 _lock = threading.Lock()
 
@@ -94,3 +104,30 @@ def install(redactor: Redactor | None = None) -> None:
         factory._autopilot_scrubs = True  # type: ignore[attr-defined]  # marks ours for install()
         factory._autopilot_escapes = True  # type: ignore[attr-defined]  # log_escape's is beneath
         logging.setLogRecordFactory(factory)
+
+
+class ScrubbedError(Exception):
+    """An error that left a trigger, raised instead of one whose text held a secret."""
+
+
+@contextmanager
+def errors_scrubbed() -> Iterator[None]:
+    """Around a trigger's work: an exception whose traceback holds a secret leaves as a
+    :class:`ScrubbedError` (a ``TransientError`` as one, with its Retry-After) with the
+    scrubbed message and no chain, after it is logged, scrubbed; any other as it is."""
+    try:
+        yield
+    except Exception as exc:
+        redactor = _Scrubbing.redactor
+        try:
+            trace = "".join(traceback.format_exception(exc))
+            message = f"{type(exc).__name__}: {exc}"
+        except Exception:  # an unprintable exception: nothing of it can be checked
+            trace = message = ""
+        if trace and redactor.text(trace) == trace:
+            raise
+        log.error("invocation failed", exc_info=exc)  # scrubbed by the record factory
+        text = _clean(message, redactor) or type(exc).__name__
+        if isinstance(exc, TransientError):  # still one a retry may fix (Event Grid, the host)
+            raise TransientError(text, retry_after=exc.retry_after) from None
+        raise ScrubbedError(text) from None

@@ -13,14 +13,18 @@ import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import log_escape, log_scrub
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
+from shared.model import Cycle
 from shared.redact import Redactor
+from tests.conftest import KEYS
+from tests.fakes import FakeStore, World
 
 CONFIGURED = "abc123SECRETvalue"  # a configured secret (e.g. the SAS signature of a setting)
 UNCONFIGURED = "unconfiguredSig0042xyz"  # a signature no setting holds: masked by its shape
@@ -344,3 +348,79 @@ def test_importing_the_function_app_scrubs_every_record_as_the_azure_worker_runs
     assert lines.count("GET https://acct.blob.core.windows.net/c/b?***") == 2  # both handlers
     assert lines.count("RuntimeError: auth with *** refused") == 2
     assert_clean(done.stdout)
+
+
+class BrokenStore(FakeStore):
+    """A state store whose every listing fails with an error quoting secrets."""
+
+    error: Exception = PermanentError(f"GET {URL}: HTTP 403; auth {CLIENT_SECRET}")
+
+    def list_cycles(self, model: str | None = None, active_only: bool = False) -> list[Cycle]:
+        raise self.error
+
+
+def sent_to_the_host(exc: BaseException) -> str:
+    """What the Functions worker sends the host for an exception that left a function (the
+    host logs it): the worker library's own serialisation."""
+    from types import SimpleNamespace
+
+    from azure_functions_runtime.utils.tracing import serialize_exception
+
+    sent = serialize_exception(exc, SimpleNamespace(RpcException=SimpleNamespace))
+    return f"{sent.message}\n{sent.stack_trace}"
+
+
+@pytest.mark.parametrize("trigger", ["reconcile", "list_cycles"])
+def test_an_error_leaving_a_function_reaches_the_host_without_its_secrets(
+    trigger: str,
+    scrubbing: None,
+    registered: dict[str, Any],
+    world: World,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import azure.functions as func
+    from azure.functions.timer import TimerRequest
+
+    world.services.store = BrokenStore()
+    function = registered[trigger].get_user_function()
+    with pytest.raises(log_scrub.ScrubbedError) as raised:
+        if trigger == "reconcile":
+            function(timer=TimerRequest())
+        else:
+            headers = {"x-functions-key": KEYS["ops-team"]}
+            request = func.HttpRequest(
+                "GET", "http://localhost/api/cycles", headers=headers, body=b""
+            )
+            function(req=request)
+    host_log = sent_to_the_host(raised.value)
+    assert_clean(host_log)
+    assert "PermanentError: GET https://acct.blob.core.windows.net/c/b?sv=2021&sig=*** " in host_log
+    assert "invocation failed" in caplog.text  # the whole traceback, scrubbed, in our log
+    assert "in list_cycles" in caplog.text
+    assert_clean(caplog.text)
+
+
+def test_an_error_without_a_secret_leaves_a_function_as_it_is(
+    scrubbing: None, registered: dict[str, Any], world: World
+) -> None:
+    from azure.functions.timer import TimerRequest
+
+    world.services.store = store = BrokenStore()
+    store.error = PermanentError("table storage refused the query: HTTP 403")
+    with pytest.raises(PermanentError) as raised:
+        registered["reconcile"].get_user_function()(timer=TimerRequest())
+    assert raised.value is store.error
+
+
+def test_a_transient_error_leaving_a_function_stays_one_a_retry_may_fix(
+    scrubbing: None, registered: dict[str, Any], world: World
+) -> None:
+    """Event Grid redelivers what failed; ``autopilot serve`` answers 503 with Retry-After."""
+    from azure.functions.timer import TimerRequest
+
+    world.services.store = store = BrokenStore()
+    store.error = TransientError(f"GET {URL}: HTTP 503", retry_after=7.0)
+    with pytest.raises(TransientError) as raised:
+        registered["reconcile"].get_user_function()(timer=TimerRequest())
+    assert raised.value is not store.error and raised.value.retry_after == 7.0
+    assert_clean(sent_to_the_host(raised.value))

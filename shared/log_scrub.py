@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,7 +62,9 @@ def _scrub(record: logging.LogRecord, redactor: Redactor) -> None:
         masked = _clean(record.exc_text, redactor)
         if masked != record.exc_text:
             record.exc_text = masked  # every Formatter prints exc_text as it is
-            record.exc_info = None  # a handler that formats the exception itself would not
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None and _says_secret(error, redactor):
+                record.exc_info = None  # a handler that formats it itself would print it raw
     if record.stack_info:
         record.stack_info = _clean(record.stack_info, redactor)
 
@@ -106,26 +107,54 @@ def install(redactor: Redactor | None = None) -> None:
         logging.setLogRecordFactory(factory)
 
 
+def _messages(exc: BaseException) -> str:
+    """What the traceback of ``exc`` says besides code: its message, notes and those of the
+    exceptions chained to it or grouped in it."""
+    seen: set[int] = set()
+    pending, said = [exc], []
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        said.append(f"{type(current).__name__}: {current}")
+        if isinstance(current, SyntaxError):  # its traceback quotes the offending text
+            said.append(f"{current.filename} {current.text}")
+        said.extend(str(note) for note in getattr(current, "__notes__", None) or ())
+        pending.extend(c for c in (current.__cause__, current.__context__) if c is not None)
+        pending.extend(getattr(current, "exceptions", None) or ())
+    return "\n".join(said)
+
+
+def _says_secret(exc: BaseException, redactor: Redactor) -> bool:
+    """Whether what ``exc`` says (not the code lines of its traceback) needs scrubbing; True
+    when it cannot be printed, so cannot be checked."""
+    try:
+        said = _messages(exc)
+    except Exception:
+        return True
+    return redactor.text(said) != said
+
+
 class ScrubbedError(Exception):
     """An error that left a trigger, raised instead of one whose text held a secret."""
 
 
 @contextmanager
 def errors_scrubbed() -> Iterator[None]:
-    """Around a trigger's work: an exception whose traceback holds a secret leaves as a
-    :class:`ScrubbedError` (a ``TransientError`` as one, with its Retry-After) with the
-    scrubbed message and no chain, after it is logged, scrubbed; any other as it is."""
+    """Around a trigger's work: an exception whose message (or a chained one's) holds a secret
+    leaves as a :class:`ScrubbedError` (a ``TransientError`` as one, with its Retry-After) with
+    the scrubbed message and no chain, after it is logged, scrubbed; any other as it is."""
     try:
         yield
     except Exception as exc:
         redactor = _Scrubbing.redactor
-        try:
-            trace = "".join(traceback.format_exception(exc))
-            message = f"{type(exc).__name__}: {exc}"
-        except Exception:  # an unprintable exception: nothing of it can be checked
-            trace = message = ""
-        if trace and redactor.text(trace) == trace:
+        if not _says_secret(exc, redactor):
             raise
+        try:
+            message = f"{type(exc).__name__}: {exc}"
+        except Exception:  # an unprintable exception
+            message = ""
         log.error("invocation failed", exc_info=exc)  # scrubbed by the record factory
         text = _clean(message, redactor) or type(exc).__name__
         if isinstance(exc, TransientError):  # still one a retry may fix (Event Grid, the host)

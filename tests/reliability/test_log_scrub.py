@@ -13,7 +13,7 @@ import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -126,7 +126,8 @@ def test_a_handler_that_formats_the_exception_itself_never_gets_it(
     scrubbing: None,
 ) -> None:
     """An exception whose text needed masking is dropped from the record (its scrubbed
-    traceback stays in ``exc_text``, which every Formatter prints); a clean one is kept."""
+    traceback stays in ``exc_text``, which every Formatter prints); a clean one is kept, also
+    when a code line of its traceback looks like a credential part (``event_key=model``)."""
     records: list[logging.LogRecord] = []
 
     class Collect(logging.Handler):
@@ -145,13 +146,21 @@ def test_a_handler_that_formats_the_exception_itself_never_gets_it(
             raise ValueError("nothing secret here")
         except ValueError:
             logger.exception("plain failure")
+        refusing = BrokenStore()
+        refusing.error = PermanentError("refused")
+        try:
+            refusing.list_cycles("model-1")
+        except PermanentError:
+            logger.exception("listing failed")
     finally:
         logger.removeHandler(handler)
-    leaked, plain = records
+    leaked, plain, listing = records
     assert leaked.exc_info is None and leaked.exc_text is not None
     assert_clean(leaked.exc_text)
     assert plain.exc_info is not None and plain.exc_text is not None
     assert "ValueError: nothing secret here" in plain.exc_text
+    assert listing.exc_info is not None  # only a code line of its traceback was masked
+    assert "event_key=***" in str(listing.exc_text)
 
 
 def test_records_of_non_propagating_loggers_are_masked_too(scrubbing: None) -> None:
@@ -356,7 +365,13 @@ class BrokenStore(FakeStore):
     error: Exception = PermanentError(f"GET {URL}: HTTP 403; auth {CLIENT_SECRET}")
 
     def list_cycles(self, model: str | None = None, active_only: bool = False) -> list[Cycle]:
-        raise self.error
+        # a source line shaped like a credential part, as many of ours are (event_key=key):
+        # code in a traceback is not what an exception says
+        _raise(self.error, event_key=model)
+
+
+def _raise(error: Exception, event_key: str | None) -> NoReturn:
+    raise error
 
 
 def sent_to_the_host(exc: BaseException) -> str:
@@ -410,6 +425,23 @@ def test_an_error_without_a_secret_leaves_a_function_as_it_is(
     with pytest.raises(PermanentError) as raised:
         registered["reconcile"].get_user_function()(timer=TimerRequest())
     assert raised.value is store.error
+
+
+def test_an_error_whose_cause_holds_a_secret_leaves_scrubbed(
+    scrubbing: None, registered: dict[str, Any], world: World
+) -> None:
+    from azure.functions.timer import TimerRequest
+
+    world.services.store = store = BrokenStore()
+    try:
+        raise ConnectionError(f"connection to {OTHER_URL} reset")
+    except ConnectionError as cause:
+        store.error = PermanentError("table storage unreachable")
+        store.error.__cause__ = cause
+    with pytest.raises(log_scrub.ScrubbedError) as raised:
+        registered["reconcile"].get_user_function()(timer=TimerRequest())
+    assert str(raised.value) == "PermanentError: table storage unreachable"
+    assert UNCONFIGURED not in sent_to_the_host(raised.value)
 
 
 def test_a_transient_error_leaving_a_function_stays_one_a_retry_may_fix(

@@ -11,7 +11,7 @@ start-up) and loggers that do not propagate; a ``logging.Filter`` would cover ne
 
 An exception that leaves a Functions trigger never passes through Python's logging: the worker
 sends its message and traceback to the host, which logs them. :func:`errors_scrubbed` (around
-each trigger's work) lets it leave as it is when its traceback holds no secret, and otherwise
+each trigger's work) lets it leave as it is when what it says holds no secret, and otherwise
 logs it here (scrubbed) and raises one with the scrubbed message instead.
 """
 
@@ -113,16 +113,16 @@ def _messages(exc: BaseException) -> str:
     seen: set[int] = set()
     pending, said = [exc], []
     while pending:
-        current = pending.pop()
-        if id(current) in seen:
+        item = pending.pop()
+        if id(item) in seen:
             continue
-        seen.add(id(current))
-        said.append(f"{type(current).__name__}: {current}")
-        if isinstance(current, SyntaxError):  # its traceback quotes the offending text
-            said.append(f"{current.filename} {current.text}")
-        said.extend(str(note) for note in getattr(current, "__notes__", None) or ())
-        pending.extend(c for c in (current.__cause__, current.__context__) if c is not None)
-        pending.extend(getattr(current, "exceptions", None) or ())
+        seen.add(id(item))
+        said.append(f"{type(item).__name__}: {item}")
+        if isinstance(item, SyntaxError):  # its traceback quotes the offending text
+            said.append(f"{item.filename} {item.text}")
+        said.extend(str(note) for note in getattr(item, "__notes__", None) or ())
+        pending.extend(c for c in (item.__cause__, item.__context__) if c is not None)
+        pending.extend(getattr(item, "exceptions", None) or ())
     return "\n".join(said)
 
 
@@ -152,11 +152,15 @@ def errors_scrubbed() -> Iterator[None]:
         if not _says_secret(exc, redactor):
             raise
         try:
-            message = f"{type(exc).__name__}: {exc}"
+            message = str(exc)
         except Exception:  # an unprintable exception
             message = ""
-        log.error("invocation failed", exc_info=exc)  # scrubbed by the record factory
-        text = _clean(message, redactor) or type(exc).__name__
+        if log.isEnabledFor(logging.ERROR):  # scrubbed here too, installed or not
+            info = (type(exc), exc, exc.__traceback__)
+            failed = "invocation failed"
+            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, failed, (), info)
+            log.handle(scrub_record(record, redactor))
+        text = _clean(message, redactor)
         if isinstance(exc, TransientError):  # still one a retry may fix (Event Grid, the host)
             raise TransientError(text, retry_after=exc.retry_after) from None
-        raise ScrubbedError(text) from None
+        raise ScrubbedError(f"{type(exc).__name__}: {text}") from None

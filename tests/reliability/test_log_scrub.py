@@ -456,3 +456,22 @@ def test_a_transient_error_leaving_a_function_stays_one_a_retry_may_fix(
         registered["reconcile"].get_user_function()(timer=TimerRequest())
     assert raised.value is not store.error and raised.value.retry_after == 7.0
     assert_clean(sent_to_the_host(raised.value))
+
+
+def test_an_error_leaving_scrubbed_is_logged_scrubbed_even_without_the_factory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    saved_factory, saved = logging.getLogRecordFactory(), log_scrub.current()
+    logging.setLogRecordFactory(logging.LogRecord)  # as in a process that never installed it
+    try:
+        log_scrub._Scrubbing.redactor = Redactor([CLIENT_SECRET])
+        with pytest.raises(TransientError) as raised, log_scrub.errors_scrubbed():
+            raise_chained()
+    finally:
+        logging.setLogRecordFactory(saved_factory)
+        log_scrub.install(saved)
+    assert "invocation failed" in caplog.text and "Traceback" in caplog.text
+    assert_clean(caplog.text)
+    assert str(raised.value).startswith(
+        "GET https://acct.blob.core.windows.net/c/b?sv=2021&sig=***"
+    )

@@ -3,9 +3,9 @@
 import azure.functions as func
 
 from functions import alerts, api, azureml_events, console, eventgrid_webhook, reconcile
-from shared import log_escape
+from shared import log_scrub
 
-log_escape.install()  # outside text in our log records cannot forge log lines
+log_scrub.install()  # no log line holds a secret; outside text cannot forge one (log_escape)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     azureml_events.bp,

@@ -274,9 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from autopilot.client import NoService
     from autopilot.operator_commands import RequestFailed
-    from shared import log_escape
+    from shared import log_scrub
 
-    log_escape.install()  # outside text in our log records cannot forge log lines
+    log_scrub.install()  # no log line holds a secret; outside text cannot forge one (log_escape)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

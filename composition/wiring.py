@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared import log_scrub
 from shared.errors import SettingsError
 from shared.messagebus import Services, Settings
 from shared.ports import (
@@ -215,12 +216,14 @@ def build_services(
     redactor: Redactor | None = None,
 ) -> Services:
     """Every adapter from settings; arguments given replace the corresponding adapter.
-    ``redactor`` (default: the secrets of this process's environment) scrubs stored text."""
+    ``redactor`` (default: the secrets of this process's environment) scrubs stored text and,
+    installed process-wide (:mod:`shared.log_scrub`), every log record."""
     from shared.policy import load_policy
 
     policy = load_policy(settings.require_policy())
     require_request_logs(settings, policy)
     redactor = redactor or Redactor.from_env(os.environ, settings.keys.values())
+    log_scrub.install(redactor)  # what it scrubs from stored text it scrubs from log lines too
     if platform is None or metrics is None:
         if settings.platform == "azure":
             chosen, chosen_metrics = azure_adapters(settings)

@@ -24,6 +24,7 @@ from composition.delivery import deliver_azureml, reject
 from functions import runtime
 from shared.envelope import Envelope, envelope_from_dict, load_json
 from shared.errors import BadEvent
+from shared.log_scrub import errors_scrubbed
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,17 @@ def envelope_of(event: str | bytes) -> Envelope:
 
 @bp.event_grid_trigger(arg_name="event")
 def azureml_events(event: str) -> None:
-    bus = runtime.new_bus()
-    try:
-        envelope = envelope_of(event)
-    except BadEvent as exc:
-        reject(bus, "event", str(exc))
-        log.warning("event rejected: %s", exc)
-        return
-    try:
-        outcome = deliver_azureml(bus, envelope)
-    except BadEvent as exc:
-        log.warning("event %s rejected: %s", envelope.id, exc)
-        return
-    log.info("event %s: %s", envelope.id, outcome)
+    with errors_scrubbed():  # what escapes is logged by the host: no secret in it
+        bus = runtime.new_bus()
+        try:
+            envelope = envelope_of(event)
+        except BadEvent as exc:
+            reject(bus, "event", str(exc))
+            log.warning("event rejected: %s", exc)
+            return
+        try:
+            outcome = deliver_azureml(bus, envelope)
+        except BadEvent as exc:
+            log.warning("event %s rejected: %s", envelope.id, exc)
+            return
+        log.info("event %s: %s", envelope.id, outcome)

@@ -29,6 +29,7 @@ from functions import runtime
 from functions.http import actor_for, authenticated, error, respond
 from shared.errors import PolicyError, SettingsError
 from shared.estimated_performance import SERIES
+from shared.log_scrub import errors_scrubbed
 from shared.messagebus import Services
 from shared.model import AuditRecord, Cycle
 
@@ -146,15 +147,16 @@ def _html(assembled: Page, status: int) -> func.HttpResponse:
 def console_page(req: func.HttpRequest) -> func.HttpResponse:
     """The operator console: a single page, read-only, live (it polls the API). Without a
     valid key: 401 with a key prompt that says whether a key was given and refused."""
-    try:
-        keys = runtime.current().keys
-    except (PolicyError, SettingsError) as exc:
-        log.error("service not configured: %s", exc)
-        return error(503, "service not configured; see the host log")
-    if actor_for(req, keys) is None:
-        presented = req.headers.get("x-functions-key") or req.params.get("code")
-        return _html(prompt(wrong=bool(presented)), 401)
-    return _html(page(), 200)
+    with errors_scrubbed():  # what escapes is logged by the host: no secret in it
+        try:
+            keys = runtime.current().keys
+        except (PolicyError, SettingsError) as exc:
+            log.error("service not configured: %s", exc)
+            return error(503, "service not configured; see the host log")
+        if actor_for(req, keys) is None:
+            presented = req.headers.get("x-functions-key") or req.params.get("code")
+            return _html(prompt(wrong=bool(presented)), 401)
+        return _html(page(), 200)
 
 
 def _guarded(what: str, call: Any, *args: Any) -> tuple[Any, str | None]:

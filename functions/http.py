@@ -20,6 +20,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.json_out import document
+from shared.log_scrub import errors_scrubbed
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +63,28 @@ def authenticated(route: Route) -> Callable[[func.HttpRequest], func.HttpRespons
     """Wrap a route: 401 without a valid key; map our errors to clear responses."""
 
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            keys = runtime.current().keys
-        except (PolicyError, SettingsError) as exc:
-            log.error("service not configured: %s", exc)
-            return error(503, "service not configured; see the host log")
-        actor = actor_for(req, keys)
-        if actor is None:
-            return error(401, "missing or invalid function key (x-functions-key or code)")
-        try:
-            return route(req, actor)
-        except PayloadTooLarge as exc:
-            return error(413, str(exc))
-        except BadEvent as exc:
-            return error(400, str(exc))
-        except NotFound as exc:
-            return error(404, str(exc))
-        except Conflict as exc:
-            return error(409, str(exc))
-        except TransientError as exc:
-            headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
-            return error(503, f"temporarily unavailable: {exc}", headers)
+        with errors_scrubbed():  # what escapes is logged by the host: no secret in it
+            try:
+                keys = runtime.current().keys
+            except (PolicyError, SettingsError) as exc:
+                log.error("service not configured: %s", exc)
+                return error(503, "service not configured; see the host log")
+            actor = actor_for(req, keys)
+            if actor is None:
+                return error(401, "missing or invalid function key (x-functions-key or code)")
+            try:
+                return route(req, actor)
+            except PayloadTooLarge as exc:
+                return error(413, str(exc))
+            except BadEvent as exc:
+                return error(400, str(exc))
+            except NotFound as exc:
+                return error(404, str(exc))
+            except Conflict as exc:
+                return error(409, str(exc))
+            except TransientError as exc:
+                headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
+                return error(503, f"temporarily unavailable: {exc}", headers)
 
     wrapper.__name__ = route.__name__
     wrapper.__doc__ = route.__doc__

@@ -18,6 +18,7 @@ __all__ = [
     "json_out",
     "lifecycle",
     "log_escape",
+    "log_scrub",
     "loss_estimation",
     "message_codec",
     "messagebus",

@@ -6,8 +6,10 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shared.redact import MASK, Redactor, looks_secret, secret_values
+from shared.redact import _SECRET_PART, MASK, Redactor, looks_secret, secret_values
 
 ACCOUNT_KEY = "c2VjcmV0LWFjY291bnQta2V5+/0123456789=="
 CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={ACCOUNT_KEY}"
@@ -81,3 +83,31 @@ def test_json_values_are_scrubbed_however_deeply_nested() -> None:
         node = node["k"][0]
     assert node == MASK
     assert cleaned["n"] == 1 and cleaned["none"] is None and cleaned["flag"] is True
+
+
+def test_masking_that_joins_text_into_the_secret_again_masks_that_too() -> None:
+    secret = "***aaaaa"  # masking "***aaaaa" in "***aaaaaaaaaa" leaves "***aaaaa" again
+    redactor = Redactor([secret])
+    masked = redactor.text("***aaaaaaaaaa")
+    assert secret not in masked and not redactor.holds_secret(masked)
+
+
+def test_every_form_of_a_secret_with_control_characters_or_a_lone_surrogate() -> None:
+    secret = "multi\nline\x1b-secret\ud800"  # an environment can hold undecodable bytes
+    redactor = Redactor([secret])  # percent-encoding a lone surrogate must not raise
+    escaped_in_a_log_line = "multi\\nline\\x1b-secret\\ud800"  # as shared.log_escape writes it
+    for form in (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], escaped_in_a_log_line):
+        assert redactor.text(f"<{form}>") == f"<{MASK}>", form
+
+
+# pieces of credential parts, their case-insensitive look-alikes, delimiters, any character
+NAMES = ["key", "KEY", "Sig", "\u017fig", "s\u0131g", "\u212aey", "AccountKey", "pwd", "Token"]
+OTHERS = ["code", "api-version", "=", "=", "&", ";", " ", "x", "\u0130", "\u00e9"]
+PIECES = st.sampled_from(NAMES + OTHERS) | st.characters(min_codepoint=0, max_codepoint=0x10FFFF)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PIECES, max_size=12).map("".join))
+def test_credential_parts_are_masked_exactly_where_their_pattern_matches(text: str) -> None:
+    """The quick look for a credential part before the pattern runs never misses one."""
+    assert Redactor().text(text) == _SECRET_PART.sub(lambda m: f"{m.group(1)}={MASK}", text)

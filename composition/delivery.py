@@ -17,7 +17,7 @@ from shared.errors import BadEvent, PermanentError, TransientError
 from shared.lifecycle import ignored_record
 from shared.messagebus import MessageBus, Services
 from shared.messages import EventIgnored, Message
-from shared.model import AuditEntry, AuditKind
+from shared.model import AuditKind
 from shared.normalise import normalise_azureml, parse_alert
 from shared.ports import Claim
 
@@ -307,15 +307,7 @@ def _record_all(svc: Services, records: list[tuple[AuditKind, str, dict[str, Any
     """The batch's receipts and duplicates, scrubbed as ``Services.record`` does, appended
     with ``AuditLog.append_many`` (SQLite: one transaction; Table Storage: entity-group
     transactions of up to 99 records)."""
-    scrub = svc.redactor
-    entries = [
-        AuditEntry(
-            kind=kind,
-            summary=scrub.text(summary),
-            **dict(zip(fields, scrub.json(list(fields.values())), strict=True)),
-        )
-        for kind, summary, fields in records
-    ]
+    entries = [svc.entry(kind, summary, **fields) for kind, summary, fields in records]
     if entries:
         svc.audit.append_many(entries)
 

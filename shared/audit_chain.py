@@ -31,6 +31,16 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def strict_canonical(value: Any) -> str | None:
+    """``canonical(value)`` if it is strict JSON (no NaN or infinity), else None."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False
+        )
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
 def format_time(value: datetime) -> str:
     """UTC, always with microseconds, so equal instants give equal text and text sorts by time."""
     return _utc(value).isoformat(timespec="microseconds")
@@ -76,9 +86,10 @@ def seal_fields(
     evidence's canonical text spliced in, so the evidence is encoded once per record
     (``tests/unit/test_audit_chain.py`` checks it against ``canonical`` over generated
     records)."""
-    empty = type(entry.evidence) is dict and not entry.evidence  # most records: no decoding
-    evidence_text = "{}" if empty else canonical(entry.evidence)
-    evidence: Any = {} if empty else json.loads(evidence_text)
+    given = entry.evidence_json
+    empty = given == "{}" or (given is None and type(entry.evidence) is dict and not entry.evidence)
+    evidence_text = "{}" if empty else given if given is not None else canonical(entry.evidence)
+    evidence: Any = {} if empty else json.loads(evidence_text)  # most records: no decoding
     utc = _utc(time)
     time_text = utc.isoformat(timespec="microseconds")
     kind = entry.kind.value

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.audit_chain import strict_canonical
 from shared.budget import invocation_budget
 from shared.errors import ConcurrencyError
 from shared.messages import Command, Event, Message
@@ -107,10 +108,30 @@ class Services:
 
     def record(self, kind: AuditKind, summary: str, **fields: Any) -> AuditRecord:
         """Append to the audit log; every text in the record is scrubbed of secrets first."""
-        scrub = self.redactor
-        clean = dict(zip(fields, scrub.json(list(fields.values())), strict=True))  # one pass
-        return self.audit.append(AuditEntry(kind=kind, summary=scrub.text(summary), **clean))
+        return self.audit.append(self.entry(kind, summary, **fields))
 
+    def entry(self, kind: AuditKind, summary: str, **fields: Any) -> AuditEntry:
+        """An audit entry with every text scrubbed of secrets. The evidence is looked at in
+        its canonical JSON, which the entry then carries for the log to store as it is."""
+        scrub = self.redactor
+        evidence = fields.pop("evidence", _NO_EVIDENCE)
+        texts = fields.values()
+        if all(v is None or type(v) is str for v in texts) and not scrub.needs(
+            "\n".join(v for v in texts if v)  # one look at them all; a field's secret is in it
+        ):
+            clean = fields
+        else:
+            clean = dict(zip(fields, scrub.json(list(texts)), strict=True))
+        if evidence is not _NO_EVIDENCE:
+            text = strict_canonical(evidence)
+            if text is None or scrub.needs(text):  # a secret, or NaN/inf: made safe first
+                clean["evidence"] = scrub.json(evidence)
+            else:
+                clean["evidence"], clean["evidence_json"] = evidence, text
+        return AuditEntry(kind=kind, summary=scrub.text(summary), **clean)
+
+
+_NO_EVIDENCE: Any = object()
 
 Handler = Callable[[Any, Services], None]
 # Takes the error of a guarded follow-up: handles it, or raises it again. What it emits runs

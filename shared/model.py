@@ -173,6 +173,9 @@ class AuditEntry:
     reason: str = ""
     evidence: JSON = field(default_factory=dict)
     caused_by: str | None = None
+    # ``evidence``'s canonical JSON when the caller already encoded it (``Services.entry``):
+    # the log hashes and stores this text as it is instead of encoding the evidence again.
+    evidence_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

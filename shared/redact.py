@@ -124,6 +124,10 @@ class Redactor:
             return True
         return _may_hold_part(value)
 
+    def needs(self, value: str) -> bool:
+        """True if :meth:`text` would change ``value`` (a secret or a credential part)."""
+        return self._needs(value)
+
     def holds_secret(self, value: str) -> bool:
         """True if ``value`` holds a configured secret in any of its forms."""
         return any(form in value for form in self._forms)

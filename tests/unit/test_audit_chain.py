@@ -9,6 +9,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +98,36 @@ def test_a_chain_of_sealed_records_verifies(entries: list[AuditEntry], time: dat
         prev = record.hash
     result = verify_chain(records)
     assert result.ok, result.problem
+
+
+SECRET = "s3cr3t-Value-42"
+
+
+@settings(max_examples=150, deadline=None)
+@given(evidence=st.dictionaries(TEXT, EVIDENCE, max_size=5), where=st.integers(0, 3))
+def test_an_entry_carries_the_evidence_text_the_log_stores_and_no_secret_or_nan(
+    evidence: dict[str, Any], where: int
+) -> None:
+    """``Services.entry`` looks at the evidence in its canonical JSON and hands that text to
+    the log: what is stored and hashed is strict JSON, scrubbed, and equal to what encoding the
+    scrubbed evidence gives."""
+    import dataclasses
+    import json
+
+    from shared.redact import Redactor
+    from tests.fakes import make_world
+
+    if where == 1:
+        evidence = {**evidence, "leak": f"token {SECRET} here"}
+    elif where == 2:
+        evidence = {**evidence, f"key-{SECRET}": [1, {"x": SECRET}]}
+    redactor = Redactor([SECRET])
+    svc = dataclasses.replace(make_world().services, redactor=redactor)
+    reason = f"job said {SECRET}" if where == 3 else "because"
+    entry = svc.entry(AuditKind.DECISION, "summary", evidence=evidence, model="m", reason=reason)
+    assert SECRET not in entry.reason and entry.model == "m"
+    record, _, stored = seal_fields(entry, seq=1, prev_hash="0" * 64, time=datetime.now(UTC))
+    assert SECRET not in stored and SECRET not in json.loads(stored).__repr__()
+    json.loads(stored, parse_constant=lambda name: pytest.fail(f"{name} stored"))
+    assert stored == canonical(redactor.json(evidence))
+    assert record_hash(hash_fields(record)) == record.hash

@@ -25,7 +25,9 @@ MAX_INT_DIGITS = 400  # longer integers are beyond any float (and near Python's 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Only a number literal like these can overflow a float: an exponent of 3+ digits, 309+ digits.
-_BIG_NUMBER = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{309}")
+# A number token with a 3-digit exponent or 309 digits (it may not fit a float); not preceded
+# by a letter, digit or dot, so hex ids in strings ("...ab1e234...") do not count
+_BIG_NUMBER = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]{3}|[0-9]{309}")
 _FLOAT_MAX_INT = int(sys.float_info.max)
 
 _EVENTGRID_REQUIRED = ("id", "eventType", "subject", "data")

@@ -4,6 +4,7 @@ JSON out writes one record that cannot be written as a placeholder, the rest unc
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -121,3 +122,25 @@ def test_a_record_that_cannot_be_written_is_a_placeholder_and_the_rest_is_intact
     indented = document({"records": records}, indent=2)
     assert json.loads(indented, parse_constant=refuse) == {"records": out["records"]}
     assert isinstance(records[0], Encoded)
+
+
+NUMBER = st.builds(
+    lambda sign, digits, fraction, exponent: f"{sign}{digits}{fraction}{exponent}",
+    st.sampled_from(["", "-"]),
+    st.from_regex(r"\A(0|[1-9][0-9]{0,4}|[1-9][0-9]{305,310})\Z"),
+    st.sampled_from(["", ".5", ".000123"]),
+    st.one_of(st.just(""), st.from_regex(r"\A[eE][+-]?[0-9]{1,4}\Z")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(number=NUMBER, hex_id=st.from_regex(r"\A[0-9a-f]{1,12}e[0-9]{3,5}[0-9a-f]{0,12}\Z"))
+def test_a_number_is_refused_exactly_when_it_does_not_fit_a_float(number: str, hex_id: str) -> None:
+    """Whatever the strings around it look like (hex ids with ``e`` and digits in them)."""
+    body = f'[{{"id": "{hex_id}", "v": {number}, "w": [{number}]}}]'.encode()
+    fits = math.isfinite(float(number))
+    if fits:
+        assert load_json(body)[0]["id"] == hex_id
+    else:
+        with pytest.raises(BadEvent, match="beyond the range of a float"):
+            load_json(body)

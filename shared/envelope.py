@@ -24,10 +24,6 @@ MAX_INT_DIGITS = 400  # longer integers are beyond any float (and near Python's 
 # A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into decoded text.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# Only a number literal like these can overflow a float: an exponent of 3+ digits, 309+ digits.
-# A number token with a 3-digit exponent or 309 digits (it may not fit a float); not preceded
-# by a letter, digit or dot, so hex ids in strings ("...ab1e234...") do not count
-_BIG_NUMBER = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]{3}|[0-9]{309}")
 _FLOAT_MAX_INT = int(sys.float_info.max)
 
 _EVENTGRID_REQUIRED = ("id", "eventType", "subject", "data")
@@ -179,19 +175,31 @@ def load_json(body: bytes, *, what: str = "body") -> Any:
                 f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
 
-    try:
-        value = _decode()  # in C; checked below, with a pass in Python only when needed
+    big: list[str] = []  # number literals that do not fit a float, noted as they are decoded
+
+    def note_float(literal: str) -> float:
+        number = float(literal)
+        if not math.isfinite(number):
+            big.append(literal)
+        return number
+
+    def note_int(literal: str) -> int:
+        number = int(literal)
+        if not -_FLOAT_MAX_INT <= number <= _FLOAT_MAX_INT:
+            big.append(literal)
+        return number
+
+    try:  # in C but for the numbers; checked below, with a pass in Python only when needed
+        value = _decode(parse_float=note_float, parse_int=note_int)
     except BadEvent:
         raise
     except ValueError as exc:  # an integer past int()'s 4,300 digits: decode again to name it
         check_json(_decode(parse_float=_parse_float, parse_int=_parse_int), what=what)
         raise BadEvent(f"{what}: {exc}") from exc
     strings = _SURROGATE_ESCAPE.search(text) is not None
-    numbers = _BIG_NUMBER.search(text) is not None
     deep = text.count("[") + text.count("{") > MAX_DEPTH
-    if strings or numbers:
-        if _suspect(value, strings=strings, numbers=numbers):
-            check_json(value, what=what)
+    if big or (strings and _suspect(value, strings=True, numbers=False)):
+        check_json(value, what=what)  # names the path of what it refuses
     elif deep and _too_deep(value):  # no escape or number to look at: only the nesting
         check_json(value, what=what)
     return value

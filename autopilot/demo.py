@@ -42,6 +42,7 @@ from autopilot.demo_world import (
     read_rows,
     say,
     tool_command,
+    traffic_interval,
 )
 from autopilot.serve import LocalService, post_json, start_service
 
@@ -134,7 +135,7 @@ class _Run:
         say(f"2. v{first} serves 100% of {endpoint}")
 
         baseline_rows = read_rows(min((data_dir / "data").glob("*.csv")))  # v1's training data
-        traffic = self.traffic = Traffic(endpoint, baseline_rows)
+        traffic = self.traffic = Traffic(endpoint, baseline_rows, interval_s=traffic_interval())
         threading.Thread(target=traffic.run, daemon=True).start()
         say("3. production traffic flowing (25 rows per request)")
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import DEMO_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -21,6 +23,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=600,
+        env=DEMO_ENV,
     )
 
 

@@ -4,7 +4,9 @@ payload, retrain three times, approve (found through the data dir, and with --ur
 Differences from the README, all in a test policy derived from ``examples/policy.yaml``: the
 data folder is the test's, approvals are required (to walk that path), and rollout timings are
 short (bake 1s, health without a traffic minimum, the sequential judge looking every second)
-with a reconciler ticking every second.
+with a reconciler ticking every second. And the traffic kept flowing during the canary
+(``score.py --requests``) is sent every 10 ms instead of every 50 ms: the judge is the
+example's own and needs as many requests as there; they arrive sooner (~40 s less).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Tour:
             argv = [sys.executable, *argv[1:]]
             if argv[1] == "examples/score.py":
                 argv += ["--data-dir", str(self.data)]
+                if "--requests" in argv:  # the canary's traffic, 5x as often (see the top)
+                    argv += ["--interval", "0.01"]
         return [a.replace(".autopilot/data", str(self.data / "data")) for a in argv]
 
     def run(self, line: str, *, expect: int = 0) -> str:

@@ -342,7 +342,7 @@ class Tables:
 
         def in_pool(item: X, context: contextvars.Context) -> Outcome[T]:
             self._in_pool.active = True
-            return context.run(one, item)  # the caller's context (logging's invocation id)
+            return context.run(one, item)  # the caller's context: its invocation budget
 
         futures = [pool.submit(in_pool, item, contextvars.copy_context()) for item in items]
         return [future.result() for future in futures]

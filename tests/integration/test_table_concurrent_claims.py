@@ -12,6 +12,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.core.pipeline.transport import RequestsTransport
 
+from shared import budget as budgets
 from shared import retry as retries
 from shared.adapters.table_store import DELIVERY, ROW, STATE, TableStateStore, pk
 from shared.adapters.tables import WRITE_THREADS, http_transport
@@ -128,3 +129,27 @@ def test_a_concurrent_batch_reuses_its_pooled_connections(
     pools = transport.session.get_adapter(azurite.split("TableEndpoint=")[1]).poolmanager.pools
     opened = sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118 - it cannot iterate
     assert 1 <= opened <= WRITE_THREADS
+
+
+def test_each_keeps_item_order_errors_and_the_invocations_budget(
+    azurite: str,  # noqa: F811 - the imported fixture
+) -> None:
+    tables = _store(azurite).tables
+    items = list(range(4 * WRITE_THREADS))
+    seen_budgets: set[int] = set()
+
+    def work(i: int) -> int:
+        seen_budgets.add(id(budgets.current()))
+        if i % 7 == 3:
+            raise TransientError(f"item {i}")
+        # A call from one of the pool's threads runs inline (a full pool cannot deadlock).
+        return sum(o.value or 0 for o in tables.each([i, i], lambda j: j))
+
+    with budgets.invocation_budget() as budget:
+        outcomes = tables.each(items, work)
+
+    assert [o.value for o in outcomes] == [None if i % 7 == 3 else 2 * i for i in items]
+    assert [str(o.error) if o.error else None for o in outcomes] == [
+        f"item {i}" if i % 7 == 3 else None for i in items
+    ]
+    assert seen_budgets == {id(budget)}  # retries in the threads draw on the caller's budget

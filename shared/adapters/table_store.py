@@ -70,6 +70,24 @@ LOCK_GRACE_S = 120.0
 RACE_ATTEMPTS = 8
 
 
+# Claims a failed batch gives back.
+_TAKEN = (Claim.NEW, Claim.RETRY)
+
+
+def _rounds(keys: Sequence[str]) -> list[list[int]]:
+    """The indexes of ``keys`` in rounds that may each run at once: a key's first occurrence
+    in the first round, its second in the next, and so on (a repeat sees its first claim)."""
+    seen: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for index, key in enumerate(keys):
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
+        if occurrence == len(rounds):
+            rounds.append([])
+        rounds[occurrence].append(index)
+    return rounds
+
+
 def _ts(value: datetime) -> float:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value.isoformat()}: the state store needs UTC-aware")
@@ -155,31 +173,42 @@ class TableStateStore:
 
     # Delivery rows are partitioned by their key (one partition each), so an entity-group
     # transaction (one partition, at most 100 operations) cannot hold two of them: a batch's
-    # claims and finishes stay one conditional write per key here.
+    # claims and finishes are one conditional write per key, sent WRITE_THREADS at a time
+    # (independent entities: the order they reach the service in changes nothing).
     def claim_deliveries(
         self, keys: Sequence[str], now: datetime, lease_s: float, owner: str = ""
     ) -> list[Claim]:
-        """Claim each key in turn. If a claim fails (an outage), the keys this call already
-        took are given back before the error is raised, as SQLite's rollback does: the
-        redelivered batch is then processed at once, not refused (503) until their leases
-        expire."""
-        claims: list[Claim] = []
-        try:
-            for key in keys:
-                claims.append(self.claim_delivery(key, now, lease_s, owner))
-        except Exception:
-            taken = [k for k, c in zip(keys, claims, strict=False) if c in (Claim.NEW, Claim.RETRY)]
-            for key in taken:
-                try:
-                    self.release_delivery(key, owner)
-                except Exception:  # still down: this key's lease expires instead
-                    log.warning("claim of delivery %r left to expire after a failed batch", key)
-            raise
-        return claims
+        """Claim every key, several at a time; the claims in key order, as claiming them in
+        turn gives (a key listed twice is claimed again only after its first claim). If a
+        claim fails (an outage), every key this call took is given back before the first
+        failure (in key order) is raised, as SQLite's rollback does: the redelivered batch is
+        then processed at once, not refused (503) until their leases expire."""
+        claims: list[Claim | None] = [None] * len(keys)
+        failure: Exception | None = None
+        for indexes in _rounds(keys):
+            outcomes = self.tables.each(
+                indexes, lambda i: self.claim_delivery(keys[i], now, lease_s, owner)
+            )
+            for i, outcome in zip(indexes, outcomes, strict=True):
+                claims[i] = outcome.value
+            failure = next((o.error for o in outcomes if o.error is not None), None)
+            if failure is not None:  # the first in key order (indexes ascend in a round)
+                break
+        if failure is None:
+            return [claim for claim in claims if claim is not None]
+        taken = sorted({k for k, c in zip(keys, claims, strict=True) if c in _TAKEN})
+        released = self.tables.each(taken, lambda key: self.release_delivery(key, owner))
+        for key, release in zip(taken, released, strict=True):
+            if release.error is not None:  # still down: this key's lease expires instead
+                log.warning("claim of delivery %r left to expire after a failed batch", key)
+        raise failure
 
     def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
-        for key in keys:
-            self.finish_delivery(key, now)
+        """Finish every key, several at a time; every one is tried, then the first failure
+        (in key order) is raised."""
+        for done in self.tables.each(list(keys), lambda key: self.finish_delivery(key, now)):
+            if done.error is not None:
+                raise done.error
 
     def finish_delivery(self, key: str, now: datetime) -> None:
         """Mark the delivery done (recorded even when it was never claimed)."""

@@ -83,11 +83,14 @@ def _requests(
 def _live_requests(
     svc: Services, ro: RolloutState, started: datetime, warm: datetime, now: datetime
 ) -> tuple[RequestSample, str | None]:
-    """Live's requests over the step; at 100% its window of the step before (and a note)."""
+    """Live's requests over the step; at a step that gives live no traffic (100%), its window
+    of the step before (and a note): the few requests still in flight when the traffic moved
+    are no sample of it, and judged as one they kept the step from ever passing."""
     assert ro.previous is not None
-    live = _requests(svc, ro, ro.previous, started, warm, now)
     steps = ro.steps
-    if live.requests or len(steps) < 2:
+    serves = steps[-1].traffic.get(ro.previous, 0) if steps else 100 - (ro.percent or 0)
+    live = _requests(svc, ro, ro.previous, started, warm, now)
+    if (serves and live.requests) or len(steps) < 2:
         return live, None
     before = steps[-2].at
     baseline = svc.metrics.deployment_requests(ro.endpoint, ro.previous, before, started)

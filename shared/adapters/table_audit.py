@@ -57,7 +57,8 @@ from shared.adapters.table_chain import (
     partition_of,
     row_key,
 )
-from shared.adapters.tables import Tables, entity_size, odata
+from shared.adapters.table_entity import entity_size, odata
+from shared.adapters.tables import Tables
 from shared.audit_anchor import (
     ANCHOR_CHAIN,
     Head,

@@ -2,7 +2,7 @@
 
 The partition holds the chain's records (RowKey = the seq zero-padded to 12 digits, so key
 order is seq order; properties as in ``SqliteAuditLog``, long texts split by
-``tables.put_text``) and a head hint (RowKey ``head``: a seq and its hash, at most the last).
+``table_entity.put_text``) and a head hint (RowKey ``head``: a seq and its hash, at most the last).
 
 A single append is one conditional insert of record N+1, which carries the hash of record N:
 the insert is the claim of the seq, so of several writers exactly one writes N+1 and the
@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from shared.adapters.tables import Entity, Row, Tables, get_text, odata, put_text
+from shared.adapters.table_entity import Entity, get_text, odata, put_text
+from shared.adapters.tables import Row, Tables
 from shared.audit_anchor import Head, cut_problem
 from shared.audit_chain import GENESIS, format_time, seal, verify_rows
 from shared.model import AuditEntry, AuditKind, AuditRecord, VerifyResult

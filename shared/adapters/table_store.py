@@ -53,7 +53,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import retry as retries
-from shared.adapters.tables import Entity, Row, Tables, get_text, odata, plain, put_text, table_key
+from shared.adapters.table_entity import Entity, get_text, odata, plain, put_text, table_key
+from shared.adapters.tables import Row, Tables
 from shared.errors import AlreadyExists, ConcurrencyError, TransientError
 from shared.model import Cycle
 from shared.ports import Claim

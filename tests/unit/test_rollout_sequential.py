@@ -145,6 +145,27 @@ def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
     assert full.evidence["live_requests"] > 0
 
 
+def test_requests_still_in_flight_to_live_at_the_full_step_are_no_sample_of_it() -> None:
+    """A request or two reaches live just after the traffic moved to 100%: judged as live's
+    sample (n = 1) the bounds never narrowed, and a healthy model waited for max_bake (found
+    by the README tour on a loaded machine)."""
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    for _ in range(20):
+        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent == 100:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
+    assert cycle.rollout.percent == 100
+    for _ in range(10):
+        if cycle.state is not CycleState.ROLLING_OUT:
+            break
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(1, 0, 50.0))
+    assert cycle.state is CycleState.PROMOTED
+    full = [d for d in decisions(world, cycle.id) if d.summary == "canary at 100% healthy"][-1]
+    assert "serves no traffic at this step" in full.evidence["baseline"]
+    assert full.evidence["live_requests"] > 1
+
+
 def test_threshold_stays_the_default() -> None:
     assert make_policy().models["credit"].rollout.analysis == "threshold"  # type: ignore[union-attr]
 

@@ -65,26 +65,28 @@ def authenticated(route: Route) -> Callable[[func.HttpRequest], func.HttpRespons
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         with errors_scrubbed():  # what escapes is logged by the host: no secret in it
             try:
-                keys = runtime.current().keys
+                current = runtime.current()
+                keys = current.keys
             except (PolicyError, SettingsError) as exc:
                 log.error("service not configured: %s", exc)
                 return error(503, "service not configured; see the host log")
             actor = actor_for(req, keys)
             if actor is None:
                 return error(401, "missing or invalid function key (x-functions-key or code)")
+            said = current.services.redactor.text  # an error's text may quote a secret
             try:
                 return route(req, actor)
             except PayloadTooLarge as exc:
-                return error(413, str(exc))
+                return error(413, said(str(exc)))
             except BadEvent as exc:
-                return error(400, str(exc))
+                return error(400, said(str(exc)))
             except NotFound as exc:
-                return error(404, str(exc))
+                return error(404, said(str(exc)))
             except Conflict as exc:
-                return error(409, str(exc))
+                return error(409, said(str(exc)))
             except TransientError as exc:
                 headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
-                return error(503, f"temporarily unavailable: {exc}", headers)
+                return error(503, said(f"temporarily unavailable: {exc}"), headers)
 
     wrapper.__name__ = route.__name__
     wrapper.__doc__ = route.__doc__

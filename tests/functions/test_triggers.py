@@ -322,3 +322,25 @@ def test_retrain_in_observe_mode_starts_nothing_and_says_so(registered: dict[str
         runtime.use(None)
     assert body_of(resp) == {"outcome": "not started", "cycle": None}
     assert observe.store.list_cycles() == []
+
+
+def test_an_error_answer_never_quotes_a_configured_secret(
+    registered: dict[str, Any], world: World
+) -> None:
+    """A platform error can quote a secret (a SAS URL, a key): the 503 says what failed
+    without it, as the logs and the audit log do."""
+    from shared.errors import TransientError
+    from shared.redact import Redactor
+
+    secret = "Sup3r-Secret-Storage-Key-0123456789"
+    world.services.redactor = Redactor([secret])
+
+    def outage(request: Any) -> Any:
+        raise TransientError(f"PUT https://acct.blob.core.windows.net/x?sv=1&sig={secret}: 503")
+
+    world.platform.submit_job = outage  # type: ignore[method-assign]  # the fake's outage
+    req = http("POST", "m", {"reason": "r"}, key=KEYS["alice"], route_params={"model": "credit"})
+    resp = call(registered, "retrain_model", req=req)
+    text = resp.get_body().decode()
+    assert resp.status_code == 503, text
+    assert secret not in text and "***" in text and "temporarily unavailable" in text

@@ -88,9 +88,8 @@ def _live_requests(
     are no sample of it, and judged as one they kept the step from ever passing."""
     assert ro.previous is not None
     steps = ro.steps
-    serves = steps[-1].traffic.get(ro.previous, 0) if steps else 100 - (ro.percent or 0)
     live = _requests(svc, ro, ro.previous, started, warm, now)
-    if (serves and live.requests) or len(steps) < 2:
+    if len(steps) < 2 or (steps[-1].traffic.get(ro.previous) and live.requests):
         return live, None
     before = steps[-2].at
     baseline = svc.metrics.deployment_requests(ro.endpoint, ro.previous, before, started)

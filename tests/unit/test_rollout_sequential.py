@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shared.messages import Reconcile
 from shared.model import CycleState
 from tests.fakes import World, make_policy, make_world
@@ -145,11 +147,20 @@ def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
     assert full.evidence["live_requests"] > 0
 
 
-def test_requests_still_in_flight_to_live_at_the_full_step_are_no_sample_of_it() -> None:
+@pytest.mark.parametrize("steps", [[10, 50, 100], [50, 100]])
+def test_requests_still_in_flight_to_live_at_the_full_step_are_no_sample_of_it(
+    steps: list[int],
+) -> None:
     """A request or two reaches live just after the traffic moved to 100%: judged as live's
     sample (n = 1) the bounds never narrowed, and a healthy model waited for max_bake (found
     by the README tour on a loaded machine)."""
-    world = sequential_world()
+    world = make_world(
+        make_policy(
+            rollout__analysis="sequential",
+            rollout__steps=steps,
+            rollout__sequential={"check_every": "30s", "max_bake": "10m"},
+        )
+    )
     cycle = registered_and_rolling(world)
     for _ in range(20):
         if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent == 100:
@@ -164,6 +175,22 @@ def test_requests_still_in_flight_to_live_at_the_full_step_are_no_sample_of_it()
     full = [d for d in decisions(world, cycle.id) if d.summary == "canary at 100% healthy"][-1]
     assert "serves no traffic at this step" in full.evidence["baseline"]
     assert full.evidence["live_requests"] > 1
+
+
+def test_a_step_where_live_serves_is_judged_on_lives_own_window() -> None:
+    """At 50% live's sample is what it served during that step, not its window before."""
+    world = sequential_world()
+    cycle = registered_and_rolling(world)
+    while cycle.state is CycleState.ROLLING_OUT and cycle.rollout.percent == 10:
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(4000, 0, 50.0))
+    assert cycle.rollout.percent == 50
+    for _ in range(10):
+        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent != 50:
+            break
+        cycle = serve_and_look(world, cycle, new=(300, 0, 50.0), live=(300, 0, 50.0))
+    half = [d for d in decisions(world, cycle.id) if d.summary == "canary at 50% healthy"][-1]
+    assert "baseline" not in half.evidence
+    assert 0 < half.evidence["live_requests"] < 4000  # this step's requests only
 
 
 def test_threshold_stays_the_default() -> None:

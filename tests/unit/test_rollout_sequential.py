@@ -128,8 +128,8 @@ def test_hold_at_max_bake_keeps_the_traffic_and_keeps_looking() -> None:
     assert cycle.rollout.percent == 50
 
 
-def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
-    world = sequential_world()
+def full_step_decision(world: World, live_at_full: tuple[int, int, float]) -> Any:
+    """Healthy steps up to 100%, where live serves ``live_at_full``; the 100% decision."""
     cycle = registered_and_rolling(world)
     for _ in range(20):
         if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent == 100:
@@ -139,10 +139,13 @@ def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
     for _ in range(10):
         if cycle.state is not CycleState.ROLLING_OUT:
             break
-        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(0, 0, 50.0))
+        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=live_at_full)
     assert cycle.state is CycleState.PROMOTED
-    last = decisions(world, cycle.id)
-    full = [d for d in last if d.summary == "canary at 100% healthy"][-1]
+    return [d for d in decisions(world, cycle.id) if d.summary == "canary at 100% healthy"][-1]
+
+
+def test_the_full_step_compares_with_lives_last_window_and_promotes() -> None:
+    full = full_step_decision(sequential_world(), live_at_full=(0, 0, 50.0))
     assert "serves no traffic at this step" in full.evidence["baseline"]
     assert full.evidence["live_requests"] > 0
 
@@ -161,18 +164,7 @@ def test_requests_still_in_flight_to_live_at_the_full_step_are_no_sample_of_it(
             rollout__sequential={"check_every": "30s", "max_bake": "10m"},
         )
     )
-    cycle = registered_and_rolling(world)
-    for _ in range(20):
-        if cycle.state is not CycleState.ROLLING_OUT or cycle.rollout.percent == 100:
-            break
-        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(400, 0, 50.0))
-    assert cycle.rollout.percent == 100
-    for _ in range(10):
-        if cycle.state is not CycleState.ROLLING_OUT:
-            break
-        cycle = serve_and_look(world, cycle, new=(400, 0, 50.0), live=(1, 0, 50.0))
-    assert cycle.state is CycleState.PROMOTED
-    full = [d for d in decisions(world, cycle.id) if d.summary == "canary at 100% healthy"][-1]
+    full = full_step_decision(world, live_at_full=(1, 0, 50.0))
     assert "serves no traffic at this step" in full.evidence["baseline"]
     assert full.evidence["live_requests"] > 1
 

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.adapters.sqlite_db import SqliteDatabase, WriteGroup
@@ -27,7 +27,7 @@ from shared.message_codec import encode
 from shared.messagebus import Deferral, Deferred, MessageBus, Services
 from shared.messages import DrainOutbox, EventIgnored, Message
 from shared.model import AuditKind
-from shared.ports import Outbox, Transactional
+from shared.ports import EventPublisher, Outbox, Transactional
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,24 @@ class Unit:
         with self.store.transaction(), self.audit.transaction():
             yield
 
-    def add(self, kind: str, body: str) -> None:
+    def add(self, kind: str, body: str) -> int:
         svc = self.bus.services
-        self.store.add_intent(kind, body, svc.now(), svc.settings.delivery_lease_s, self.owner)
+        return self.store.add_intent(
+            kind, body, svc.now(), svc.settings.delivery_lease_s, self.owner
+        )
 
     def defer(self, message: Message) -> None:
         self.add("message", encode(message))
         self.deferred += 1
 
     def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
-        body = {"type": event_type, "subject": subject, "data": data}
-        self.add("publish", json.dumps(body, separators=(",", ":"), default=str))
+        self.add("publish", publication(event_type, subject, data))
+
+
+def publication(event_type: str, subject: str, data: dict[str, Any]) -> str:
+    """A lifecycle event as a "publish" intent's body (``handlers.outbox.perform``)."""
+    body = {"type": event_type, "subject": subject, "data": data}
+    return json.dumps(body, separators=(",", ":"), default=str)
 
 
 def unit_of(bus: MessageBus, owner: str) -> Unit | None:
@@ -167,36 +174,71 @@ class FlushFirst:
         return call
 
 
+@dataclass(slots=True)
+class Publications:
+    """Stands in for the publisher while intents are performed: each lifecycle event is an
+    intent written with the work that published it, sent once that work has committed
+    (``send``), all of a batch's together."""
+
+    unit: Unit
+    pending: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        intent_id = self.unit.add("publish", publication(event_type, subject, data))
+        self.pending.append((intent_id, event_type, subject, data))
+
+    def send(self, publisher: EventPublisher) -> None:
+        """Publish in order, then forget what was sent in one transaction. The first that
+        fails stops the sending: it and the rest stay intents, which the reconciler sends
+        once their lease has expired (in order, its tries counted as every intent's are)."""
+        sent: list[int] = []
+        try:
+            for intent_id, event_type, subject, data in self.pending:
+                publisher.publish(event_type, subject, data)
+                sent.append(intent_id)
+        finally:
+            if sent:
+                with self.unit.store.transaction():
+                    for intent_id in sent:
+                        self.unit.store.finish_intent(intent_id)
+
+
 @contextmanager
-def grouped(unit: Unit) -> Iterator[None]:
+def grouped(unit: Unit) -> Iterator[Publications | None]:
     """The intents' writes in few commits (SQLite): held between calls to the outside world,
     which commit them first (``WriteGroup``). A crash loses at most what was written since
     the last call out, a state the one-commit-per-write order could also stop in; the intent
-    is still in the outbox, so it is performed again."""
+    is still in the outbox, so it is performed again. The lifecycle events the intents
+    publish are intents too (``Publications``), sent after the block: a publication is no
+    call out that would commit the writes before it."""
     store, audit = getattr(unit.store, "db", None), getattr(unit.audit, "db", None)
     if not isinstance(store, SqliteDatabase) or not isinstance(audit, SqliteDatabase):
-        yield
+        yield None
         return
     group = WriteGroup([store, audit])  # the batch transaction's order: state, then audit
     bus = unit.bus
     svc = bus.services
     outside: dict[str, Any] = {
         name: None if getattr(svc, name) is None else FlushFirst(getattr(svc, name), group)
-        for name in (*OUTSIDE_PORTS, "publisher")
+        for name in OUTSIDE_PORTS
     }
-    bus.services = replace(svc, **outside)
+    publications = Publications(unit)
+    bus.services = replace(svc, **outside, publisher=publications)
     try:
         with group.held():
-            yield
+            yield publications
     finally:
         bus.services = svc
 
 
 def perform_intents(unit: Unit) -> None:
-    """After the commit: perform what the batch deferred. An intent that fails stays in the
-    outbox for the reconciler (the batch's events are done and answered as such)."""
+    """After the commit: perform what the batch deferred, then send the lifecycle events
+    that work published. An intent that fails stays in the outbox for the reconciler (the
+    batch's events are done and answered as such)."""
     try:
-        with grouped(unit):
+        with grouped(unit) as publications:
             unit.bus.handle(DrainOutbox(f"batch:{unit.owner}", unit.owner))
+        if publications is not None:
+            publications.send(unit.bus.services.publisher)
     except Exception as exc:  # the intents are committed: the reconciler performs them
         log.warning("deferred work of batch %s left for the reconciler: %s", unit.owner, exc)

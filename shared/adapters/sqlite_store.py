@@ -128,12 +128,12 @@ class SqliteStateStore:
 
     def add_intent(self, kind: str, body: str, now: datetime, lease_s: float, owner: str) -> int:
         until = _ts(now + timedelta(seconds=lease_s))
-        with self.db.write() as db:
-            cur = db.execute(
-                "INSERT INTO outbox (kind, body, owner, until) VALUES (?, ?, ?, ?)",
-                (kind, body, owner, until),
-            )
-            return int(cur.lastrowid or 0)
+        # one statement: inside the open transaction (no savepoint needed) or on its own
+        cur = (self.db.joined() or self.db.connection()).execute(
+            "INSERT INTO outbox (kind, body, owner, until) VALUES (?, ?, ?, ?)",
+            (kind, body, owner, until),
+        )
+        return int(cur.lastrowid or 0)
 
     def take_intents(
         self, now: datetime, lease_s: float, owner: str, *, expired: bool, limit: int

@@ -216,7 +216,12 @@ class _Claimed:
     ignored: list[str] = field(default_factory=list)  # done by their receipt alone
 
 
-def _claim(svc: Services, batch: Sequence[Validated], owner: str) -> _Claimed:
+def _claim(
+    svc: Services, batch: Sequence[Validated], owner: str, unit: Unit | None = None
+) -> _Claimed:
+    """Sort out the batch's claims. Inside the batch's transaction (``unit``) they are only
+    read: the transaction finishes every event it handles before it commits, so a claim row
+    written first would be seen by nobody."""
     first: dict[str, Validated] = {}
     repeated: list[Validated] = []
     for item in batch:  # the same event twice in one batch is applied once
@@ -225,7 +230,10 @@ def _claim(svc: Services, batch: Sequence[Validated], owner: str) -> _Claimed:
         else:
             first[item.envelope.dedup_key] = item
     lease = svc.settings.delivery_lease_s
-    claims = svc.store.claim_deliveries(list(first), svc.now(), lease, owner)
+    if unit is None:
+        claims = svc.store.claim_deliveries(list(first), svc.now(), lease, owner)
+    else:
+        claims = unit.store.delivery_claims(list(first), svc.now())
     out = _Claimed([], [])
     for (key, item), claim in zip(first.items(), claims, strict=True):
         if claim is Claim.IN_PROGRESS:
@@ -247,7 +255,7 @@ def _claim(svc: Services, batch: Sequence[Validated], owner: str) -> _Claimed:
 def _deliver_in_one_transaction(unit: Unit, batch: Sequence[Validated]) -> BatchOutcome:
     svc = unit.bus.services
     with unit.store.transaction(), unit.audit.transaction():  # audit commits first
-        claimed = _claim(svc, batch, unit.owner)
+        claimed = _claim(svc, batch, unit.owner, unit)
         _record_all(svc, claimed.receipts)
         failed = handle_in_transaction(
             unit, [(key, item.message, item.summary) for key, item in claimed.todo]

@@ -164,6 +164,11 @@ class Outbox(Transactional, Protocol):
         count it; how many tries have failed so far (0 if the intent is gone)."""
         ...
 
+    def delivery_claims(self, keys: Sequence[str], now: datetime) -> list[Claim]:
+        """What ``claim_deliveries`` would answer, without writing claims: inside a batch's
+        transaction, which finishes every key it handles before it commits."""
+        ...
+
 
 class AuditLog(Protocol):
     """Append-only, hash-chained log of every event, decision and action, in one or more

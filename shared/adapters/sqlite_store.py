@@ -9,6 +9,7 @@ A cycle is stored whole as JSON (``Cycle.to_json``) beside the columns it is loo
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -105,6 +106,31 @@ def _deliveries(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, tuple[
         ):
             found[row["key"]] = (row["status"], row["until"])
     return found
+
+
+def _classify(
+    keys: Sequence[str], known: dict[str, tuple[str, float]], at: float
+) -> tuple[list[Claim], list[str], list[str]]:
+    """Each key's claim given the rows found (``known``, updated as keys are taken: the same
+    key again in ``keys`` is then in progress); also the keys to insert and to take over."""
+    claims: list[Claim] = []
+    new: list[str] = []
+    retried: list[str] = []
+    for key in keys:
+        row = known.get(key)
+        if row is None:
+            new.append(key)
+            claims.append(Claim.NEW)
+            known[key] = ("claimed", math.inf)
+        elif row[0] == "done":
+            claims.append(Claim.DUPLICATE)
+        elif row[1] > at:
+            claims.append(Claim.IN_PROGRESS)
+        else:
+            retried.append(key)
+            claims.append(Claim.RETRY)
+            known[key] = ("claimed", math.inf)
+    return claims, new, retried
 
 
 class SqliteStateStore:
@@ -210,32 +236,25 @@ class SqliteStateStore:
     ) -> list[Claim]:
         """Every key's claim in one ``BEGIN IMMEDIATE`` transaction (a batch's group commit):
         the keys' rows read in one statement, the new ones inserted in one."""
-        at, until = _ts(now), _ts(now + timedelta(seconds=lease_s))
-        claims: list[Claim] = []
+        until = _ts(now + timedelta(seconds=lease_s))
         with self.db.write() as db:
-            known = _deliveries(db, keys)
-            new: dict[str, None] = {}  # in order, each once
-            retried: list[tuple[float, str, str]] = []
-            for key in keys:
-                row = known.get(key)
-                if row is None:
-                    new[key] = None
-                    claims.append(Claim.NEW)
-                    known[key] = ("claimed", until)  # the same key again: in progress
-                elif row[0] == "done":
-                    claims.append(Claim.DUPLICATE)
-                elif row[1] > at:
-                    claims.append(Claim.IN_PROGRESS)
-                else:
-                    retried.append((until, owner, key))
-                    claims.append(Claim.RETRY)
-                    known[key] = ("claimed", until)
+            claims, new, retried = _classify(keys, _deliveries(db, keys), _ts(now))
             db.executemany(
                 "INSERT INTO deliveries (key, status, until, owner) VALUES (?, 'claimed', ?, ?)",
                 [(key, until, owner) for key in new],
             )
-            db.executemany("UPDATE deliveries SET until = ?, owner = ? WHERE key = ?", retried)
+            db.executemany(
+                "UPDATE deliveries SET until = ?, owner = ? WHERE key = ?",
+                [(until, owner, key) for key in retried],
+            )
         return claims
+
+    def delivery_claims(self, keys: Sequence[str], now: datetime) -> list[Claim]:
+        """What ``claim_deliveries`` would answer, read without writing the claims: for the
+        transaction of a batch that finishes every key it takes (``finish_deliveries``) before
+        it commits, so no other worker could have seen a claim row anyway."""
+        conn = self.db.joined() or self.db.read()
+        return _classify(keys, _deliveries(conn, keys), _ts(now))[0]
 
     def finish_deliveries(self, keys: Sequence[str], now: datetime) -> None:
         """Every key marked done in one transaction."""

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from handlers import CALL_OUT_FIRST
 from shared.adapters.sqlite_db import SqliteDatabase, WriteGroup
 from shared.errors import PermanentError
 from shared.message_codec import encode
@@ -107,7 +108,7 @@ def deferring(unit: Unit) -> Iterator[None]:
     """Run the bus with the outside world deferred to the outbox while the block runs."""
     bus = unit.bus
     services, bus.services = bus.services, _inside(bus.services, unit)
-    bus.deferral = Deferral(unit.savepoint, unit.defer)
+    bus.deferral = Deferral(unit.savepoint, unit.defer, set(CALL_OUT_FIRST))
     try:
         yield
     finally:

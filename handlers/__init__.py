@@ -45,7 +45,11 @@ from shared.messages import (
     WatchRollout,
 )
 
-__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS"]
+__all__ = ["CALL_OUT_FIRST", "COMMAND_HANDLERS", "EVENT_HANDLERS"]
+
+# Work whose handler calls the platform before it decides anything: inside a batch's
+# transaction it is deferred to the outbox at once, rather than tried and undone.
+CALL_OUT_FIRST: frozenset[type[Command]] = frozenset({StartRetraining, CheckJob, Reevaluate})
 
 EVENT_HANDLERS: dict[type[Event], list[Handler]] = {
     DriftSignalled: [signals.on_drift_signal],

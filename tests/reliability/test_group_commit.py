@@ -275,3 +275,31 @@ def test_a_batch_audits_ignored_events_as_one_by_one_delivery_does(tmp_path: Pat
     assert len(ignored) == 9  # 8 runs still running, 1 foreign job done
     assert audit_view(batched) == audit_view(one_by_one)
     assert deliver(batched, events) == BatchOutcome(processed=0, duplicate=10, failed=0)
+
+
+def test_work_that_calls_the_platform_first_is_deferred_without_being_tried(
+    tmp_path: Path,
+) -> None:
+    """A breach opens a cycle in the batch's transaction; starting its job calls the platform
+    first, so that work goes to the outbox at once: nothing is written and then undone."""
+    world = sqlite_world(tmp_path)
+    store, audit = world.services.store, world.services.audit
+    assert isinstance(store, SqliteStateStore) and isinstance(audit, SqliteAuditLog)
+    statements: list[str] = []
+    for conn in (store.db.connection(), audit.db.connection()):
+        conn.set_trace_callback(statements.append)
+    deliver(world, [payloads.monitor_breach()])
+    for conn in (store.db.connection(), audit.db.connection()):
+        conn.set_trace_callback(None)
+    assert not [s for s in statements if s.startswith("ROLLBACK")]
+    assert len(world.platform.submitted) == 1
+    cycle = store.list_cycles("credit")[0]
+    assert cycle.state.value == "RETRAINING"
+    summaries = [r.summary for r in audit.query(cycle=cycle.id, limit=50)]
+    assert sorted(summaries) == sorted(
+        [
+            "retraining cycle started",
+            "cycle TRIGGERED -> RETRAINING",
+            f"training job {cycle.job_name} submitted",
+        ]
+    )

@@ -60,6 +60,9 @@ def test_intake_variants_on_tiny_batches() -> None:
     assert sum(batched["outcomes"].values()) == 60
     assert result["batched_events_per_s"] == batched["events_per_s"] > 0
     assert result["memory_events_per_s"] > 0
+    for median in (batched, variants["in-process memory live (baseline)"]):
+        runs = median["runs_events_per_s"]  # runs in turn; the median run is reported
+        assert len(runs) == intake.ROUNDS and sorted(runs)[len(runs) // 2] == median["events_per_s"]
 
 
 def test_drift_wide_on_tiny_parquet_files() -> None:

@@ -24,9 +24,10 @@ from typing import Any
 from handlers import CALL_OUT_FIRST
 from shared.adapters.sqlite_db import SqliteDatabase, WriteGroup
 from shared.errors import PermanentError
+from shared.lifecycle import CYCLE_TAG, job_name_for
 from shared.message_codec import encode
 from shared.messagebus import Deferral, Deferred, MessageBus, Services
-from shared.messages import DrainOutbox, EventIgnored, Message
+from shared.messages import DrainOutbox, EventIgnored, JobStatusChanged, Message
 from shared.model import AuditKind
 from shared.ports import EventPublisher, Outbox, Transactional
 
@@ -115,10 +116,39 @@ def deferring(unit: Unit) -> Iterator[None]:
         bus.services, bus.deferral = services, None
 
 
-def order_key(message: Message) -> str:
-    """Which events must keep their order within a batch: those of one model (``*``: any)."""
+def order_key(message: Message, svc: Services) -> str:
+    """Which events must keep their order within a batch: those of one model (``*``: any).
+
+    A job's status that names no model is placed by what its handler would touch: the model
+    whose cycle ran the job, else the model that adopts completed jobs of its experiment;
+    a job neither concerns no model (a key of its own: it waits for nothing). A job named as
+    ours are stays ``*``: its cycle may be one this batch is still starting."""
     model = getattr(message, "model", None) or getattr(message, "tags", {}).get("autopilot_model")
-    return str(model) if model else "*"
+    if model:
+        return str(model)
+    if isinstance(message, JobStatusChanged) and not message.job_name.startswith(OUR_JOBS):
+        return _job_model(message, svc) or f"job:{message.job_name}"
+    return "*"
+
+
+OUR_JOBS = job_name_for("")  # the prefix of every job a cycle submits
+
+
+def _job_model(msg: JobStatusChanged, svc: Services) -> str | None:
+    cycle = svc.store.find_cycle_by_job(msg.job_name)
+    cycle_id = msg.tags.get(CYCLE_TAG)
+    if cycle is None and cycle_id:
+        cycle = svc.store.get_cycle(cycle_id)
+    if cycle is not None:
+        return cycle.model
+    return next(
+        (
+            name
+            for name, spec in svc.policy.models.items()
+            if spec.training.accept_foreign_jobs and spec.training.experiment == msg.experiment
+        ),
+        None,
+    )
 
 
 def handle_in_transaction(unit: Unit, todo: Sequence[tuple[str, Message, str]]) -> int:
@@ -134,7 +164,7 @@ def handle_in_transaction(unit: Unit, todo: Sequence[tuple[str, Message, str]]) 
     with deferring(unit):
         bus = unit.bus
         for key, message, summary in todo:
-            order = order_key(message)
+            order = order_key(message, bus.services)
             if not isinstance(message, EventIgnored) and (
                 order in waiting or "*" in waiting or (order == "*" and waiting)
             ):

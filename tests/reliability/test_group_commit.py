@@ -303,3 +303,32 @@ def test_work_that_calls_the_platform_first_is_deferred_without_being_tried(
             f"training job {cycle.job_name} submitted",
         ]
     )
+
+
+def test_other_teams_finished_jobs_do_not_wait_behind_deferred_work(tmp_path: Path) -> None:
+    """A breach's job start is deferred, so later events of its model wait behind it; other
+    teams' finished jobs concern no model and are handled in the batch's transaction, with
+    the same audit records as delivered one by one."""
+    foreign = [
+        payloads.run_event(f"team-job-{i}", status, experiment="team-experiment")
+        for i, status in enumerate(["Completed", "Failed", "Completed"])
+    ]
+    events = [payloads.monitor_breach(), *foreign]
+    one_by_one = sqlite_world(tmp_path / "one")
+    for event in events:
+        deliver(one_by_one, [event])
+    world = sqlite_world(tmp_path / "batch")
+    store = world.services.store
+    assert isinstance(store, SqliteStateStore)
+    statements: list[str] = []
+    store.db.connection().set_trace_callback(statements.append)
+    deliver(world, events)
+    store.db.connection().set_trace_callback(None)
+    deferred = [s for s in statements if s.startswith("INSERT INTO outbox") and "JobStatus" in s]
+    assert deferred == []
+
+    def records(w: World) -> list[tuple[str, str, str | None]]:
+        return sorted((r.kind.value, r.summary, r.model) for r in w.services.audit.query(limit=99))
+
+    assert records(world) == records(one_by_one)
+    assert len(world.platform.submitted) == 1

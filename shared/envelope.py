@@ -197,10 +197,9 @@ def load_json(body: bytes, *, what: str = "body") -> Any:
         check_json(_decode(parse_float=_parse_float, parse_int=_parse_int), what=what)
         raise BadEvent(f"{what}: {exc}") from exc
     strings = _SURROGATE_ESCAPE.search(text) is not None
-    deep = text.count("[") + text.count("{") > MAX_DEPTH
     if big or (strings and _suspect(value, strings=True, numbers=False)):
         check_json(value, what=what)  # names the path of what it refuses
-    elif deep and _too_deep(value):  # no escape or number to look at: only the nesting
+    elif _too_deep(value):  # no escape or number to look at: only the nesting
         check_json(value, what=what)
     return value
 

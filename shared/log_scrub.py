@@ -34,7 +34,7 @@ import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -66,10 +66,10 @@ class _Scrubbing:
 
 
 class _Last(threading.local):
-    """The record this thread scrubbed last and what it held then (see :func:`scrub_handled`)."""
+    """The record this thread scrubbed last (a weak reference) and what it held then (see
+    :func:`scrub_handled`)."""
 
-    record: Callable[[], logging.LogRecord | None] = staticmethod(lambda: None)
-    held: tuple[Any, ...] = ()
+    seen: tuple[Callable[[], object], tuple[Any, ...]] = (type(None), (None,))  # no record yet
 
 
 _last = _Last()
@@ -127,36 +127,61 @@ def _masked(value: Any, redactor: Redactor, depth: int) -> Any:
 
 
 def _scrub_extras(record: logging.LogRecord, redactor: Redactor) -> None:
-    """Mask every attribute of ``record`` that is not one of a record's own (``extra=``)."""
+    """Mask every attribute of ``record`` that is not one of a record's own (``extra=``): one
+    look at all their text together, a closer one only when that finds something."""
     attributes = record.__dict__
+    if attributes.keys() <= _STANDARD:
+        return
+    shown: dict[str, str] = {}
     for name in attributes.keys() - _STANDARD:
         value = attributes[name]
         if value is None or isinstance(value, int | float):
             continue
         try:
-            if isinstance(value, str) or redactor.needs(_shown(value)):
-                attributes[name] = _masked(value, redactor, 0)
+            shown[name] = value if isinstance(value, str) else _shown(value)
         except Exception:  # unprintable: a formatter could not print it either
+            attributes[name] = WITHHELD
+    if not shown or not redactor.needs("\n".join(shown.values())):
+        return
+    for name, text in shown.items():
+        if redactor.needs(text):
+            try:
+                attributes[name] = _masked(attributes[name], redactor, 0)
+            except Exception:  # a container that changed or cannot be copied
+                attributes[name] = WITHHELD
+
+
+def _withhold(record: logging.LogRecord, error: Exception) -> None:
+    record.msg = f"{WITHHELD} ({type(error).__name__})"
+    record.args = ()
+    record.exc_info = None
+    record.exc_text = None
+    record.stack_info = None
+    with suppress(Exception):
+        attributes = record.__dict__
+        for name in attributes.keys() - _STANDARD:
             attributes[name] = WITHHELD
 
 
-def _held(record: logging.LogRecord) -> tuple[Any, ...]:
-    """What a record holds that the scrub masks (the attributes' number: extras added)."""
+def _state(record: logging.LogRecord) -> tuple[Any, ...]:
+    """What a record holds that the scrub masks, and its number of attributes but for those a
+    Formatter adds from the rest (more: an extra field was added)."""
+    attributes = record.__dict__
     return (
         record.msg,
         record.args,
         record.exc_text,
         record.stack_info,
         id(record.exc_info),
-        len(record.__dict__),
+        len(attributes) - ("message" in attributes) - ("asctime" in attributes),
     )
 
 
 def _remember(record: logging.LogRecord) -> None:
-    try:
-        _last.record, _last.held = weakref.ref(record), _held(record)
+    try:  # weakly: a record's traceback keeps frames (and their locals) alive
+        _last.seen = (weakref.ref(record), _state(record))
     except Exception:  # a record that cannot be weakly referenced is scrubbed each time
-        _last.record, _last.held = _Last.record, ()
+        _last.seen = _Last.seen
 
 
 def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
@@ -166,34 +191,32 @@ def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRe
         _scrub(record, redactor)
         _scrub_extras(record, redactor)
     except Exception as exc:  # logging must not fail, nor print what it could not check
-        record.msg = f"{WITHHELD} ({type(exc).__name__})"
-        record.args = ()
-        record.exc_info = None
-        record.exc_text = None
-        record.stack_info = None
+        _withhold(record, exc)
     _remember(record)
     return record
 
 
 def scrub_handled(record: logging.LogRecord) -> None:
-    """Before a handler gets ``record``: scrub it unless it is the record this thread scrubbed
-    last and still holds what it held then (only its extras when attributes were added, as
-    ``Logger.makeRecord`` adds ``extra=`` after the factory)."""
+    """Before a handler gets ``record``: scrub it, unless it is the record this thread scrubbed
+    last and holds what it held then; only its extra fields when just attributes were added
+    (``Logger.makeRecord`` sets ``extra=`` fields after the factory has returned)."""
+    redactor = _Scrubbing.redactor
+    last, held = _last.seen
     try:
-        held = _held(record)
+        now = _state(record) if last() is record else ()
+        if now == held:
+            return
+        whole = not now or now[:-1] != held[:-1]
     except Exception:  # not shaped like a record: scrub_record withholds what it cannot read
-        held = ()
-    if _last.record() is record and held:
-        if _last.held == held:
-            return
-        if _last.held[:-1] == held[:-1]:
-            try:
-                _scrub_extras(record, _Scrubbing.redactor)
-            except Exception:  # never fail a log call: scrub it whole
-                scrub_record(record, _Scrubbing.redactor)
-            _remember(record)
-            return
-    scrub_record(record, _Scrubbing.redactor)
+        whole = True
+    if whole:
+        scrub_record(record, redactor)
+        return
+    try:
+        _scrub_extras(record, redactor)
+    except Exception as exc:  # never fail a log call, nor print what was not checked
+        _withhold(record, exc)
+    _remember(record)
 
 
 def current() -> Redactor:

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     scrubbing = _switch()
     print(f"log scrub from {log_scrub.__file__}; load average {os.getloadavg()}")
     for handler_count in (1, 2):
-        logger.handlers = _handlers(handler_count)  # type: ignore[assignment]  # a fresh list
+        logger.handlers = _handlers(handler_count)
         for name, log_one in _cases(logger).items():
             best: dict[bool, tuple[float, float]] = {}
             for _ in range(5):

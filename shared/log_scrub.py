@@ -114,7 +114,7 @@ def _masked(value: Any, redactor: Redactor, depth: int) -> Any:
     shape; any other object whose text needs masking becomes its masked text."""
     if isinstance(value, str):
         return _clean(value, redactor)
-    if value is None or isinstance(value, int | float):
+    if _plain(value):
         return value
     if depth < _DEPTH and isinstance(value, dict):
         return {
@@ -132,23 +132,26 @@ def _scrub_extras(record: logging.LogRecord, redactor: Redactor) -> None:
     attributes = record.__dict__
     if attributes.keys() <= _STANDARD:
         return
-    shown: dict[str, str] = {}
-    for name in attributes.keys() - _STANDARD:
+    extras = [name for name in attributes.keys() - _STANDARD if not _plain(attributes[name])]
+    texts = []
+    for name in extras:
         value = attributes[name]
-        if value is None or isinstance(value, int | float):
-            continue
         try:
-            shown[name] = value if isinstance(value, str) else _shown(value)
+            texts.append(value if isinstance(value, str) else _shown(value))
         except Exception:  # unprintable: a formatter could not print it either
             attributes[name] = WITHHELD
-    if not shown or not redactor.needs("\n".join(shown.values())):
+    if not texts or not redactor.needs("\n".join(texts)):
         return
-    for name, text in shown.items():
-        if redactor.needs(text):
-            try:
-                attributes[name] = _masked(attributes[name], redactor, 0)
-            except Exception:  # a container that changed or cannot be copied
-                attributes[name] = WITHHELD
+    for name in extras:
+        try:
+            attributes[name] = _masked(attributes[name], redactor, 0)
+        except Exception:  # a container that changed or cannot be copied
+            attributes[name] = WITHHELD
+
+
+def _plain(value: object) -> bool:
+    """A value whose text holds no secret (what a formatter prints of a number or None)."""
+    return value is None or type(value) in (int, float, bool)
 
 
 def _withhold(record: logging.LogRecord, error: Exception) -> None:

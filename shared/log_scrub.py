@@ -27,6 +27,7 @@ traceback when what it says holds a secret.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -260,6 +261,7 @@ def _install_handler_hook() -> None:
     if _ours(handle):
         return
 
+    @functools.wraps(handle)
     def scrubbing_handle(self: logging.Handler, record: logging.LogRecord) -> Any:
         scrub_handled(record)
         return handle(self, record)

@@ -9,6 +9,7 @@ environment holding secrets, whose reconciler logs a platform outage quoting a S
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -711,15 +712,12 @@ def test_a_transient_error_leaving_a_function_stays_one_a_retry_may_fix(
 def test_an_error_leaving_scrubbed_is_logged_scrubbed_even_without_the_factory(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    saved_factory, saved = logging.getLogRecordFactory(), log_scrub.current()
-    logging.setLogRecordFactory(logging.LogRecord)  # as in a process that never installed it
-    try:
+    with process_hooks_restored():  # as in a process that never installed the scrub:
+        logging.setLogRecordFactory(logging.LogRecord)
+        logging.Handler.handle = inspect.unwrap(logging.Handler.handle)  # type: ignore[method-assign]
         log_scrub._Scrubbing.redactor = Redactor([CLIENT_SECRET])
         with pytest.raises(TransientError) as raised, log_scrub.errors_scrubbed():
             raise_chained()
-    finally:
-        logging.setLogRecordFactory(saved_factory)
-        log_scrub.install(saved)
     assert "invocation failed" in caplog.text and "Traceback" in caplog.text
     assert_clean(caplog.text)
     assert str(raised.value).startswith(

@@ -43,7 +43,6 @@ from shared import log_escape
 from shared.errors import TransientError
 from shared.redact import NO_SECRETS, Redactor
 
-Traceback = TracebackType | None
 # What a record says instead of text that could not be scrubbed: never the raw text.
 WITHHELD = "[log text withheld: it could not be scrubbed of secrets]"
 
@@ -331,15 +330,15 @@ def errors_scrubbed() -> Iterator[None]:
 
 def _scrubbed_error(error: BaseException | None, tb: TracebackType | None) -> ScrubbedError | None:
     """None when what ``error`` says holds no secret; else a :class:`ScrubbedError` saying its
-    whole traceback, scrubbed."""
+    whole traceback, scrubbed. Never raises (a hook that raises has its input printed raw)."""
     redactor = _Scrubbing.redactor
     if error is None or not _says_secret(error, redactor):
         return None
     try:
         text = "".join(traceback.format_exception(type(error), error, tb)).rstrip("\n")
-    except Exception:  # unprintable: say nothing of it
+        return ScrubbedError(_clean(text, redactor))
+    except Exception:  # unprintable, or the scrub failed: say nothing of it
         return ScrubbedError(WITHHELD)
-    return ScrubbedError(_clean(text, redactor))
 
 
 def _scrubbing_excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
@@ -367,15 +366,16 @@ def _scrubbing_thread_hook(previous: Callable[..., Any]) -> Callable[..., Any]:
 def _scrubbing_unraisable_hook(previous: Callable[..., Any]) -> Callable[..., Any]:
     def unraisablehook(args: Any) -> Any:  # sys.UnraisableHookArgs, built only by Python
         scrubbed = _scrubbed_error(args.exc_value, args.exc_traceback)
-        said = f"{args.err_msg or 'Exception ignored in'}: {args.object!r}"
-        if scrubbed is None and not _Scrubbing.redactor.needs(said):
+        message, about = args.err_msg, args.object
+        with suppress(Exception):  # a repr that fails: Python's own hook says so
+            said = f"{args.err_msg or 'Exception ignored in'}: {args.object!r}"
+            if _Scrubbing.redactor.needs(said):  # what it was ignored in (a repr) holds one
+                message, about = _clean(said, _Scrubbing.redactor), None
+        if scrubbed is None and message is args.err_msg:
             return previous(args)
         kind, error, tb = args.exc_type, args.exc_value, args.exc_traceback
         if scrubbed is not None:
             kind, error, tb = ScrubbedError, scrubbed, None
-        message, about = args.err_msg, args.object
-        if _Scrubbing.redactor.needs(said):  # what it was ignored in (a repr) holds one
-            message, about = _clean(said, _Scrubbing.redactor), None
         return previous(type(args)((kind, error, tb, message, about)))
 
     return unraisablehook

@@ -325,6 +325,29 @@ def test_fields_passed_with_extra_are_masked_whatever_prints_them(
     assert printed_fields["status"] == 503
 
 
+def test_an_extra_field_that_cannot_be_printed_is_withheld_and_the_call_still_logs(
+    scrubbing: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot print")
+
+        def __repr__(self) -> str:
+            return f"Unprintable({URL})"
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s: %(client)s"))
+    logger = logging.getLogger("somelib")
+    logger.addHandler(handler)
+    try:
+        logger.warning("client gone", extra={"client": Unprintable()})
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == f"client gone: {log_scrub.WITHHELD}\n"
+    assert capsys.readouterr().err == ""  # no "--- Logging error ---"
+
+
 def test_a_record_no_factory_made_is_masked_before_any_handler_gets_it(
     scrubbing: None, written: io.StringIO
 ) -> None:
@@ -354,7 +377,7 @@ def test_a_record_no_factory_made_is_masked_before_any_handler_gets_it(
         logging.LogRecord("queued", logging.INFO, __file__, 1, f"auth {CLIENT_SECRET}", (), None)
     )
     logging.setLogRecordFactory(logging.LogRecord)  # a library's factory, installed after ours
-    sdk.warning("retrying %s", URL)
+    sdk.warning("retrying %(url)s", {"url": URL})  # Logger.makeRecord with mapping args
     lines = written.getvalue().splitlines()
     assert_clean(written.getvalue())
     assert lines == [

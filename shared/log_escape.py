@@ -42,8 +42,9 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_escape_char, text)
 
 
-def _ours(name: str) -> bool:
-    return name.split(".", 1)[0] in OUR_LOGGERS
+def _ours(name: object) -> bool:
+    # logging.makeLogRecord calls the factory with name None, then sets the attributes
+    return isinstance(name, str) and name.split(".", 1)[0] in OUR_LOGGERS
 
 
 def _format_exception(exc_info: Any) -> str:

@@ -9,9 +9,14 @@ environment holding secrets, whose reconciler logs a platform outage quoting a S
 
 from __future__ import annotations
 
+import inspect
 import io
+import json
 import logging
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,14 +45,27 @@ ANY_SECRET = st.text(
 )
 
 
+@contextmanager
+def process_hooks_restored() -> Iterator[None]:
+    """Afterwards the process's record factory, ``Handler.handle``, exception hooks and
+    secrets are what they were before."""
+    saved = (logging.getLogRecordFactory(), logging.Handler.handle, log_scrub.current())
+    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(saved[0])
+        logging.Handler.handle = saved[1]  # type: ignore[method-assign]
+        log_scrub._Scrubbing.redactor = saved[2]
+        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+
+
 @pytest.fixture
 def scrubbing() -> Iterator[None]:
-    """The scrub installed with the two configured secrets; the process's factory restored."""
-    saved_factory, saved = logging.getLogRecordFactory(), log_scrub.current()
-    log_scrub.install(Redactor([CONFIGURED, CLIENT_SECRET]))
-    yield
-    logging.setLogRecordFactory(saved_factory)
-    log_scrub.install(saved)
+    """The scrub installed with the two configured secrets; the process's hooks restored."""
+    with process_hooks_restored():
+        log_scrub.install(Redactor([CONFIGURED, CLIENT_SECRET]))
+        yield
 
 
 @pytest.fixture
@@ -229,6 +247,262 @@ def test_a_secret_holding_a_line_break_is_masked_in_our_escaped_records(
     text = written.getvalue()
     assert secret not in text and log_escape.escape(secret) not in text
     assert "stderr: [***]" in text
+
+
+class JsonFields(logging.Formatter):
+    """A JSON log formatter as structured-logging setups use: the message and every field
+    passed with ``extra=``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        own = vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message"}
+        fields = {k: v for k, v in vars(record).items() if k not in own}
+        return json.dumps({"message": record.getMessage(), **fields}, default=str)
+
+
+class Collect(logging.Handler):
+    """Keeps the records it is handed, as a handler that reads their fields would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("logger_name", ["azure.storage.blob", "shared.lifecycle"])
+def test_fields_passed_with_extra_are_masked_whatever_prints_them(
+    logger_name: str, scrubbing: None
+) -> None:
+    """``extra=`` fields become record attributes after the factory has run; ``%(field)s``
+    and JSON formatters print them. Strings are masked, also inside dicts (keys too) and
+    lists, and an object whose text holds a secret becomes its masked text; the rest keeps
+    its shape and type."""
+    stream, collect = io.StringIO(), Collect()
+    printed = logging.StreamHandler(stream)
+    printed.setFormatter(logging.Formatter("%(message)s url=%(url)s request=%(request)r"))
+    as_json = logging.StreamHandler(stream)
+    as_json.setFormatter(JsonFields())
+    logger = logging.getLogger(logger_name)
+    for handler in (printed, as_json, collect):  # all added after the scrub was installed
+        logger.addHandler(handler)
+    request = {
+        "headers": {"Authorization": f"Bearer {CLIENT_SECRET}", "Accept": "json"},
+        "query": [f"sig={UNCONFIGURED}", "sv=2021"],
+        "attempt": 2,
+        CONFIGURED: "a secret as a key",
+    }
+    try:
+        logger.warning(
+            "upload failed",
+            extra={
+                "url": URL,
+                "request": request,
+                "error": ConnectionError(f"reset by {OTHER_URL}"),
+                "status": 503,
+                "elapsed": 0.25,
+            },
+        )
+    finally:
+        for handler in (printed, as_json, collect):
+            logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert_clean(text)
+    assert "url=https://acct.blob.core.windows.net/c/b?sv=2021&sig=***" in text
+    (record,) = collect.records
+    fields = vars(record)
+    assert fields["request"] == {
+        "headers": {"Authorization": "Bearer ***", "Accept": "json"},
+        "query": ["sig=***", "sv=2021"],
+        "attempt": 2,
+        "***": "a secret as a key",
+    }
+    assert request["query"] == [f"sig={UNCONFIGURED}", "sv=2021"]  # the caller's dict intact
+    assert fields["error"] == f"reset by {OTHER_URL.replace(UNCONFIGURED, '***')}"
+    assert (fields["status"], fields["elapsed"]) == (503, 0.25)
+    printed_fields = json.loads(text.splitlines()[-1])
+    assert printed_fields["request"]["query"] == ["sig=***", "sv=2021"]
+    assert printed_fields["status"] == 503
+
+
+def test_an_extra_field_that_cannot_be_printed_is_withheld_and_the_call_still_logs(
+    scrubbing: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot print")
+
+        def __repr__(self) -> str:
+            return f"Unprintable({URL})"
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s: %(client)s"))
+    logger = logging.getLogger("somelib")
+    logger.addHandler(handler)
+    try:
+        logger.warning("client gone", extra={"client": Unprintable()})
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == f"client gone: {log_scrub.WITHHELD}\n"
+    assert capsys.readouterr().err == ""  # no "--- Logging error ---"
+
+
+def test_a_record_no_factory_made_is_masked_before_any_handler_gets_it(
+    scrubbing: None, written: io.StringIO
+) -> None:
+    """Records the factory never saw: a ``LogRecord`` built directly or by
+    ``logging.makeLogRecord`` (mapping args) handed to ``Logger.handle`` (as a socket log
+    receiver does) or straight to a handler (as ``QueueListener`` does), and the records of a
+    factory installed later that does not chain to ours. The handler was added after the
+    scrub was installed, as the Functions worker adds its own."""
+    sdk = logging.getLogger("azure.storage.blob")
+    built = logging.LogRecord(sdk.name, logging.WARNING, __file__, 1, "GET %s", (URL,), None)
+    sdk.handle(built)
+    received = logging.makeLogRecord(
+        {
+            "name": "somelib",
+            "levelno": logging.ERROR,
+            "levelname": "ERROR",
+            "msg": "token %(token)s for %(url)s",
+            "args": {"token": CLIENT_SECRET, "url": OTHER_URL},
+            "url": URL,  # a field, as a sender's extra=
+        }
+    )
+    logging.getLogger("somelib").handle(received)
+    (root_handler,) = [
+        h for h in logging.getLogger().handlers if getattr(h, "stream", None) is written
+    ]
+    root_handler.handle(
+        logging.LogRecord("queued", logging.INFO, __file__, 1, f"auth {CLIENT_SECRET}", (), None)
+    )
+    logging.setLogRecordFactory(logging.LogRecord)  # a library's factory, installed after ours
+    sdk.warning("retrying %(url)s", {"url": URL})  # Logger.makeRecord with mapping args
+    lines = written.getvalue().splitlines()
+    assert_clean(written.getvalue())
+    assert lines == [
+        "WARNING azure.storage.blob GET https://acct.blob.core.windows.net/c/b?sv=2021&sig=***",
+        f"ERROR somelib token *** for {OTHER_URL.replace(UNCONFIGURED, '***')}",
+        "INFO queued auth ***",
+        "WARNING azure.storage.blob retrying "
+        "https://acct.blob.core.windows.net/c/b?sv=2021&sig=***",
+    ]
+    assert vars(received)["url"] == "https://acct.blob.core.windows.net/c/b?sv=2021&sig=***"
+
+
+def test_a_record_changed_after_the_factory_is_scrubbed_again(
+    scrubbing: None, written: io.StringIO
+) -> None:
+    """A record made by ``Logger.makeRecord`` (scrubbed by the factory) and changed before it
+    is handled: the handler still gets it masked."""
+    logger = logging.getLogger("somelib")
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "GET %s", (URL,), None)
+    record.msg, record.args = "token %s", (CLIENT_SECRET,)
+    logger.handle(record)
+    assert written.getvalue() == "WARNING somelib token ***\n"
+
+
+class Holder:
+    """An object whose clean-up fails quoting a SAS URL (Python reports it as unraisable)."""
+
+    def __del__(self) -> None:
+        raise OSError(f"closing {OTHER_URL}")
+
+
+class Client:
+    """An object whose repr quotes a SAS URL."""
+
+    def __repr__(self) -> str:
+        return f"Client({URL})"
+
+
+def test_an_uncaught_exception_reaches_the_previous_hook_scrubbed() -> None:
+    """``sys.excepthook``, ``threading.excepthook`` and ``sys.unraisablehook`` print an uncaught
+    exception to stderr, outside logging. After ``install`` the hook that was there gets one
+    whose message holds a secret as a ``ScrubbedError`` with its traceback scrubbed, any other
+    as it is; installing again wraps none of them twice."""
+    main: list[tuple[Any, ...]] = []
+    threads: list[threading.ExceptHookArgs] = []
+    unraisable: list[Any] = []
+    with process_hooks_restored():
+        sys.excepthook = lambda *args: main.append(args)
+        threading.excepthook = threads.append
+        sys.unraisablehook = unraisable.append
+        log_scrub.install(Redactor([CONFIGURED, CLIENT_SECRET]))
+        hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
+        log_scrub.install(Redactor([CONFIGURED, CLIENT_SECRET]))
+        assert (sys.excepthook, threading.excepthook, sys.unraisablehook) == hooks
+        try:
+            raise_chained()
+        except TransientError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)  # as Python calls it
+        plain = ValueError("nothing secret here")
+        sys.excepthook(ValueError, plain, None)
+        thread = threading.Thread(target=raise_chained, name="uploader")
+        thread.start()
+        thread.join()
+        Holder()  # dropped at once: its __del__ raises
+        closed = OSError("already closed")  # in an object whose repr quotes a SAS URL
+        sys.unraisablehook(type(unraisable[0])((OSError, closed, None, None, Client())))
+    (kind, error, tb), passed_on = main
+    assert (kind, tb) == (log_scrub.ScrubbedError, None)
+    assert str(error).startswith("Traceback (most recent call last):")
+    assert "The above exception was the direct cause of the following exception:" in str(error)
+    assert_clean(str(error))
+    assert passed_on == (ValueError, plain, None)
+    (in_thread,) = threads
+    assert in_thread.exc_type is log_scrub.ScrubbedError and in_thread.thread is thread
+    assert_clean(str(in_thread.exc_value))
+    ignored, in_client = unraisable
+    assert ignored.exc_type is log_scrub.ScrubbedError
+    assert "OSError: closing https://acct.blob.core.windows.net/c/b?" in str(ignored.exc_value)
+    assert_clean(str(ignored.exc_value))
+    assert (in_client.exc_value, in_client.object) == (closed, None)
+    assert in_client.err_msg == (  # the ")" goes with the credential part it ends
+        "Exception ignored in: Client(https://acct.blob.core.windows.net/c/b?sv=2021&sig=***"
+    )
+
+
+def test_uncaught_exceptions_print_no_secret_to_stderr_after_importing_the_app() -> None:
+    """A real process: importing ``function_app`` installs the hooks; a thread, an object's
+    clean-up and the main thread then die of exceptions quoting secrets."""
+    import os
+    import subprocess
+
+    script = (
+        "import threading\n"
+        "import function_app\n"
+        "def upload():\n"
+        f"    raise RuntimeError('upload to ' + {URL!r} + ' failed')\n"
+        "thread = threading.Thread(target=upload, name='uploader')\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "from tests.reliability.test_log_scrub import Holder\n"
+        "Holder()\n"
+        "from shared.errors import TransientError\n"
+        f"raise TransientError('auth with ' + {CLIENT_SECRET!r} + ' refused')\n"
+    )
+    env = {
+        **os.environ,
+        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+        "AUTOPILOT_STORAGE_SAS": f"sv=2021&sig={CONFIGURED}",
+    }
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert_clean(done.stderr)
+    assert "Exception in thread uploader:" in done.stderr
+    assert "RuntimeError: upload to https://acct.blob.core.windows.net/c/b?***" in done.stderr
+    assert "Exception ignored in: <function Holder.__del__ at " in done.stderr
+    assert "OSError: closing https://acct.blob.core.windows.net/c/b?" in done.stderr
+    assert "TransientError: auth with *** refused" in done.stderr
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -461,15 +735,12 @@ def test_a_transient_error_leaving_a_function_stays_one_a_retry_may_fix(
 def test_an_error_leaving_scrubbed_is_logged_scrubbed_even_without_the_factory(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    saved_factory, saved = logging.getLogRecordFactory(), log_scrub.current()
-    logging.setLogRecordFactory(logging.LogRecord)  # as in a process that never installed it
-    try:
+    with process_hooks_restored():  # as in a process that never installed the scrub:
+        logging.setLogRecordFactory(logging.LogRecord)
+        logging.Handler.handle = inspect.unwrap(logging.Handler.handle)  # type: ignore[method-assign]
         log_scrub._Scrubbing.redactor = Redactor([CLIENT_SECRET])
         with pytest.raises(TransientError) as raised, log_scrub.errors_scrubbed():
             raise_chained()
-    finally:
-        logging.setLogRecordFactory(saved_factory)
-        log_scrub.install(saved)
     assert "invocation failed" in caplog.text and "Traceback" in caplog.text
     assert_clean(caplog.text)
     assert str(raised.value).startswith(

@@ -58,6 +58,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "shared/normalise.py": [
         "tests/unit/test_spec_normalise.py",
+        "tests/unit/test_normalise_pinned.py",
         "tests/unit/test_intake.py",
         # the property tests only check "a message or a bad event", for 15 s per mutant
         "--deselect",

@@ -41,17 +41,23 @@ class CIDict:
     def raw(self, key: str) -> Any:
         return self._data.get(key.lower())
 
-    def text(self, key: str, *, required: bool = False) -> str | None:
+    def text(self, key: str) -> str | None:
+        """The value of ``key`` as bounded text; None when null or absent."""
         value = self.raw(key)
         if value is None:
-            if required:
-                raise BadEvent(f"{self.where}: missing {key!r}")
             return None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise BadEvent(f"{self.where}: {key!r} must be a string, got {type(value).__name__}")
         text = str(value)
         if len(text) > MAX_TEXT:
             raise BadEvent(f"{self.where}: {key!r} is longer than {MAX_TEXT} characters")
+        return text
+
+    def required(self, key: str) -> str:
+        """As ``text``, but null or absent is a bad event naming the key."""
+        text = self.text(key)
+        if text is None:
+            raise BadEvent(f"{self.where}: missing {key!r}")
         return text
 
     def mapping(self, key: str) -> dict[str, str]:
@@ -89,8 +95,7 @@ def _data(envelope: Envelope) -> CIDict:
 
 def normalise_azureml(envelope: Envelope, policy: Policy) -> Message:
     """Turn one Azure ML system event into a message. Raises BadEvent for malformed data."""
-    kind = envelope.type.removeprefix(AML) if envelope.type.startswith(AML) else ""
-    reader = _AZUREML.get(kind)
+    reader = _AZUREML.get(envelope.type)
     if reader is None:
         return EventIgnored(envelope.type or "(none)", "event type not handled", envelope.dedup_key)
     return reader(envelope, policy)
@@ -98,8 +103,8 @@ def normalise_azureml(envelope: Envelope, policy: Policy) -> Message:
 
 def _model_registered(envelope: Envelope, policy: Policy) -> Message:
     data = _data(envelope)
-    name = data.text("modelName", required=True) or ""
-    version = data.text("modelVersion", required=True) or ""
+    name = data.required("modelName")
+    version = data.required("modelVersion")
     return ModelRegistered(name, version, data.mapping("modelTags"), envelope.dedup_key)
 
 
@@ -115,16 +120,16 @@ def _run_event(envelope: Envelope, policy: Policy, *, completed: bool) -> Messag
     """A run that ended (a job of ours, or one to adopt), or a model monitor's breach."""
     key = envelope.dedup_key
     data = _data(envelope)
-    run_id = data.text("runId", required=True) or ""
+    run_id = data.required("runId")
     tags = data.mapping("runTags")
     experiment = data.text("experimentName") or ""
     breach = next((v for k, v in tags.items() if k.lower() == MONITOR_BREACH_TAG), None)
     if breach is not None:
-        return _monitor_breach(envelope, policy, data, breach)
+        return _monitor_breach(envelope, policy, data, breach, run_id, experiment)
     if completed:
         status = "Completed"
     else:
-        raw_status = data.text("runStatus", required=True) or ""
+        raw_status = data.required("runStatus")
         known = azure_run_status(raw_status)
         if known is None or not known.is_terminal:
             return EventIgnored(
@@ -134,11 +139,11 @@ def _run_event(envelope: Envelope, policy: Policy, *, completed: bool) -> Messag
     return JobStatusChanged(run_id, status, tags, key, experiment)
 
 
-def _monitor_breach(envelope: Envelope, policy: Policy, data: CIDict, breach: str) -> Message:
+def _monitor_breach(
+    envelope: Envelope, policy: Policy, data: CIDict, breach: str, run_id: str, experiment: str
+) -> Message:
     """v2 model monitoring: a breach is a drift signal of the model bound to the monitor."""
     key = envelope.dedup_key
-    run_id = data.text("runId", required=True) or ""
-    experiment = data.text("experimentName") or ""
     texts = [breach, experiment, run_id, *data.mapping("runProperties").values()]
     binding = policy.bind_monitor(texts)
     if binding is None:
@@ -160,7 +165,7 @@ def _monitor_breach(envelope: Envelope, policy: Policy, data: CIDict, breach: st
 def _dataset_drift(envelope: Envelope, policy: Policy) -> Message:
     """v1 data drift: a drift signal of the model bound to the drift monitor."""
     data = _data(envelope)
-    name = data.text("dataDriftName", required=True) or ""
+    name = data.required("dataDriftName")
     binding = policy.bind_datadrift(name)
     evidence = {
         k: data.text(k)
@@ -186,13 +191,13 @@ def _model_deployed(envelope: Envelope, policy: Policy) -> Message:
     )
 
 
-# Azure ML event type (after ``Microsoft.MachineLearningServices.``) -> its reader
+# Azure ML event type -> its reader
 _AZUREML: dict[str, Callable[[Envelope, Policy], Message]] = {
-    "ModelRegistered": _model_registered,
-    "RunCompleted": _run_completed,
-    "RunStatusChanged": _run_status_changed,
-    "DatasetDriftDetected": _dataset_drift,
-    "ModelDeployed": _model_deployed,
+    AML + "ModelRegistered": _model_registered,
+    AML + "RunCompleted": _run_completed,
+    AML + "RunStatusChanged": _run_status_changed,
+    AML + "DatasetDriftDetected": _dataset_drift,
+    AML + "ModelDeployed": _model_deployed,
 }
 
 
@@ -231,10 +236,10 @@ def parse_alert(payload: Any, policy: Policy) -> Message:
     essentials = CIDict(data, "alert.data").obj("essentials")
     if essentials is None:
         raise BadEvent("alert: missing object 'data.essentials'")
-    alert_id = essentials.text("alertId", required=True) or ""
-    rule = essentials.text("alertRule", required=True) or ""
+    alert_id = essentials.required("alertId")
+    rule = essentials.required("alertRule")
     rule_id = essentials.text("alertRuleId") or ""
-    condition = essentials.text("monitorCondition", required=True) or ""
+    condition = essentials.required("monitorCondition")
     if condition not in ("Fired", "Resolved"):
         raise BadEvent(f"alert: monitorCondition must be 'Fired' or 'Resolved', got {condition!r}")
     when = essentials.text("resolvedDateTime" if condition == "Resolved" else "firedDateTime")

@@ -248,13 +248,18 @@ class _TerminalSafe:
     """A text stream for people: outside text printed through it (event subjects, alert
     names, reasons in tables and sentences) cannot clear the screen, set the title or
     overwrite a line. Each such character is written as ``\\uXXXX``, which inside a JSON
-    string (``--json``) is the same character, so JSON output stays valid and equal."""
+    string (``--json``) is the same character, so JSON output stays valid and equal. Any
+    configured secret or credential part in it is masked first, as in a log line (an error
+    that echoes an argument: a file name that is a SAS URL)."""
 
     def __init__(self, stream: typing.TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(_TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+        from shared import log_scrub
+
+        safe = log_scrub.current().text(text)
+        self._stream.write(_TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", safe))
         return len(text)
 
     def __getattr__(self, name: str) -> typing.Any:

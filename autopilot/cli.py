@@ -248,17 +248,19 @@ class _TerminalSafe:
     """A text stream for people: outside text printed through it (event subjects, alert
     names, reasons in tables and sentences) cannot clear the screen, set the title or
     overwrite a line. Each such character is written as ``\\uXXXX``, which inside a JSON
-    string (``--json``) is the same character, so JSON output stays valid and equal. Any
-    configured secret or credential part in it is masked first, as in a log line (an error
-    that echoes an argument: a file name that is a SAS URL)."""
+    string (``--json``) is the same character, so JSON output stays valid and equal. On
+    stderr, any configured secret or credential part is masked first, as in a log line (an
+    error that echoes an argument: a file name that is a SAS URL). stdout is the service's
+    data, scrubbed where it was stored; masking its JSON text again could break it."""
 
-    def __init__(self, stream: typing.TextIO) -> None:
+    def __init__(self, stream: typing.TextIO, *, scrub: bool = False) -> None:
         self._stream = stream
+        self._scrub = scrub
 
     def write(self, text: str) -> int:
         from shared import log_scrub
 
-        safe = log_scrub.current().text(text)
+        safe = log_scrub.current().text(text) if self._scrub else text
         self._stream.write(_TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", safe))
         return len(text)
 
@@ -269,7 +271,7 @@ class _TerminalSafe:
 def main(argv: Sequence[str] | None = None) -> int:
     saved = sys.stdout, sys.stderr
     sys.stdout = typing.cast(typing.TextIO, _TerminalSafe(sys.stdout))
-    sys.stderr = typing.cast(typing.TextIO, _TerminalSafe(sys.stderr))
+    sys.stderr = typing.cast(typing.TextIO, _TerminalSafe(sys.stderr, scrub=True))
     try:
         return _main(argv)
     finally:

@@ -97,6 +97,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "shared/lifecycle.py": [
         "tests/unit/test_spec_lifecycle.py",
+        "tests/unit/test_lifecycle_pinned.py",
         "tests/unit/test_spec_signals.py",
         "tests/unit/test_lifecycle.py",
         "tests/embedded/test_cleanup.py",

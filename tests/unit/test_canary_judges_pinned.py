@@ -65,9 +65,9 @@ def test_the_full_step_reads_lives_last_window_on_the_rollouts_endpoint() -> Non
     assert full.evidence["live_requests"] == 800  # the 50% step: two looks of 400
 
 
-def promoted(world: World) -> Any:
+def promoted(world: World, cycle: Any = None) -> Any:
     """Healthy steps with live serving (none at 100%) until promotion."""
-    cycle = registered_and_rolling(world)
+    cycle = cycle or registered_and_rolling(world)
     for _ in range(30):
         if cycle.state is not CycleState.ROLLING_OUT:
             break
@@ -92,7 +92,10 @@ def test_the_watch_reads_both_deployments_on_the_rollouts_endpoint() -> None:
     assert (rolled.evidence["new_requests"], rolled.evidence["live_requests"]) == (300, 800)
 
 
-def test_the_watch_after_two_steps_compares_with_the_first_steps_window() -> None:
+def test_after_two_steps_the_full_step_and_the_watch_compare_with_the_whole_first_step() -> None:
+    """``steps: [50, 100]``, the 50% step three looks long (its first two before any request
+    reached the new deployment), the 100% step two: live's baseline is the whole 50% step
+    (1,200 requests), and the 100% decision's band lists the 100% step's looks only."""
     world = make_world(
         make_policy(
             rollout__analysis="sequential",
@@ -100,11 +103,19 @@ def test_the_watch_after_two_steps_compares_with_the_first_steps_window() -> Non
             rollout__sequential={"check_every": "30s", "max_bake": "10m"},
         )
     )
-    cycle = promoted(world)
+    cycle = registered_and_rolling(world)
+    for _ in range(2):
+        cycle = serve_and_look(world, cycle, new=(0, 0, 50.0), live=(400, 0, 50.0))
+    cycle = promoted(world, cycle)
     first, full = cycle.rollout.steps
+    window = f"({first.at.isoformat()} to {full.at.isoformat()})"
+    (passed,) = [d for d in decisions(world, cycle.id) if d.summary == "canary at 100% healthy"]
+    assert window in passed.evidence["baseline"]
+    assert passed.evidence["live_requests"] == 1200
+    assert [b["at"] > full.at.isoformat() for b in passed.evidence["bounds"]] == [True, True]
     rolled = rolled_back_in_watch(world, cycle)
-    assert f"({first.at.isoformat()} to {full.at.isoformat()})" in rolled.evidence["baseline"]
-    assert rolled.evidence["live_requests"] == 800  # the 50% step: two looks of 400
+    assert window in rolled.evidence["baseline"]
+    assert rolled.evidence["live_requests"] == 1200
 
 
 def one_step_world() -> World:

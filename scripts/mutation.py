@@ -78,6 +78,7 @@ MODULES: dict[str, list[str]] = {
         "tests/unit/test_spec_sequential.py",
         "tests/unit/test_spec_rollout.py",
         "tests/unit/test_rollout_sequential.py",
+        "tests/unit/test_canary_judges_pinned.py",
     ],
     "shared/estimation.py": [
         "tests/unit/test_spec_estimation.py",

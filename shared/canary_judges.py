@@ -9,7 +9,8 @@ pass the step, roll back, or keep looking. Each look's bounds are kept in the ro
 ``checks`` (the console plots them).
 
 At the 100% step live serves nothing; its requests from the step before stand in for it
-(its last window with traffic), and the evidence says so. Such a window from another time is
+(its last window with traffic: with ``steps: [100]``, as long a window before the step as the
+step has lasted), and the evidence says so. Such a window from another time is
 compared on errors only: its latencies measure that moment's load on the machine as much as
 the deployment (a healthy model was seen rolled back for the slow requests of a loaded
 machine), so latency is judged only against live traffic of the same moments. A step's first
@@ -87,16 +88,23 @@ def _live_requests(
     of the step before (and a note): the few requests still in flight when the traffic moved
     are no sample of it, and judged as one they kept the step from ever passing."""
     assert ro.previous is not None
-    steps = ro.steps
     live = _requests(svc, ro, ro.previous, started, warm, now)
-    if len(steps) < 2 or (steps[-1].traffic.get(ro.previous) and live.requests):
+    if ro.steps[-1].traffic.get(ro.previous) and live.requests:
         return live, None
-    before = steps[-2].at
+    before = _window_before(ro, started, now)
     baseline = svc.metrics.deployment_requests(ro.endpoint, ro.previous, before, started)
     return errors_only(baseline), (
         f"{ro.previous} serves no traffic at this step: compared with its last window "
         f"with traffic ({before.isoformat()} to {started.isoformat()}), on errors only"
     )
+
+
+def _window_before(ro: RolloutState, end: datetime, now: datetime) -> datetime:
+    """Where live's last window with traffic before the step that began at ``end`` starts:
+    at the step before; with none (``steps: [100]``), as long before ``end`` as the step has
+    lasted until ``now`` (live served all traffic then)."""
+    steps = ro.steps
+    return steps[-2].at if len(steps) > 1 else end - (now - end)
 
 
 def _ro(cycle: Cycle) -> RolloutState:
@@ -265,10 +273,10 @@ def look_at_watch(
     spec = svc.policy.models[cycle.model].rollout
     ro = _ro(cycle)
     assert spec is not None
-    steps = ro.steps
-    if not ro.previous or len(steps) < 2:
+    if not ro.previous:
         return None
-    start, end = steps[-2].at, steps[-1].at
+    end = ro.steps[-1].at
+    start = _window_before(ro, end, promoted)
     new = svc.metrics.deployment_requests(ro.endpoint, ro.deployment, promoted, now)
     live = errors_only(svc.metrics.deployment_requests(ro.endpoint, ro.previous, start, end))
     verdict = judge(new, live, settings_of(spec))
@@ -285,7 +293,7 @@ def look_at_watch(
         "new_requests": verdict.new_requests,
         "live_requests": verdict.live_requests,
         "errors": _bound(verdict.errors),
-        "latency": _bound(verdict.latency),
+        "latency": None,  # live's window is judged on errors only: no latency bound
         "sentence": verdict.why,
     }
     return verdict.why, evidence

@@ -298,17 +298,17 @@ def serve(*, host: str, port: int, policy: Path, data_dir: Path) -> int:
     else:
         print(f"  Function keys: {', '.join(service.keys)} (send as x-functions-key)")
     sys.stdout.flush()
-    marker = write_serve_marker(data_dir, service.url)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # stop as on Ctrl-C
-    try:
+    try:  # a Ctrl-C right after the marker is written still removes it
+        write_serve_marker(data_dir, service.url)
         while not stopping.wait(3600):
             pass
         print("stopping ...")
     except KeyboardInterrupt:
         print("\nstopping ...")
     finally:
-        remove_serve_marker(marker)
+        remove_serve_marker(data_dir / SERVE_MARKER)  # only if it is still ours (its pid)
         service.stop(leave_jobs_running=True)  # a restart adopts them: no cycle fails
     return 0
 

@@ -652,10 +652,16 @@ def test_a_sequential_rollback_carries_the_looks_evidence_and_its_ticks_key() ->
 
 
 def test_a_sequential_pass_of_the_last_step_promotes_with_the_looks_sentence() -> None:
+    """``steps: [100]``: live serves nothing at the step; it served everything before it."""
     world = make_world()
+    began = world.clock.now()
+    for half_minute in range(1, 21):
+        world.metrics.serve(
+            LIVE["credit"], began - timedelta(seconds=30 * half_minute), 30, 300, 0, 50.0
+        )
     cycle, _ = start(world, steps=[100], **SEQUENTIAL)
     for look in range(10):
-        written = sequential_look(world, f"look-{look}", (300, 0), (300, 0))
+        written = sequential_look(world, f"look-{look}", (300, 0), (0, 0))
         if world.store.must(cycle.id).state is not CycleState.ROLLING_OUT:
             break
     assert keys(written) == {f"look-{look}"}

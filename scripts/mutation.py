@@ -73,6 +73,7 @@ MODULES: dict[str, list[str]] = {
     "shared/sequential.py": [
         "tests/unit/test_spec_sequential.py",
         "tests/unit/test_sequential.py",
+        "tests/unit/test_sequential_pinned.py",
     ],
     "shared/canary_judges.py": [
         "tests/unit/test_spec_sequential.py",

@@ -95,11 +95,11 @@ def _log_mixture(s: float, v: float, rho: float) -> float:
 
 
 def boundary(v: float, alpha: float, rho: float) -> float:
-    """The smallest sum ``s`` at which the one-sided mixture reaches ``1/alpha`` (bisection)."""
+    """The smallest sum ``s`` at which the one-sided mixture reaches ``1/alpha`` (bisection).
+
+    The bracket's top is above it: there the mixture is ``2 Phi(.)/alpha``, ``Phi(.) > 1/2``."""
     target = math.log(1.0 / alpha)
     low, high = 0.0, math.sqrt((v + rho) * (2.0 * target + math.log((v + rho) / rho))) + 1.0
-    while _log_mixture(high, v, rho) < target:
-        high *= 2.0
     for _ in range(100):
         mid = 0.5 * (low + high)
         if _log_mixture(mid, v, rho) < target:
@@ -179,6 +179,7 @@ def _latency_bound(
     live_p95 = percentile(live.latencies_ms, 95)
     slow_new = sum(1 for ms in new.latencies_ms if ms > live_p95)
     slow_live = sum(1 for ms in live.latencies_ms if ms > live_p95)
+    # the mixture is tuned to a harm of twice the tolerance, as delta is for errors
     lat_rho = rho_for(settings.latency_tolerance * 2.0, settings.alpha)
     a, b = settings.alpha, settings.beta
     bound = difference_bound(

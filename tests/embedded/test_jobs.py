@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,7 +187,13 @@ def test_evaluation_document(platform: LocalMLPlatform) -> None:
 def test_status_events_in_event_grid_schema(platform: LocalMLPlatform, sink: ListEventSink) -> None:
     platform.submit_job(request("job-events", "pass"))
     finished(platform, "job-events")
-    mine = [e for e in sink.events if e["data"].get("runId") == "job-events"]
+
+    def mine_so_far() -> list[dict[str, Any]]:
+        return [e for e in sink.events if e["data"].get("runId") == "job-events"]
+
+    # the job's end is recorded before its events are sent (by the job's watcher thread)
+    assert wait_until(lambda: len(mine_so_far()) >= 4, 30)
+    mine = mine_so_far()
     kinds = [(e["eventType"].rsplit(".", 1)[1], e["data"]["runStatus"]) for e in mine]
     assert kinds == [
         ("RunStatusChanged", "Queued"),

@@ -92,6 +92,7 @@ MODULES: dict[str, list[str]] = {
     "shared/estimated_performance.py": [
         "tests/unit/test_spec_estimated_performance.py",
         "tests/unit/test_performance.py",
+        "tests/unit/test_estimated_performance_pinned.py",
     ],
     "shared/policy_estimate.py": [  # when an estimate is a signal (split from the policy)
         "tests/unit/test_spec_estimated_performance.py",

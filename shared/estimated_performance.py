@@ -81,11 +81,13 @@ def _estimate(
 
 
 def _evaluation(svc: Services, job: str) -> dict[str, Any]:
+    """The job's evaluation document (a dict: both adapters raise PermanentError for any
+    other JSON) and its per-example columns; {} when there is none."""
     try:
         document = svc.platform.get_evaluation(job)
     except (NotFound, PermanentError):
         return {}
-    examples = document.get("examples") if isinstance(document, dict) else None
+    examples = document.get("examples")
     return {"document": document, "examples": examples if isinstance(examples, dict) else {}}
 
 

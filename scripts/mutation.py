@@ -84,6 +84,7 @@ MODULES: dict[str, list[str]] = {
     "shared/estimation.py": [
         "tests/unit/test_spec_estimation.py",
         "tests/unit/test_estimation.py",
+        "tests/unit/test_estimation_pinned.py",
     ],
     "shared/loss_estimation.py": [
         "tests/unit/test_spec_loss_estimation.py",

@@ -42,8 +42,9 @@ class Calibrator:
     values: FloatArray  # calibrated probability from each knot on
 
     def __call__(self, scores: FloatArray) -> FloatArray:
-        index = np.searchsorted(self.knots, scores, side="right") - 1
-        return self.values[np.clip(index, 0, len(self.values) - 1)]
+        index = np.searchsorted(self.knots, scores, side="right") - 1  # at most the last knot
+        probs: FloatArray = self.values[np.maximum(index, 0)]
+        return probs
 
 
 def _finite(name: str, values: Any) -> FloatArray:

@@ -27,6 +27,18 @@ def test_the_readme_quotes_the_recorded_intake_run() -> None:
         f"batched through `POST /api/events` {_events_per_s(intake['batched_events_per_s'])} "
         f"in the median of three runs (p99 {_micros(batched['per_event_s']['p99'])};"
     ) in readme
-    assert f"per event {intake['per_event_events_per_s']:,.0f} events/s" in readme
-    met = "is met only by the fastest run" if max(batched["runs_events_per_s"]) >= 5000 else ""
-    assert intake["batched_meets_targets"] is False and met in readme
+    per_event = intake["variants"]["in-process sqlite live"]["per_event_s"]["p99"]
+    assert (
+        f"per event {intake['per_event_events_per_s']:,.0f} events/s (p99 {_p99(per_event)})"
+    ) in readme
+    if intake["batched_meets_targets"]:
+        said = "the 5,000/s target is met in this run"
+    elif max(batched["runs_events_per_s"]) >= 5000:
+        said = "the 5,000/s target is met only by the fastest run"
+    else:
+        said = "the 5,000/s target is not met"
+    assert said in readme
+
+
+def _p99(seconds: float) -> str:
+    return _micros(seconds) if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"

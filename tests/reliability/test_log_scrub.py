@@ -13,6 +13,8 @@ import inspect
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -466,8 +468,6 @@ def test_an_uncaught_exception_reaches_the_previous_hook_scrubbed() -> None:
 def test_uncaught_exceptions_print_no_secret_to_stderr_after_importing_the_app() -> None:
     """A real process: importing ``function_app`` installs the hooks; a thread, an object's
     clean-up and the main thread then die of exceptions quoting secrets."""
-    import os
-    import subprocess
 
     script = (
         "import threading\n"
@@ -482,20 +482,7 @@ def test_uncaught_exceptions_print_no_secret_to_stderr_after_importing_the_app()
         "from shared.errors import TransientError\n"
         f"raise TransientError('auth with ' + {CLIENT_SECRET!r} + ' refused')\n"
     )
-    env = {
-        **os.environ,
-        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
-        "AUTOPILOT_STORAGE_SAS": f"sv=2021&sig={CONFIGURED}",
-    }
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_with_secrets(script)
     assert done.returncode == 1, done.stderr
     assert_clean(done.stderr)
     assert "Exception in thread uploader:" in done.stderr
@@ -595,9 +582,6 @@ def test_importing_the_function_app_scrubs_every_record_as_the_azure_worker_runs
     """The Functions worker imports ``function_app`` with the app settings in the environment
     and logs through its own root handler, added after start-up: the import alone must make
     every record secret-free, a foreign logger's and an exception's too."""
-    import os
-    import subprocess
-    import sys
 
     script = (
         "import io, logging, sys\n"
@@ -612,20 +596,7 @@ def test_importing_the_function_app_scrubs_every_record_as_the_azure_worker_runs
         "except RuntimeError:\n"
         "    logging.getLogger('functions.reconcile').exception('tick failed')\n"
     )
-    env = {
-        **os.environ,
-        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
-        "AUTOPILOT_STORAGE_SAS": f"sv=2021&sig={CONFIGURED}",
-    }
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_with_secrets(script)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines.count("GET https://acct.blob.core.windows.net/c/b?***") == 2  # both handlers
@@ -745,4 +716,22 @@ def test_an_error_leaving_scrubbed_is_logged_scrubbed_even_without_the_factory(
     assert_clean(caplog.text)
     assert str(raised.value).startswith(
         "GET https://acct.blob.core.windows.net/c/b?sv=2021&sig=***"
+    )
+
+
+def run_with_secrets(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a new interpreter at the repository's root, with a client secret and a
+    SAS token configured in its environment."""
+    env = {
+        **os.environ,
+        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+        "AUTOPILOT_STORAGE_SAS": f"sv=2021&sig={CONFIGURED}",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
